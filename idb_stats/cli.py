@@ -1,0 +1,294 @@
+"""The command line: parse, call the library, print, exit. Nothing else touches click or exits."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable
+from datetime import date
+from urllib.parse import urlsplit
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__, runner
+from .config import Config, load_config
+from .errors import ConfigError, ExitCode, IdbStatsError
+from .logs import ProgressBar, sd_notify, setup_logging
+from .model import DayStats
+from .planning import Plan
+from .stores import open_store
+
+log = logging.getLogger("idb_stats")
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CODES_HELP = """Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 configuration, 4 telemetry
+database unreachable, 5 store unreachable or write not acknowledged, 6 too many skipped rows,
+7 lock held by another run, 8 status: lagging, 9 catch-up span too long."""
+
+
+class DateType(click.ParamType):
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
+        if isinstance(value, date):
+            return value
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a date like 2020-02-18", param, ctx)
+
+
+DATE = DateType()
+
+
+def config_options(func: F) -> F:
+    """--config, --store, --store-url: shared by every command that reads the configuration."""
+
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                  help="TOML configuration file [default: /etc/idb-stats/config.toml if present].")
+    @click.option("--store", type=click.Choice(["postgres", "elasticsearch", "opensearch"]),
+                  help="Statistics store kind (overrides IDB_STATS_STORE).")
+    @click.option("--store-url", help="Store URL or DSN without credentials (overrides IDB_STATS_STORE_URL).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, config_path: str | None, store: str | None, store_url: str | None,
+                **kwargs: Any) -> Any:
+        if store_url and _has_credentials(store_url):
+            raise ConfigError(["--store-url: credentials on the command line are visible to every user; "
+                               "put them in the config file, a credential file or IDB_STATS_STORE_URL"])
+        config = load_config(config_path, {"store.kind": store, "store.url": store_url})
+        return func(*args, config=config, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _has_credentials(url: str) -> bool:
+    return bool(urlsplit(url).password) if "://" in url else "password" in url.lower()
+
+
+def range_options(func: F) -> F:
+    func = click.option("--to", "last", type=DATE, help="Last harvest date (inclusive).")(func)
+    return click.option("--from", "first", type=DATE, help="First harvest date (inclusive).")(func)
+
+
+def output_option(func: F) -> F:
+    return click.option("-o", "--output", type=click.File("w"), default="-",
+                        help="Write here instead of standard output.")(func)
+
+
+def write_ndjson(docs: Iterable[dict[str, Any]], out: Any) -> int:
+    count = 0
+    for doc in docs:
+        out.write(json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+@click.group(epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, prog_name="idb-stats")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+def cli(verbose: bool, quiet: bool) -> None:
+    """Daily per-recordset usage statistics from search API telemetry."""
+    setup_logging(verbose, quiet)
+
+
+def day_summary(stats: DayStats) -> str:
+    return (f"{stats.harvest_date}: {stats.rows} rows, {stats.entries} entries, {stats.recordsets} recordsets, "
+            f"{stats.skipped} skipped, {stats.seconds:.1f} s")
+
+
+def day_fields(stats: DayStats) -> dict[str, Any]:
+    return {"harvest_date": stats.harvest_date.isoformat(), "rows": stats.rows, "entries": stats.entries,
+            "recordsets": stats.recordsets, "skipped": stats.skipped, "seconds": f"{stats.seconds:.3f}",
+            "run_id": stats.run_id}
+
+
+@cli.command("collect-stats", epilog=EXIT_CODES_HELP)
+@config_options
+@click.option("-d", "--date", "day", type=DATE, help="Process this one harvest date (events of the day before).")
+@range_options
+@click.option("--all", "all_days", is_flag=True, help="Every harvest date that has telemetry.")
+@click.option("--reprocess", type=click.Choice(["missing", "all"]),
+              help="Redo complete days too (all) or only fill the gaps (missing). "
+                   "[default: all for --date/--from/--to, missing for --all]")
+@click.option("--dry-run", is_flag=True, help="Aggregate and print each day's summary; write nothing.")
+@click.option("--force-span", is_flag=True, help="Catch up even beyond collect.max_catch_up_days.")
+@click.option("--jobs", type=click.IntRange(1, 64), help="Days aggregated in parallel [default: collect.jobs].")
+@click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
+def collect_stats(config: Config, day: date | None, first: date | None, last: date | None, all_days: bool,
+                  reprocess: str | None, dry_run: bool, force_span: bool, jobs: int | None,
+                  lock_timeout: float | None) -> None:
+    """Aggregate telemetry into daily documents and totals.
+
+    With no date: catch up, from the day after the last complete harvest date through today
+    (first run: today only). Harvest date D covers the events of [D-1 00:00, D 00:00).
+    Re-running any day replaces it exactly.
+    """
+    if sum(x for x in (day is not None, first is not None or last is not None, all_days)) > 1:
+        raise click.UsageError("use one of --date, --from/--to, --all")
+    selection = runner.Selection(day, first, last, all_days, reprocess, force_span)
+    bar: ProgressBar | None = None
+    rows = [0]
+
+    def on_plan(plan: Plan) -> None:
+        nonlocal bar
+        bar = ProgressBar(len(plan.days))
+        log.info("plan: %s (%d days)%s", plan.reason, len(plan.days), " [dry run]" if dry_run else "")
+
+    def on_day(stats: DayStats, done: int, total: int) -> None:
+        rows[0] += stats.rows
+        if bar:
+            bar.clear()
+        log.info(day_summary(stats), extra={"fields": day_fields(stats)})
+        if dry_run:
+            click.echo(json.dumps(stats.as_dict()))
+        sd_notify(f"STATUS={stats.harvest_date}: {done}/{total} days, {_human(rows[0])} rows")
+        if bar:
+            bar.update(done, str(stats.harvest_date))
+
+    result = runner.collect(config, selection, dry_run=dry_run, jobs=jobs, lock_timeout=lock_timeout,
+                            on_plan=on_plan, on_day=on_day)
+    log.info("run %s finished: %d days, %d rows", result.run_id, len(result.days), rows[0],
+             extra={"fields": {"run_id": result.run_id, "days": len(result.days), "rows": rows[0]}})
+
+
+def _human(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+@cli.command()
+@config_options
+def init(config: Config) -> None:
+    """Create the store's schema, indexes or templates (safe to repeat)."""
+    store = open_store(config)
+    try:
+        store.init()
+    finally:
+        store.close()
+    click.echo(f"{config.store} store ready")
+
+
+@cli.command()
+@config_options
+@range_options
+@output_option
+def export(config: Config, first: date | None, last: date | None, output: Any) -> None:
+    """Daily documents as NDJSON, sorted by harvest_date then recordset_id."""
+    if first is None or last is None:
+        raise click.UsageError("export needs --from and --to")
+    store = open_store(config)
+    try:
+        write_ndjson(store.export(first, last), output)
+    finally:
+        store.close()
+
+
+@cli.command("import")
+@config_options
+@click.argument("source_file", type=click.File("r"), default="-")
+def import_(config: Config, source_file: Any) -> None:
+    """Load an NDJSON export into the store; each harvest date in it replaces that day."""
+    docs = (json.loads(line) for line in source_file if line.strip())
+    for stats in runner.import_documents(config, docs):
+        log.info("imported %s: %d documents", stats.harvest_date, stats.recordsets,
+                 extra={"fields": {"harvest_date": stats.harvest_date.isoformat(), "recordsets": stats.recordsets}})
+
+
+@cli.command()
+@config_options
+@click.argument("recordsets", nargs=-1)
+@output_option
+def totals(config: Config, recordsets: tuple[str, ...], output: Any) -> None:
+    """Totals documents as NDJSON (all recordsets, or those named)."""
+    store = open_store(config)
+    try:
+        write_ndjson(store.totals(recordsets), output)
+    finally:
+        store.close()
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@config_options
+@click.option("--max-lag", type=click.IntRange(0),
+              help="Exit 8 when the last complete harvest date is more than N days old.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(config: Config, max_lag: int | None, as_json: bool) -> None:
+    """Last complete day, lag, missing days, the last run and the last size snapshot."""
+    info = runner.status(config)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+    else:
+        run = info["last_run"] or {}
+        lines = [
+            f"store:                 {info['store']}",
+            f"last complete day:     {info['last_complete_harvest_date'] or 'none'}",
+            f"lag:                   {info['lag_days'] if info['lag_days'] is not None else '-'} days",
+            f"complete days:         {info['complete_days']}",
+            f"missing days:          {', '.join(info['missing_days']) or 'none'}",
+            f"last run:              {run.get('run_id', 'none')} {run.get('outcome', '')} "
+            f"{run.get('started_at', '')} {run.get('error') or ''}".rstrip(),
+            f"last size snapshot:    {info['last_snapshot'] or 'none'}"
+            + (" (none today)" if info["snapshot_missing_today"] else ""),
+        ]
+        click.echo("\n".join(lines))
+    lag = info["lag_days"]
+    if max_lag is not None and (lag is None or lag > max_lag):
+        raise Lagging(f"last complete harvest date is {info['last_complete_harvest_date'] or 'missing'}, "
+                      f"lag {lag} days exceeds --max-lag {max_lag}")
+
+
+class Lagging(IdbStatsError):
+    exit_code = ExitCode.LAGGING
+
+
+@cli.command("check-config")
+@config_options
+@click.option("--connect", is_flag=True, help="Also check that the telemetry database and store answer.")
+def check_config(config: Config, connect: bool) -> None:
+    """Validate the configuration (every problem at once) and print it with secrets redacted."""
+    click.echo(json.dumps(config.describe(), indent=2))
+    if connect:
+        runner.source_reachable(config)
+        store = open_store(config)
+        store.close()
+        click.echo("telemetry database and store reachable")
+
+
+@cli.command()
+@click.option("--days", type=click.IntRange(1, 60), default=7, show_default=True, help="Days of telemetry.")
+@click.option("--rows-per-day", type=click.IntRange(1), default=3000, show_default=True)
+@click.option("--keep-running", is_flag=True, help="Leave the server up and print its DSN until Ctrl-C.")
+def demo(days: int, rows_per_day: int, keep_running: bool) -> None:
+    """Start a throwaway PostgreSQL, load a week of synthetic telemetry, collect it, print totals."""
+    from . import demo as demo_module
+
+    demo_module.run(days, rows_per_day, keep_running, click.echo)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(ExitCode.UNEXPECTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except IdbStatsError as exc:
+        log.error("%s", exc, extra={"fields": {"exit_code": int(exc.exit_code)}})
+        if not logging.getLogger("idb_stats").handlers:
+            click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception:
+        log.exception("unexpected error")
+        sys.exit(ExitCode.UNEXPECTED)
+
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,95 @@
+"""Pure assembly of daily documents from the aggregated cells of a day."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from datetime import date
+from itertools import groupby
+from typing import Any
+
+from .model import BLOCKS, OTHER_TERM, RECORD_TYPES, Cell, DayStats
+
+Document = dict[str, Any]
+
+
+def daily_document_id(recordset_id: str, harvest_date: date | str) -> str:
+    """Deterministic identity: a re-run of the day overwrites instead of adding."""
+    day = harvest_date if isinstance(harvest_date, str) else harvest_date.isoformat()
+    return f"{recordset_id}-{day}"
+
+
+def empty_block() -> dict[str, Any]:
+    return {"count": 0, "total": 0, "items": [], "queries": [], "geocodes": []}
+
+
+def _ranked(counts: dict[str, int], limit: int) -> list[tuple[str, int]]:
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    if limit and len(ranked) > limit:
+        rest = sum(v for _, v in ranked[limit:])
+        return [*ranked[:limit], (OTHER_TERM, rest)]
+    return ranked
+
+
+def term_list(counts: dict[str, int], limit: int = 0) -> list[dict[str, Any]]:
+    """Sorted by count desc, then term; beyond `limit` terms the rest is one __other__ entry."""
+    return [{"term": term, "count": count} for term, count in _ranked(counts, limit)]
+
+
+def geocode_list(counts: dict[str, int], limit: int = 0) -> list[dict[str, Any]]:
+    """Like term_list, keyed by the canonical JSON of the geocode object."""
+    return [
+        {"term": OTHER_TERM, "count": count} if key == OTHER_TERM else {"geo": json.loads(key), "count": count}
+        for key, count in _ranked(counts, limit)
+    ]
+
+
+def canonical_geo(geo: dict[str, Any] | None) -> str:
+    return json.dumps(geo or {}, sort_keys=True, separators=(",", ":"))
+
+
+def build_document(
+    recordset_id: str, harvest_date: date, cells: Iterable[Cell], limit: int = 0
+) -> tuple[Document, int]:
+    """One recordset's daily document from its cells; also returns its number of payload entries."""
+    lists: dict[tuple[str, str], dict[str, dict[str, int]]] = {
+        block: {"item": {}, "query": {}, "geo": {}} for block in BLOCKS
+    }
+    counts: dict[tuple[str, str], list[int]] = {block: [0, 0] for block in BLOCKS}
+    for cell in cells:
+        block = (cell.record_type, cell.type)
+        if cell.kind == "geo":
+            lists[block]["geo"][canonical_geo(json.loads(cell.key))] = cell.hits
+            # Every entry carries a geocode ({} when unknown), so the geo cells add up to count and total.
+            counts[block][0] += cell.entries
+            counts[block][1] += cell.hits
+        else:
+            lists[block][cell.kind][cell.key] = cell.hits
+    doc: Document = {"recordset_id": recordset_id, "harvest_date": harvest_date.isoformat()}
+    for record_type in RECORD_TYPES:
+        doc[record_type] = {}
+    for (record_type, event_type), (count, total) in counts.items():
+        kinds = lists[(record_type, event_type)]
+        doc[record_type][event_type] = {
+            "count": count,
+            "total": total,
+            "items": term_list(kinds["item"], limit),
+            "queries": term_list(kinds["query"], limit),
+            "geocodes": geocode_list(kinds["geo"], limit),
+        }
+    entries = sum(c for c, _ in counts.values())
+    return doc, entries
+
+
+def build_documents(
+    cells: Iterable[Cell], harvest_date: date, stats: DayStats, limit: int = 0
+) -> Iterator[Document]:
+    """Documents of a day, one per recordset, from cells grouped by recordset.
+
+    Holds one recordset at a time, so memory follows the largest recordset, not the day.
+    """
+    for recordset_id, group in groupby(cells, key=lambda c: c.recordset_id):
+        doc, entries = build_document(recordset_id, harvest_date, group, limit)
+        stats.entries += entries
+        stats.recordsets += 1
+        yield doc

@@ -1,0 +1,57 @@
+"""Exit codes and the errors that carry them.
+
+The library raises these; only the CLI turns them into a process exit.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    UNEXPECTED = 1
+    USAGE = 2
+    CONFIG = 3
+    SOURCE_UNREACHABLE = 4
+    STORE_FAILED = 5
+    DATA_QUALITY = 6
+    LOCK_HELD = 7
+    LAGGING = 8
+    SPAN_TOO_LONG = 9
+
+
+class IdbStatsError(Exception):
+    exit_code = ExitCode.UNEXPECTED
+
+
+class ConfigError(IdbStatsError):
+    """Every problem found in the configuration, reported together."""
+
+    exit_code = ExitCode.CONFIG
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class SourceUnreachable(IdbStatsError):
+    exit_code = ExitCode.SOURCE_UNREACHABLE
+
+
+class StoreError(IdbStatsError):
+    """The store could not be reached or did not acknowledge a write."""
+
+    exit_code = ExitCode.STORE_FAILED
+
+
+class DataQualityError(IdbStatsError):
+    exit_code = ExitCode.DATA_QUALITY
+
+
+class LockHeld(IdbStatsError):
+    exit_code = ExitCode.LOCK_HELD
+
+
+class SpanTooLong(IdbStatsError):
+    exit_code = ExitCode.SPAN_TOO_LONG

@@ -1,0 +1,101 @@
+"""The vocabulary shared by the core, the adapters and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+from datetime import date, timedelta
+
+RECORD_TYPES = ("records", "mediarecords")
+EVENT_TYPES = ("search", "seen", "mapping", "view", "download")
+# Events whose payload maps record uuid -> recordset uuid (one entry = one record).
+PER_RECORD_TYPES = ("view", "seen")
+# Events whose payload maps recordset uuid -> number of hits.
+PER_RECORDSET_TYPES = ("search", "mapping", "download")
+BLOCKS = tuple((rt, ty) for rt in RECORD_TYPES for ty in EVENT_TYPES)
+
+OTHER_TERM = "__other__"
+UNKNOWN_COUNTRY = "unknown"
+
+# Why a telemetry row was skipped; the SQL in the source assigns exactly these.
+SKIP_REASONS = (
+    "unknown_record_type",
+    "unknown_type",
+    "geocode_not_object",
+    "payload_not_object",
+    "empty_key",
+    "bad_recordset_value",
+    "bad_hit_count",
+)
+
+
+def event_window(harvest_date: date) -> tuple[date, date]:
+    """Harvest date D covers the events in [D-1 00:00, D 00:00): midnight belongs to D+1's run."""
+    return harvest_date - timedelta(days=1), harvest_date
+
+
+@dataclass
+class SkipReason:
+    rows: int = 0
+    example_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class SkipReport:
+    """How many of a day's rows were read and which were skipped, by reason."""
+
+    rows: int = 0
+    reasons: dict[str, SkipReason] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> int:
+        return sum(r.rows for r in self.reasons.values())
+
+    @property
+    def skipped_share(self) -> float:
+        return self.skipped / self.rows if self.rows else 0.0
+
+    def as_dict(self) -> dict[str, dict[str, object]]:
+        return {k: {"rows": v.rows, "example_ids": v.example_ids} for k, v in sorted(self.reasons.items())}
+
+
+class Cell(NamedTuple):
+    """One aggregated value of a day, as the source streams it (grouped by recordset).
+
+    kind is "geo" (key: canonical JSON of the geocode; entries and hits), "item" (key: record uuid)
+    or "query" (key: query hash); hits is the value the rules add to the breakdown lists.
+    """
+
+    recordset_id: str
+    record_type: str
+    type: str
+    kind: str
+    key: str
+    entries: int
+    hits: int
+
+
+@dataclass
+class DayStats:
+    """Figures of one harvest day, filled in while its documents stream by."""
+
+    harvest_date: date
+    run_id: str = ""
+    rows: int = 0
+    skipped: int = 0
+    entries: int = 0
+    recordsets: int = 0
+    skip_reasons: dict[str, dict[str, object]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "harvest_date": self.harvest_date.isoformat(),
+            "run_id": self.run_id,
+            "rows": self.rows,
+            "skipped": self.skipped,
+            "entries": self.entries,
+            "recordsets": self.recordsets,
+            "skip_reasons": self.skip_reasons,
+            "seconds": round(self.seconds, 3),
+        }

@@ -1,0 +1,73 @@
+"""The small interfaces the runner wires together: a telemetry source and a statistics store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date
+from typing import Any, Protocol
+
+from .model import Cell, DayStats, SkipReport
+
+Document = dict[str, Any]
+
+
+class TelemetrySource(Protocol):
+    def skip_report(self, harvest_date: date) -> SkipReport:
+        """Rows of the day's window, and those the rules skip, by reason with example ids."""
+
+    def cells(self, harvest_date: date) -> Iterator[Cell]:
+        """The day's aggregated cells, grouped by recordset (streamed, not held in memory)."""
+
+    def harvest_dates(self) -> list[date]:
+        """Every harvest date whose window holds telemetry."""
+
+    def close(self) -> None: ...
+
+
+class Store(Protocol):
+    """Where daily documents, totals and the run ledger live.
+
+    publish_day must leave totals equal to the sum of the daily documents whatever happens:
+    a failure part-way is repaired by publishing the day again.
+    """
+
+    identity: str
+
+    def init(self) -> None:
+        """Create schema, indexes or templates; safe to repeat."""
+
+    def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
+        """Replace the day's documents with these, adjust totals, mark the day complete."""
+
+    def export(self, first: date, last: date) -> Iterator[Document]:
+        """Daily documents of the range, sorted by harvest_date then recordset_id."""
+
+    def totals(self, recordsets: Sequence[str] = ()) -> Iterator[Document]:
+        """Totals documents, sorted by recordset_id; all when no recordset is named."""
+
+    def completed_days(self) -> dict[date, dict[str, Any]]:
+        """Harvest dates published completely, with their figures."""
+
+    def record_run(self, run: dict[str, Any]) -> None:
+        """Insert or update a run in the ledger (keyed by run_id)."""
+
+    def runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The latest runs, newest first."""
+
+    def write_snapshot(self, snapshot_date: date, documents: Iterable[Document]) -> int:
+        """Replace the recordset size snapshot of a day; returns the documents written."""
+
+    def snapshots(self) -> dict[date, int]:
+        """Days that have a recordset size snapshot, with their number of recordsets."""
+
+    def series(
+        self, recordsets: Sequence[str], first: date | None, last: date | None, interval: str
+    ) -> list[dict[str, Any]]:
+        """Per interval and recordset: count and total of every block (grouped in the store)."""
+
+    def top_countries(
+        self, recordsets: Sequence[str], first: date | None, last: date | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Hits by country over the range, summed over all blocks' geocodes, largest first."""
+
+    def close(self) -> None: ...

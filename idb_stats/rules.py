@@ -1,0 +1,98 @@
+"""The aggregation rules stated plainly, one telemetry row at a time.
+
+This is the specification the SQL in source.py implements for speed. It is pure (rows in,
+documents out) and serves as the reference the tests compare the fast path with, and as the
+row-at-a-time baseline of the benchmark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from .documents import Document, build_document, canonical_geo
+from .model import EVENT_TYPES, PER_RECORD_TYPES, RECORD_TYPES, Cell, SkipReason, SkipReport
+
+MAX_HITS = 2**53 - 1
+
+
+@dataclass(frozen=True)
+class TelemetryRow:
+    id: int
+    type: str
+    record_type: str | None
+    query_hash: str | None
+    ip_geocode: Any
+    payload: Any
+
+
+def skip_reason(row: TelemetryRow) -> str | None:
+    """Why the rules skip a row, or None when they accept it. Checked in this order."""
+    if row.record_type not in RECORD_TYPES:
+        return "unknown_record_type"
+    if row.type not in EVENT_TYPES:
+        return "unknown_type"
+    if row.ip_geocode is not None and not isinstance(row.ip_geocode, dict):
+        return "geocode_not_object"
+    if not isinstance(row.payload, dict):
+        return "payload_not_object"
+    if "" in row.payload:
+        return "empty_key"
+    values = row.payload.values()
+    if row.type in PER_RECORD_TYPES:
+        if any(not isinstance(v, str) or v == "" for v in values):
+            return "bad_recordset_value"
+    elif any(not _is_hit_count(v) for v in values):
+        return "bad_hit_count"
+    return None
+
+
+def _is_hit_count(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return 0 <= value <= MAX_HITS and value == int(value)
+
+
+def aggregate(
+    rows: Iterable[TelemetryRow], harvest_date: date, limit: int = 0, max_examples: int = 5
+) -> tuple[list[Document], SkipReport]:
+    """Apply the rules to the rows of one harvest day: documents sorted by recordset, and skips."""
+    report = SkipReport()
+    # (recordset, record_type, type, kind, key) -> [entries, hits]
+    acc: dict[tuple[str, str, str, str, str], list[int]] = {}
+
+    def add(rs: str, rt: str, ty: str, kind: str, key: str, hits: int) -> None:
+        slot = acc.setdefault((rs, rt, ty, kind, key), [0, 0])
+        slot[0] += 1
+        slot[1] += hits
+
+    for row in rows:
+        report.rows += 1
+        reason = skip_reason(row)
+        if reason is not None:
+            skip = report.reasons.setdefault(reason, SkipReason())
+            skip.rows += 1
+            if len(skip.example_ids) < max_examples:
+                skip.example_ids.append(row.id)
+            continue
+        assert row.record_type is not None
+        geo = canonical_geo(row.ip_geocode)
+        for key, value in row.payload.items():
+            if row.type in PER_RECORD_TYPES:
+                recordset, hits = value, 1
+                add(recordset, row.record_type, row.type, "item", key, 1)
+            else:
+                recordset, hits = key, int(value)
+            if row.query_hash is not None and row.type != "view":
+                add(recordset, row.record_type, row.type, "query", row.query_hash, hits)
+            add(recordset, row.record_type, row.type, "geo", geo, hits)
+
+    by_recordset: dict[str, list[Cell]] = {}
+    for (rs, rt, ty, kind, key), (entries, hits) in acc.items():
+        by_recordset.setdefault(rs, []).append(Cell(rs, rt, ty, kind, key, entries, hits))
+    docs = [build_document(rs, harvest_date, cells, limit)[0] for rs, cells in sorted(by_recordset.items())]
+    for skip in report.reasons.values():
+        skip.example_ids.sort()
+    return docs, report

@@ -1,0 +1,287 @@
+"""The one place that wires telemetry source -> pure core -> store, for every command."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+
+import psycopg2
+
+from . import planning
+from .config import Config
+from .documents import build_documents
+from .errors import DataQualityError, IdbStatsError, LockHeld
+from .model import DayStats
+from .ports import Store, TelemetrySource
+from .source import PostgresTelemetrySource, connect
+from .stores import open_store
+
+log = logging.getLogger("idb_stats")
+
+DayCallback = Callable[[DayStats, int, int], None]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which days a collect-stats run covers, as the operator asked."""
+
+    day: date | None = None
+    first: date | None = None
+    last: date | None = None
+    all_days: bool = False
+    reprocess: str | None = None  # None: "all" for explicit days, "missing" for --all
+    force_span: bool = False
+
+
+def today(config: Config) -> date:
+    return datetime.now(config.zone).date()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def plan(config: Config, selection: Selection, store: Store, source: TelemetrySource) -> planning.Plan:
+    complete = set(store.completed_days())
+    if selection.day is not None:
+        candidates, why = [selection.day], f"harvest date {selection.day}"
+    elif selection.first is not None or selection.last is not None:
+        first = selection.first or selection.last
+        last = selection.last or selection.first
+        assert first is not None and last is not None
+        candidates, why = planning.date_range(first, last), f"range {first} to {last}"
+    elif selection.all_days:
+        candidates, why = source.harvest_dates(), "every day with telemetry"
+        return planning.Plan(planning.select(candidates, complete, selection.reprocess or "missing"), why)
+    else:
+        return planning.catch_up(max(complete, default=None), today(config), config.max_catch_up_days,
+                                 selection.force_span)
+    return planning.Plan(planning.select(candidates, complete, selection.reprocess or "all"), why)
+
+
+@contextlib.contextmanager
+def run_lock(config: Config, store_identity: str, timeout: float) -> Iterator[None]:
+    """One run per store: an advisory lock held by a source connection, freed if the run dies."""
+    conn = connect(config.source_dsn, "lock")
+    conn.autocommit = True
+    try:
+        deadline = time.monotonic() + timeout
+        with conn.cursor() as cur:
+            while True:
+                cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (f"idb-stats {store_identity}",))
+                if cur.fetchone()[0]:
+                    break
+                if time.monotonic() >= deadline:
+                    raise LockHeld(
+                        f"another idb-stats run holds the lock for this store (waited {timeout:g} s; "
+                        "raise --lock-timeout to wait longer)"
+                    )
+                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        yield
+    finally:
+        conn.close()
+
+
+def process_day(
+    config: Config, source: TelemetrySource, store: Store | None, day: date, run_id: str
+) -> DayStats:
+    """Aggregate one harvest date and publish it (store None: dry run, nothing written)."""
+    started = time.monotonic()
+    report = source.skip_report(day)
+    stats = DayStats(day, run_id, rows=report.rows, skipped=report.skipped, skip_reasons=report.as_dict())
+    if report.skipped_share > config.max_skipped_share:
+        reasons = ", ".join(f"{k}: {v['rows']} (e.g. ids {v['example_ids']})" for k, v in stats.skip_reasons.items())
+        raise DataQualityError(
+            f"{day}: {report.skipped} of {report.rows} rows ({report.skipped_share:.2%}) break the rules, more than "
+            f"collect.max_skipped_share {config.max_skipped_share:.2%}; nothing was written for this day. {reasons}"
+        )
+    documents = build_documents(source.cells(day), day, stats, config.breakdown_limit)
+    if store is None:
+        for _ in documents:
+            pass
+    else:
+        store.publish_day(stats, documents)
+    stats.seconds = time.monotonic() - started
+    return stats
+
+
+# Worker processes keep their own connections for the whole run (--jobs > 1).
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(config: Config, dry_run: bool) -> None:
+    _worker["config"] = config
+    _worker["source"] = PostgresTelemetrySource(config)
+    _worker["store"] = None if dry_run else open_store(config)
+
+
+def _work(day: date, run_id: str) -> DayStats:
+    return process_day(_worker["config"], _worker["source"], _worker["store"], day, run_id)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    plan: planning.Plan
+    days: list[DayStats]
+
+
+def collect(
+    config: Config,
+    selection: Selection,
+    *,
+    dry_run: bool = False,
+    jobs: int | None = None,
+    lock_timeout: float | None = None,
+    on_plan: Callable[[planning.Plan], None] | None = None,
+    on_day: DayCallback | None = None,
+    command: str = "collect-stats",
+) -> RunResult:
+    jobs = jobs or config.jobs
+    run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    source = PostgresTelemetrySource(config)
+    store = open_store(config)
+    try:
+        lock = contextlib.nullcontext() if dry_run else run_lock(
+            config, store.identity, config.lock_timeout if lock_timeout is None else lock_timeout
+        )
+        with lock:
+            if not dry_run:
+                store.init()
+            day_plan = plan(config, selection, store, source)
+            if on_plan:
+                on_plan(day_plan)
+            run: dict[str, Any] = {
+                "run_id": run_id, "command": command, "host": socket.gethostname(), "pid": os.getpid(),
+                "started_at": now_iso(), "finished_at": None, "outcome": "running", "dry_run": dry_run,
+                "plan": day_plan.reason, "days": [], "error": None,
+            }
+            if not dry_run:
+                store.record_run(run)
+            done: list[DayStats] = []
+
+            def finished(stats: DayStats) -> None:
+                done.append(stats)
+                run["days"].append(stats.as_dict())
+                if on_day:
+                    on_day(stats, len(done), len(day_plan.days))
+
+            try:
+                if jobs > 1 and len(day_plan.days) > 1:
+                    _run_parallel(config, day_plan.days, run_id, dry_run, jobs, finished)
+                else:
+                    for day in day_plan.days:
+                        finished(process_day(config, source, None if dry_run else store, day, run_id))
+                run["outcome"] = "ok"
+            except IdbStatsError as exc:
+                run["outcome"], run["error"] = "failed", str(exc)
+                raise
+            except (Exception, KeyboardInterrupt) as exc:
+                run["outcome"], run["error"] = "failed", f"{type(exc).__name__}: {exc}"
+                raise
+            finally:
+                run["finished_at"] = now_iso()
+                if not dry_run:
+                    with contextlib.suppress(Exception):
+                        store.record_run(run)
+            return RunResult(run_id, day_plan, done)
+    finally:
+        source.close()
+        store.close()
+
+
+def _run_parallel(
+    config: Config, days: list[date], run_id: str, dry_run: bool, jobs: int, finished: Callable[[DayStats], None]
+) -> None:
+    """Days are independent; workers take them in order and a failure stops new ones."""
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(config, dry_run)) as pool:
+        pending: list[Future[DayStats]] = []
+        queue = list(days)
+        error: BaseException | None = None
+        while (queue and error is None) or pending:
+            while queue and error is None and len(pending) < jobs:
+                pending.append(pool.submit(_work, queue.pop(0), run_id))
+            completed, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in completed:
+                pending.remove(future)
+                if future.exception() is not None:
+                    error = error or future.exception()
+                else:
+                    finished(future.result())
+        if error is not None:
+            raise error
+
+
+def status(config: Config) -> dict[str, Any]:
+    """What an operator or a monitor needs: last complete day, lag, holes, the latest runs."""
+    store = open_store(config)
+    try:
+        complete = store.completed_days()
+        current = today(config)
+        last = max(complete, default=None)
+        first = min(complete, default=None)
+        runs = store.runs(limit=1)
+        snapshots = store.snapshots()
+        last_snapshot = max(snapshots, default=None)
+        return {
+            "store": config.store,
+            "today": current.isoformat(),
+            "last_complete_harvest_date": last.isoformat() if last else None,
+            "lag_days": (current - last).days if last else None,
+            "complete_days": len(complete),
+            "missing_days": [d.isoformat() for d in planning.missing_days(set(complete), first, last or current)],
+            "last_day": complete[last] if last else None,
+            "last_run": runs[0] if runs else None,
+            "last_snapshot": last_snapshot.isoformat() if last_snapshot else None,
+            "snapshot_missing_today": bool(snapshots) and last_snapshot != datetime.now(timezone.utc).date(),
+            "snapshot_recordsets": snapshots.get(last_snapshot) if last_snapshot else None,
+        }
+    finally:
+        store.close()
+
+
+def import_documents(config: Config, documents: Iterator[dict[str, Any]]) -> list[DayStats]:
+    """Load daily documents (an NDJSON export) into the store, one harvest date at a time.
+
+    Each day of the input replaces that day in the store, so totals stay exact.
+    """
+    from itertools import groupby
+
+    store = open_store(config)
+    run_id = f"import-{uuid.uuid4().hex[:8]}"
+    published: list[DayStats] = []
+    try:
+        with run_lock(config, store.identity, config.lock_timeout):
+            store.init()
+            for day_text, group in groupby(documents, key=lambda d: d["harvest_date"]):
+                day = date.fromisoformat(day_text)
+                stats = DayStats(day, run_id)
+                if any(p.harvest_date == day for p in published):
+                    raise IdbStatsError(f"import: documents of {day} are not contiguous; sort by harvest_date first")
+
+                def counted(docs: Iterator[dict[str, Any]], stats: DayStats = stats) -> Iterator[dict[str, Any]]:
+                    for doc in docs:
+                        stats.recordsets += 1
+                        yield doc
+
+                store.publish_day(stats, counted(group))
+                published.append(stats)
+    finally:
+        store.close()
+    return published
+
+
+def source_reachable(config: Config) -> None:
+    """Raise SourceUnreachable unless the telemetry database answers."""
+    conn = connect(config.source_dsn, "telemetry")
+    with contextlib.suppress(psycopg2.Error):
+        conn.close()

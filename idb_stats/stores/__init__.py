@@ -1,0 +1,21 @@
+"""Statistics stores. Each kind lives in its own module; open_store picks one by name."""
+
+from __future__ import annotations
+
+import importlib
+
+from ..config import Config
+from ..ports import Store
+
+# kind -> "module:factory", imported on demand so a deployment needs only its store's client.
+STORE_FACTORIES = {
+    "postgres": "idb_stats.stores.postgres:PostgresStore",
+    "elasticsearch": "idb_stats.stores.elasticsearch:ElasticsearchStore",
+    "opensearch": "idb_stats.stores.opensearch:OpenSearchStore",
+}
+
+
+def open_store(config: Config) -> Store:
+    module_name, factory = STORE_FACTORIES[config.store].split(":")
+    store: Store = getattr(importlib.import_module(module_name), factory)(config)
+    return store

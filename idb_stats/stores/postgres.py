@@ -1,0 +1,271 @@
+"""The PostgreSQL store, the embedded default: a day is published in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+
+from ..config import Config
+from ..errors import StoreError
+from ..model import BLOCKS, DayStats
+from ..ports import Document
+from ..source import connect
+from ..totals import Summary, Totals, replace_day, summarize
+
+log = logging.getLogger(__name__)
+
+COPY_BATCH_BYTES = 8_000_000
+
+SCHEMA_SQL = """
+CREATE SCHEMA IF NOT EXISTS {s};
+-- doc is json (not jsonb) so export returns each document exactly as it was built.
+CREATE TABLE IF NOT EXISTS {s}.daily (
+  harvest_date date NOT NULL,
+  recordset_id text COLLATE "C" NOT NULL,
+  doc json NOT NULL,
+  summary jsonb NOT NULL,
+  PRIMARY KEY (harvest_date, recordset_id));
+CREATE INDEX IF NOT EXISTS daily_recordset ON {s}.daily (recordset_id, harvest_date);
+CREATE TABLE IF NOT EXISTS {s}.totals (
+  recordset_id text COLLATE "C" PRIMARY KEY,
+  doc json NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.days (
+  harvest_date date PRIMARY KEY,
+  run_id text NOT NULL,
+  completed_at timestamptz NOT NULL DEFAULT now(),
+  stats jsonb NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.runs (
+  run_id text PRIMARY KEY,
+  started_at timestamptz NOT NULL,
+  doc jsonb NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.api_snapshots (
+  snapshot_date date NOT NULL,
+  recordset_id text COLLATE "C" NOT NULL,
+  doc json NOT NULL,
+  PRIMARY KEY (snapshot_date, recordset_id));
+"""
+
+
+def _copy_line(*columns: str) -> str:
+    # COPY text format: backslash is the escape character; JSON never holds raw tabs or newlines.
+    return "\t".join(c.replace("\\", "\\\\") for c in columns) + "\n"
+
+
+def dumps(doc: Document) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+class PostgresStore:
+    def __init__(self, config: Config):
+        self.schema = config.store_schema
+        self.identity = "postgres:" + hashlib.sha256(
+            f"{_server_identity(config.store_dsn)}/{self.schema}".encode()
+        ).hexdigest()[:16]
+        self._dsn = config.store_dsn
+        self._conn = self._connect()
+
+    def _connect(self) -> psycopg2.extensions.connection:
+        try:
+            return connect(self._dsn, "statistics store")
+        except Exception as exc:
+            raise StoreError(str(exc)) from None
+
+    def _sql(self, template: str) -> str:
+        return template.format(s=self.schema)
+
+    def init(self) -> None:
+        with self._conn, self._conn.cursor() as cur:
+            # Two first runs racing to create the schema would collide on the catalog.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"idb-stats init {self.schema}",))
+            cur.execute(self._sql(SCHEMA_SQL))
+
+    def _require_schema(self) -> None:
+        with self._conn, self._conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (f"{self.schema}.days",))
+            if cur.fetchone()[0] is None:
+                raise StoreError(f"the store schema {self.schema!r} does not exist yet: run `idb-stats init`")
+
+    def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
+        self._require_schema()
+        day = stats.harvest_date
+        try:
+            with self._conn, self._conn.cursor() as cur:
+                cur.execute(self._sql("SELECT recordset_id, summary FROM {s}.daily WHERE harvest_date = %s"), (day,))
+                old = {rs: Summary.from_json(summary) for rs, summary in cur}
+                cur.execute(self._sql("DELETE FROM {s}.daily WHERE harvest_date = %s"), (day,))
+                new = self._copy_documents(cur, documents)
+                self._update_totals(cur, day, old, new)
+                cur.execute(
+                    self._sql(
+                        "INSERT INTO {s}.days (harvest_date, run_id, stats) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (harvest_date) DO UPDATE SET run_id = EXCLUDED.run_id, "
+                        "completed_at = now(), stats = EXCLUDED.stats"
+                    ),
+                    (day, stats.run_id, json.dumps(stats.as_dict())),
+                )
+        except psycopg2.Error as exc:
+            raise StoreError(f"publishing {day} failed and was rolled back: {str(exc).strip()}") from None
+
+    def _copy_documents(self, cur: Any, documents: Iterable[Document]) -> dict[str, Summary]:
+        summaries: dict[str, Summary] = {}
+        buffer = io.StringIO()
+        copy_sql = self._sql("COPY {s}.daily (harvest_date, recordset_id, doc, summary) FROM STDIN")
+        for doc in documents:
+            summary = summarize(doc)
+            summaries[doc["recordset_id"]] = summary
+            buffer.write(_copy_line(doc["harvest_date"], doc["recordset_id"], dumps(doc), dumps(summary.to_json())))
+            if buffer.tell() > COPY_BATCH_BYTES:
+                buffer.seek(0)
+                cur.copy_expert(copy_sql, buffer)
+                buffer = io.StringIO()
+        buffer.seek(0)
+        cur.copy_expert(copy_sql, buffer)
+        return summaries
+
+    def _update_totals(self, cur: Any, day: date, old: dict[str, Summary], new: dict[str, Summary]) -> None:
+        affected = sorted(old.keys() | new.keys())
+        # Row locks in a fixed order, so parallel days touching the same recordsets cannot deadlock.
+        cur.execute(
+            self._sql("SELECT recordset_id, doc FROM {s}.totals WHERE recordset_id = ANY(%s) "
+                      "ORDER BY recordset_id FOR UPDATE"),
+            (affected,),
+        )
+        current = {rs: Totals.from_doc(doc) for rs, doc in cur}
+        upserts, deletes = [], []
+        for rs in affected:
+            merged = replace_day(current.get(rs, Totals(rs)), day, old.get(rs), new.get(rs))
+            if merged.empty:
+                deletes.append(rs)
+            else:
+                upserts.append((rs, dumps(merged.to_doc())))
+        psycopg2.extras.execute_values(
+            cur,
+            self._sql("INSERT INTO {s}.totals (recordset_id, doc) VALUES %s "
+                      "ON CONFLICT (recordset_id) DO UPDATE SET doc = EXCLUDED.doc"),
+            upserts,
+            page_size=1000,
+        )
+        if deletes:
+            cur.execute(self._sql("DELETE FROM {s}.totals WHERE recordset_id = ANY(%s)"), (deletes,))
+
+    def _stream(self, sql: str, params: Any) -> Iterator[Any]:
+        self._require_schema()
+        with self._conn, self._conn.cursor(name="idb_stats_stream") as cur:
+            cur.itersize = 2000
+            cur.execute(self._sql(sql), params)
+            yield from cur
+
+    def export(self, first: date, last: date) -> Iterator[Document]:
+        rows = self._stream(
+            "SELECT doc::text FROM {s}.daily WHERE harvest_date BETWEEN %s AND %s ORDER BY harvest_date, recordset_id",
+            (first, last),
+        )
+        return (json.loads(text) for (text,) in rows)
+
+    def totals(self, recordsets: Sequence[str] = ()) -> Iterator[Document]:
+        if recordsets:
+            rows = self._stream(
+                "SELECT doc::text FROM {s}.totals WHERE recordset_id = ANY(%s) ORDER BY recordset_id",
+                (list(recordsets),),
+            )
+        else:
+            rows = self._stream("SELECT doc::text FROM {s}.totals ORDER BY recordset_id", None)
+        return (json.loads(text) for (text,) in rows)
+
+    def completed_days(self) -> dict[date, dict[str, Any]]:
+        self._require_schema()
+        with self._conn, self._conn.cursor() as cur:
+            cur.execute(self._sql("SELECT harvest_date, stats FROM {s}.days"))
+            return dict(cur.fetchall())
+
+    def record_run(self, run: dict[str, Any]) -> None:
+        self._require_schema()
+        with self._conn, self._conn.cursor() as cur:
+            cur.execute(
+                self._sql("INSERT INTO {s}.runs (run_id, started_at, doc) VALUES (%s, %s, %s) "
+                          "ON CONFLICT (run_id) DO UPDATE SET doc = EXCLUDED.doc"),
+                (run["run_id"], run["started_at"], json.dumps(run)),
+            )
+
+    def runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        self._require_schema()
+        with self._conn, self._conn.cursor() as cur:
+            cur.execute(self._sql("SELECT doc FROM {s}.runs ORDER BY started_at DESC LIMIT %s"), (limit,))
+            return [doc for (doc,) in cur]
+
+    def write_snapshot(self, snapshot_date: date, documents: Iterable[Document]) -> int:
+        self._require_schema()
+        written = 0
+        copy_sql = self._sql("COPY {s}.api_snapshots (snapshot_date, recordset_id, doc) FROM STDIN")
+        with self._conn, self._conn.cursor() as cur:
+            cur.execute(self._sql("DELETE FROM {s}.api_snapshots WHERE snapshot_date = %s"), (snapshot_date,))
+            buffer = io.StringIO()
+            for doc in documents:
+                buffer.write(_copy_line(snapshot_date.isoformat(), doc["recordset_id"], dumps(doc)))
+                written += 1
+            buffer.seek(0)
+            cur.copy_expert(copy_sql, buffer)
+        return written
+
+    def snapshots(self) -> dict[date, int]:
+        self._require_schema()
+        with self._conn, self._conn.cursor() as cur:
+            cur.execute(self._sql("SELECT snapshot_date, count(*) FROM {s}.api_snapshots GROUP BY 1"))
+            return dict(cur.fetchall())
+
+    def series(
+        self, recordsets: Sequence[str], first: date | None, last: date | None, interval: str
+    ) -> list[dict[str, Any]]:
+        sums = ", ".join(
+            f"sum((summary->'{rt}'->'{ty}'->>'{f}')::bigint) AS \"{rt}.{ty}.{f}\""
+            for rt, ty in BLOCKS
+            for f in ("count", "total")
+        )
+        sql = (
+            f"SELECT date_trunc(%(interval)s, harvest_date::timestamp)::date AS period, recordset_id, {sums} "
+            "FROM {s}.daily WHERE recordset_id = ANY(%(rs)s) "
+            "AND harvest_date >= COALESCE(%(first)s, '-infinity'::date) "
+            "AND harvest_date <= COALESCE(%(last)s, 'infinity'::date) "
+            "GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        self._require_schema()
+        with self._conn, self._conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute(
+                self._sql(sql),
+                {"interval": interval, "rs": list(recordsets), "first": first, "last": last},
+            )
+            return [dict(row) for row in cur]
+
+    def top_countries(
+        self, recordsets: Sequence[str], first: date | None, last: date | None, limit: int
+    ) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT c.key AS country, sum(c.value::bigint)::bigint AS hits "
+            "FROM {s}.daily d, jsonb_each(d.summary) rt, jsonb_each(rt.value) ty, "
+            "jsonb_each_text(ty.value->'countries') c "
+            "WHERE d.recordset_id = ANY(%(rs)s) "
+            "AND d.harvest_date >= COALESCE(%(first)s, '-infinity'::date) "
+            "AND d.harvest_date <= COALESCE(%(last)s, 'infinity'::date) "
+            "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %(limit)s"
+        )
+        self._require_schema()
+        with self._conn, self._conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute(self._sql(sql), {"rs": list(recordsets), "first": first, "last": last, "limit": limit})
+            return [dict(row) for row in cur]
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _server_identity(dsn: str) -> str:
+    """host:port/dbname of a DSN, without credentials, to key the run lock."""
+    params = psycopg2.extensions.parse_dsn(dsn)
+    return f"{params.get('host', '')}:{params.get('port', '5432')}/{params.get('dbname', '')}"

@@ -1,0 +1,142 @@
+"""Synthetic telemetry that follows the source contract: for the demo, the tests and the benchmark.
+
+Seeded, so the same arguments give the same rows. Popularity of recordsets and queries is
+Zipf-skewed and the type mix resembles a portal's: mostly searches and records seen.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from bisect import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from itertools import accumulate
+from typing import Any
+
+TELEMETRY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {queries} (id bigserial PRIMARY KEY, query_hash text NOT NULL UNIQUE, query jsonb);
+CREATE TABLE IF NOT EXISTS {stats} (
+  id bigserial PRIMARY KEY, date timestamp NOT NULL, type text NOT NULL, record_type text,
+  query_id bigint REFERENCES {queries}(id), source text, ip text, ip_geocode jsonb,
+  payload jsonb NOT NULL);
+CREATE INDEX IF NOT EXISTS {stats}_date_idx ON {stats} (date);
+"""
+
+TYPE_MIX = {"search": 40, "seen": 40, "mapping": 10, "view": 9, "download": 1}
+GEOCODES: list[dict[str, str] | None] = [
+    {"country": "US", "region": "FL", "city": "Gainesville"},
+    {"country": "US", "region": "CA", "city": "Berkeley"},
+    {"country": "BR", "region": "SP", "city": "Sao Paulo"},
+    {"country": "DE", "region": "BE", "city": "Berlin"},
+    {"country": "AU"},
+    {},
+    None,
+]
+
+
+def fake_uuid(kind: int, index: int) -> str:
+    return f"{kind:08x}-{index >> 48 & 0xFFFF:04x}-4{index >> 36 & 0xFFF:03x}-8{index >> 24 & 0xFFF:03x}-{index & 0xFFFFFF:012x}"
+
+
+def _zipf_weights(n: int, s: float = 1.1) -> list[float]:
+    return list(accumulate(1.0 / (rank**s) for rank in range(1, n + 1)))
+
+
+@dataclass
+class Spec:
+    first_day: date  # calendar day of the first events (harvest date first_day + 1)
+    days: int = 7
+    rows_per_day: int = 2_000
+    recordsets: int = 1_600
+    records_per_recordset: int = 5_000
+    queries: int = 20_000
+    seed: int = 1
+    midnight_share: float = 0.01
+    no_query_share: float = 0.05
+
+
+class Generator:
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.rng = random.Random(spec.seed)
+        self.recordsets = [fake_uuid(1, i) for i in range(spec.recordsets)]
+        self.rs_weights = _zipf_weights(spec.recordsets)
+        self.q_weights = _zipf_weights(spec.queries)
+        self.types = list(TYPE_MIX)
+        self.type_weights = list(accumulate(TYPE_MIX.values()))
+
+    def _pick(self, cumulative: list[float]) -> int:
+        return bisect(cumulative, self.rng.random() * cumulative[-1])
+
+    def query_hash(self, index: int) -> str:
+        return f"q{index:015x}"
+
+    def _recordset(self) -> int:
+        return min(self._pick(self.rs_weights), self.spec.recordsets - 1)
+
+    def _payload(self, event_type: str) -> dict[str, Any]:
+        rng = self.rng
+        if event_type in ("view", "seen"):
+            size = 1 if event_type == "view" else rng.randint(1, 100)
+            rs = self._recordset()
+            payload = {}
+            for _ in range(size):
+                if rng.random() < 0.2:
+                    rs = self._recordset()
+                record = fake_uuid(2, rs * self.spec.records_per_recordset
+                                   + int(rng.paretovariate(1.2)) % self.spec.records_per_recordset)
+                payload[record] = self.recordsets[rs]
+            return payload
+        size = min(int(rng.paretovariate(1.3)), 200)
+        return {self.recordsets[self._recordset()]: int(rng.paretovariate(1.1)) for _ in range(size)}
+
+    def rows(self, day: date) -> Iterator[tuple[datetime, str, str, int | None, Any, dict[str, Any]]]:
+        """(date, type, record_type, query index or None, geocode, payload) for one calendar day."""
+        rng, spec = self.rng, self.spec
+        start = datetime(day.year, day.month, day.day)
+        for _ in range(spec.rows_per_day):
+            at = start if rng.random() < spec.midnight_share else start + timedelta(seconds=rng.uniform(0, 86399.999))
+            event_type = self.types[self._pick(self.type_weights)]
+            record_type = "mediarecords" if rng.random() < 0.1 else "records"
+            query = None if rng.random() < spec.no_query_share else min(self._pick(self.q_weights), spec.queries - 1)
+            geo = GEOCODES[rng.randrange(len(GEOCODES))]
+            yield at, event_type, record_type, query, geo, self._payload(event_type)
+
+
+def create_schema(conn: Any, stats: str = "stats", queries: str = "queries") -> None:
+    with conn, conn.cursor() as cur:
+        cur.execute(TELEMETRY_SCHEMA.format(stats=stats, queries=queries))
+
+
+def load(conn: Any, spec: Spec, stats: str = "stats", queries: str = "queries") -> int:
+    """Fill the telemetry tables; returns the number of stats rows written."""
+    gen = Generator(spec)
+    create_schema(conn, stats, queries)
+    with conn, conn.cursor() as cur:
+        buffer = io.StringIO()
+        for i in range(spec.queries):
+            query = json.dumps({"rq": {"scientificname": f"taxon {i}"}})
+            buffer.write(f"{gen.query_hash(i)}\t{query}\n")
+        buffer.seek(0)
+        cur.copy_expert(f"COPY {queries} (query_hash, query) FROM STDIN", buffer)
+        cur.execute(f"SELECT query_hash, id FROM {queries}")
+        ids = dict(cur.fetchall())
+    written = 0
+    for offset in range(spec.days):
+        with conn, conn.cursor() as cur:
+            buffer = io.StringIO()
+            for at, event_type, record_type, query, geo, payload in gen.rows(spec.first_day + timedelta(days=offset)):
+                query_id = "\\N" if query is None else str(ids[gen.query_hash(query)])
+                geo_text = "\\N" if geo is None else json.dumps(geo)
+                buffer.write(f"{at.isoformat(sep=' ')}\t{event_type}\t{record_type}\t{query_id}\t"
+                             f"search-api\t127.0.0.1\t{geo_text}\t{json.dumps(payload)}\n")
+                written += 1
+            buffer.seek(0)
+            cur.copy_expert(
+                f"COPY {stats} (date, type, record_type, query_id, source, ip, ip_geocode, payload) FROM STDIN",
+                buffer,
+            )
+    return written
