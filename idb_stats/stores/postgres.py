@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -81,14 +82,23 @@ class PostgresStore:
     def _sql(self, template: str) -> str:
         return template.format(s=self.schema)
 
+    @contextlib.contextmanager
+    def _transaction(self, what: str, cursor_factory: Any = None) -> Iterator[Any]:
+        """A cursor in one transaction; any database failure rolls back and becomes a StoreError."""
+        try:
+            with self._conn, self._conn.cursor(cursor_factory=cursor_factory) as cur:
+                yield cur
+        except psycopg2.Error as exc:
+            raise StoreError(f"{what} failed and was rolled back: {str(exc).strip()}") from None
+
     def init(self) -> None:
-        with self._conn, self._conn.cursor() as cur:
+        with self._transaction("init") as cur:
             # Two first runs racing to create the schema would collide on the catalog.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"idb-stats init {self.schema}",))
             cur.execute(self._sql(SCHEMA_SQL))
 
     def _require_schema(self) -> None:
-        with self._conn, self._conn.cursor() as cur:
+        with self._transaction("reading the store schema") as cur:
             cur.execute("SELECT to_regclass(%s)", (f"{self.schema}.days",))
             if cur.fetchone()[0] is None:
                 raise StoreError(f"the store schema {self.schema!r} does not exist yet: run `idb-stats init`")
@@ -96,23 +106,20 @@ class PostgresStore:
     def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
         self._require_schema()
         day = stats.harvest_date
-        try:
-            with self._conn, self._conn.cursor() as cur:
-                cur.execute(self._sql("SELECT recordset_id, summary FROM {s}.daily WHERE harvest_date = %s"), (day,))
-                old = {rs: Summary.from_json(summary) for rs, summary in cur}
-                cur.execute(self._sql("DELETE FROM {s}.daily WHERE harvest_date = %s"), (day,))
-                new = self._copy_documents(cur, documents)
-                self._update_totals(cur, day, old, new)
-                cur.execute(
-                    self._sql(
-                        "INSERT INTO {s}.days (harvest_date, run_id, stats) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (harvest_date) DO UPDATE SET run_id = EXCLUDED.run_id, "
-                        "completed_at = now(), stats = EXCLUDED.stats"
-                    ),
-                    (day, stats.run_id, json.dumps(stats.as_dict())),
-                )
-        except psycopg2.Error as exc:
-            raise StoreError(f"publishing {day} failed and was rolled back: {str(exc).strip()}") from None
+        with self._transaction(f"publishing {day}") as cur:
+            cur.execute(self._sql("SELECT recordset_id, summary FROM {s}.daily WHERE harvest_date = %s"), (day,))
+            old = {rs: Summary.from_json(summary) for rs, summary in cur}
+            cur.execute(self._sql("DELETE FROM {s}.daily WHERE harvest_date = %s"), (day,))
+            new = self._copy_documents(cur, documents)
+            self._update_totals(cur, day, old, new)
+            cur.execute(
+                self._sql(
+                    "INSERT INTO {s}.days (harvest_date, run_id, stats) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (harvest_date) DO UPDATE SET run_id = EXCLUDED.run_id, "
+                    "completed_at = now(), stats = EXCLUDED.stats"
+                ),
+                (day, stats.run_id, json.dumps(stats.as_dict())),
+            )
 
     def _copy_documents(self, cur: Any, documents: Iterable[Document]) -> dict[str, Summary]:
         summaries: dict[str, Summary] = {}
@@ -158,10 +165,13 @@ class PostgresStore:
 
     def _stream(self, sql: str, params: Any) -> Iterator[Any]:
         self._require_schema()
-        with self._conn, self._conn.cursor(name="idb_stats_stream") as cur:
-            cur.itersize = 2000
-            cur.execute(self._sql(sql), params)
-            yield from cur
+        try:
+            with self._conn, self._conn.cursor(name="idb_stats_stream") as cur:
+                cur.itersize = 2000
+                cur.execute(self._sql(sql), params)
+                yield from cur
+        except psycopg2.Error as exc:
+            raise StoreError(f"reading the store failed: {str(exc).strip()}") from None
 
     def export(self, first: date, last: date) -> Iterator[Document]:
         rows = self._stream(
@@ -182,13 +192,13 @@ class PostgresStore:
 
     def completed_days(self) -> dict[date, dict[str, Any]]:
         self._require_schema()
-        with self._conn, self._conn.cursor() as cur:
+        with self._transaction("reading completed days") as cur:
             cur.execute(self._sql("SELECT harvest_date, stats FROM {s}.days"))
             return dict(cur.fetchall())
 
     def record_run(self, run: dict[str, Any]) -> None:
         self._require_schema()
-        with self._conn, self._conn.cursor() as cur:
+        with self._transaction("recording the run") as cur:
             cur.execute(
                 self._sql("INSERT INTO {s}.runs (run_id, started_at, doc) VALUES (%s, %s, %s) "
                           "ON CONFLICT (run_id) DO UPDATE SET doc = EXCLUDED.doc"),
@@ -197,7 +207,7 @@ class PostgresStore:
 
     def runs(self, limit: int = 10) -> list[dict[str, Any]]:
         self._require_schema()
-        with self._conn, self._conn.cursor() as cur:
+        with self._transaction("reading runs") as cur:
             cur.execute(self._sql("SELECT doc FROM {s}.runs ORDER BY started_at DESC LIMIT %s"), (limit,))
             return [doc for (doc,) in cur]
 
@@ -205,7 +215,7 @@ class PostgresStore:
         self._require_schema()
         written = 0
         copy_sql = self._sql("COPY {s}.api_snapshots (snapshot_date, recordset_id, doc) FROM STDIN")
-        with self._conn, self._conn.cursor() as cur:
+        with self._transaction("writing the snapshot") as cur:
             cur.execute(self._sql("DELETE FROM {s}.api_snapshots WHERE snapshot_date = %s"), (snapshot_date,))
             buffer = io.StringIO()
             for doc in documents:
@@ -217,7 +227,7 @@ class PostgresStore:
 
     def snapshots(self) -> dict[date, int]:
         self._require_schema()
-        with self._conn, self._conn.cursor() as cur:
+        with self._transaction("reading snapshots") as cur:
             cur.execute(self._sql("SELECT snapshot_date, count(*) FROM {s}.api_snapshots GROUP BY 1"))
             return dict(cur.fetchall())
 
@@ -237,7 +247,7 @@ class PostgresStore:
             "GROUP BY 1, 2 ORDER BY 1, 2"
         )
         self._require_schema()
-        with self._conn, self._conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        with self._transaction("querying", psycopg2.extras.RealDictCursor) as cur:
             cur.execute(
                 self._sql(sql),
                 {"interval": interval, "rs": list(recordsets), "first": first, "last": last},
@@ -257,7 +267,7 @@ class PostgresStore:
             "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %(limit)s"
         )
         self._require_schema()
-        with self._conn, self._conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        with self._transaction("querying", psycopg2.extras.RealDictCursor) as cur:
             cur.execute(self._sql(sql), {"rs": list(recordsets), "first": first, "last": last, "limit": limit})
             return [dict(row) for row in cur]
 

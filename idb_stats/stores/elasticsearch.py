@@ -1,0 +1,39 @@
+"""The Elasticsearch store (official client, 8.x and 9.x servers); the rest lives in search.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import Config
+from .search import HTTPFailure, SearchStore, Unreachable
+
+
+class ElasticsearchStore(SearchStore):
+    kind = "elasticsearch"
+
+    def _build_client(self, config: Config) -> Any:
+        from elasticsearch import Elasticsearch
+
+        options: dict[str, Any] = {"request_timeout": config.request_timeout, "max_retries": 0,
+                                   "retry_on_timeout": False, "verify_certs": config.verify_certs}
+        if config.ca_bundle:
+            options["ca_certs"] = config.ca_bundle
+        if config.store_api_key:
+            options["api_key"] = config.store_api_key
+        elif config.store_username:
+            options["basic_auth"] = (config.store_username, config.store_password or "")
+        return Elasticsearch(config.store_url, **options)
+
+    def _send(self, method: str, path: str, params: dict[str, Any] | None, body: Any, ndjson: bool) -> Any:
+        from elasticsearch import ApiError, TransportError
+
+        kind = "x-ndjson" if ndjson else "json"
+        headers = {"accept": "application/json", "content-type": f"application/{kind}"} if body is not None \
+            else {"accept": "application/json"}
+        try:
+            response = self.client.perform_request(method, path, params=params, headers=headers, body=body)
+        except ApiError as exc:
+            raise HTTPFailure(exc.meta.status, str(exc.body)[:500]) from None
+        except TransportError as exc:
+            raise Unreachable(str(exc)) from None
+        return True if method == "HEAD" else response.body

@@ -1,0 +1,36 @@
+"""The OpenSearch store (opensearch-py); everything but the client lives in search.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import Config
+from .search import HTTPFailure, SearchStore, Unreachable
+
+
+class OpenSearchStore(SearchStore):
+    kind = "opensearch"
+
+    def _build_client(self, config: Config) -> Any:
+        from opensearchpy import OpenSearch
+
+        options: dict[str, Any] = {"timeout": config.request_timeout, "max_retries": 0, "retry_on_timeout": False,
+                                   "verify_certs": config.verify_certs}
+        if config.ca_bundle:
+            options["ca_certs"] = config.ca_bundle
+        if config.store_api_key:
+            options["headers"] = {"Authorization": f"ApiKey {config.store_api_key}"}
+        elif config.store_username:
+            options["http_auth"] = (config.store_username, config.store_password or "")
+        return OpenSearch(hosts=[config.store_url], **options)
+
+    def _send(self, method: str, path: str, params: dict[str, Any] | None, body: Any, ndjson: bool) -> Any:
+        from opensearchpy import ConnectionError, TransportError
+
+        headers = {"Content-Type": "application/x-ndjson"} if ndjson else None
+        try:
+            return self.client.transport.perform_request(method, path, params=params, body=body, headers=headers)
+        except ConnectionError as exc:
+            raise Unreachable(str(exc.error or exc)) from None
+        except TransportError as exc:
+            raise HTTPFailure(int(exc.status_code), str(exc.error)) from None

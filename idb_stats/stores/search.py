@@ -1,0 +1,458 @@
+"""The Elasticsearch/OpenSearch store: one implementation over plain REST calls.
+
+Subclasses only build their client and translate its errors (see elasticsearch.py, opensearch.py).
+
+Publishing a day keeps, for every recordset r, the invariant
+    D is listed in totals(r)  <=>  totals(r) include exactly the current daily document (r, D)
+through three idempotent phases, so a crash anywhere is repaired by publishing the day again:
+  1. for each existing daily document of D whose totals list D: subtract it, unlist D;
+  2. overwrite the day's documents, delete those of recordsets gone from the day;
+  3. for each new document: add it to its totals and list D.
+Totals are read-merge-written with optimistic concurrency (if_seq_no/if_primary_term): on a
+conflict the document is re-read and the merge redone. The day is marked complete last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import date
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from ..config import Config
+from ..documents import daily_document_id
+from ..errors import StoreError
+from ..model import BLOCKS, RECORD_TYPES, DayStats
+from ..ports import Document
+from ..totals import Summary, Totals, summarize, with_day, without_day
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = {429, 502, 503, 504}
+PAGE = 1000
+TOTALS_CHUNK = 500
+
+
+class HTTPFailure(Exception):
+    def __init__(self, status: int, detail: str):
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+
+
+class Unreachable(Exception):
+    pass
+
+
+def _block_mapping(nested_geocodes: bool) -> dict[str, Any]:
+    geocodes: dict[str, Any] = {
+        "properties": {
+            "geo": {"properties": {k: {"type": "keyword"} for k in ("country", "region", "city")}},
+            "term": {"type": "keyword"},
+            "count": {"type": "long"},
+        }
+    }
+    if nested_geocodes:
+        geocodes["type"] = "nested"
+    return {
+        "properties": {
+            "count": {"type": "long"},
+            "total": {"type": "long"},
+            # The breakdowns of records and queries hold most of a document's terms (about 1.7M a day
+            # on a busy portal) and nothing queries them inside the index: keep them in _source only.
+            "items": {"type": "object", "enabled": False},
+            "queries": {"type": "object", "enabled": False},
+            "geocodes": geocodes,
+        }
+    }
+
+
+def daily_mapping() -> dict[str, Any]:
+    return {
+        "dynamic": False,
+        "properties": {
+            "recordset_id": {"type": "keyword"},
+            "harvest_date": {"type": "date", "format": "strict_date"},
+            **{rt: {"properties": {ty: _block_mapping(True) for _, ty in BLOCKS if _ == rt}} for rt in RECORD_TYPES},
+        },
+    }
+
+
+def totals_mapping() -> dict[str, Any]:
+    block = {
+        "properties": {
+            "count": {"type": "long"},
+            "total": {"type": "long"},
+            "countries": {"properties": {"country": {"type": "keyword"}, "count": {"type": "long"}}},
+        }
+    }
+    return {
+        "dynamic": False,
+        "properties": {
+            "recordset_id": {"type": "keyword"},
+            "first_harvest_date": {"type": "date", "format": "strict_date"},
+            "last_harvest_date": {"type": "date", "format": "strict_date"},
+            "days": {"type": "long"},
+            "harvest_dates": {"type": "object", "enabled": False},
+            **{rt: {"properties": {ty: block for _, ty in BLOCKS if _ == rt}} for rt in RECORD_TYPES},
+        },
+    }
+
+
+def runs_mapping() -> dict[str, Any]:
+    return {
+        "dynamic": False,
+        "properties": {
+            "kind": {"type": "keyword"},
+            "run_id": {"type": "keyword"},
+            "harvest_date": {"type": "date", "format": "strict_date"},
+            "started_at": {"type": "date"},
+            "outcome": {"type": "keyword"},
+        },
+    }
+
+
+def api_mapping() -> dict[str, Any]:
+    return {
+        "dynamic": False,
+        "properties": {
+            "recordset_id": {"type": "keyword"},
+            "harvest_date": {"type": "date"},
+            "snapshot_date": {"type": "date", "format": "strict_date"},
+            "records_count": {"type": "long"},
+            "mediarecords_count": {"type": "long"},
+        },
+    }
+
+
+class SearchStore:
+    kind = "search"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.daily = config.daily_index
+        self.totals_index = config.totals_index
+        self.runs_index = config.runs_index
+        self.api_index = config.api_index
+        url = urlsplit(config.store_url or "")
+        where = f"{url.scheme}://{url.hostname}:{url.port}/{self.daily}"
+        self.identity = f"{self.kind}:" + hashlib.sha256(where.encode()).hexdigest()[:16]
+        self.max_retries = config.bulk_max_retries
+        self.chunk_bytes = config.bulk_chunk_bytes
+        self.sleep: Callable[[float], None] = time.sleep
+        self.client = self._build_client(config)
+
+    # --- what subclasses provide -------------------------------------------------------------
+
+    def _build_client(self, config: Config) -> Any:
+        raise NotImplementedError
+
+    def _send(self, method: str, path: str, params: dict[str, Any] | None, body: Any, ndjson: bool) -> Any:
+        """One request; raises HTTPFailure for an HTTP error status, Unreachable for no answer."""
+        raise NotImplementedError
+
+    # --- transport with bounded retries ------------------------------------------------------
+
+    def _request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None,
+                 ndjson: bool = False, ok: Sequence[int] = ()) -> Any:
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self._send(method, path, params, body, ndjson)
+            except HTTPFailure as exc:
+                if exc.status in ok:
+                    return None
+                if exc.status not in RETRY_STATUSES or attempt == self.max_retries:
+                    raise StoreError(f"{self.kind} {method} {path}: {exc}") from None
+                log.warning("%s %s %s: %s, retrying", self.kind, method, path, exc)
+            except Unreachable as exc:
+                if attempt == self.max_retries:
+                    raise StoreError(f"{self.kind} store unreachable: {exc}") from None
+                log.warning("%s %s %s: %s, retrying", self.kind, method, path, exc)
+            self._backoff(attempt)
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int) -> None:
+        # Exponential with jitter, capped: 0.1 s, 0.2 s, 0.4 s ... 10 s.
+        self.sleep(min(10.0, 0.1 * 2**attempt) * (0.5 + random.random() / 2))
+
+    def _bulk(self, actions: Iterable[tuple[dict[str, Any], dict[str, Any] | None]]) -> list[dict[str, Any]]:
+        """Send actions in chunks; retry items refused with a retryable status. Returns every item result."""
+        results: list[dict[str, Any]] = []
+        chunk: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+        size = 0
+        for action in actions:
+            chunk.append(action)
+            size += len(json.dumps(action[1])) if action[1] is not None else 64
+            if size >= self.chunk_bytes:
+                results.extend(self._bulk_chunk(chunk))
+                chunk, size = [], 0
+        if chunk:
+            results.extend(self._bulk_chunk(chunk))
+        return results
+
+    def _bulk_chunk(self, chunk: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> list[dict[str, Any]]:
+        final: dict[int, dict[str, Any]] = {}
+        todo = list(range(len(chunk)))
+        for attempt in range(self.max_retries + 1):
+            lines = []
+            for i in todo:
+                meta, source = chunk[i]
+                lines.append(json.dumps(meta))
+                if source is not None:
+                    lines.append(json.dumps(source, separators=(",", ":"), ensure_ascii=False))
+            response = self._request("POST", "/_bulk", "\n".join(lines) + "\n", ndjson=True)
+            retry = []
+            for i, item in zip(todo, response["items"], strict=True):
+                result = next(iter(item.values()))
+                if result.get("status") in RETRY_STATUSES:
+                    retry.append(i)
+                else:
+                    final[i] = result
+            if not retry:
+                break
+            if attempt == self.max_retries:
+                raise StoreError(f"{self.kind}: {len(retry)} bulk items still refused after {attempt + 1} attempts")
+            todo = retry
+            self._backoff(attempt)
+        return [final[i] for i in range(len(chunk))]
+
+    @staticmethod
+    def _check(results: list[dict[str, Any]], allowed: Sequence[int] = ()) -> None:
+        failed = [r for r in results if r.get("status", 500) >= 300 and r.get("status") not in allowed]
+        if failed:
+            example = failed[0]
+            raise StoreError(
+                f"{len(failed)} bulk items not acknowledged, e.g. {example.get('_id')}: "
+                f"{example.get('status')} {example.get('error')}"
+            )
+
+    # --- schema ------------------------------------------------------------------------------
+
+    def init(self) -> None:
+        for name, index, mapping in (
+            ("daily", self.daily, daily_mapping()),
+            ("totals", self.totals_index, totals_mapping()),
+            ("runs", self.runs_index, runs_mapping()),
+            ("api", self.api_index, api_mapping()),
+        ):
+            template = {"index_patterns": [index], "priority": 200,
+                        "template": {"settings": {"number_of_shards": 1}, "mappings": mapping}}
+            self._request("PUT", f"/_index_template/idb-stats-{quote(index)}", template)
+            if not self._request("HEAD", f"/{quote(index)}", ok=(404,)):
+                self._request("PUT", f"/{quote(index)}", {}, ok=(400,))  # 400: created meanwhile
+            log.debug("%s index %s ready (%s)", self.kind, index, name)
+
+    def _require_indexes(self) -> None:
+        if not self._request("HEAD", f"/{quote(self.runs_index)}", ok=(404,)):
+            raise StoreError(f"the {self.kind} indexes do not exist yet: run `idb-stats init`")
+
+    # --- reading helpers ---------------------------------------------------------------------
+
+    def _scan(self, index: str, query: dict[str, Any], sort: list[Any], source: Any = True) -> Iterator[dict[str, Any]]:
+        """Every hit of a query, in sort order, paged with search_after."""
+        after: list[Any] | None = None
+        while True:
+            body: dict[str, Any] = {"query": query, "sort": sort, "size": PAGE, "_source": source}
+            if after is not None:
+                body["search_after"] = after
+            hits = self._request("POST", f"/{quote(index)}/_search", body)["hits"]["hits"]
+            yield from hits
+            if len(hits) < PAGE:
+                return
+            after = hits[-1]["sort"]
+
+    def _refresh(self, *indexes: str) -> None:
+        self._request("POST", f"/{','.join(quote(i) for i in indexes)}/_refresh")
+
+    # --- publishing a day ----------------------------------------------------------------------
+
+    def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
+        self._require_indexes()
+        day = stats.harvest_date
+        self._request("DELETE", f"/{quote(self.runs_index)}/_doc/day-{day}", params={"refresh": "true"}, ok=(404,))
+        self._refresh(self.daily)
+        summary_fields = [f"{rt}.{ty}.{f}" for rt, ty in BLOCKS for f in ("count", "total", "geocodes")]
+        old = {
+            hit["_source"]["recordset_id"]: summarize(hit["_source"])
+            for hit in self._scan(self.daily, {"term": {"harvest_date": day.isoformat()}},
+                                  [{"recordset_id": "asc"}], ["recordset_id", *summary_fields])
+        }
+        # Phase 1: take the day out of the totals that list it.
+        self._merge_totals(old, lambda t, s: without_day(t, day, s) if t.includes(day) else None)
+        # Phase 2: the new documents replace the day.
+        new: dict[str, Summary] = {}
+
+        def index_actions() -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+            for doc in documents:
+                new[doc["recordset_id"]] = summarize(doc)
+                yield {"index": {"_index": self.daily, "_id": daily_document_id(doc["recordset_id"], day)}}, doc
+
+        self._check(self._bulk(index_actions()))
+        gone = sorted(old.keys() - new.keys())
+        self._check(self._bulk(
+            ({"delete": {"_index": self.daily, "_id": daily_document_id(rs, day)}}, None) for rs in gone
+        ), allowed=(404,))
+        # Phase 3: add the new documents to their totals.
+        self._merge_totals(new, lambda t, s: None if t.includes(day) else with_day(t, day, s))
+        self._refresh(self.daily, self.totals_index)
+        marker = {"kind": "day", **stats.as_dict()}
+        self._request("PUT", f"/{quote(self.runs_index)}/_doc/day-{day}", marker, params={"refresh": "true"})
+
+    def _merge_totals(self, summaries: dict[str, Summary],
+                      merge: Callable[[Totals, Summary], Totals | None]) -> None:
+        """Read-merge-write the totals of these recordsets; re-read and redo on a version conflict.
+
+        merge returns None when the totals need no change (which makes every phase idempotent).
+        """
+        recordsets = sorted(summaries)
+        for start in range(0, len(recordsets), TOTALS_CHUNK):
+            pending = recordsets[start:start + TOTALS_CHUNK]
+            for attempt in range(self.max_retries + 1):
+                current = self._get_totals(pending)
+                actions: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+                for rs in pending:
+                    totals, version = current.get(rs, (Totals(rs), None))
+                    merged = merge(totals, summaries[rs])
+                    if merged is None:
+                        continue
+                    meta: dict[str, Any] = {"_index": self.totals_index, "_id": rs}
+                    if version is not None:
+                        meta["if_seq_no"], meta["if_primary_term"] = version
+                    if merged.empty:
+                        actions.append(({"delete": meta}, None))
+                    else:
+                        actions.append(({"index" if version else "create": meta}, merged.to_doc()))
+                results = self._bulk(actions)
+                conflicts = [r["_id"] for r in results if r.get("status") == 409]
+                self._check([r for r in results if r.get("status") != 409], allowed=(404,))
+                if not conflicts:
+                    break
+                if attempt == self.max_retries:
+                    raise StoreError(f"{self.kind}: totals of {len(conflicts)} recordsets kept changing under us")
+                log.info("%d totals changed meanwhile, re-reading", len(conflicts))
+                pending = sorted(conflicts)
+
+    def _get_totals(self, recordsets: list[str]) -> dict[str, tuple[Totals, tuple[int, int] | None]]:
+        if not recordsets:
+            return {}
+        response = self._request("POST", f"/{quote(self.totals_index)}/_mget", {"ids": recordsets})
+        return {
+            d["_id"]: (Totals.from_doc(d["_source"]), (d["_seq_no"], d["_primary_term"]))
+            for d in response["docs"] if d.get("found")
+        }
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def export(self, first: date, last: date) -> Iterator[Document]:
+        self._require_indexes()
+        query = {"range": {"harvest_date": {"gte": first.isoformat(), "lte": last.isoformat()}}}
+        for hit in self._scan(self.daily, query, [{"harvest_date": "asc"}, {"recordset_id": "asc"}]):
+            yield hit["_source"]
+
+    def totals(self, recordsets: Sequence[str] = ()) -> Iterator[Document]:
+        self._require_indexes()
+        query = {"terms": {"recordset_id": list(recordsets)}} if recordsets else {"match_all": {}}
+        for hit in self._scan(self.totals_index, query, [{"recordset_id": "asc"}]):
+            yield hit["_source"]
+
+    def completed_days(self) -> dict[date, dict[str, Any]]:
+        self._require_indexes()
+        return {
+            date.fromisoformat(hit["_source"]["harvest_date"]): hit["_source"]
+            for hit in self._scan(self.runs_index, {"term": {"kind": "day"}}, [{"harvest_date": "asc"}])
+        }
+
+    def record_run(self, run: dict[str, Any]) -> None:
+        self._require_indexes()
+        self._request("PUT", f"/{quote(self.runs_index)}/_doc/run-{run['run_id']}", {"kind": "run", **run},
+                      params={"refresh": "true"})
+
+    def runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        self._require_indexes()
+        body = {"query": {"term": {"kind": "run"}}, "sort": [{"started_at": "desc"}], "size": limit}
+        hits = self._request("POST", f"/{quote(self.runs_index)}/_search", body)["hits"]["hits"]
+        return [{k: v for k, v in h["_source"].items() if k != "kind"} for h in hits]
+
+    def write_snapshot(self, snapshot_date: date, documents: Iterable[Document]) -> int:
+        self._require_indexes()
+        written: set[str] = set()
+
+        def actions() -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+            for doc in documents:
+                written.add(doc["recordset_id"])
+                yield ({"index": {"_index": self.api_index, "_id": daily_document_id(doc["recordset_id"],
+                                                                                     snapshot_date)}},
+                       {**doc, "snapshot_date": snapshot_date.isoformat()})
+
+        self._check(self._bulk(actions()))
+        self._refresh(self.api_index)
+        stale = [hit["_id"] for hit in self._scan(self.api_index, {"term": {"snapshot_date": snapshot_date.isoformat()}},
+                                                  [{"recordset_id": "asc"}], ["recordset_id"])
+                 if hit["_source"]["recordset_id"] not in written]
+        self._check(self._bulk(({"delete": {"_index": self.api_index, "_id": i}}, None) for i in stale),
+                    allowed=(404,))
+        self._refresh(self.api_index)
+        return len(written)
+
+    def snapshots(self) -> dict[date, int]:
+        self._require_indexes()
+        body = {"size": 0, "aggs": {"days": {"terms": {"field": "snapshot_date", "size": 10000}}}}
+        buckets = self._request("POST", f"/{quote(self.api_index)}/_search", body)["aggregations"]["days"]["buckets"]
+        return {date.fromisoformat(b.get("key_as_string", "")[:10]): b["doc_count"] for b in buckets}
+
+    def _filter(self, recordsets: Sequence[str], first: date | None, last: date | None) -> dict[str, Any]:
+        clauses: list[dict[str, Any]] = [{"terms": {"recordset_id": list(recordsets)}}]
+        bounds = {k: v.isoformat() for k, v in (("gte", first), ("lte", last)) if v is not None}
+        if bounds:
+            clauses.append({"range": {"harvest_date": bounds}})
+        return {"bool": {"filter": clauses}}
+
+    def series(self, recordsets: Sequence[str], first: date | None, last: date | None,
+               interval: str) -> list[dict[str, Any]]:
+        sums = {f"{rt}.{ty}.{f}": {"sum": {"field": f"{rt}.{ty}.{f}"}} for rt, ty in BLOCKS for f in ("count", "total")}
+        body = {
+            "size": 0,
+            "query": self._filter(recordsets, first, last),
+            "aggs": {"period": {
+                "date_histogram": {"field": "harvest_date", "calendar_interval": interval, "min_doc_count": 1},
+                "aggs": {"rs": {"terms": {"field": "recordset_id", "size": max(1, len(recordsets))}, "aggs": sums}},
+            }},
+        }
+        response = self._request("POST", f"/{quote(self.daily)}/_search", body)
+        rows = []
+        for period in response["aggregations"]["period"]["buckets"]:
+            for bucket in period["rs"]["buckets"]:
+                row: dict[str, Any] = {"period": date.fromisoformat(period["key_as_string"][:10]),
+                                       "recordset_id": bucket["key"]}
+                row.update({name: int(bucket[name]["value"]) for name in sums})
+                rows.append(row)
+        rows.sort(key=lambda r: (r["period"], r["recordset_id"]))
+        return rows
+
+    def top_countries(self, recordsets: Sequence[str], first: date | None, last: date | None,
+                      limit: int) -> list[dict[str, Any]]:
+        aggs = {
+            f"{rt}.{ty}": {
+                "nested": {"path": f"{rt}.{ty}.geocodes"},
+                "aggs": {"c": {"terms": {"field": f"{rt}.{ty}.geocodes.geo.country", "size": 1000,
+                                         "missing": ""},
+                               "aggs": {"hits": {"sum": {"field": f"{rt}.{ty}.geocodes.count"}}}}},
+            }
+            for rt, ty in BLOCKS
+        }
+        body = {"size": 0, "query": self._filter(recordsets, first, last), "aggs": aggs}
+        response = self._request("POST", f"/{quote(self.daily)}/_search", body)
+        hits: dict[str, int] = {}
+        for agg in response["aggregations"].values():
+            for bucket in agg["c"]["buckets"]:
+                country = bucket["key"] or "unknown"
+                hits[country] = hits.get(country, 0) + int(bucket["hits"]["value"])
+        ranked = sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        return [{"country": c, "hits": n} for c, n in ranked]
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,99 @@
+"""Real services for the tests: a PostgreSQL server started here, osmem for OpenSearch, and the
+Elasticsearch client reaching osmem through a media-type-rewriting proxy.
+
+IDB_STATS_TEST_OPENSEARCH_URL / IDB_STATS_TEST_ES_URL add a real cluster to the store matrix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from idb_stats import embedded
+from idb_stats.config import Config, load_config
+from proxies import ElasticsearchProxy
+
+STORE_KINDS = ["postgres", "opensearch", "elasticsearch"]
+REAL_CLUSTERS = {"opensearch": "IDB_STATS_TEST_OPENSEARCH_URL", "elasticsearch": "IDB_STATS_TEST_ES_URL"}
+_index_counter = itertools.count()
+
+
+def pytest_report_header(config: Any) -> list[str]:
+    lines = []
+    for kind, variable in REAL_CLUSTERS.items():
+        where = "also against " + os.environ[variable] if os.environ.get(variable) else f"skipped ({variable} unset)"
+        lines.append(f"real {kind} cluster: {where}")
+    return lines
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[embedded.EmbeddedPostgres]:
+    with embedded.running() as server:
+        yield server
+
+
+@pytest.fixture
+def dsn(pg_server: embedded.EmbeddedPostgres) -> str:
+    """A fresh, empty database for this test."""
+    return pg_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def osmem_url() -> Iterator[str]:
+    from osmem_server import OsmemServer
+
+    server = OsmemServer.start()
+    yield server.url
+    server.process.terminate()
+
+
+@pytest.fixture(scope="session")
+def es_proxy(osmem_url: str) -> Iterator[ElasticsearchProxy]:
+    proxy = ElasticsearchProxy(osmem_url)
+    yield proxy
+    proxy.close()
+
+
+def _store_params() -> list[Any]:
+    params: list[Any] = list(STORE_KINDS)
+    for kind, variable in REAL_CLUSTERS.items():
+        params.append(pytest.param(f"real-{kind}", marks=pytest.mark.skipif(
+            not os.environ.get(variable), reason=f"{variable} not set: no real {kind} cluster")))
+    return params
+
+
+MakeConfig = Callable[..., Config]
+
+
+@pytest.fixture(params=_store_params())
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_config(request: pytest.FixtureRequest, dsn: str, store_kind: str) -> MakeConfig:
+    """Config for this test's database and store; indexes are unique per test."""
+    overrides: dict[str, Any] = {"source.dsn": dsn, "collect.lock_timeout": 30.0}
+    kind = store_kind.removeprefix("real-")
+    if store_kind == "opensearch":
+        overrides["store.url"] = request.getfixturevalue("osmem_url")
+    elif store_kind == "elasticsearch":
+        overrides["store.url"] = request.getfixturevalue("es_proxy").url
+    elif store_kind.startswith("real-"):
+        overrides["store.url"] = os.environ[REAL_CLUSTERS[kind]]
+    if kind != "postgres":
+        prefix = f"t{os.getpid()}-{next(_index_counter)}"
+        overrides.update({"store.daily_index": f"{prefix}-stats", "store.totals_index": f"{prefix}-totals",
+                          "store.runs_index": f"{prefix}-runs", "store.api_index": f"{prefix}-api",
+                          "store.bulk_max_retries": 4})
+    overrides["store.kind"] = kind
+
+    def make(**extra: Any) -> Config:
+        return load_config(overrides={**overrides, **extra}, environ={})
+
+    return make

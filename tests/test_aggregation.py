@@ -1,0 +1,66 @@
+"""The SQL aggregation of a day equals the plain statement of the rules (idb_stats.rules)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from helpers import insert_rows, random_rows, reference
+from idb_stats.config import load_config
+from idb_stats.documents import build_documents
+from idb_stats.model import DayStats
+from idb_stats.source import PostgresTelemetrySource
+
+DAY = date(2020, 2, 17)  # events of this calendar day have harvest date 2020-02-18
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("limit", [0, 2])
+def test_sql_matches_rules(dsn: str, seed: int, limit: int) -> None:
+    insert_rows(dsn, random_rows(seed, DAY) + random_rows(seed + 100, date(2020, 2, 18), bad=False))
+    source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
+    try:
+        for harvest in (date(2020, 2, 18), date(2020, 2, 19)):
+            expected_docs, expected_report = reference(dsn, harvest, limit)
+            report = source.skip_report(harvest)
+            stats = DayStats(harvest)
+            docs = list(build_documents(source.cells(harvest), harvest, stats, limit))
+            assert docs == expected_docs
+            assert report.rows == expected_report.rows
+            assert report.as_dict() == expected_report.as_dict()
+            assert stats.recordsets == len(expected_docs) > 0
+    finally:
+        source.close()
+
+
+def test_every_skip_reason_is_counted_with_examples(dsn: str) -> None:
+    insert_rows(dsn, random_rows(1, DAY))
+    source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
+    report = source.skip_report(date(2020, 2, 18))
+    source.close()
+    assert set(report.reasons) == {
+        "unknown_record_type", "unknown_type", "geocode_not_object", "payload_not_object",
+        "empty_key", "bad_recordset_value", "bad_hit_count",
+    }
+    assert report.reasons["bad_hit_count"].rows == 3
+    assert report.reasons["unknown_record_type"].rows == 2
+    assert all(r.example_ids for r in report.reasons.values())
+
+
+def test_midnight_belongs_to_the_next_harvest_date(dsn: str) -> None:
+    from datetime import datetime
+
+    rs = "rs-midnight"
+    insert_rows(dsn, [
+        (datetime(2020, 2, 17, 0, 0), "search", "records", None, None, {rs: 1}),
+        (datetime(2020, 2, 17, 23, 59, 59, 999999), "search", "records", None, None, {rs: 10}),
+        (datetime(2020, 2, 18, 0, 0), "search", "records", None, None, {rs: 100}),
+    ])
+    source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
+    totals = {}
+    for harvest in (date(2020, 2, 18), date(2020, 2, 19)):
+        docs = list(build_documents(source.cells(harvest), harvest, DayStats(harvest)))
+        totals[harvest] = docs[0]["records"]["search"]["total"]
+    source.close()
+    assert totals == {date(2020, 2, 18): 11, date(2020, 2, 19): 100}
