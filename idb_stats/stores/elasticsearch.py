@@ -36,4 +36,4 @@ class ElasticsearchStore(SearchStore):
             raise HTTPFailure(exc.meta.status, str(exc.body)[:500]) from None
         except TransportError as exc:
             raise Unreachable(str(exc)) from None
-        return True if method == "HEAD" else response.body
+        return 200 <= response.meta.status < 300 if method == "HEAD" else response.body

@@ -27,7 +27,7 @@ class OpenSearchStore(SearchStore):
     def _send(self, method: str, path: str, params: dict[str, Any] | None, body: Any, ndjson: bool) -> Any:
         from opensearchpy import ConnectionError, TransportError
 
-        headers = {"Content-Type": "application/x-ndjson"} if ndjson else None
+        headers = {"content-type": "application/x-ndjson"} if ndjson else None
         try:
             return self.client.transport.perform_request(method, path, params=params, body=body, headers=headers)
         except ConnectionError as exc:

@@ -1,0 +1,171 @@
+"""The store contract, written once and run against every store (PostgreSQL, OpenSearch on osmem,
+Elasticsearch through the proxy, and real clusters when configured)."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from conftest import MakeConfig
+from helpers import insert_rows, random_rows, reference
+from idb_stats import runner
+from idb_stats.model import BLOCKS
+from idb_stats.stores import open_store
+
+DAYS = [date(2020, 2, 17) + timedelta(days=i) for i in range(4)]  # calendar days of events
+HARVEST = [d + timedelta(days=1) for d in DAYS]
+
+
+def load_week(dsn: str) -> None:
+    rows = []
+    for i, day in enumerate(DAYS):
+        rows += random_rows(10 + i, day, n=80, bad=False)
+    insert_rows(dsn, rows)
+
+
+def snapshot(config: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    store = open_store(config)
+    try:
+        return list(store.export(HARVEST[0], HARVEST[-1] + timedelta(days=1))), list(store.totals())
+    finally:
+        store.close()
+
+
+def totals_from_daily(daily: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The invariant, computed the slow way: totals are the sum of the daily documents."""
+    out: dict[str, dict[str, Any]] = {}
+    for doc in daily:
+        t = out.setdefault(doc["recordset_id"], {"days": set(), "blocks": {b: [0, 0] for b in BLOCKS}})
+        t["days"].add(doc["harvest_date"])
+        for rt, ty in BLOCKS:
+            t["blocks"][(rt, ty)][0] += doc[rt][ty]["count"]
+            t["blocks"][(rt, ty)][1] += doc[rt][ty]["total"]
+    return out
+
+
+def assert_consistent(daily: list[dict[str, Any]], totals: list[dict[str, Any]]) -> None:
+    expected = totals_from_daily(daily)
+    assert sorted(t["recordset_id"] for t in totals) == sorted(expected)
+    for t in totals:
+        e = expected[t["recordset_id"]]
+        assert t["days"] == len(e["days"])
+        assert t["first_harvest_date"] == min(e["days"]) and t["last_harvest_date"] == max(e["days"])
+        for rt, ty in BLOCKS:
+            assert [t[rt][ty]["count"], t[rt][ty]["total"]] == e["blocks"][(rt, ty)]
+            assert sum(c["count"] for c in t[rt][ty]["countries"]) == e["blocks"][(rt, ty)][1]
+
+
+def collect(config: Any, **selection: Any) -> runner.RunResult:
+    return runner.collect(config, runner.Selection(**selection))
+
+
+def test_published_days_equal_the_rules(make_config: MakeConfig, dsn: str) -> None:
+    load_week(dsn)
+    config = make_config()
+    result = collect(config, first=HARVEST[0], last=HARVEST[-1])
+    assert [s.harvest_date for s in result.days] == HARVEST
+    daily, totals = snapshot(config)
+    expected = [doc for h in HARVEST for doc in reference(dsn, h)[0]]
+    assert daily == expected
+    assert_consistent(daily, totals)
+    store = open_store(config)
+    assert set(store.completed_days()) == set(HARVEST)
+    assert store.runs(1)[0]["outcome"] == "ok"
+    store.close()
+
+
+def test_reruns_in_any_order_equal_one_clean_run(make_config: MakeConfig, dsn: str) -> None:
+    load_week(dsn)
+    config = make_config()
+    collect(config, first=HARVEST[0], last=HARVEST[-1])
+    clean = snapshot(config)
+    for _ in range(2):
+        collect(config, day=HARVEST[1])
+    order = HARVEST[:]
+    random.Random(3).shuffle(order)
+    for day in order:
+        collect(config, day=day)
+    assert snapshot(config) == clean
+
+
+def test_rerun_after_late_rows_adjusts_totals_exactly(make_config: MakeConfig, dsn: str) -> None:
+    load_week(dsn)
+    config = make_config()
+    collect(config, first=HARVEST[0], last=HARVEST[-1])
+    late_rs = "late-recordset"
+    insert_rows(dsn, [(datetime(2020, 2, 18, 12), "download", "records", "q-late", {"country": "NZ"}, {late_rs: 5})])
+    collect(config, first=HARVEST[0], last=HARVEST[-1])
+    daily, totals = snapshot(config)
+    assert daily == [doc for h in HARVEST for doc in reference(dsn, h)[0]]
+    assert_consistent(daily, totals)
+    late = next(t for t in totals if t["recordset_id"] == late_rs)
+    assert late["records"]["download"] == {"count": 1, "total": 5, "countries": [{"country": "NZ", "count": 5}]}
+
+
+def test_recordset_gone_from_a_day_disappears(make_config: MakeConfig, dsn: str) -> None:
+    insert_rows(dsn, [
+        (datetime(2020, 2, 17, 9), "search", "records", "q1", None, {"rs-a": 3, "rs-b": 4}),
+        (datetime(2020, 2, 18, 9), "search", "records", "q1", None, {"rs-a": 1}),
+    ])
+    config = make_config()
+    collect(config, first=HARVEST[0], last=HARVEST[1])
+    # A rule change or a correction makes rs-b vanish from the first day.
+    conn = __import__("psycopg2").connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("""UPDATE stats SET payload = '{"rs-a": 3}' WHERE date < '2020-02-18'""")
+    conn.close()
+    collect(config, day=HARVEST[0])
+    daily, totals = snapshot(config)
+    assert [(d["recordset_id"], d["harvest_date"]) for d in daily] == [("rs-a", "2020-02-18"), ("rs-a", "2020-02-19")]
+    assert [t["recordset_id"] for t in totals] == ["rs-a"]
+    assert_consistent(daily, totals)
+
+
+def test_export_import_round_trip(make_config: MakeConfig, dsn: str, tmp_path: Any) -> None:
+    load_week(dsn)
+    config = make_config()
+    collect(config, first=HARVEST[0], last=HARVEST[-1])
+    daily, totals = snapshot(config)
+    target = make_config(**{"store.schema": "restored", "store.daily_index": config.daily_index + "-r",
+                            "store.totals_index": config.totals_index + "-r",
+                            "store.runs_index": config.runs_index + "-r", "store.api_index": config.api_index + "-r"})
+    published = runner.import_documents(target, iter(json.loads(json.dumps(d)) for d in daily))
+    assert [p.harvest_date for p in published] == HARVEST
+    assert snapshot(target) == (daily, totals)
+
+
+def test_breakdown_limit_keeps_sums_exact(make_config: MakeConfig, dsn: str) -> None:
+    load_week(dsn)
+    config = make_config(**{"collect.breakdown_limit": 1})
+    collect(config, day=HARVEST[0])
+    daily, totals = snapshot(config)
+    assert daily == reference(dsn, HARVEST[0], limit=1)[0]
+    for doc in daily:
+        for rt, ty in BLOCKS:
+            block = doc[rt][ty]
+            assert len(block["geocodes"]) <= 2
+            assert sum(g["count"] for g in block["geocodes"]) == block["total"]
+    assert_consistent(daily, totals)
+
+
+def test_series_and_countries_are_grouped_in_the_store(make_config: MakeConfig, dsn: str) -> None:
+    load_week(dsn)
+    config = make_config()
+    collect(config, first=HARVEST[0], last=HARVEST[-1])
+    daily, _ = snapshot(config)
+    recordsets = sorted({d["recordset_id"] for d in daily})[:3]
+    store = open_store(config)
+    rows = store.series(recordsets, HARVEST[0], HARVEST[-1], "week")
+    countries = store.top_countries(recordsets, None, None, 10)
+    store.close()
+    wanted = [d for d in daily if d["recordset_id"] in recordsets]
+    assert sum(r["records.seen.total"] for r in rows) == sum(d["records"]["seen"]["total"] for d in wanted)
+    assert sum(r["mediarecords.search.count"] for r in rows) == sum(d["mediarecords"]["search"]["count"] for d in wanted)
+    assert {r["recordset_id"] for r in rows} == set(recordsets)
+    all_hits = sum(d[rt][ty]["total"] for d in wanted for rt, ty in BLOCKS)
+    assert sum(c["hits"] for c in countries) == all_hits
+    assert countries == sorted(countries, key=lambda c: (-c["hits"], c["country"]))
