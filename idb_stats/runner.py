@@ -181,18 +181,16 @@ def collect(
                 else:
                     for day in day_plan.days:
                         finished(process_day(config, source, None if dry_run else store, day, run_id))
-                run["outcome"] = "ok"
-            except IdbStatsError as exc:
-                run["outcome"], run["error"] = "failed", str(exc)
-                raise
             except (Exception, KeyboardInterrupt) as exc:
-                run["outcome"], run["error"] = "failed", f"{type(exc).__name__}: {exc}"
-                raise
-            finally:
-                run["finished_at"] = now_iso()
+                run["outcome"], run["finished_at"] = "failed", now_iso()
+                run["error"] = str(exc) if isinstance(exc, IdbStatsError) else f"{type(exc).__name__}: {exc}"
                 if not dry_run:
-                    with contextlib.suppress(Exception):
+                    with contextlib.suppress(Exception):  # the original error is the one to report
                         store.record_run(run)
+                raise
+            run["outcome"], run["finished_at"] = "ok", now_iso()
+            if not dry_run:
+                store.record_run(run)
             return RunResult(run_id, day_plan, done)
     finally:
         source.close()

@@ -1,0 +1,211 @@
+"""Crash safety, concurrency and transport faults, injected through real sockets."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, timedelta
+from typing import Any
+
+import psycopg2
+import pytest
+
+from conftest import MakeConfig
+from helpers import insert_rows, random_rows
+from idb_stats import runner
+from idb_stats.errors import IdbStatsError, LockHeld
+from idb_stats.stores import open_store
+from proxies import ElasticsearchProxy, TcpCutProxy
+from test_store_contract import HARVEST, assert_consistent, load_week, snapshot
+
+DAY = HARVEST[1]
+
+
+def collect(config: Any, **selection: Any) -> runner.RunResult:
+    return runner.collect(config, runner.Selection(**selection))
+
+
+def prepare(dsn: str, config: Any) -> None:
+    """Days 0..3 published, then late rows for DAY so a re-run really changes it."""
+    load_week(dsn)
+    collect(config, first=HARVEST[0], last=HARVEST[-1])
+    insert_rows(dsn, random_rows(99, DAY - timedelta(days=1), n=40, bad=False))
+
+
+def expected_clean(make_config: MakeConfig, dsn: str, **extra: Any) -> Any:
+    """What a clean run of everything gives, in a store of its own."""
+    clean = make_config(**extra)
+    collect(clean, first=HARVEST[0], last=HARVEST[-1])
+    return snapshot(clean)
+
+
+@pytest.mark.parametrize("store_kind", ["postgres"], indirect=True)
+def test_postgres_connection_cut_at_every_stage_then_rerun(make_config: MakeConfig, dsn: str) -> None:
+    params = psycopg2.extensions.parse_dsn(dsn)
+    proxy = TcpCutProxy(params["host"], int(params["port"]))
+    via_proxy = dsn.replace(f"port={params['port']}", f"port={proxy.port}")
+    config = make_config(**{"store.url": via_proxy})
+    prepare(dsn, config)
+    # Measure what a whole publish of the day sends, then cut at points spread across it.
+    proxy.client_bytes = 0
+    collect(config, day=DAY)
+    full = proxy.client_bytes
+    for fraction in (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95):
+        insert_rows(dsn, random_rows(int(fraction * 100), DAY - timedelta(days=1), n=5, bad=False))
+        proxy.client_bytes, proxy.cut_after = 0, int(full * fraction)
+        with pytest.raises(IdbStatsError):
+            collect(config, day=DAY)
+        proxy.cut_after = None
+        assert_consistent(*snapshot(config))  # one transaction: never half a day
+    collect(config, first=HARVEST[0], last=HARVEST[-1])
+    got = snapshot(config)
+    proxy.close()
+    assert got == expected_clean(make_config, dsn, **{"store.schema": "clean"})
+    assert_consistent(*got)
+
+
+@pytest.mark.parametrize("store_kind", ["elasticsearch"], indirect=True)
+def test_search_store_request_dropped_at_every_step_then_rerun(
+    make_config: MakeConfig, dsn: str, es_proxy: ElasticsearchProxy
+) -> None:
+    config = make_config(**{"store.bulk_max_retries": 0})
+    prepare(dsn, config)
+    es_proxy.requests.clear()
+    collect(config, day=DAY)
+    steps = len(es_proxy.requests)
+    assert steps > 8
+    for step in range(steps):
+        seen = [0]
+
+        def fault(method: str, path: str, body: bytes, step: int = step) -> Any:
+            seen[0] += 1
+            # Alternate: lose the request, or let the server apply it and lose the answer.
+            return ("drop" if step % 2 else "drop_after") if seen[0] == step + 1 else None
+
+        es_proxy.fault = fault
+        try:
+            with pytest.raises(IdbStatsError):
+                collect(config, day=DAY)
+        finally:
+            es_proxy.fault = None
+    collect(config, first=HARVEST[0], last=HARVEST[-1])
+    got = snapshot(config)
+    clean = make_config()
+    collect(clean, first=HARVEST[0], last=HARVEST[-1])
+    assert got == snapshot(clean)
+    assert_consistent(*got)
+
+
+@pytest.mark.parametrize("store_kind", ["elasticsearch"], indirect=True)
+def test_bulk_throttling_and_dropped_bulks_lose_and_double_nothing(
+    make_config: MakeConfig, dsn: str, es_proxy: ElasticsearchProxy
+) -> None:
+    config = make_config(**{"store.bulk_max_retries": 8, "store.bulk_chunk_bytes": 2000})
+    load_week(dsn)
+    calls = [0]
+
+    def fault(method: str, path: str, body: bytes) -> Any:
+        if path.startswith("/_bulk"):
+            calls[0] += 1
+            return {1: ("status", 429), 2: ("status", 503), 4: "drop_after", 6: "drop", 7: ("status", 504)}.get(
+                calls[0] % 8)
+        return None
+
+    es_proxy.fault = fault
+    try:
+        collect(config, first=HARVEST[0], last=HARVEST[-1])
+    finally:
+        es_proxy.fault = None
+    assert calls[0] > 16
+    got = snapshot(config)
+    clean = make_config()
+    collect(clean, first=HARVEST[0], last=HARVEST[-1])
+    assert got == snapshot(clean)
+
+
+@pytest.mark.parametrize("store_kind", ["elasticsearch"], indirect=True)
+def test_totals_conflict_is_reread_and_merged(make_config: MakeConfig, dsn: str, es_proxy: ElasticsearchProxy,
+                                               osmem_url: str) -> None:
+    """Another writer touches a totals document between our read and our write: the server answers
+    409 for it, we re-read and merge again."""
+    import json
+    import urllib.request
+
+    config = make_config()
+    load_week(dsn)
+    collect(config, day=HARVEST[0])
+    conflicts = [0]
+
+    def fault(method: str, path: str, body: bytes) -> Any:
+        text = body.decode()
+        if path.startswith("/_bulk") and config.totals_index in text and "if_seq_no" in text and conflicts[0] < 3:
+            conflicts[0] += 1
+            meta = json.loads(text.splitlines()[0])
+            action = next(iter(meta.values()))
+            url = f"{osmem_url}/{config.totals_index}/_doc/{action['_id']}"
+            current = json.loads(urllib.request.urlopen(url).read())["_source"]
+            request = urllib.request.Request(url, data=json.dumps(current).encode(), method="PUT",
+                                             headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(request).read()  # same content, new seq_no: a concurrent writer
+        return None
+
+    es_proxy.fault = fault
+    try:
+        collect(config, first=HARVEST[1], last=HARVEST[-1])
+    finally:
+        es_proxy.fault = None
+    assert conflicts[0] == 3
+    got = snapshot(config)
+    clean = make_config()
+    collect(clean, first=HARVEST[0], last=HARVEST[-1])
+    assert got == snapshot(clean)
+
+
+def test_two_runs_at_once_serialize_on_the_lock(make_config: MakeConfig, dsn: str) -> None:
+    load_week(dsn)
+    config = make_config()
+    runner.collect(config, runner.Selection(day=HARVEST[0]))  # init
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            collect(config, first=HARVEST[0], last=HARVEST[-1])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    clean = make_config(**{"store.schema": "clean", "store.daily_index": config.daily_index + "-c",
+                           "store.totals_index": config.totals_index + "-c",
+                           "store.runs_index": config.runs_index + "-c", "store.api_index": config.api_index + "-c"})
+    collect(clean, first=HARVEST[0], last=HARVEST[-1])
+    assert snapshot(config) == snapshot(clean)
+
+
+@pytest.mark.parametrize("store_kind", ["postgres"], indirect=True)
+def test_second_run_exits_with_lock_code_when_it_cannot_wait(make_config: MakeConfig, dsn: str) -> None:
+    load_week(dsn)
+    config = make_config()
+    store = open_store(config)
+    with runner.run_lock(config, store.identity, 0):
+        with pytest.raises(LockHeld) as caught:
+            runner.collect(config, runner.Selection(day=HARVEST[0]), lock_timeout=0.3)
+    store.close()
+    assert caught.value.exit_code == 7
+    collect(config, day=HARVEST[0])  # the lock is free again
+
+
+def test_parallel_days_equal_serial(make_config: MakeConfig, dsn: str) -> None:
+    load_week(dsn)
+    config = make_config()
+    runner.collect(config, runner.Selection(first=HARVEST[0], last=HARVEST[-1]), jobs=2)
+    clean = make_config(**{"store.schema": "clean", "store.daily_index": config.daily_index + "-c",
+                           "store.totals_index": config.totals_index + "-c",
+                           "store.runs_index": config.runs_index + "-c", "store.api_index": config.api_index + "-c"})
+    collect(clean, first=HARVEST[0], last=HARVEST[-1])
+    assert snapshot(config) == snapshot(clean)
+
+
