@@ -97,11 +97,14 @@ class PostgresStore:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"idb-stats init {self.schema}",))
             cur.execute(self._sql(SCHEMA_SQL))
 
-    def _require_schema(self) -> None:
+    def _initialized(self) -> bool:
         with self._transaction("reading the store schema") as cur:
-            cur.execute("SELECT to_regclass(%s)", (f"{self.schema}.days",))
-            if cur.fetchone()[0] is None:
-                raise StoreError(f"the store schema {self.schema!r} does not exist yet: run `idb-stats init`")
+            cur.execute("SELECT to_regclass(%s)", (f"{self.schema}.api_snapshots",))
+            return cur.fetchone()[0] is not None
+
+    def _require_schema(self) -> None:
+        if not self._initialized():
+            raise StoreError(f"the store schema {self.schema!r} does not exist yet: run `idb-stats init`")
 
     def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
         self._require_schema()
@@ -191,7 +194,8 @@ class PostgresStore:
         return (json.loads(text) for (text,) in rows)
 
     def completed_days(self) -> dict[date, dict[str, Any]]:
-        self._require_schema()
+        if not self._initialized():
+            return {}
         with self._transaction("reading completed days") as cur:
             cur.execute(self._sql("SELECT harvest_date, stats FROM {s}.days"))
             return dict(cur.fetchall())
@@ -206,7 +210,8 @@ class PostgresStore:
             )
 
     def runs(self, limit: int = 10) -> list[dict[str, Any]]:
-        self._require_schema()
+        if not self._initialized():
+            return []
         with self._transaction("reading runs") as cur:
             cur.execute(self._sql("SELECT doc FROM {s}.runs ORDER BY started_at DESC LIMIT %s"), (limit,))
             return [doc for (doc,) in cur]
@@ -226,7 +231,8 @@ class PostgresStore:
         return written
 
     def snapshots(self) -> dict[date, int]:
-        self._require_schema()
+        if not self._initialized():
+            return {}
         with self._transaction("reading snapshots") as cur:
             cur.execute(self._sql("SELECT snapshot_date, count(*) FROM {s}.api_snapshots GROUP BY 1"))
             return dict(cur.fetchall())

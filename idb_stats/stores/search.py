@@ -246,8 +246,11 @@ class SearchStore:
                 self._request("PUT", f"/{quote(index)}", {}, ok=(400,))  # 400: created meanwhile
             log.debug("%s index %s ready (%s)", self.kind, index, name)
 
+    def _initialized(self) -> bool:
+        return bool(self._request("HEAD", f"/{quote(self.api_index)}", ok=(404,)))
+
     def _require_indexes(self) -> None:
-        if not self._request("HEAD", f"/{quote(self.runs_index)}", ok=(404,)):
+        if not self._initialized():
             raise StoreError(f"the {self.kind} indexes do not exist yet: run `idb-stats init`")
 
     # --- reading helpers ---------------------------------------------------------------------
@@ -360,7 +363,8 @@ class SearchStore:
             yield hit["_source"]
 
     def completed_days(self) -> dict[date, dict[str, Any]]:
-        self._require_indexes()
+        if not self._initialized():
+            return {}
         return {
             date.fromisoformat(hit["_source"]["harvest_date"]): hit["_source"]
             for hit in self._scan(self.runs_index, {"term": {"kind": "day"}}, [{"harvest_date": "asc"}])
@@ -372,7 +376,8 @@ class SearchStore:
                       params={"refresh": "true"})
 
     def runs(self, limit: int = 10) -> list[dict[str, Any]]:
-        self._require_indexes()
+        if not self._initialized():
+            return []
         body = {"query": {"term": {"kind": "run"}}, "sort": [{"started_at": "desc"}], "size": limit}
         hits = self._request("POST", f"/{quote(self.runs_index)}/_search", body)["hits"]["hits"]
         return [{k: v for k, v in h["_source"].items() if k != "kind"} for h in hits]
@@ -399,7 +404,8 @@ class SearchStore:
         return len(written)
 
     def snapshots(self) -> dict[date, int]:
-        self._require_indexes()
+        if not self._initialized():
+            return {}
         body = {"size": 0, "aggs": {"days": {"terms": {"field": "snapshot_date", "size": 10000}}}}
         buckets = self._request("POST", f"/{quote(self.api_index)}/_search", body)["aggregations"]["days"]["buckets"]
         return {date.fromisoformat(b.get("key_as_string", "")[:10]): b["doc_count"] for b in buckets}
