@@ -268,6 +268,33 @@ def demo(days: int, rows_per_day: int, keep_running: bool) -> None:
     demo_module.run(days, rows_per_day, keep_running, click.echo)
 
 
+@cli.command("api-stats", epilog=EXIT_CODES_HELP)
+@config_options
+@click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
+def api_stats(config: Config, lock_timeout: float | None) -> None:
+    """Snapshot how many records and media records each recordset holds now (run daily).
+
+    Counts the ingest database's uuids table (not deleted, by parent); a second run on the same
+    UTC day replaces that day's snapshot.
+    """
+    summary = runner.api_stats(config, lock_timeout)
+    log.info("size snapshot %s: %d recordsets, %.1f s", summary["snapshot_date"], summary["recordsets"],
+             summary["seconds"], extra={"fields": {"harvest_date": summary["snapshot_date"],
+                                                   "recordsets": summary["recordsets"],
+                                                   "seconds": summary["seconds"], "run_id": summary["run_id"]}})
+
+
+@cli.command("notify-failure")
+@click.argument("unit")
+def notify_failure(unit: str) -> None:
+    """Log a failed unit's result and run the [notify] command (used by idb-stats-notify@.service)."""
+    from .notify import notify
+
+    code = notify(unit)
+    if code:
+        sys.exit(code)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

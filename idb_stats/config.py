@@ -228,8 +228,9 @@ def load_config(
     if credentials_dir:
         for name, setting in CREDENTIALS.items():
             candidate = Path(credentials_dir) / name
-            if candidate.is_file():
-                raw[setting] = _read_secret_file(str(candidate), setting, problems)
+            # install.sh creates every credential file; an empty one means "not used".
+            if candidate.is_file() and (secret := _read_secret_file(str(candidate), setting, problems)):
+                raw[setting] = secret
     for file_setting in ("source.dsn_file", "store.password_file", "store.api_key_file", "api.dsn_file"):
         if raw.get(file_setting):
             raw[file_setting.removesuffix("_file")] = _read_secret_file(raw[file_setting], file_setting, problems)

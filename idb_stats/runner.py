@@ -247,6 +247,38 @@ def status(config: Config) -> dict[str, Any]:
         store.close()
 
 
+def api_stats(config: Config, lock_timeout: float | None = None) -> dict[str, Any]:
+    """Take today's recordset size snapshot; a second run the same (UTC) day replaces it."""
+    from .apistats import snapshot_documents
+
+    taken_at = datetime.now(timezone.utc)
+    run_id = f"{taken_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    store = open_store(config)
+    try:
+        timeout = config.lock_timeout if lock_timeout is None else lock_timeout
+        with run_lock(config, store.identity, timeout):
+            store.init()
+            run: dict[str, Any] = {"run_id": run_id, "command": "api-stats", "host": socket.gethostname(),
+                                   "pid": os.getpid(), "started_at": now_iso(), "finished_at": None,
+                                   "outcome": "running", "days": [], "error": None}
+            store.record_run(run)
+            started = time.monotonic()
+            try:
+                written = store.write_snapshot(taken_at.date(), snapshot_documents(config, taken_at))
+            except Exception as exc:
+                run.update(outcome="failed", finished_at=now_iso(), error=str(exc))
+                with contextlib.suppress(Exception):
+                    store.record_run(run)
+                raise
+            summary = {"snapshot_date": taken_at.date().isoformat(), "recordsets": written,
+                       "seconds": round(time.monotonic() - started, 3), "run_id": run_id}
+            run.update(outcome="ok", finished_at=now_iso(), snapshot=summary)
+            store.record_run(run)
+            return summary
+    finally:
+        store.close()
+
+
 def import_documents(config: Config, documents: Iterator[dict[str, Any]]) -> list[DayStats]:
     """Load daily documents (an NDJSON export) into the store, one harvest date at a time.
 
