@@ -26,8 +26,12 @@ ORDER BY parent"""
 def snapshot_documents(config: Config, taken_at: datetime) -> Iterator[dict[str, Any]]:
     """One document per recordset, streamed from one grouped query."""
     if not config.api_dsn:
-        raise ConfigError(["api.dsn: api-stats needs the ingest database (IDB_STATS_API_DSN, [api] dsn, "
-                           "or an api-dsn credential)"])
+        raise ConfigError(
+            [
+                "api.dsn: api-stats needs the ingest database (IDB_STATS_API_DSN, [api] dsn, "
+                "or an api-dsn credential)"
+            ]
+        )
     conn = connect(config.api_dsn, "ingest (uuids)")
     try:
         conn.set_session(readonly=True)
@@ -36,7 +40,11 @@ def snapshot_documents(config: Config, taken_at: datetime) -> Iterator[dict[str,
             cur.execute(COUNT_SQL.format(uuids=config.uuids_table))
             stamp = taken_at.isoformat(timespec="seconds")
             for parent, records, mediarecords in cur:
-                yield {"recordset_id": parent, "harvest_date": stamp, "records_count": records,
-                       "mediarecords_count": mediarecords}
+                yield {
+                    "recordset_id": parent,
+                    "harvest_date": stamp,
+                    "records_count": records,
+                    "mediarecords_count": mediarecords,
+                }
     finally:
         conn.close()

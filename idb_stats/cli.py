@@ -8,8 +8,8 @@ import logging
 import sys
 from collections.abc import Callable, Iterable
 from datetime import date
-from urllib.parse import urlsplit
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -47,17 +47,29 @@ DATE = DateType()
 def config_options(func: F) -> F:
     """--config, --store, --store-url: shared by every command that reads the configuration."""
 
-    @click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                  help="TOML configuration file [default: /etc/idb-stats/config.toml if present].")
-    @click.option("--store", type=click.Choice(["postgres", "elasticsearch", "opensearch"]),
-                  help="Statistics store kind (overrides IDB_STATS_STORE).")
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        help="TOML configuration file [default: /etc/idb-stats/config.toml if present].",
+    )
+    @click.option(
+        "--store",
+        type=click.Choice(["postgres", "elasticsearch", "opensearch"]),
+        help="Statistics store kind (overrides IDB_STATS_STORE).",
+    )
     @click.option("--store-url", help="Store URL or DSN without credentials (overrides IDB_STATS_STORE_URL).")
     @functools.wraps(func)
-    def wrapper(*args: Any, config_path: str | None, store: str | None, store_url: str | None,
-                **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any, config_path: str | None, store: str | None, store_url: str | None, **kwargs: Any
+    ) -> Any:
         if store_url and _has_credentials(store_url):
-            raise ConfigError(["--store-url: credentials on the command line are visible to every user; "
-                               "put them in the config file, a credential file or IDB_STATS_STORE_URL"])
+            raise ConfigError(
+                [
+                    "--store-url: credentials on the command line are visible to every user; "
+                    "put them in the config file, a credential file or IDB_STATS_STORE_URL"
+                ]
+            )
         config = load_config(config_path, {"store.kind": store, "store.url": store_url})
         return func(*args, config=config, **kwargs)
 
@@ -74,8 +86,9 @@ def range_options(func: F) -> F:
 
 
 def output_option(func: F) -> F:
-    return click.option("-o", "--output", type=click.File("w"), default="-",
-                        help="Write here instead of standard output.")(func)
+    return click.option(
+        "-o", "--output", type=click.File("w"), default="-", help="Write here instead of standard output."
+    )(func)
 
 
 def write_ndjson(docs: Iterable[dict[str, Any]], out: Any) -> int:
@@ -96,31 +109,55 @@ def cli(verbose: bool, quiet: bool) -> None:
 
 
 def day_summary(stats: DayStats) -> str:
-    return (f"{stats.harvest_date}: {stats.rows} rows, {stats.entries} entries, {stats.recordsets} recordsets, "
-            f"{stats.skipped} skipped, {stats.seconds:.1f} s")
+    return (
+        f"{stats.harvest_date}: {stats.rows} rows, {stats.entries} entries, {stats.recordsets} recordsets, "
+        f"{stats.skipped} skipped, {stats.seconds:.1f} s"
+    )
 
 
 def day_fields(stats: DayStats) -> dict[str, Any]:
-    return {"harvest_date": stats.harvest_date.isoformat(), "rows": stats.rows, "entries": stats.entries,
-            "recordsets": stats.recordsets, "skipped": stats.skipped, "seconds": f"{stats.seconds:.3f}",
-            "run_id": stats.run_id}
+    return {
+        "harvest_date": stats.harvest_date.isoformat(),
+        "rows": stats.rows,
+        "entries": stats.entries,
+        "recordsets": stats.recordsets,
+        "skipped": stats.skipped,
+        "seconds": f"{stats.seconds:.3f}",
+        "run_id": stats.run_id,
+    }
 
 
 @cli.command("collect-stats", epilog=EXIT_CODES_HELP)
 @config_options
-@click.option("-d", "--date", "day", type=DATE, help="Process this one harvest date (events of the day before).")
+@click.option(
+    "-d", "--date", "day", type=DATE, help="Process this one harvest date (events of the day before)."
+)
 @range_options
 @click.option("--all", "all_days", is_flag=True, help="Every harvest date that has telemetry.")
-@click.option("--reprocess", type=click.Choice(["missing", "all"]),
-              help="Redo complete days too (all) or only fill the gaps (missing). "
-                   "[default: all for --date/--from/--to, missing for --all]")
+@click.option(
+    "--reprocess",
+    type=click.Choice(["missing", "all"]),
+    help="Redo complete days too (all) or only fill the gaps (missing). "
+    "[default: all for --date/--from/--to, missing for --all]",
+)
 @click.option("--dry-run", is_flag=True, help="Aggregate and print each day's summary; write nothing.")
 @click.option("--force-span", is_flag=True, help="Catch up even beyond collect.max_catch_up_days.")
-@click.option("--jobs", type=click.IntRange(1, 64), help="Days aggregated in parallel [default: collect.jobs].")
+@click.option(
+    "--jobs", type=click.IntRange(1, 64), help="Days aggregated in parallel [default: collect.jobs]."
+)
 @click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
-def collect_stats(config: Config, day: date | None, first: date | None, last: date | None, all_days: bool,
-                  reprocess: str | None, dry_run: bool, force_span: bool, jobs: int | None,
-                  lock_timeout: float | None) -> None:
+def collect_stats(
+    config: Config,
+    day: date | None,
+    first: date | None,
+    last: date | None,
+    all_days: bool,
+    reprocess: str | None,
+    dry_run: bool,
+    force_span: bool,
+    jobs: int | None,
+    lock_timeout: float | None,
+) -> None:
     """Aggregate telemetry into daily documents and totals.
 
     With no date: catch up, from the day after the last complete harvest date through today
@@ -149,10 +186,22 @@ def collect_stats(config: Config, day: date | None, first: date | None, last: da
         if bar:
             bar.update(done, str(stats.harvest_date))
 
-    result = runner.collect(config, selection, dry_run=dry_run, jobs=jobs, lock_timeout=lock_timeout,
-                            on_plan=on_plan, on_day=on_day)
-    log.info("run %s finished: %d days, %d rows", result.run_id, len(result.days), rows[0],
-             extra={"fields": {"run_id": result.run_id, "days": len(result.days), "rows": rows[0]}})
+    result = runner.collect(
+        config,
+        selection,
+        dry_run=dry_run,
+        jobs=jobs,
+        lock_timeout=lock_timeout,
+        on_plan=on_plan,
+        on_day=on_day,
+    )
+    log.info(
+        "run %s finished: %d days, %d rows",
+        result.run_id,
+        len(result.days),
+        rows[0],
+        extra={"fields": {"run_id": result.run_id, "days": len(result.days), "rows": rows[0]}},
+    )
 
 
 def _human(n: int) -> str:
@@ -193,8 +242,14 @@ def import_(config: Config, source_file: Any) -> None:
     """Load an NDJSON export into the store; each harvest date in it replaces that day."""
     docs = (json.loads(line) for line in source_file if line.strip())
     for stats in runner.import_documents(config, docs):
-        log.info("imported %s: %d documents", stats.harvest_date, stats.recordsets,
-                 extra={"fields": {"harvest_date": stats.harvest_date.isoformat(), "recordsets": stats.recordsets}})
+        log.info(
+            "imported %s: %d documents",
+            stats.harvest_date,
+            stats.recordsets,
+            extra={
+                "fields": {"harvest_date": stats.harvest_date.isoformat(), "recordsets": stats.recordsets}
+            },
+        )
 
 
 @cli.command()
@@ -212,8 +267,11 @@ def totals(config: Config, recordsets: tuple[str, ...], output: Any) -> None:
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @config_options
-@click.option("--max-lag", type=click.IntRange(0),
-              help="Exit 8 when the last complete harvest date is more than N days old.")
+@click.option(
+    "--max-lag",
+    type=click.IntRange(0),
+    help="Exit 8 when the last complete harvest date is more than N days old.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(config: Config, max_lag: int | None, as_json: bool) -> None:
     """Last complete day, lag, missing days, the last run and the last size snapshot."""
@@ -236,8 +294,10 @@ def status(config: Config, max_lag: int | None, as_json: bool) -> None:
         click.echo("\n".join(lines))
     lag = info["lag_days"]
     if max_lag is not None and (lag is None or lag > max_lag):
-        raise Lagging(f"last complete harvest date is {info['last_complete_harvest_date'] or 'missing'}, "
-                      f"lag {lag} days exceeds --max-lag {max_lag}")
+        raise Lagging(
+            f"last complete harvest date is {info['last_complete_harvest_date'] or 'missing'}, "
+            f"lag {lag} days exceeds --max-lag {max_lag}"
+        )
 
 
 class Lagging(IdbStatsError):
@@ -278,10 +338,20 @@ def api_stats(config: Config, lock_timeout: float | None) -> None:
     UTC day replaces that day's snapshot.
     """
     summary = runner.api_stats(config, lock_timeout)
-    log.info("size snapshot %s: %d recordsets, %.1f s", summary["snapshot_date"], summary["recordsets"],
-             summary["seconds"], extra={"fields": {"harvest_date": summary["snapshot_date"],
-                                                   "recordsets": summary["recordsets"],
-                                                   "seconds": summary["seconds"], "run_id": summary["run_id"]}})
+    log.info(
+        "size snapshot %s: %d recordsets, %.1f s",
+        summary["snapshot_date"],
+        summary["recordsets"],
+        summary["seconds"],
+        extra={
+            "fields": {
+                "harvest_date": summary["snapshot_date"],
+                "recordsets": summary["recordsets"],
+                "seconds": summary["seconds"],
+                "run_id": summary["run_id"],
+            }
+        },
+    )
 
 
 @cli.command("notify-failure")
@@ -314,7 +384,6 @@ def main() -> None:
     except Exception:
         log.exception("unexpected error")
         sys.exit(ExitCode.UNEXPECTED)
-
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -233,7 +233,9 @@ def load_config(
                 raw[setting] = secret
     for file_setting in ("source.dsn_file", "store.password_file", "store.api_key_file", "api.dsn_file"):
         if raw.get(file_setting):
-            raw[file_setting.removesuffix("_file")] = _read_secret_file(raw[file_setting], file_setting, problems)
+            raw[file_setting.removesuffix("_file")] = _read_secret_file(
+                raw[file_setting], file_setting, problems
+            )
 
     for variable, setting in ENVIRONMENT.items():
         if environ.get(variable):
@@ -287,7 +289,9 @@ def _validate(v: dict[str, Any], problems: list[str]) -> None:
         )
     for setting in ("source.stats_table", "source.queries_table", "store.schema", "api.uuids_table"):
         if v[setting] is not None and not _IDENTIFIER.match(v[setting]):
-            problems.append(f"{setting}: {v[setting]!r} is not a plain SQL name (letters, digits, _; schema.name)")
+            problems.append(
+                f"{setting}: {v[setting]!r} is not a plain SQL name (letters, digits, _; schema.name)"
+            )
     if v["source.timezone"] is not None:
         try:
             ZoneInfo(v["source.timezone"])

@@ -10,8 +10,13 @@ from . import embedded, runner, synthetic
 from .config import load_config
 from .stores import open_store
 
-COLUMNS = [("records", "search"), ("records", "seen"), ("records", "view"), ("records", "download"),
-           ("mediarecords", "view")]
+COLUMNS = [
+    ("records", "search"),
+    ("records", "seen"),
+    ("records", "view"),
+    ("records", "download"),
+    ("mediarecords", "view"),
+]
 
 
 def run(days: int, rows_per_day: int, keep_running: bool, echo: Callable[[str], None]) -> None:
@@ -23,8 +28,9 @@ def run(days: int, rows_per_day: int, keep_running: bool, echo: Callable[[str], 
         first_day = date.today() - timedelta(days=days)
         conn = psycopg2.connect(dsn)
         try:
-            rows = synthetic.load(conn, synthetic.Spec(first_day=first_day, days=days, rows_per_day=rows_per_day,
-                                                       recordsets=50))
+            rows = synthetic.load(
+                conn, synthetic.Spec(first_day=first_day, days=days, rows_per_day=rows_per_day, recordsets=50)
+            )
         finally:
             conn.close()
         echo(f"loaded {rows} telemetry rows for {first_day} .. {first_day + timedelta(days=days - 1)}")
@@ -32,20 +38,28 @@ def run(days: int, rows_per_day: int, keep_running: bool, echo: Callable[[str], 
         first, last = first_day + timedelta(days=1), first_day + timedelta(days=days)
         started = time.monotonic()
         result = runner.collect(config, runner.Selection(first=first, last=last))
-        echo(f"collect-stats --from {first} --to {last}: {len(result.days)} days in "
-             f"{time.monotonic() - started:.1f} s")
+        echo(
+            f"collect-stats --from {first} --to {last}: {len(result.days)} days in "
+            f"{time.monotonic() - started:.1f} s"
+        )
         for stats in result.days:
-            echo(f"  {stats.harvest_date}: {stats.rows} rows, {stats.entries} entries, "
-                 f"{stats.recordsets} recordsets, {stats.skipped} skipped")
+            echo(
+                f"  {stats.harvest_date}: {stats.rows} rows, {stats.entries} entries, "
+                f"{stats.recordsets} recordsets, {stats.skipped} skipped"
+            )
         store = open_store(config)
         try:
             echo("")
-            header = f"{'recordset':<38}{'days':>5}" + "".join(f"{rt[:5] + '.' + ty:>16}" for rt, ty in COLUMNS)
+            header = f"{'recordset':<38}{'days':>5}" + "".join(
+                f"{rt[:5] + '.' + ty:>16}" for rt, ty in COLUMNS
+            )
             echo("totals per recordset (total hits):")
             echo(header)
             for doc in store.totals():
-                echo(f"{doc['recordset_id']:<38}{doc['days']:>5}"
-                     + "".join(f"{doc[rt][ty]['total']:>16}" for rt, ty in COLUMNS))
+                echo(
+                    f"{doc['recordset_id']:<38}{doc['days']:>5}"
+                    + "".join(f"{doc[rt][ty]['total']:>16}" for rt, ty in COLUMNS)
+                )
         finally:
             store.close()
         if keep_running:

@@ -39,7 +39,9 @@ def term_list(counts: dict[str, int], limit: int = 0) -> list[dict[str, Any]]:
 def geocode_list(counts: dict[str, int], limit: int = 0) -> list[dict[str, Any]]:
     """Like term_list, keyed by the canonical JSON of the geocode object."""
     return [
-        {"term": OTHER_TERM, "count": count} if key == OTHER_TERM else {"geo": json.loads(key), "count": count}
+        {"term": OTHER_TERM, "count": count}
+        if key == OTHER_TERM
+        else {"geo": json.loads(key), "count": count}
         for key, count in _ranked(counts, limit)
     ]
 

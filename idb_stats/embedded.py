@@ -26,7 +26,9 @@ class EmbeddedPostgresError(RuntimeError):
 
 def find_binaries() -> Path:
     """The directory holding initdb and postgres: the newest system install, then the wheel."""
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True
+    )
     for candidate in candidates:
         if (candidate / "initdb").exists() and (candidate / "postgres").exists():
             return candidate
@@ -93,16 +95,32 @@ def start(fsync: bool = False, extra_settings: dict[str, str] | None = None) -> 
                 owner = pwd.getpwnam(name)
                 break
         if owner is None:
-            raise EmbeddedPostgresError("running as root and no unprivileged account (postgres, nobody) to run as")
+            raise EmbeddedPostgresError(
+                "running as root and no unprivileged account (postgres, nobody) to run as"
+            )
     base = Path(tempfile.mkdtemp(prefix="idb-stats-pg-"))
     data_dir = base / "data"
     if owner is not None:
         os.chown(base, owner.pw_uid, owner.pw_gid)
     env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
     init = subprocess.run(
-        [str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-         "--no-sync"],
-        capture_output=True, env=env, cwd=base, check=False, **_run_as(owner),  # type: ignore[call-overload]
+        [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data_dir),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        capture_output=True,
+        env=env,
+        cwd=base,
+        check=False,
+        **_run_as(owner),  # type: ignore[call-overload]
     )
     if init.returncode != 0:
         shutil.rmtree(base, ignore_errors=True)
@@ -123,8 +141,9 @@ def start(fsync: bool = False, extra_settings: dict[str, str] | None = None) -> 
     for key, value in settings.items():
         args += ["-c", f"{key}={value}"]
     log_file = open(base / "postgres.log", "wb")  # noqa: SIM115 - the server writes to it for its lifetime
-    process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=base,
-                               **_run_as(owner))  # type: ignore[call-overload]
+    process = subprocess.Popen(
+        args, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=base, **_run_as(owner)
+    )  # type: ignore[call-overload]
     server = EmbeddedPostgres(data_dir, port, process, owner)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -102,7 +102,7 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
 def _native_journal_handler() -> logging.Handler:
     if not os.environ.get(JOURNAL_SOCKET_ENV):
         try:  # the optional [journal] extra: systemd's own client
-            from systemd import journal
+            from systemd import journal  # type: ignore[attr-defined]
 
             return _SystemdJournalHandler(journal)
         except ImportError:
@@ -118,8 +118,12 @@ class _SystemdJournalHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             extra = {f"IDB_STATS_{k.upper()}": str(v) for k, v in fields_of(record).items()}
-            self.journal.send(self.format(record), PRIORITY=str(_PRIORITIES.get(record.levelno, 6)),
-                              SYSLOG_IDENTIFIER="idb-stats", **extra)
+            self.journal.send(
+                self.format(record),
+                PRIORITY=str(_PRIORITIES.get(record.levelno, 6)),
+                SYSLOG_IDENTIFIER="idb-stats",
+                **extra,
+            )
         except Exception:
             self.handleError(record)
 
@@ -152,7 +156,9 @@ class ProgressBar:
             return
         width = 30
         filled = int(width * done / self.total)
-        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} days  {label}\x1b[K")
+        self.stream.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} days  {label}\x1b[K"
+        )
         if done == self.total:
             self.stream.write("\n")
         self.stream.flush()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from datetime import date, timedelta
+from typing import NamedTuple
 
 RECORD_TYPES = ("records", "mediarecords")
 EVENT_TYPES = ("search", "seen", "mapping", "view", "download")

@@ -18,8 +18,13 @@ log = logging.getLogger("idb_stats.notify")
 
 def unit_result(unit: str) -> str:
     try:
-        shown = subprocess.run(["systemctl", "show", "--property=Result,ExecMainStatus", "--value", unit],
-                               capture_output=True, text=True, timeout=30, check=False)
+        shown = subprocess.run(
+            ["systemctl", "show", "--property=Result,ExecMainStatus", "--value", unit],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         return " ".join(shown.stdout.split()) or "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -27,8 +32,13 @@ def unit_result(unit: str) -> str:
 
 def notify(unit: str) -> int:
     result = unit_result(unit)
-    log.error("%s failed (result: %s); see journalctl -u %s", unit, result, unit,
-              extra={"fields": {"failed_unit": unit, "failed_result": result}})
+    log.error(
+        "%s failed (result: %s); see journalctl -u %s",
+        unit,
+        result,
+        unit,
+        extra={"fields": {"failed_unit": unit, "failed_result": result}},
+    )
     try:
         command = load_config().notify_command
     except IdbStatsError as exc:

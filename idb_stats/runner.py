@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg2
@@ -47,7 +47,7 @@ def today(config: Config) -> date:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def plan(config: Config, selection: Selection, store: Store, source: TelemetrySource) -> planning.Plan:
@@ -63,8 +63,9 @@ def plan(config: Config, selection: Selection, store: Store, source: TelemetrySo
         candidates, why = source.harvest_dates(), "every day with telemetry"
         return planning.Plan(planning.select(candidates, complete, selection.reprocess or "missing"), why)
     else:
-        return planning.catch_up(max(complete, default=None), today(config), config.max_catch_up_days,
-                                 selection.force_span)
+        return planning.catch_up(
+            max(complete, default=None), today(config), config.max_catch_up_days, selection.force_span
+        )
     return planning.Plan(planning.select(candidates, complete, selection.reprocess or "all"), why)
 
 
@@ -77,8 +78,10 @@ def run_lock(config: Config, store_identity: str, timeout: float) -> Iterator[No
         deadline = time.monotonic() + timeout
         with conn.cursor() as cur:
             while True:
-                cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (f"idb-stats {store_identity}",))
-                if cur.fetchone()[0]:
+                cur.execute(
+                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (f"idb-stats {store_identity}",)
+                )
+                if cur.fetchone() == (True,):
                     break
                 if time.monotonic() >= deadline:
                     raise LockHeld(
@@ -99,10 +102,13 @@ def process_day(
     report = source.skip_report(day)
     stats = DayStats(day, run_id, rows=report.rows, skipped=report.skipped, skip_reasons=report.as_dict())
     if report.skipped_share > config.max_skipped_share:
-        reasons = ", ".join(f"{k}: {v['rows']} (e.g. ids {v['example_ids']})" for k, v in stats.skip_reasons.items())
+        reasons = ", ".join(
+            f"{k}: {v['rows']} (e.g. ids {v['example_ids']})" for k, v in stats.skip_reasons.items()
+        )
         raise DataQualityError(
-            f"{day}: {report.skipped} of {report.rows} rows ({report.skipped_share:.2%}) break the rules, more than "
-            f"collect.max_skipped_share {config.max_skipped_share:.2%}; nothing was written for this day. {reasons}"
+            f"{day}: {report.skipped} of {report.rows} rows ({report.skipped_share:.2%}) break the rules, "
+            f"more than collect.max_skipped_share {config.max_skipped_share:.2%}; "
+            f"nothing was written for this day. {reasons}"
         )
     documents = build_documents(source.cells(day), day, stats, config.breakdown_limit)
     if store is None:
@@ -147,12 +153,16 @@ def collect(
     command: str = "collect-stats",
 ) -> RunResult:
     jobs = jobs or config.jobs
-    run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     source = PostgresTelemetrySource(config)
     store = open_store(config)
     try:
-        lock = contextlib.nullcontext() if dry_run else run_lock(
-            config, store.identity, config.lock_timeout if lock_timeout is None else lock_timeout
+        lock = (
+            contextlib.nullcontext()
+            if dry_run
+            else run_lock(
+                config, store.identity, config.lock_timeout if lock_timeout is None else lock_timeout
+            )
         )
         with lock:
             if not dry_run:
@@ -161,9 +171,17 @@ def collect(
             if on_plan:
                 on_plan(day_plan)
             run: dict[str, Any] = {
-                "run_id": run_id, "command": command, "host": socket.gethostname(), "pid": os.getpid(),
-                "started_at": now_iso(), "finished_at": None, "outcome": "running", "dry_run": dry_run,
-                "plan": day_plan.reason, "days": [], "error": None,
+                "run_id": run_id,
+                "command": command,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started_at": now_iso(),
+                "finished_at": None,
+                "outcome": "running",
+                "dry_run": dry_run,
+                "plan": day_plan.reason,
+                "days": [],
+                "error": None,
             }
             if not dry_run:
                 store.record_run(run)
@@ -198,7 +216,12 @@ def collect(
 
 
 def _run_parallel(
-    config: Config, days: list[date], run_id: str, dry_run: bool, jobs: int, finished: Callable[[DayStats], None]
+    config: Config,
+    days: list[date],
+    run_id: str,
+    dry_run: bool,
+    jobs: int,
+    finished: Callable[[DayStats], None],
 ) -> None:
     """Days are independent; workers take them in order and a failure stops new ones."""
     with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(config, dry_run)) as pool:
@@ -236,11 +259,13 @@ def status(config: Config) -> dict[str, Any]:
             "last_complete_harvest_date": last.isoformat() if last else None,
             "lag_days": (current - last).days if last else None,
             "complete_days": len(complete),
-            "missing_days": [d.isoformat() for d in planning.missing_days(set(complete), first, last or current)],
+            "missing_days": [
+                d.isoformat() for d in planning.missing_days(set(complete), first, last or current)
+            ],
             "last_day": complete[last] if last else None,
             "last_run": runs[0] if runs else None,
             "last_snapshot": last_snapshot.isoformat() if last_snapshot else None,
-            "snapshot_missing_today": bool(snapshots) and last_snapshot != datetime.now(timezone.utc).date(),
+            "snapshot_missing_today": bool(snapshots) and last_snapshot != datetime.now(UTC).date(),
             "snapshot_recordsets": snapshots.get(last_snapshot) if last_snapshot else None,
         }
     finally:
@@ -251,16 +276,24 @@ def api_stats(config: Config, lock_timeout: float | None = None) -> dict[str, An
     """Take today's recordset size snapshot; a second run the same (UTC) day replaces it."""
     from .apistats import snapshot_documents
 
-    taken_at = datetime.now(timezone.utc)
+    taken_at = datetime.now(UTC)
     run_id = f"{taken_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     store = open_store(config)
     try:
         timeout = config.lock_timeout if lock_timeout is None else lock_timeout
         with run_lock(config, store.identity, timeout):
             store.init()
-            run: dict[str, Any] = {"run_id": run_id, "command": "api-stats", "host": socket.gethostname(),
-                                   "pid": os.getpid(), "started_at": now_iso(), "finished_at": None,
-                                   "outcome": "running", "days": [], "error": None}
+            run: dict[str, Any] = {
+                "run_id": run_id,
+                "command": "api-stats",
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started_at": now_iso(),
+                "finished_at": None,
+                "outcome": "running",
+                "days": [],
+                "error": None,
+            }
             store.record_run(run)
             started = time.monotonic()
             try:
@@ -270,8 +303,12 @@ def api_stats(config: Config, lock_timeout: float | None = None) -> dict[str, An
                 with contextlib.suppress(Exception):
                     store.record_run(run)
                 raise
-            summary = {"snapshot_date": taken_at.date().isoformat(), "recordsets": written,
-                       "seconds": round(time.monotonic() - started, 3), "run_id": run_id}
+            summary = {
+                "snapshot_date": taken_at.date().isoformat(),
+                "recordsets": written,
+                "seconds": round(time.monotonic() - started, 3),
+                "run_id": run_id,
+            }
             run.update(outcome="ok", finished_at=now_iso(), snapshot=summary)
             store.record_run(run)
             return summary
@@ -296,9 +333,13 @@ def import_documents(config: Config, documents: Iterator[dict[str, Any]]) -> lis
                 day = date.fromisoformat(day_text)
                 stats = DayStats(day, run_id)
                 if any(p.harvest_date == day for p in published):
-                    raise IdbStatsError(f"import: documents of {day} are not contiguous; sort by harvest_date first")
+                    raise IdbStatsError(
+                        f"import: documents of {day} are not contiguous; sort by harvest_date first"
+                    )
 
-                def counted(docs: Iterator[dict[str, Any]], stats: DayStats = stats) -> Iterator[dict[str, Any]]:
+                def counted(
+                    docs: Iterator[dict[str, Any]], stats: DayStats = stats
+                ) -> Iterator[dict[str, Any]]:
                     for doc in docs:
                         stats.recordsets += 1
                         yield doc

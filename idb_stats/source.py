@@ -16,7 +16,7 @@ import psycopg2.extensions
 
 from .config import Config, redact
 from .errors import SourceUnreachable
-from .model import Cell, SkipReport, SkipReason, event_window
+from .model import Cell, SkipReason, SkipReport, event_window
 
 log = logging.getLogger(__name__)
 

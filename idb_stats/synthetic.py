@@ -10,7 +10,7 @@ import io
 import json
 import random
 from bisect import bisect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from itertools import accumulate
@@ -38,7 +38,8 @@ GEOCODES: list[dict[str, str] | None] = [
 
 
 def fake_uuid(kind: int, index: int) -> str:
-    return f"{kind:08x}-{index >> 48 & 0xFFFF:04x}-4{index >> 36 & 0xFFF:03x}-8{index >> 24 & 0xFFF:03x}-{index & 0xFFFFFF:012x}"
+    middle = f"{index >> 48 & 0xFFFF:04x}-4{index >> 36 & 0xFFF:03x}-8{index >> 24 & 0xFFF:03x}"
+    return f"{kind:08x}-{middle}-{index & 0xFFFFFF:012x}"
 
 
 def _zipf_weights(n: int, s: float = 1.1) -> list[float]:
@@ -68,7 +69,7 @@ class Generator:
         self.types = list(TYPE_MIX)
         self.type_weights = list(accumulate(TYPE_MIX.values()))
 
-    def _pick(self, cumulative: list[float]) -> int:
+    def _pick(self, cumulative: Sequence[float]) -> int:
         return bisect(cumulative, self.rng.random() * cumulative[-1])
 
     def query_hash(self, index: int) -> str:
@@ -86,8 +87,11 @@ class Generator:
             for _ in range(size):
                 if rng.random() < 0.2:
                     rs = self._recordset()
-                record = fake_uuid(2, rs * self.spec.records_per_recordset
-                                   + int(rng.paretovariate(1.2)) % self.spec.records_per_recordset)
+                record = fake_uuid(
+                    2,
+                    rs * self.spec.records_per_recordset
+                    + int(rng.paretovariate(1.2)) % self.spec.records_per_recordset,
+                )
                 payload[record] = self.recordsets[rs]
             return payload
         size = min(int(rng.paretovariate(1.3)), 200)
@@ -98,10 +102,18 @@ class Generator:
         rng, spec = self.rng, self.spec
         start = datetime(day.year, day.month, day.day)
         for _ in range(spec.rows_per_day):
-            at = start if rng.random() < spec.midnight_share else start + timedelta(seconds=rng.uniform(0, 86399.999))
+            at = (
+                start
+                if rng.random() < spec.midnight_share
+                else start + timedelta(seconds=rng.uniform(0, 86399.999))
+            )
             event_type = self.types[self._pick(self.type_weights)]
             record_type = "mediarecords" if rng.random() < 0.1 else "records"
-            query = None if rng.random() < spec.no_query_share else min(self._pick(self.q_weights), spec.queries - 1)
+            query = (
+                None
+                if rng.random() < spec.no_query_share
+                else min(self._pick(self.q_weights), spec.queries - 1)
+            )
             geo = GEOCODES[rng.randrange(len(GEOCODES))]
             yield at, event_type, record_type, query, geo, self._payload(event_type)
 
@@ -118,8 +130,8 @@ def load(conn: Any, spec: Spec, stats: str = "stats", queries: str = "queries") 
     with conn, conn.cursor() as cur:
         buffer = io.StringIO()
         for i in range(spec.queries):
-            query = json.dumps({"rq": {"scientificname": f"taxon {i}"}})
-            buffer.write(f"{gen.query_hash(i)}\t{query}\n")
+            query_json = json.dumps({"rq": {"scientificname": f"taxon {i}"}})
+            buffer.write(f"{gen.query_hash(i)}\t{query_json}\n")
         buffer.seek(0)
         cur.copy_expert(f"COPY {queries} (query_hash, query) FROM STDIN", buffer)
         cur.execute(f"SELECT query_hash, id FROM {queries}")
@@ -128,15 +140,20 @@ def load(conn: Any, spec: Spec, stats: str = "stats", queries: str = "queries") 
     for offset in range(spec.days):
         with conn, conn.cursor() as cur:
             buffer = io.StringIO()
-            for at, event_type, record_type, query, geo, payload in gen.rows(spec.first_day + timedelta(days=offset)):
+            for at, event_type, record_type, query, geo, payload in gen.rows(
+                spec.first_day + timedelta(days=offset)
+            ):
                 query_id = "\\N" if query is None else str(ids[gen.query_hash(query)])
                 geo_text = "\\N" if geo is None else json.dumps(geo)
-                buffer.write(f"{at.isoformat(sep=' ')}\t{event_type}\t{record_type}\t{query_id}\t"
-                             f"search-api\t127.0.0.1\t{geo_text}\t{json.dumps(payload)}\n")
+                buffer.write(
+                    f"{at.isoformat(sep=' ')}\t{event_type}\t{record_type}\t{query_id}\t"
+                    f"search-api\t127.0.0.1\t{geo_text}\t{json.dumps(payload)}\n"
+                )
                 written += 1
             buffer.seek(0)
             cur.copy_expert(
-                f"COPY {stats} (date, type, record_type, query_id, source, ip, ip_geocode, payload) FROM STDIN",
+                f"COPY {stats} (date, type, record_type, query_id, source, ip, ip_geocode, payload) "
+                "FROM STDIN",
                 buffer,
             )
     return written

@@ -28,7 +28,11 @@ class Summary:
         out: dict[str, Any] = {rt: {} for rt in RECORD_TYPES}
         for rt, ty in BLOCKS:
             count, total = self.counts.get((rt, ty), (0, 0))
-            out[rt][ty] = {"count": count, "total": total, "countries": dict(self.countries.get((rt, ty), {}))}
+            out[rt][ty] = {
+                "count": count,
+                "total": total,
+                "countries": dict(self.countries.get((rt, ty), {})),
+            }
         return out
 
     @classmethod

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from proxies import ElasticsearchProxy
 
 from idb_stats import embedded
 from idb_stats.config import Config, load_config
-from proxies import ElasticsearchProxy
 
 STORE_KINDS = ["postgres", "opensearch", "elasticsearch"]
 REAL_CLUSTERS = {"opensearch": "IDB_STATS_TEST_OPENSEARCH_URL", "elasticsearch": "IDB_STATS_TEST_ES_URL"}
@@ -26,7 +26,11 @@ _index_counter = itertools.count()
 def pytest_report_header(config: Any) -> list[str]:
     lines = []
     for kind, variable in REAL_CLUSTERS.items():
-        where = "also against " + os.environ[variable] if os.environ.get(variable) else f"skipped ({variable} unset)"
+        where = (
+            "also against " + os.environ[variable]
+            if os.environ.get(variable)
+            else f"skipped ({variable} unset)"
+        )
         lines.append(f"real {kind} cluster: {where}")
     return lines
 
@@ -62,8 +66,14 @@ def es_proxy(osmem_url: str) -> Iterator[ElasticsearchProxy]:
 def _store_params() -> list[Any]:
     params: list[Any] = list(STORE_KINDS)
     for kind, variable in REAL_CLUSTERS.items():
-        params.append(pytest.param(f"real-{kind}", marks=pytest.mark.skipif(
-            not os.environ.get(variable), reason=f"{variable} not set: no real {kind} cluster")))
+        params.append(
+            pytest.param(
+                f"real-{kind}",
+                marks=pytest.mark.skipif(
+                    not os.environ.get(variable), reason=f"{variable} not set: no real {kind} cluster"
+                ),
+            )
+        )
     return params
 
 
@@ -88,9 +98,15 @@ def make_config(request: pytest.FixtureRequest, dsn: str, store_kind: str) -> Ma
         overrides["store.url"] = os.environ[REAL_CLUSTERS[kind]]
     if kind != "postgres":
         prefix = f"t{os.getpid()}-{next(_index_counter)}"
-        overrides.update({"store.daily_index": f"{prefix}-stats", "store.totals_index": f"{prefix}-totals",
-                          "store.runs_index": f"{prefix}-runs", "store.api_index": f"{prefix}-api",
-                          "store.bulk_max_retries": 4})
+        overrides.update(
+            {
+                "store.daily_index": f"{prefix}-stats",
+                "store.totals_index": f"{prefix}-totals",
+                "store.runs_index": f"{prefix}-runs",
+                "store.api_index": f"{prefix}-api",
+                "store.bulk_max_retries": 4,
+            }
+        )
     overrides["store.kind"] = kind
 
     def make(**extra: Any) -> Config:

@@ -25,13 +25,23 @@ def insert_rows(dsn: str, rows: list[Row]) -> None:
         for at, event_type, record_type, query_hash, geo, payload in rows:
             query_id = None
             if query_hash is not None:
-                cur.execute("INSERT INTO queries (query_hash, query) VALUES (%s, '{}') ON CONFLICT (query_hash) "
-                            "DO UPDATE SET query_hash = EXCLUDED.query_hash RETURNING id", (query_hash,))
+                cur.execute(
+                    "INSERT INTO queries (query_hash, query) VALUES (%s, '{}') ON CONFLICT (query_hash) "
+                    "DO UPDATE SET query_hash = EXCLUDED.query_hash RETURNING id",
+                    (query_hash,),
+                )
                 query_id = cur.fetchone()[0]
             cur.execute(
                 "INSERT INTO stats (date, type, record_type, query_id, source, ip, ip_geocode, payload) "
                 "VALUES (%s, %s, %s, %s, 'api', '127.0.0.1', %s, %s)",
-                (at, event_type, record_type, query_id, None if geo is None else json.dumps(geo), json.dumps(payload)),
+                (
+                    at,
+                    event_type,
+                    record_type,
+                    query_id,
+                    None if geo is None else json.dumps(geo),
+                    json.dumps(payload),
+                ),
             )
     conn.close()
 
@@ -63,18 +73,27 @@ def random_rows(seed: int, day: date, n: int = 150, bad: bool = True) -> list[Ro
     start = datetime(day.year, day.month, day.day)
     rows: list[Row] = []
     for i in range(n):
-        at = rng.choice([start, start + timedelta(days=1), start + timedelta(seconds=rng.uniform(0, 86399)),
-                         start - timedelta(microseconds=1)])
+        at = rng.choice(
+            [
+                start,
+                start + timedelta(days=1),
+                start + timedelta(seconds=rng.uniform(0, 86399)),
+                start - timedelta(microseconds=1),
+            ]
+        )
         event_type = rng.choice(["search", "seen", "mapping", "view", "download"])
         record_type = rng.choice(["records", "records", "mediarecords"])
         query = rng.choice([None, *QUERIES])
         geo = rng.choice(GEOS)
         if event_type in ("view", "seen"):
-            payload: Any = {fake_uuid(2, rng.randrange(40)): rng.choice(RECORDSETS)
-                            for _ in range(rng.randint(0 if i % 17 == 0 else 1, 6))}
+            payload: Any = {
+                fake_uuid(2, rng.randrange(40)): rng.choice(RECORDSETS)
+                for _ in range(rng.randint(0 if i % 17 == 0 else 1, 6))
+            }
         else:
-            payload = {rng.choice(RECORDSETS): rng.choice([0, 1, 2, 7, 150, 10**9])
-                       for _ in range(rng.randint(1, 5))}
+            payload = {
+                rng.choice(RECORDSETS): rng.choice([0, 1, 2, 7, 150, 10**9]) for _ in range(rng.randint(1, 5))
+            }
         rows.append((at, event_type, record_type, query, geo, payload))
     if bad:
         some_rs = RECORDSETS[0]

@@ -9,6 +9,7 @@ connection after a given number of client bytes.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import socket
@@ -48,13 +49,20 @@ class ElasticsearchProxy:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 if isinstance(action, tuple) and action[0] == "status":
-                    payload = b'{"error":{"type":"injected","reason":"fault injected by test proxy"},"status":%d}' % action[1]
+                    payload = (
+                        b'{"error":{"type":"injected","reason":"fault injected by test proxy"},"status":%d}'
+                        % action[1]
+                    )
                     self._reply(action[1], payload, "application/json")
                     return
-                headers = {k: VENDOR.sub(lambda m: f"application/{m.group(1)}", v)
-                           for k, v in self.headers.items()
-                           if k.lower() in ("content-type", "accept", "authorization")}
-                upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
+                headers = {
+                    k: VENDOR.sub(lambda m: f"application/{m.group(1)}", v)
+                    for k, v in self.headers.items()
+                    if k.lower() in ("content-type", "accept", "authorization")
+                }
+                upstream = http.client.HTTPConnection(
+                    proxy.upstream.hostname, proxy.upstream.port, timeout=60
+                )
                 upstream.request(self.command, self.path, body=body or None, headers=headers)
                 response = upstream.getresponse()
                 data = response.read()
@@ -131,10 +139,8 @@ class TcpCutProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
 
     def close(self) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-
 from helpers import insert_rows, random_rows, reference
+
 from idb_stats.config import load_config
 from idb_stats.documents import build_documents
 from idb_stats.model import DayStats
@@ -40,8 +40,13 @@ def test_every_skip_reason_is_counted_with_examples(dsn: str) -> None:
     report = source.skip_report(date(2020, 2, 18))
     source.close()
     assert set(report.reasons) == {
-        "unknown_record_type", "unknown_type", "geocode_not_object", "payload_not_object",
-        "empty_key", "bad_recordset_value", "bad_hit_count",
+        "unknown_record_type",
+        "unknown_type",
+        "geocode_not_object",
+        "payload_not_object",
+        "empty_key",
+        "bad_recordset_value",
+        "bad_hit_count",
     }
     assert report.reasons["bad_hit_count"].rows == 3
     assert report.reasons["unknown_record_type"].rows == 2
@@ -52,11 +57,14 @@ def test_midnight_belongs_to_the_next_harvest_date(dsn: str) -> None:
     from datetime import datetime
 
     rs = "rs-midnight"
-    insert_rows(dsn, [
-        (datetime(2020, 2, 17, 0, 0), "search", "records", None, None, {rs: 1}),
-        (datetime(2020, 2, 17, 23, 59, 59, 999999), "search", "records", None, None, {rs: 10}),
-        (datetime(2020, 2, 18, 0, 0), "search", "records", None, None, {rs: 100}),
-    ])
+    insert_rows(
+        dsn,
+        [
+            (datetime(2020, 2, 17, 0, 0), "search", "records", None, None, {rs: 1}),
+            (datetime(2020, 2, 17, 23, 59, 59, 999999), "search", "records", None, None, {rs: 10}),
+            (datetime(2020, 2, 18, 0, 0), "search", "records", None, None, {rs: 100}),
+        ],
+    )
     source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
     totals = {}
     for harvest in (date(2020, 2, 18), date(2020, 2, 19)):

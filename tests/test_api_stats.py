@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
-
 from conftest import MakeConfig
+
 from idb_stats import runner
 from idb_stats.stores import open_store
 
@@ -18,8 +18,10 @@ def fill_uuids(dsn: str) -> dict[str, tuple[int, int]]:
     conn = psycopg2.connect(dsn)
     expected: dict[str, tuple[int, int]] = {}
     with conn, conn.cursor() as cur:
-        cur.execute("CREATE TABLE uuids (id uuid PRIMARY KEY, type text NOT NULL, parent uuid, "
-                    "deleted boolean NOT NULL DEFAULT false)")
+        cur.execute(
+            "CREATE TABLE uuids (id uuid PRIMARY KEY, type text NOT NULL, parent uuid, "
+            "deleted boolean NOT NULL DEFAULT false)"
+        )
         for i in range(5):
             rs = str(uuid.UUID(int=1000 + i))
             cur.execute("INSERT INTO uuids VALUES (%s, 'recordset', NULL, false)", (rs,))
@@ -27,7 +29,9 @@ def fill_uuids(dsn: str) -> dict[str, tuple[int, int]]:
             rows = [("record", False)] * records + [("mediarecord", False)] * media
             rows += [("record", True), ("mediarecord", True), ("publisher", False)]
             for kind, deleted in rows:
-                cur.execute("INSERT INTO uuids VALUES (%s, %s, %s, %s)", (str(uuid.uuid4()), kind, rs, deleted))
+                cur.execute(
+                    "INSERT INTO uuids VALUES (%s, %s, %s, %s)", (str(uuid.uuid4()), kind, rs, deleted)
+                )
             if records or media:
                 expected[rs] = (records, media)
         cur.execute("INSERT INTO uuids VALUES (%s, 'record', NULL, false)", (str(uuid.uuid4()),))
@@ -60,7 +64,7 @@ def test_snapshot_counts_and_replaces_same_day(make_config: MakeConfig, dsn: str
     conn.close()
     del expected[gone]
     second = runner.api_stats(config)
-    assert first["snapshot_date"] == second["snapshot_date"] == datetime.now(timezone.utc).date().isoformat()
+    assert first["snapshot_date"] == second["snapshot_date"] == datetime.now(UTC).date().isoformat()
     docs = snapshot_docs(config)
     assert {d["recordset_id"]: (d["records_count"], d["mediarecords_count"]) for d in docs} == expected
     assert all(d["harvest_date"].startswith(second["snapshot_date"]) for d in docs)

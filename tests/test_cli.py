@@ -7,26 +7,34 @@ import os
 import re
 import subprocess
 import sys
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-
 from helpers import insert_rows, reference
+from test_store_contract import HARVEST, load_week
+
 from idb_stats import runner
 from idb_stats.cli import cli
 from idb_stats.config import load_config
 from idb_stats.stores import open_store
-from test_store_contract import HARVEST, load_week
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("IDB_STATS_") and k != "JOURNAL_STREAM"}
-    return subprocess.run([sys.executable, "-m", "idb_stats.cli", *args], capture_output=True, text=True,
-                          env={**base, **(env or {})}, input=input, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "idb_stats.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        input=input,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 def test_every_command_is_documented() -> None:
@@ -39,21 +47,35 @@ def test_every_command_is_documented() -> None:
 
 def test_config_errors_are_listed_together(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text('[source]\ntimezone = "Mars/Olympus"\nstats_table = "drop table"\n'
-                      '[store]\nkind = "mongo"\n[collect]\nmax_skipped_share = 3\njobs = 0\nbogus = 1\n')
+    config.write_text(
+        '[source]\ntimezone = "Mars/Olympus"\nstats_table = "drop table"\n'
+        '[store]\nkind = "mongo"\n[collect]\nmax_skipped_share = 3\njobs = 0\nbogus = 1\n'
+    )
     result = run("check-config", "--config", str(config))
     assert result.returncode == 3
-    for needle in ("Mars/Olympus", "drop table", "mongo", "max_skipped_share", "collect.jobs",
-                   "collect.bogus", "source.dsn"):
+    for needle in (
+        "Mars/Olympus",
+        "drop table",
+        "mongo",
+        "max_skipped_share",
+        "collect.jobs",
+        "collect.bogus",
+        "source.dsn",
+    ):
         assert needle in result.stderr
 
 
 def test_precedence_flag_over_env_over_file_and_secrets_hidden(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text('[source]\ndsn = "postgresql://reader:file-secret@db/telemetry"\n'
-                      '[store]\nkind = "elasticsearch"\nurl = "http://file:9200"\napi_key = "key-secret"\n')
-    env = {"IDB_STATS_STORE": "opensearch", "IDB_STATS_STORE_URL": "https://user:env-secret@os:9200",
-           "IDB_STATS_SOURCE_DSN": "host=db password=dsn-secret dbname=t"}
+    config.write_text(
+        '[source]\ndsn = "postgresql://reader:file-secret@db/telemetry"\n'
+        '[store]\nkind = "elasticsearch"\nurl = "http://file:9200"\napi_key = "key-secret"\n'
+    )
+    env = {
+        "IDB_STATS_STORE": "opensearch",
+        "IDB_STATS_STORE_URL": "https://user:env-secret@os:9200",
+        "IDB_STATS_SOURCE_DSN": "host=db password=dsn-secret dbname=t",
+    }
     shown = json.loads(run("check-config", "--config", str(config), env=env).stdout)
     assert shown["store"] == "opensearch" and shown["store_url"] == "https://user:***@os:9200"
     assert shown["source_dsn"] == "host=db password=*** dbname=t"
@@ -70,7 +92,10 @@ def test_collect_export_totals_status_through_the_cli(dsn: str) -> None:
     env = {"IDB_STATS_SOURCE_DSN": dsn}
     dry = run("collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
-    assert [json.loads(line)["harvest_date"] for line in dry.stdout.splitlines()] == [str(HARVEST[0]), str(HARVEST[1])]
+    assert [json.loads(line)["harvest_date"] for line in dry.stdout.splitlines()] == [
+        str(HARVEST[0]),
+        str(HARVEST[1]),
+    ]
     untouched = json.loads(run("status", "--json", env=env).stdout)  # a dry run writes nothing
     assert untouched["last_complete_harvest_date"] is None and untouched["last_run"] is None
     done = run("collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1]), env=env)
@@ -91,8 +116,13 @@ def test_collect_export_totals_status_through_the_cli(dsn: str) -> None:
 
 
 def test_skipped_rows_over_threshold_exit_6_and_write_nothing(dsn: str) -> None:
-    insert_rows(dsn, [(datetime(2020, 2, 17, 5), "search", "records", None, None, {"rs": 1}),
-                      (datetime(2020, 2, 17, 6), "search", "records", None, None, {"rs": -4})])
+    insert_rows(
+        dsn,
+        [
+            (datetime(2020, 2, 17, 5), "search", "records", None, None, {"rs": 1}),
+            (datetime(2020, 2, 17, 6), "search", "records", None, None, {"rs": -4}),
+        ],
+    )
     result = run("collect-stats", "-d", "2020-02-18", env={"IDB_STATS_SOURCE_DSN": dsn})
     assert result.returncode == 6
     assert "bad_hit_count" in result.stderr and "nothing was written" in result.stderr
@@ -114,8 +144,14 @@ def test_catch_up_refuses_a_long_span(dsn: str) -> None:
 def test_unreachable_source_and_store_have_their_codes(dsn: str) -> None:
     bad_source = run("collect-stats", env={"IDB_STATS_SOURCE_DSN": "host=127.0.0.1 port=1 password=hunter2"})
     assert bad_source.returncode == 4 and "hunter2" not in bad_source.stderr
-    bad_store = run("collect-stats", env={"IDB_STATS_SOURCE_DSN": dsn, "IDB_STATS_STORE": "opensearch",
-                                          "IDB_STATS_STORE_URL": "http://127.0.0.1:1"})
+    bad_store = run(
+        "collect-stats",
+        env={
+            "IDB_STATS_SOURCE_DSN": dsn,
+            "IDB_STATS_STORE": "opensearch",
+            "IDB_STATS_STORE_URL": "http://127.0.0.1:1",
+        },
+    )
     assert bad_store.returncode == 5
 
 
@@ -124,8 +160,9 @@ def test_lock_held_exits_7(dsn: str) -> None:
     config = load_config(overrides={"source.dsn": dsn}, environ={})
     store = open_store(config)
     with runner.run_lock(config, store.identity, 0):
-        result = run("collect-stats", "-d", str(HARVEST[0]), "--lock-timeout", "0.5",
-                     env={"IDB_STATS_SOURCE_DSN": dsn})
+        result = run(
+            "collect-stats", "-d", str(HARVEST[0]), "--lock-timeout", "0.5", env={"IDB_STATS_SOURCE_DSN": dsn}
+        )
     store.close()
     assert result.returncode == 7 and "lock" in result.stderr
 
@@ -135,11 +172,16 @@ def test_import_round_trip_through_files(dsn: str, tmp_path: Path) -> None:
     env = {"IDB_STATS_SOURCE_DSN": dsn}
     run("collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), env=env)
     dump = tmp_path / "export.ndjson"
-    assert run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), "-o", str(dump), env=env).returncode == 0
+    assert (
+        run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), "-o", str(dump), env=env).returncode
+        == 0
+    )
     config = tmp_path / "restore.toml"
     config.write_text('[store]\nschema = "restored"\n')
     assert run("import", "--config", str(config), str(dump), env=env).returncode == 0
-    again = run("export", "--config", str(config), "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), env=env)
+    again = run(
+        "export", "--config", str(config), "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), env=env
+    )
     assert again.stdout == dump.read_text()
 
 
@@ -147,5 +189,3 @@ def test_import_round_trip_through_files(dsn: str, tmp_path: Path) -> None:
 def test_help_lists_exit_codes(args: list[str]) -> None:
     result = run(*args)
     assert result.returncode == 0 and "Exit codes" in result.stdout
-
-

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import threading
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg2
 import pytest
-
 from conftest import MakeConfig
 from helpers import insert_rows, random_rows
+from proxies import ElasticsearchProxy, TcpCutProxy
+from test_store_contract import HARVEST, assert_consistent, load_week, snapshot
+
 from idb_stats import runner
 from idb_stats.errors import IdbStatsError, LockHeld
 from idb_stats.stores import open_store
-from proxies import ElasticsearchProxy, TcpCutProxy
-from test_store_contract import HARVEST, assert_consistent, load_week, snapshot
 
 DAY = HARVEST[1]
 
@@ -76,7 +76,7 @@ def test_search_store_request_dropped_at_every_step_then_rerun(
     for step in range(steps):
         seen = [0]
 
-        def fault(method: str, path: str, body: bytes, step: int = step) -> Any:
+        def fault(method: str, path: str, body: bytes, step: int = step, seen: list[int] = seen) -> Any:
             seen[0] += 1
             # Alternate: lose the request, or let the server apply it and lose the answer.
             return ("drop" if step % 2 else "drop_after") if seen[0] == step + 1 else None
@@ -106,8 +106,13 @@ def test_bulk_throttling_and_dropped_bulks_lose_and_double_nothing(
     def fault(method: str, path: str, body: bytes) -> Any:
         if path.startswith("/_bulk"):
             calls[0] += 1
-            return {1: ("status", 429), 2: ("status", 503), 4: "drop_after", 6: "drop", 7: ("status", 504)}.get(
-                calls[0] % 8)
+            return {
+                1: ("status", 429),
+                2: ("status", 503),
+                4: "drop_after",
+                6: "drop",
+                7: ("status", 504),
+            }.get(calls[0] % 8)
         return None
 
     es_proxy.fault = fault
@@ -123,8 +128,9 @@ def test_bulk_throttling_and_dropped_bulks_lose_and_double_nothing(
 
 
 @pytest.mark.parametrize("store_kind", ["elasticsearch"], indirect=True)
-def test_totals_conflict_is_reread_and_merged(make_config: MakeConfig, dsn: str, es_proxy: ElasticsearchProxy,
-                                               osmem_url: str) -> None:
+def test_totals_conflict_is_reread_and_merged(
+    make_config: MakeConfig, dsn: str, es_proxy: ElasticsearchProxy, osmem_url: str
+) -> None:
     """Another writer touches a totals document between our read and our write: the server answers
     409 for it, we re-read and merge again."""
     import json
@@ -137,14 +143,23 @@ def test_totals_conflict_is_reread_and_merged(make_config: MakeConfig, dsn: str,
 
     def fault(method: str, path: str, body: bytes) -> Any:
         text = body.decode()
-        if path.startswith("/_bulk") and config.totals_index in text and "if_seq_no" in text and conflicts[0] < 3:
+        if (
+            path.startswith("/_bulk")
+            and config.totals_index in text
+            and "if_seq_no" in text
+            and conflicts[0] < 3
+        ):
             conflicts[0] += 1
             meta = json.loads(text.splitlines()[0])
             action = next(iter(meta.values()))
             url = f"{osmem_url}/{config.totals_index}/_doc/{action['_id']}"
             current = json.loads(urllib.request.urlopen(url).read())["_source"]
-            request = urllib.request.Request(url, data=json.dumps(current).encode(), method="PUT",
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                url,
+                data=json.dumps(current).encode(),
+                method="PUT",
+                headers={"Content-Type": "application/json"},
+            )
             urllib.request.urlopen(request).read()  # same content, new seq_no: a concurrent writer
         return None
 
@@ -178,9 +193,15 @@ def test_two_runs_at_once_serialize_on_the_lock(make_config: MakeConfig, dsn: st
     for t in threads:
         t.join()
     assert errors == []
-    clean = make_config(**{"store.schema": "clean", "store.daily_index": config.daily_index + "-c",
-                           "store.totals_index": config.totals_index + "-c",
-                           "store.runs_index": config.runs_index + "-c", "store.api_index": config.api_index + "-c"})
+    clean = make_config(
+        **{
+            "store.schema": "clean",
+            "store.daily_index": config.daily_index + "-c",
+            "store.totals_index": config.totals_index + "-c",
+            "store.runs_index": config.runs_index + "-c",
+            "store.api_index": config.api_index + "-c",
+        }
+    )
     collect(clean, first=HARVEST[0], last=HARVEST[-1])
     assert snapshot(config) == snapshot(clean)
 
@@ -190,9 +211,8 @@ def test_second_run_exits_with_lock_code_when_it_cannot_wait(make_config: MakeCo
     load_week(dsn)
     config = make_config()
     store = open_store(config)
-    with runner.run_lock(config, store.identity, 0):
-        with pytest.raises(LockHeld) as caught:
-            runner.collect(config, runner.Selection(day=HARVEST[0]), lock_timeout=0.3)
+    with runner.run_lock(config, store.identity, 0), pytest.raises(LockHeld) as caught:
+        runner.collect(config, runner.Selection(day=HARVEST[0]), lock_timeout=0.3)
     store.close()
     assert caught.value.exit_code == 7
     collect(config, day=HARVEST[0])  # the lock is free again
@@ -202,10 +222,14 @@ def test_parallel_days_equal_serial(make_config: MakeConfig, dsn: str) -> None:
     load_week(dsn)
     config = make_config()
     runner.collect(config, runner.Selection(first=HARVEST[0], last=HARVEST[-1]), jobs=2)
-    clean = make_config(**{"store.schema": "clean", "store.daily_index": config.daily_index + "-c",
-                           "store.totals_index": config.totals_index + "-c",
-                           "store.runs_index": config.runs_index + "-c", "store.api_index": config.api_index + "-c"})
+    clean = make_config(
+        **{
+            "store.schema": "clean",
+            "store.daily_index": config.daily_index + "-c",
+            "store.totals_index": config.totals_index + "-c",
+            "store.runs_index": config.runs_index + "-c",
+            "store.api_index": config.api_index + "-c",
+        }
+    )
     collect(clean, first=HARVEST[0], last=HARVEST[-1])
     assert snapshot(config) == snapshot(clean)
-
-

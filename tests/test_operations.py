@@ -23,8 +23,12 @@ needs_analyze = pytest.mark.skipif(analyze is None, reason="systemd-analyze is n
 @needs_analyze
 @pytest.mark.parametrize("unit", SERVICES)
 def test_service_exposure_at_most_1_5(unit: str) -> None:
-    out = subprocess.run([analyze, "security", "--offline=yes", str(ROOT / "systemd" / unit)],
-                         capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        [analyze, "security", "--offline=yes", str(ROOT / "systemd" / unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", out).group(1))  # type: ignore[union-attr]
     assert score <= 1.5, out
 
@@ -43,8 +47,9 @@ def test_units_verify(tmp_path: Path) -> None:
             name = name.replace("@.", "@idb-stats-collect.service.")
         (tmp_path / name).write_text(unit.read_text().replace("/opt/idb-stats", str(tmp_path)))
         names.append(str(tmp_path / name))
-    result = subprocess.run([analyze, "verify", *names], capture_output=True, text=True, check=False,
-                            cwd=tmp_path)
+    result = subprocess.run(
+        [analyze, "verify", *names], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "idb-stats" not in result.stderr, result.stderr
 
@@ -57,19 +62,30 @@ def test_every_hardening_line_is_commented() -> None:
             if line.startswith("["):
                 section = line
             elif section == "[Service]" and "=" in line and not line.startswith("#"):
-                comment_above = any(lines[j].startswith("#") for j in range(max(0, i - 30), i)
-                                    if all("=" in lines[k] for k in range(j + 1, i)))
+                comment_above = any(
+                    lines[j].startswith("#")
+                    for j in range(max(0, i - 30), i)
+                    if all("=" in lines[k] for k in range(j + 1, i))
+                )
                 assert comment_above, f"{unit.name}: {line} has no comment"
 
 
 def test_install_into_staging_root(tmp_path: Path) -> None:
     stage = tmp_path / "stage"
-    dry = subprocess.run(["bash", str(ROOT / "deploy/install.sh"), "--root", str(stage), "--dry-run"],
-                         capture_output=True, text=True, check=True)
+    dry = subprocess.run(
+        ["bash", str(ROOT / "deploy/install.sh"), "--root", str(stage), "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "+ python3 -m venv" in dry.stdout and not stage.exists()
     for _ in range(2):  # idempotent: the second run upgrades in place
-        subprocess.run(["bash", str(ROOT / "deploy/install.sh"), "--root", str(stage), "--prefix", "/srv/idb"],
-                       capture_output=True, text=True, check=True)
+        subprocess.run(
+            ["bash", str(ROOT / "deploy/install.sh"), "--root", str(stage), "--prefix", "/srv/idb"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     idb = stage / "srv/idb/venv/bin/idb-stats"
     assert subprocess.run([str(idb), "--help"], capture_output=True, check=True).returncode == 0
     config = stage / "etc/idb-stats/config.toml"
@@ -78,11 +94,25 @@ def test_install_into_staging_root(tmp_path: Path) -> None:
     assert "ExecStart=/srv/idb/venv/bin/idb-stats collect-stats" in unit
     assert (stage / "etc/idb-stats/credentials/source-dsn").exists()
     config.write_text("# edited by the operator\n")
-    subprocess.run(["bash", str(ROOT / "deploy/install.sh"), "--root", str(stage), "--prefix", "/srv/idb"],
-                   capture_output=True, check=True)
+    subprocess.run(
+        ["bash", str(ROOT / "deploy/install.sh"), "--root", str(stage), "--prefix", "/srv/idb"],
+        capture_output=True,
+        check=True,
+    )
     assert config.read_text() == "# edited by the operator\n"
-    subprocess.run(["bash", str(ROOT / "deploy/install.sh"), "--root", str(stage), "--prefix", "/srv/idb",
-                    "--uninstall"], capture_output=True, check=True)
+    subprocess.run(
+        [
+            "bash",
+            str(ROOT / "deploy/install.sh"),
+            "--root",
+            str(stage),
+            "--prefix",
+            "/srv/idb",
+            "--uninstall",
+        ],
+        capture_output=True,
+        check=True,
+    )
     assert not (stage / "srv/idb").exists() and config.exists()
     assert not (stage / "etc/systemd/system/idb-stats-collect.service").exists()
 
@@ -98,15 +128,18 @@ def parse_journal(datagram: bytes) -> dict[str, str]:
             data = rest
         else:
             size = int.from_bytes(rest[:8], "little")
-            fields[line.decode()] = rest[8:8 + size].decode()
-            data = rest[8 + size + 1:]
+            fields[line.decode()] = rest[8 : 8 + size].decode()
+            data = rest[8 + size + 1 :]
     return fields
 
 
 def test_journal_encoding_round_trips_multiline() -> None:
     entry = {"MESSAGE": "two\nlines", "PRIORITY": 3, "IDB_STATS_ROWS": 12}
-    assert parse_journal(encode_journal_entry(entry)) == {"MESSAGE": "two\nlines", "PRIORITY": "3",
-                                                          "IDB_STATS_ROWS": "12"}
+    assert parse_journal(encode_journal_entry(entry)) == {
+        "MESSAGE": "two\nlines",
+        "PRIORITY": "3",
+        "IDB_STATS_ROWS": "12",
+    }
 
 
 def test_collect_under_systemd_sends_journal_fields_and_status(dsn: str, tmp_path: Path) -> None:
@@ -120,11 +153,30 @@ def test_collect_under_systemd_sends_journal_fields_and_status(dsn: str, tmp_pat
     stderr_file = tmp_path / "stderr"
     with stderr_file.open("w") as err:
         st = os.fstat(err.fileno())
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("IDB_STATS_")},
-               "IDB_STATS_SOURCE_DSN": dsn, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
-               "IDB_STATS_JOURNAL_SOCKET": str(tmp_path / "journal.sock"), "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
-        subprocess.run([sys.executable, "-m", "idb_stats.cli", "collect-stats", "--from", str(HARVEST[0]),
-                        "--to", str(HARVEST[1])], env=env, stderr=err, check=True, cwd=ROOT, timeout=120)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("IDB_STATS_")},
+            "IDB_STATS_SOURCE_DSN": dsn,
+            "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
+            "IDB_STATS_JOURNAL_SOCKET": str(tmp_path / "journal.sock"),
+            "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+        }
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "idb_stats.cli",
+                "collect-stats",
+                "--from",
+                str(HARVEST[0]),
+                "--to",
+                str(HARVEST[1]),
+            ],
+            env=env,
+            stderr=err,
+            check=True,
+            cwd=ROOT,
+            timeout=120,
+        )
     journal.setblocking(False)
     entries = []
     while True:

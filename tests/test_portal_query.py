@@ -5,14 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from conftest import MakeConfig
-from idb_stats import runner
-from idb_stats.stores import open_store
 from test_store_contract import HARVEST, load_week, snapshot
 
-FIELDS = ["records.seen.total", "records.search.total", "records.download.total", "records.view.total",
-          "mediarecords.view.total", "records.search.count", "records.download.count"]
+from idb_stats import runner
+from idb_stats.stores import open_store
+
+FIELDS = [
+    "records.seen.total",
+    "records.search.total",
+    "records.download.total",
+    "records.view.total",
+    "mediarecords.view.total",
+    "records.search.count",
+    "records.download.count",
+]
 
 
 @pytest.mark.parametrize("store_kind", ["opensearch", "elasticsearch"], indirect=True)
@@ -23,11 +30,21 @@ def test_portal_date_histogram_matches_export(make_config: MakeConfig, dsn: str)
     daily, _ = snapshot(config)
     query = {
         "size": 0,
-        "aggs": {"over_time": {
-            "date_histogram": {"field": "harvest_date", "calendar_interval": "day", "format": "yyyy-MM-dd"},
-            "aggs": {"by_recordset": {"terms": {"field": "recordset_id", "size": 10000},
-                                      "aggs": {f: {"sum": {"field": f}} for f in FIELDS}}},
-        }},
+        "aggs": {
+            "over_time": {
+                "date_histogram": {
+                    "field": "harvest_date",
+                    "calendar_interval": "day",
+                    "format": "yyyy-MM-dd",
+                },
+                "aggs": {
+                    "by_recordset": {
+                        "terms": {"field": "recordset_id", "size": 10000},
+                        "aggs": {f: {"sum": {"field": f}} for f in FIELDS},
+                    }
+                },
+            }
+        },
     }
     store: Any = open_store(config)
     response = store._request("POST", f"/{config.daily_index}/_search", query)

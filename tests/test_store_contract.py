@@ -8,10 +8,9 @@ import random
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import pytest
-
 from conftest import MakeConfig
 from helpers import insert_rows, random_rows, reference
+
 from idb_stats import runner
 from idb_stats.model import BLOCKS
 from idb_stats.stores import open_store
@@ -97,20 +96,29 @@ def test_rerun_after_late_rows_adjusts_totals_exactly(make_config: MakeConfig, d
     config = make_config()
     collect(config, first=HARVEST[0], last=HARVEST[-1])
     late_rs = "late-recordset"
-    insert_rows(dsn, [(datetime(2020, 2, 18, 12), "download", "records", "q-late", {"country": "NZ"}, {late_rs: 5})])
+    insert_rows(
+        dsn, [(datetime(2020, 2, 18, 12), "download", "records", "q-late", {"country": "NZ"}, {late_rs: 5})]
+    )
     collect(config, first=HARVEST[0], last=HARVEST[-1])
     daily, totals = snapshot(config)
     assert daily == [doc for h in HARVEST for doc in reference(dsn, h)[0]]
     assert_consistent(daily, totals)
     late = next(t for t in totals if t["recordset_id"] == late_rs)
-    assert late["records"]["download"] == {"count": 1, "total": 5, "countries": [{"country": "NZ", "count": 5}]}
+    assert late["records"]["download"] == {
+        "count": 1,
+        "total": 5,
+        "countries": [{"country": "NZ", "count": 5}],
+    }
 
 
 def test_recordset_gone_from_a_day_disappears(make_config: MakeConfig, dsn: str) -> None:
-    insert_rows(dsn, [
-        (datetime(2020, 2, 17, 9), "search", "records", "q1", None, {"rs-a": 3, "rs-b": 4}),
-        (datetime(2020, 2, 18, 9), "search", "records", "q1", None, {"rs-a": 1}),
-    ])
+    insert_rows(
+        dsn,
+        [
+            (datetime(2020, 2, 17, 9), "search", "records", "q1", None, {"rs-a": 3, "rs-b": 4}),
+            (datetime(2020, 2, 18, 9), "search", "records", "q1", None, {"rs-a": 1}),
+        ],
+    )
     config = make_config()
     collect(config, first=HARVEST[0], last=HARVEST[1])
     # A rule change or a correction makes rs-b vanish from the first day.
@@ -120,7 +128,10 @@ def test_recordset_gone_from_a_day_disappears(make_config: MakeConfig, dsn: str)
     conn.close()
     collect(config, day=HARVEST[0])
     daily, totals = snapshot(config)
-    assert [(d["recordset_id"], d["harvest_date"]) for d in daily] == [("rs-a", "2020-02-18"), ("rs-a", "2020-02-19")]
+    assert [(d["recordset_id"], d["harvest_date"]) for d in daily] == [
+        ("rs-a", "2020-02-18"),
+        ("rs-a", "2020-02-19"),
+    ]
     assert [t["recordset_id"] for t in totals] == ["rs-a"]
     assert_consistent(daily, totals)
 
@@ -130,9 +141,15 @@ def test_export_import_round_trip(make_config: MakeConfig, dsn: str, tmp_path: A
     config = make_config()
     collect(config, first=HARVEST[0], last=HARVEST[-1])
     daily, totals = snapshot(config)
-    target = make_config(**{"store.schema": "restored", "store.daily_index": config.daily_index + "-r",
-                            "store.totals_index": config.totals_index + "-r",
-                            "store.runs_index": config.runs_index + "-r", "store.api_index": config.api_index + "-r"})
+    target = make_config(
+        **{
+            "store.schema": "restored",
+            "store.daily_index": config.daily_index + "-r",
+            "store.totals_index": config.totals_index + "-r",
+            "store.runs_index": config.runs_index + "-r",
+            "store.api_index": config.api_index + "-r",
+        }
+    )
     published = runner.import_documents(target, iter(json.loads(json.dumps(d)) for d in daily))
     assert [p.harvest_date for p in published] == HARVEST
     assert snapshot(target) == (daily, totals)
@@ -164,7 +181,9 @@ def test_series_and_countries_are_grouped_in_the_store(make_config: MakeConfig, 
     store.close()
     wanted = [d for d in daily if d["recordset_id"] in recordsets]
     assert sum(r["records.seen.total"] for r in rows) == sum(d["records"]["seen"]["total"] for d in wanted)
-    assert sum(r["mediarecords.search.count"] for r in rows) == sum(d["mediarecords"]["search"]["count"] for d in wanted)
+    assert sum(r["mediarecords.search.count"] for r in rows) == sum(
+        d["mediarecords"]["search"]["count"] for d in wanted
+    )
     assert {r["recordset_id"] for r in rows} == set(recordsets)
     all_hits = sum(d[rt][ty]["total"] for d in wanted for rt, ty in BLOCKS)
     assert sum(c["hits"] for c in countries) == all_hits

@@ -14,8 +14,12 @@ class ElasticsearchStore(SearchStore):
     def _build_client(self, config: Config) -> Any:
         from elasticsearch import Elasticsearch
 
-        options: dict[str, Any] = {"request_timeout": config.request_timeout, "max_retries": 0,
-                                   "retry_on_timeout": False, "verify_certs": config.verify_certs}
+        options: dict[str, Any] = {
+            "request_timeout": config.request_timeout,
+            "max_retries": 0,
+            "retry_on_timeout": False,
+            "verify_certs": config.verify_certs,
+        }
         if config.ca_bundle:
             options["ca_certs"] = config.ca_bundle
         if config.store_api_key:
@@ -28,8 +32,11 @@ class ElasticsearchStore(SearchStore):
         from elasticsearch import ApiError, TransportError
 
         kind = "x-ndjson" if ndjson else "json"
-        headers = {"accept": "application/json", "content-type": f"application/{kind}"} if body is not None \
+        headers = (
+            {"accept": "application/json", "content-type": f"application/{kind}"}
+            if body is not None
             else {"accept": "application/json"}
+        )
         try:
             response = self.client.perform_request(method, path, params=params, headers=headers, body=body)
         except ApiError as exc:

@@ -14,8 +14,12 @@ class OpenSearchStore(SearchStore):
     def _build_client(self, config: Config) -> Any:
         from opensearchpy import OpenSearch
 
-        options: dict[str, Any] = {"timeout": config.request_timeout, "max_retries": 0, "retry_on_timeout": False,
-                                   "verify_certs": config.verify_certs}
+        options: dict[str, Any] = {
+            "timeout": config.request_timeout,
+            "max_retries": 0,
+            "retry_on_timeout": False,
+            "verify_certs": config.verify_certs,
+        }
         if config.ca_bundle:
             options["ca_certs"] = config.ca_bundle
         if config.store_api_key:
@@ -29,7 +33,9 @@ class OpenSearchStore(SearchStore):
 
         headers = {"content-type": "application/x-ndjson"} if ndjson else None
         try:
-            return self.client.transport.perform_request(method, path, params=params, body=body, headers=headers)
+            return self.client.transport.perform_request(
+                method, path, params=params, body=body, headers=headers
+            )
         except ConnectionError as exc:
             raise Unreachable(str(exc.error or exc)) from None
         except TransportError as exc:

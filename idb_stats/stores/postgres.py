@@ -67,9 +67,10 @@ def dumps(doc: Document) -> str:
 class PostgresStore:
     def __init__(self, config: Config):
         self.schema = config.store_schema
-        self.identity = "postgres:" + hashlib.sha256(
-            f"{_server_identity(config.store_dsn)}/{self.schema}".encode()
-        ).hexdigest()[:16]
+        self.identity = (
+            "postgres:"
+            + hashlib.sha256(f"{_server_identity(config.store_dsn)}/{self.schema}".encode()).hexdigest()[:16]
+        )
         self._dsn = config.store_dsn
         self._conn = self._connect()
 
@@ -110,7 +111,9 @@ class PostgresStore:
         self._require_schema()
         day = stats.harvest_date
         with self._transaction(f"publishing {day}") as cur:
-            cur.execute(self._sql("SELECT recordset_id, summary FROM {s}.daily WHERE harvest_date = %s"), (day,))
+            cur.execute(
+                self._sql("SELECT recordset_id, summary FROM {s}.daily WHERE harvest_date = %s"), (day,)
+            )
             old = {rs: Summary.from_json(summary) for rs, summary in cur}
             cur.execute(self._sql("DELETE FROM {s}.daily WHERE harvest_date = %s"), (day,))
             new = self._copy_documents(cur, documents)
@@ -131,7 +134,9 @@ class PostgresStore:
         for doc in documents:
             summary = summarize(doc)
             summaries[doc["recordset_id"]] = summary
-            buffer.write(_copy_line(doc["harvest_date"], doc["recordset_id"], dumps(doc), dumps(summary.to_json())))
+            buffer.write(
+                _copy_line(doc["harvest_date"], doc["recordset_id"], dumps(doc), dumps(summary.to_json()))
+            )
             if buffer.tell() > COPY_BATCH_BYTES:
                 buffer.seek(0)
                 cur.copy_expert(copy_sql, buffer)
@@ -144,8 +149,10 @@ class PostgresStore:
         affected = sorted(old.keys() | new.keys())
         # Row locks in a fixed order, so parallel days touching the same recordsets cannot deadlock.
         cur.execute(
-            self._sql("SELECT recordset_id, doc FROM {s}.totals WHERE recordset_id = ANY(%s) "
-                      "ORDER BY recordset_id FOR UPDATE"),
+            self._sql(
+                "SELECT recordset_id, doc FROM {s}.totals WHERE recordset_id = ANY(%s) "
+                "ORDER BY recordset_id FOR UPDATE"
+            ),
             (affected,),
         )
         current = {rs: Totals.from_doc(doc) for rs, doc in cur}
@@ -158,8 +165,10 @@ class PostgresStore:
                 upserts.append((rs, dumps(merged.to_doc())))
         psycopg2.extras.execute_values(
             cur,
-            self._sql("INSERT INTO {s}.totals (recordset_id, doc) VALUES %s "
-                      "ON CONFLICT (recordset_id) DO UPDATE SET doc = EXCLUDED.doc"),
+            self._sql(
+                "INSERT INTO {s}.totals (recordset_id, doc) VALUES %s "
+                "ON CONFLICT (recordset_id) DO UPDATE SET doc = EXCLUDED.doc"
+            ),
             upserts,
             page_size=1000,
         )
@@ -178,7 +187,8 @@ class PostgresStore:
 
     def export(self, first: date, last: date) -> Iterator[Document]:
         rows = self._stream(
-            "SELECT doc::text FROM {s}.daily WHERE harvest_date BETWEEN %s AND %s ORDER BY harvest_date, recordset_id",
+            "SELECT doc::text FROM {s}.daily WHERE harvest_date BETWEEN %s AND %s "
+            "ORDER BY harvest_date, recordset_id",
             (first, last),
         )
         return (json.loads(text) for (text,) in rows)
@@ -204,8 +214,10 @@ class PostgresStore:
         self._require_schema()
         with self._transaction("recording the run") as cur:
             cur.execute(
-                self._sql("INSERT INTO {s}.runs (run_id, started_at, doc) VALUES (%s, %s, %s) "
-                          "ON CONFLICT (run_id) DO UPDATE SET doc = EXCLUDED.doc"),
+                self._sql(
+                    "INSERT INTO {s}.runs (run_id, started_at, doc) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (run_id) DO UPDATE SET doc = EXCLUDED.doc"
+                ),
                 (run["run_id"], run["started_at"], json.dumps(run)),
             )
 
@@ -274,7 +286,9 @@ class PostgresStore:
         )
         self._require_schema()
         with self._transaction("querying", psycopg2.extras.RealDictCursor) as cur:
-            cur.execute(self._sql(sql), {"rs": list(recordsets), "first": first, "last": last, "limit": limit})
+            cur.execute(
+                self._sql(sql), {"rs": list(recordsets), "first": first, "last": last, "limit": limit}
+            )
             return [dict(row) for row in cur]
 
     def close(self) -> None:

@@ -77,7 +77,10 @@ def daily_mapping() -> dict[str, Any]:
         "properties": {
             "recordset_id": {"type": "keyword"},
             "harvest_date": {"type": "date", "format": "strict_date"},
-            **{rt: {"properties": {ty: _block_mapping(True) for _, ty in BLOCKS if _ == rt}} for rt in RECORD_TYPES},
+            **{
+                rt: {"properties": {ty: _block_mapping(True) for _, ty in BLOCKS if _ == rt}}
+                for rt in RECORD_TYPES
+            },
         },
     }
 
@@ -157,8 +160,15 @@ class SearchStore:
 
     # --- transport with bounded retries ------------------------------------------------------
 
-    def _request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None,
-                 ndjson: bool = False, ok: Sequence[int] = ()) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        ndjson: bool = False,
+        ok: Sequence[int] = (),
+    ) -> Any:
         for attempt in range(self.max_retries + 1):
             try:
                 return self._send(method, path, params, body, ndjson)
@@ -215,7 +225,9 @@ class SearchStore:
             if not retry:
                 break
             if attempt == self.max_retries:
-                raise StoreError(f"{self.kind}: {len(retry)} bulk items still refused after {attempt + 1} attempts")
+                raise StoreError(
+                    f"{self.kind}: {len(retry)} bulk items still refused after {attempt + 1} attempts"
+                )
             todo = retry
             self._backoff(attempt)
         return [final[i] for i in range(len(chunk))]
@@ -239,8 +251,11 @@ class SearchStore:
             ("runs", self.runs_index, runs_mapping()),
             ("api", self.api_index, api_mapping()),
         ):
-            template = {"index_patterns": [index], "priority": 200,
-                        "template": {"settings": {"number_of_shards": 1}, "mappings": mapping}}
+            template = {
+                "index_patterns": [index],
+                "priority": 200,
+                "template": {"settings": {"number_of_shards": 1}, "mappings": mapping},
+            }
             self._request("PUT", f"/_index_template/idb-stats-{quote(index)}", template)
             if not self._request("HEAD", f"/{quote(index)}", ok=(404,)):
                 self._request("PUT", f"/{quote(index)}", {}, ok=(400,))  # 400: created meanwhile
@@ -255,7 +270,9 @@ class SearchStore:
 
     # --- reading helpers ---------------------------------------------------------------------
 
-    def _scan(self, index: str, query: dict[str, Any], sort: list[Any], source: Any = True) -> Iterator[dict[str, Any]]:
+    def _scan(
+        self, index: str, query: dict[str, Any], sort: list[Any], source: Any = True
+    ) -> Iterator[dict[str, Any]]:
         """Every hit of a query, in sort order, paged with search_after."""
         after: list[Any] | None = None
         while True:
@@ -276,13 +293,19 @@ class SearchStore:
     def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
         self._require_indexes()
         day = stats.harvest_date
-        self._request("DELETE", f"/{quote(self.runs_index)}/_doc/day-{day}", params={"refresh": "true"}, ok=(404,))
+        self._request(
+            "DELETE", f"/{quote(self.runs_index)}/_doc/day-{day}", params={"refresh": "true"}, ok=(404,)
+        )
         self._refresh(self.daily)
         summary_fields = [f"{rt}.{ty}.{f}" for rt, ty in BLOCKS for f in ("count", "total", "geocodes")]
         old = {
             hit["_source"]["recordset_id"]: summarize(hit["_source"])
-            for hit in self._scan(self.daily, {"term": {"harvest_date": day.isoformat()}},
-                                  [{"recordset_id": "asc"}], ["recordset_id", *summary_fields])
+            for hit in self._scan(
+                self.daily,
+                {"term": {"harvest_date": day.isoformat()}},
+                [{"recordset_id": "asc"}],
+                ["recordset_id", *summary_fields],
+            )
         }
         # Phase 1: take the day out of the totals that list it.
         self._merge_totals(old, lambda t, s: without_day(t, day, s) if t.includes(day) else None)
@@ -292,28 +315,35 @@ class SearchStore:
         def index_actions() -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
             for doc in documents:
                 new[doc["recordset_id"]] = summarize(doc)
-                yield {"index": {"_index": self.daily, "_id": daily_document_id(doc["recordset_id"], day)}}, doc
+                yield (
+                    {"index": {"_index": self.daily, "_id": daily_document_id(doc["recordset_id"], day)}},
+                    doc,
+                )
 
         self._check(self._bulk(index_actions()))
         gone = sorted(old.keys() - new.keys())
-        self._check(self._bulk(
-            ({"delete": {"_index": self.daily, "_id": daily_document_id(rs, day)}}, None) for rs in gone
-        ), allowed=(404,))
+        self._check(
+            self._bulk(
+                ({"delete": {"_index": self.daily, "_id": daily_document_id(rs, day)}}, None) for rs in gone
+            ),
+            allowed=(404,),
+        )
         # Phase 3: add the new documents to their totals.
         self._merge_totals(new, lambda t, s: None if t.includes(day) else with_day(t, day, s))
         self._refresh(self.daily, self.totals_index)
         marker = {"kind": "day", **stats.as_dict()}
         self._request("PUT", f"/{quote(self.runs_index)}/_doc/day-{day}", marker, params={"refresh": "true"})
 
-    def _merge_totals(self, summaries: dict[str, Summary],
-                      merge: Callable[[Totals, Summary], Totals | None]) -> None:
+    def _merge_totals(
+        self, summaries: dict[str, Summary], merge: Callable[[Totals, Summary], Totals | None]
+    ) -> None:
         """Read-merge-write the totals of these recordsets; re-read and redo on a version conflict.
 
         merge returns None when the totals need no change (which makes every phase idempotent).
         """
         recordsets = sorted(summaries)
         for start in range(0, len(recordsets), TOTALS_CHUNK):
-            pending = recordsets[start:start + TOTALS_CHUNK]
+            pending = recordsets[start : start + TOTALS_CHUNK]
             for attempt in range(self.max_retries + 1):
                 current = self._get_totals(pending)
                 actions: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
@@ -335,7 +365,9 @@ class SearchStore:
                 if not conflicts:
                     break
                 if attempt == self.max_retries:
-                    raise StoreError(f"{self.kind}: totals of {len(conflicts)} recordsets kept changing under us")
+                    raise StoreError(
+                        f"{self.kind}: totals of {len(conflicts)} recordsets kept changing under us"
+                    )
                 log.info("%d totals changed meanwhile, re-reading", len(conflicts))
                 pending = sorted(conflicts)
 
@@ -345,7 +377,8 @@ class SearchStore:
         response = self._request("POST", f"/{quote(self.totals_index)}/_mget", {"ids": recordsets})
         return {
             d["_id"]: (Totals.from_doc(d["_source"]), (d["_seq_no"], d["_primary_term"]))
-            for d in response["docs"] if d.get("found")
+            for d in response["docs"]
+            if d.get("found")
         }
 
     # --- reading -----------------------------------------------------------------------------
@@ -372,8 +405,12 @@ class SearchStore:
 
     def record_run(self, run: dict[str, Any]) -> None:
         self._require_indexes()
-        self._request("PUT", f"/{quote(self.runs_index)}/_doc/run-{run['run_id']}", {"kind": "run", **run},
-                      params={"refresh": "true"})
+        self._request(
+            "PUT",
+            f"/{quote(self.runs_index)}/_doc/run-{run['run_id']}",
+            {"kind": "run", **run},
+            params={"refresh": "true"},
+        )
 
     def runs(self, limit: int = 10) -> list[dict[str, Any]]:
         if not self._initialized():
@@ -389,17 +426,32 @@ class SearchStore:
         def actions() -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
             for doc in documents:
                 written.add(doc["recordset_id"])
-                yield ({"index": {"_index": self.api_index, "_id": daily_document_id(doc["recordset_id"],
-                                                                                     snapshot_date)}},
-                       {**doc, "snapshot_date": snapshot_date.isoformat()})
+                yield (
+                    {
+                        "index": {
+                            "_index": self.api_index,
+                            "_id": daily_document_id(doc["recordset_id"], snapshot_date),
+                        }
+                    },
+                    {**doc, "snapshot_date": snapshot_date.isoformat()},
+                )
 
         self._check(self._bulk(actions()))
         self._refresh(self.api_index)
-        stale = [hit["_id"] for hit in self._scan(self.api_index, {"term": {"snapshot_date": snapshot_date.isoformat()}},
-                                                  [{"recordset_id": "asc"}], ["recordset_id"])
-                 if hit["_source"]["recordset_id"] not in written]
-        self._check(self._bulk(({"delete": {"_index": self.api_index, "_id": i}}, None) for i in stale),
-                    allowed=(404,))
+        stale = [
+            hit["_id"]
+            for hit in self._scan(
+                self.api_index,
+                {"term": {"snapshot_date": snapshot_date.isoformat()}},
+                [{"recordset_id": "asc"}],
+                ["recordset_id"],
+            )
+            if hit["_source"]["recordset_id"] not in written
+        ]
+        self._check(
+            self._bulk(({"delete": {"_index": self.api_index, "_id": i}}, None) for i in stale),
+            allowed=(404,),
+        )
         self._refresh(self.api_index)
         return len(written)
 
@@ -407,7 +459,9 @@ class SearchStore:
         if not self._initialized():
             return {}
         body = {"size": 0, "aggs": {"days": {"terms": {"field": "snapshot_date", "size": 10000}}}}
-        buckets = self._request("POST", f"/{quote(self.api_index)}/_search", body)["aggregations"]["days"]["buckets"]
+        buckets = self._request("POST", f"/{quote(self.api_index)}/_search", body)["aggregations"]["days"][
+            "buckets"
+        ]
         return {date.fromisoformat(b.get("key_as_string", "")[:10]): b["doc_count"] for b in buckets}
 
     def _filter(self, recordsets: Sequence[str], first: date | None, last: date | None) -> dict[str, Any]:
@@ -417,36 +471,58 @@ class SearchStore:
             clauses.append({"range": {"harvest_date": bounds}})
         return {"bool": {"filter": clauses}}
 
-    def series(self, recordsets: Sequence[str], first: date | None, last: date | None,
-               interval: str) -> list[dict[str, Any]]:
-        sums = {f"{rt}.{ty}.{f}": {"sum": {"field": f"{rt}.{ty}.{f}"}} for rt, ty in BLOCKS for f in ("count", "total")}
+    def series(
+        self, recordsets: Sequence[str], first: date | None, last: date | None, interval: str
+    ) -> list[dict[str, Any]]:
+        sums = {
+            f"{rt}.{ty}.{f}": {"sum": {"field": f"{rt}.{ty}.{f}"}}
+            for rt, ty in BLOCKS
+            for f in ("count", "total")
+        }
         body = {
             "size": 0,
             "query": self._filter(recordsets, first, last),
-            "aggs": {"period": {
-                "date_histogram": {"field": "harvest_date", "calendar_interval": interval, "min_doc_count": 1},
-                "aggs": {"rs": {"terms": {"field": "recordset_id", "size": max(1, len(recordsets))}, "aggs": sums}},
-            }},
+            "aggs": {
+                "period": {
+                    "date_histogram": {
+                        "field": "harvest_date",
+                        "calendar_interval": interval,
+                        "min_doc_count": 1,
+                    },
+                    "aggs": {
+                        "rs": {
+                            "terms": {"field": "recordset_id", "size": max(1, len(recordsets))},
+                            "aggs": sums,
+                        }
+                    },
+                }
+            },
         }
         response = self._request("POST", f"/{quote(self.daily)}/_search", body)
         rows = []
         for period in response["aggregations"]["period"]["buckets"]:
             for bucket in period["rs"]["buckets"]:
-                row: dict[str, Any] = {"period": date.fromisoformat(period["key_as_string"][:10]),
-                                       "recordset_id": bucket["key"]}
+                row: dict[str, Any] = {
+                    "period": date.fromisoformat(period["key_as_string"][:10]),
+                    "recordset_id": bucket["key"],
+                }
                 row.update({name: int(bucket[name]["value"]) for name in sums})
                 rows.append(row)
         rows.sort(key=lambda r: (r["period"], r["recordset_id"]))
         return rows
 
-    def top_countries(self, recordsets: Sequence[str], first: date | None, last: date | None,
-                      limit: int) -> list[dict[str, Any]]:
+    def top_countries(
+        self, recordsets: Sequence[str], first: date | None, last: date | None, limit: int
+    ) -> list[dict[str, Any]]:
         aggs = {
             f"{rt}.{ty}": {
                 "nested": {"path": f"{rt}.{ty}.geocodes"},
-                "aggs": {"c": {"terms": {"field": f"{rt}.{ty}.geocodes.geo.country", "size": 1000,
-                                         "missing": ""},
-                               "aggs": {"hits": {"sum": {"field": f"{rt}.{ty}.geocodes.count"}}}}},
+                "aggs": {
+                    "c": {
+                        "terms": {"field": f"{rt}.{ty}.geocodes.geo.country", "size": 1000, "missing": ""},
+                        "aggs": {"hits": {"sum": {"field": f"{rt}.{ty}.geocodes.count"}}},
+                    }
+                },
             }
             for rt, ty in BLOCKS
         }
