@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import io
 import json
-import logging
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
 from typing import Any
@@ -20,8 +19,6 @@ from ..model import BLOCKS, DayStats
 from ..ports import Document
 from ..source import connect
 from ..totals import Summary, Totals, replace_day, summarize
-
-log = logging.getLogger(__name__)
 
 COPY_BATCH_BYTES = 8_000_000
 
@@ -147,7 +144,15 @@ class PostgresStore:
 
     def _update_totals(self, cur: Any, day: date, old: dict[str, Summary], new: dict[str, Summary]) -> None:
         affected = sorted(old.keys() | new.keys())
-        # Row locks in a fixed order, so parallel days touching the same recordsets cannot deadlock.
+        # FOR UPDATE locks only rows that exist: create the missing ones first, or two days publishing a
+        # new recordset at once would both start from nothing and the later write would drop the other.
+        # Rows are created and locked in a fixed order, so parallel days cannot deadlock.
+        psycopg2.extras.execute_values(
+            cur,
+            self._sql("INSERT INTO {s}.totals (recordset_id, doc) VALUES %s ON CONFLICT DO NOTHING"),
+            [(rs, dumps(Totals(rs).to_doc())) for rs in affected],
+            page_size=1000,
+        )
         cur.execute(
             self._sql(
                 "SELECT recordset_id, doc FROM {s}.totals WHERE recordset_id = ANY(%s) "
