@@ -113,3 +113,17 @@ def make_config(request: pytest.FixtureRequest, dsn: str, store_kind: str) -> Ma
         return load_config(overrides={**overrides, **extra}, environ={})
 
     return make
+
+
+def other_store(make_config: MakeConfig, name: str) -> Config:
+    """A second, empty store of the same kind beside the test's own (another schema or indexes)."""
+    base = make_config()
+    return make_config(
+        **{
+            "store.schema": name,
+            **{
+                f"store.{index}": f"{getattr(base, index)}-{name}"
+                for index in ("daily_index", "totals_index", "runs_index", "api_index")
+            },
+        }
+    )

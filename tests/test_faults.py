@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from conftest import MakeConfig
+from conftest import MakeConfig, other_store
 from helpers import insert_rows, random_rows
 from proxies import ElasticsearchProxy, TcpCutProxy
 from test_store_contract import HARVEST, assert_consistent, load_week, snapshot
@@ -193,15 +193,7 @@ def test_two_runs_at_once_serialize_on_the_lock(make_config: MakeConfig, dsn: st
     for t in threads:
         t.join()
     assert errors == []
-    clean = make_config(
-        **{
-            "store.schema": "clean",
-            "store.daily_index": config.daily_index + "-c",
-            "store.totals_index": config.totals_index + "-c",
-            "store.runs_index": config.runs_index + "-c",
-            "store.api_index": config.api_index + "-c",
-        }
-    )
+    clean = other_store(make_config, "clean")
     collect(clean, first=HARVEST[0], last=HARVEST[-1])
     assert snapshot(config) == snapshot(clean)
 
@@ -222,14 +214,6 @@ def test_parallel_days_equal_serial(make_config: MakeConfig, dsn: str) -> None:
     load_week(dsn)
     config = make_config()
     runner.collect(config, runner.Selection(first=HARVEST[0], last=HARVEST[-1]), jobs=2)
-    clean = make_config(
-        **{
-            "store.schema": "clean",
-            "store.daily_index": config.daily_index + "-c",
-            "store.totals_index": config.totals_index + "-c",
-            "store.runs_index": config.runs_index + "-c",
-            "store.api_index": config.api_index + "-c",
-        }
-    )
+    clean = other_store(make_config, "clean")
     collect(clean, first=HARVEST[0], last=HARVEST[-1])
     assert snapshot(config) == snapshot(clean)

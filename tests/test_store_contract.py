@@ -8,7 +8,7 @@ import random
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from conftest import MakeConfig
+from conftest import MakeConfig, other_store
 from helpers import insert_rows, random_rows, reference
 
 from idb_stats import runner
@@ -141,15 +141,7 @@ def test_export_import_round_trip(make_config: MakeConfig, dsn: str, tmp_path: A
     config = make_config()
     collect(config, first=HARVEST[0], last=HARVEST[-1])
     daily, totals = snapshot(config)
-    target = make_config(
-        **{
-            "store.schema": "restored",
-            "store.daily_index": config.daily_index + "-r",
-            "store.totals_index": config.totals_index + "-r",
-            "store.runs_index": config.runs_index + "-r",
-            "store.api_index": config.api_index + "-r",
-        }
-    )
+    target = other_store(make_config, "restored")
     published = runner.import_documents(target, iter(json.loads(json.dumps(d)) for d in daily))
     assert [p.harvest_date for p in published] == HARVEST
     assert snapshot(target) == (daily, totals)

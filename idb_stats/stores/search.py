@@ -48,16 +48,16 @@ class Unreachable(Exception):
     pass
 
 
-def _block_mapping(nested_geocodes: bool) -> dict[str, Any]:
+def _block_mapping() -> dict[str, Any]:
+    # nested, so hits can be summed by country across a document's geocodes.
     geocodes: dict[str, Any] = {
+        "type": "nested",
         "properties": {
             "geo": {"properties": {k: {"type": "keyword"} for k in ("country", "region", "city")}},
             "term": {"type": "keyword"},
             "count": {"type": "long"},
-        }
+        },
     }
-    if nested_geocodes:
-        geocodes["type"] = "nested"
     return {
         "properties": {
             "count": {"type": "long"},
@@ -78,7 +78,7 @@ def daily_mapping() -> dict[str, Any]:
             "recordset_id": {"type": "keyword"},
             "harvest_date": {"type": "date", "format": "strict_date"},
             **{
-                rt: {"properties": {ty: _block_mapping(True) for _, ty in BLOCKS if _ == rt}}
+                rt: {"properties": {ty: _block_mapping() for _, ty in BLOCKS if _ == rt}}
                 for rt in RECORD_TYPES
             },
         },
