@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import date
 from typing import Any, Protocol
 
@@ -11,12 +12,18 @@ from .model import Cell, DayStats, SkipReport
 Document = dict[str, Any]
 
 
-class TelemetrySource(Protocol):
-    def skip_report(self, harvest_date: date) -> SkipReport:
-        """Rows of the day's window, and those the rules skip, by reason with example ids."""
+class TelemetryDay(Protocol):
+    """One harvest date of telemetry, read from one consistent snapshot."""
 
-    def cells(self, harvest_date: date) -> Iterator[Cell]:
+    report: SkipReport  # rows of the day's window, and those the rules skip, by reason with example ids
+
+    def cells(self) -> Iterator[Cell]:
         """The day's aggregated cells, grouped by recordset (streamed, not held in memory)."""
+
+
+class TelemetrySource(Protocol):
+    def read_day(self, harvest_date: date) -> AbstractContextManager[TelemetryDay]:
+        """Open a day for reading; its report and cells agree even while rows are being added."""
 
     def harvest_dates(self) -> list[date]:
         """Every harvest date whose window holds telemetry."""

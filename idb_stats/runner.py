@@ -99,23 +99,24 @@ def process_day(
 ) -> DayStats:
     """Aggregate one harvest date and publish it (store None: dry run, nothing written)."""
     started = time.monotonic()
-    report = source.skip_report(day)
-    stats = DayStats(day, run_id, rows=report.rows, skipped=report.skipped, skip_reasons=report.as_dict())
-    if report.skipped_share > config.max_skipped_share:
-        reasons = ", ".join(
-            f"{k}: {v['rows']} (e.g. ids {v['example_ids']})" for k, v in stats.skip_reasons.items()
-        )
-        raise DataQualityError(
-            f"{day}: {report.skipped} of {report.rows} rows ({report.skipped_share:.2%}) break the rules, "
-            f"more than collect.max_skipped_share {config.max_skipped_share:.2%}; "
-            f"nothing was written for this day. {reasons}"
-        )
-    documents = build_documents(source.cells(day), day, stats, config.breakdown_limit)
-    if store is None:
-        for _ in documents:
-            pass
-    else:
-        store.publish_day(stats, documents)
+    with source.read_day(day) as telemetry:
+        report = telemetry.report
+        stats = DayStats(day, run_id, rows=report.rows, skipped=report.skipped, skip_reasons=report.as_dict())
+        if report.skipped_share > config.max_skipped_share:
+            reasons = ", ".join(
+                f"{k}: {v['rows']} (e.g. ids {v['example_ids']})" for k, v in stats.skip_reasons.items()
+            )
+            raise DataQualityError(
+                f"{day}: {report.skipped} of {report.rows} rows ({report.skipped_share:.2%}) break the "
+                f"rules, more than collect.max_skipped_share {config.max_skipped_share:.2%}; "
+                f"nothing was written for this day. {reasons}"
+            )
+        documents = build_documents(telemetry.cells(), day, stats, config.breakdown_limit)
+        if store is None:
+            for _ in documents:
+                pass
+        else:
+            store.publish_day(stats, documents)
     stats.seconds = time.monotonic() - started
     return stats
 

@@ -7,9 +7,14 @@ The source tables are only ever read.
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
@@ -21,6 +26,8 @@ from .model import Cell, SkipReason, SkipReport, event_window
 log = logging.getLogger(__name__)
 
 EXAMPLE_IDS = 5
+SKIPPED_IDS_CAP = 50_000
+FETCH_ROWS = 20_000
 
 # Why a row is skipped, or NULL when the rules accept it. Only reads columns of the stats row,
 # so PostgreSQL filters rows before any payload is expanded.
@@ -40,35 +47,61 @@ CASE
     THEN 'bad_hit_count'
 END"""
 
-# One row per payload entry of an accepted row. view/seen: record uuid -> recordset uuid, one hit;
-# search/mapping/download: recordset uuid -> hits. view adds no query breakdown.
-ENTRIES_SQL = """
-SELECT CASE WHEN s.type IN ('view', 'seen') THEN e.value #>> '{{}}' ELSE e.key END AS rs,
-       s.record_type AS rt,
-       s.type AS ty,
-       CASE WHEN s.type IN ('view', 'seen') THEN e.key END AS item,
-       CASE WHEN s.type <> 'view' THEN q.query_hash END AS qh,
-       CASE WHEN jsonb_typeof(s.ip_geocode) = 'object' THEN s.ip_geocode ELSE '{{}}'::jsonb END AS geo,
-       CASE WHEN s.type IN ('view', 'seen') THEN 1 ELSE (e.value)::bigint END AS n
-FROM {stats} s
-LEFT JOIN {queries} q ON q.id = s.query_id
-CROSS JOIN LATERAL jsonb_each(s.payload) e
-WHERE s.date >= %(start)s AND s.date < %(end)s AND ({reason}) IS NULL"""
+# The day's cells come from three aggregations, one per kind, run at once on three connections
+# (one GROUPING SETS query is a single process and several times slower). Each is ordered by
+# recordset in byte order, which is Python's str order, so the streams merge without a sort.
+# view/seen payloads map record uuid -> recordset uuid (one entry = one record, one hit);
+# search/mapping/download payloads map recordset uuid -> hits.
+ITEMS_SQL = """
+SELECT e.value AS rs, s.record_type, s.type, 'item', e.key, count(*), count(*)
+FROM {stats} s CROSS JOIN LATERAL jsonb_each_text(s.payload) e
+WHERE s.date >= %(start)s AND s.date < %(end)s AND s.type IN ('view', 'seen') AND {accepted}
+GROUP BY e.value, s.record_type, s.type, e.key
+ORDER BY e.value COLLATE "C"
+"""
 
-CELLS_SQL = """
-SELECT rs, rt, ty,
-       CASE WHEN GROUPING(geo) = 0 THEN 'geo' WHEN GROUPING(item) = 0 THEN 'item' ELSE 'query' END,
-       COALESCE(geo::text, item, qh),
-       count(*),
-       sum(n)::bigint
-FROM ({entries}) entries
-GROUP BY GROUPING SETS ((rs, rt, ty, geo), (rs, rt, ty, item), (rs, rt, ty, qh))
-HAVING GROUPING(geo) = 0 OR (GROUPING(item) = 0 AND item IS NOT NULL) OR (GROUPING(qh) = 0 AND qh IS NOT NULL)
+ENTRY_RECORDSET = "CASE WHEN s.type IN ('view', 'seen') THEN e.value #>> '{{}}' ELSE e.key END"
+ENTRY_HITS = "CASE WHEN s.type IN ('view', 'seen') THEN 1 ELSE (e.value)::bigint END"
+
+# Every accepted entry has a geocode ({} when unknown), so these cells also give count and total.
+GEOCODES_SQL = f"""
+SELECT rs, record_type, type, 'geo', geo::text, count(*), sum(hits)::bigint
+FROM (SELECT {ENTRY_RECORDSET} AS rs, s.record_type, s.type,
+             CASE WHEN jsonb_typeof(s.ip_geocode) = 'object' THEN s.ip_geocode
+                  ELSE '{{{{}}}}'::jsonb END AS geo,
+             {ENTRY_HITS} AS hits
+      FROM {{stats}} s CROSS JOIN LATERAL jsonb_each(s.payload) e
+      WHERE s.date >= %(start)s AND s.date < %(end)s AND {{accepted}}) entries
+GROUP BY rs, record_type, type, geo
 ORDER BY rs COLLATE "C"
 """
 
+# Views are not broken down by query; rows without a query have no query cell.
+QUERIES_SQL = f"""
+SELECT rs, record_type, type, 'query', query_hash, count(*), sum(hits)::bigint
+FROM (SELECT {ENTRY_RECORDSET} AS rs, s.record_type, s.type, q.query_hash, {ENTRY_HITS} AS hits
+      FROM {{stats}} s JOIN {{queries}} q ON q.id = s.query_id CROSS JOIN LATERAL jsonb_each(s.payload) e
+      WHERE s.date >= %(start)s AND s.date < %(end)s AND s.type <> 'view' AND q.query_hash IS NOT NULL
+        AND {{accepted}}) entries
+GROUP BY rs, record_type, type, query_hash
+ORDER BY rs COLLATE "C"
+"""
+
+# The planner guesses 100 entries per payload and so millions of groups; left alone it picks
+# sort-based aggregation that spills to disk. Hash aggregation fits in memory by far. A cursor
+# gets no parallel workers anyway; the three streams are the parallelism.
+STREAM_SETTINGS = (
+    "SET LOCAL jit = off",
+    "SET LOCAL enable_sort = off",
+    "SET LOCAL enable_memoize = off",
+    "SET LOCAL work_mem = '256MB'",
+    "SET LOCAL max_parallel_workers_per_gather = 0",
+)
+
+# Every skipped id up to a cap: with them the cell queries skip rows by id instead of repeating
+# the (costly) jsonpath checks on every row.
 SKIPS_SQL = """
-SELECT reason, count(*), (array_agg(id ORDER BY id) FILTER (WHERE reason IS NOT NULL))[1:{examples}]
+SELECT reason, count(*), (array_agg(id ORDER BY id) FILTER (WHERE reason IS NOT NULL))[1:{cap}]
 FROM (SELECT s.id, {reason} AS reason FROM {stats} s WHERE s.date >= %(start)s AND s.date < %(end)s) r
 GROUP BY reason"""
 
@@ -91,42 +124,107 @@ def connect(dsn: str, purpose: str) -> psycopg2.extensions.connection:
         raise SourceUnreachable(f"cannot connect to the {purpose} database: {detail}") from None
 
 
+class _CellStream:
+    """One aggregation query on its own connection, in the day's snapshot, read through a cursor.
+
+    The query runs to completion (and sorts) before its first rows come back, so the first fetch
+    of every stream is started at once, from threads, and the streams' work shares the cores.
+    """
+
+    def __init__(self, dsn: str, snapshot: str, sql: str) -> None:
+        self._conn = connect(dsn, "telemetry")
+        try:
+            self._conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+            with self._conn.cursor() as cur:
+                cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
+                for setting in STREAM_SETTINGS:
+                    cur.execute(setting)
+            self._cursor = self._conn.cursor(name="cells")
+            self._cursor.itersize = FETCH_ROWS
+            self._cursor.execute(sql)
+        except BaseException:
+            self._conn.close()
+            raise
+        self._first: list[tuple[Any, ...]] = []
+
+    def prefetch(self) -> None:
+        self._first = self._cursor.fetchmany(FETCH_ROWS)
+
+    def cells(self) -> Iterator[Cell]:
+        make = Cell._make
+        yield from map(make, self._first)
+        self._first = []
+        yield from map(make, self._cursor)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+@dataclass
+class PostgresTelemetryDay:
+    report: SkipReport
+    _streams: Callable[[], Iterator[Cell]]
+
+    def cells(self) -> Iterator[Cell]:
+        return self._streams()
+
+
 class PostgresTelemetrySource:
-    def __init__(self, config: Config, itersize: int = 20_000):
+    def __init__(self, config: Config):
+        self._dsn = config.source_dsn
         self._conn = connect(config.source_dsn, "telemetry")
         self._conn.set_session(readonly=True, autocommit=False)
-        self._itersize = itersize
-        names = {"stats": config.stats_table, "queries": config.queries_table, "reason": SKIP_REASON_SQL}
-        entries = ENTRIES_SQL.format(**names)
-        self._cells_sql = CELLS_SQL.format(entries=entries)
-        self._skips_sql = SKIPS_SQL.format(examples=EXAMPLE_IDS, **names)
-        self._dates_sql = HARVEST_DATES_SQL.format(**names)
+        self._names = {"stats": config.stats_table, "queries": config.queries_table}
+        self._skips_sql = SKIPS_SQL.format(
+            cap=max(SKIPPED_IDS_CAP, EXAMPLE_IDS), reason=SKIP_REASON_SQL, **self._names
+        )
+        self._dates_sql = HARVEST_DATES_SQL.format(**self._names)
 
-    def _window(self, harvest_date: date) -> dict[str, date]:
-        start, end = event_window(harvest_date)
-        return {"start": start, "end": end}
+    @contextlib.contextmanager
+    def read_day(self, harvest_date: date) -> Iterator[PostgresTelemetryDay]:
+        """The skip report and the cells of a day, both read from one snapshot of the tables."""
+        window = {"start": event_window(harvest_date)[0], "end": event_window(harvest_date)[1]}
+        self._conn.set_session(isolation_level="REPEATABLE READ")
+        try:
+            with self._conn, self._conn.cursor() as cur:
+                # The exporting transaction stays open until every stream has imported its snapshot.
+                cur.execute("SELECT pg_export_snapshot()")
+                (snapshot,) = cur.fetchone() or ("",)
+                cur.execute(self._skips_sql, window)
+                report, skipped_ids = SkipReport(), []
+                for reason, rows, ids in cur:
+                    report.rows += rows
+                    if reason is not None:
+                        report.reasons[reason] = SkipReason(rows, list(ids[:EXAMPLE_IDS]))
+                        skipped_ids += ids
+                if report.skipped == 0:
+                    accepted = "true"
+                elif report.skipped <= SKIPPED_IDS_CAP:
+                    accepted = cur.mogrify("s.id <> ALL(%s)", (sorted(skipped_ids),)).decode()
+                else:
+                    accepted = f"({SKIP_REASON_SQL}) IS NULL"
+                queries = [
+                    cur.mogrify(sql.format(accepted=accepted, **self._names), window).decode()
+                    for sql in (ITEMS_SQL, GEOCODES_SQL, QUERIES_SQL)
+                ]
+                yield PostgresTelemetryDay(report, lambda: self._merged(snapshot, queries))
+        finally:
+            self._conn.set_session(isolation_level="DEFAULT")
 
-    def skip_report(self, harvest_date: date) -> SkipReport:
-        report = SkipReport()
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute(self._skips_sql, self._window(harvest_date))
-            for reason, rows, examples in cur:
-                report.rows += rows
-                if reason is not None:
-                    report.reasons[reason] = SkipReason(rows, list(examples or []))
-        return report
-
-    def cells(self, harvest_date: date) -> Iterator[Cell]:
-        with self._conn:
-            with self._conn.cursor() as cur:
-                # Enough memory for PostgreSQL to hash the grouping sets instead of sorting each.
-                cur.execute("SET LOCAL work_mem = '256MB'")
-            with self._conn.cursor(name=f"cells_{harvest_date:%Y%m%d}") as cur:
-                cur.itersize = self._itersize
-                cur.execute(self._cells_sql, self._window(harvest_date))
-                make = Cell._make
-                for row in cur:
-                    yield make(row)
+    def _merged(self, snapshot: str, queries: list[str]) -> Iterator[Cell]:
+        """The three kinds of cells, computed at once on separate connections, merged by recordset."""
+        streams: list[_CellStream] = []
+        try:
+            try:
+                streams += (_CellStream(self._dsn, snapshot, sql) for sql in queries)
+                with ThreadPoolExecutor(len(streams)) as pool:
+                    list(pool.map(_CellStream.prefetch, streams))
+            except psycopg2.Error as exc:
+                raise SourceUnreachable(f"reading telemetry failed: {redact(str(exc).strip())}") from None
+            yield from heapq.merge(*(stream.cells() for stream in streams), key=_recordset)
+        finally:
+            for stream in streams:
+                stream.close()
 
     def harvest_dates(self) -> list[date]:
         with self._conn, self._conn.cursor() as cur:
@@ -135,3 +233,7 @@ class PostgresTelemetrySource:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _recordset(cell: Cell) -> str:
+    return cell.recordset_id

@@ -81,18 +81,19 @@ class Generator:
     def _payload(self, event_type: str) -> dict[str, Any]:
         rng = self.rng
         if event_type in ("view", "seen"):
+            # A result page: 1-100 distinct records, runs of them from the same recordset.
             size = 1 if event_type == "view" else rng.randint(1, 100)
             rs = self._recordset()
+            first = int(rng.paretovariate(1.2))  # popular records come first
             payload = {}
-            for _ in range(size):
+            for position in range(size):
                 if rng.random() < 0.2:
                     rs = self._recordset()
-                record = fake_uuid(
-                    2,
+                record = (
                     rs * self.spec.records_per_recordset
-                    + int(rng.paretovariate(1.2)) % self.spec.records_per_recordset,
+                    + (first + position) % self.spec.records_per_recordset
                 )
-                payload[record] = self.recordsets[rs]
+                payload[fake_uuid(2, record)] = self.recordsets[rs]
             return payload
         size = min(int(rng.paretovariate(1.3)), 200)
         return {self.recordsets[self._recordset()]: int(rng.paretovariate(1.1)) for _ in range(size)}

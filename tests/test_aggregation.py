@@ -7,6 +7,7 @@ from datetime import date
 import pytest
 from helpers import insert_rows, random_rows, reference
 
+from idb_stats import source as source_module
 from idb_stats.config import load_config
 from idb_stats.documents import build_documents
 from idb_stats.model import SKIP_REASONS, DayStats
@@ -17,15 +18,21 @@ DAY = date(2020, 2, 17)  # events of this calendar day have harvest date 2020-02
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("limit", [0, 2])
-def test_sql_matches_rules(dsn: str, seed: int, limit: int) -> None:
+@pytest.mark.parametrize("skipped_ids_cap", [50_000, 1], ids=["skip-by-id", "skip-by-rule"])
+def test_sql_matches_rules(
+    dsn: str, seed: int, limit: int, skipped_ids_cap: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Few skipped rows are excluded by id; beyond the cap the cell queries re-check the rules.
+    monkeypatch.setattr(source_module, "SKIPPED_IDS_CAP", skipped_ids_cap)
     insert_rows(dsn, random_rows(seed, DAY) + random_rows(seed + 100, date(2020, 2, 18), bad=False))
     source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
     try:
         for harvest in (date(2020, 2, 18), date(2020, 2, 19)):
             expected_docs, expected_report = reference(dsn, harvest, limit)
-            report = source.skip_report(harvest)
             stats = DayStats(harvest)
-            docs = list(build_documents(source.cells(harvest), harvest, stats, limit))
+            with source.read_day(harvest) as telemetry:
+                report = telemetry.report
+                docs = list(build_documents(telemetry.cells(), harvest, stats, limit))
             assert docs == expected_docs
             assert report.rows == expected_report.rows
             assert report.as_dict() == expected_report.as_dict()
@@ -37,7 +44,8 @@ def test_sql_matches_rules(dsn: str, seed: int, limit: int) -> None:
 def test_every_skip_reason_is_counted_with_examples(dsn: str) -> None:
     insert_rows(dsn, random_rows(1, DAY))
     source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
-    report = source.skip_report(date(2020, 2, 18))
+    with source.read_day(date(2020, 2, 18)) as telemetry:
+        report = telemetry.report
     source.close()
     assert set(report.reasons) == set(SKIP_REASONS)
     assert report.reasons["bad_hit_count"].rows == 3
@@ -60,7 +68,8 @@ def test_midnight_belongs_to_the_next_harvest_date(dsn: str) -> None:
     source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
     totals = {}
     for harvest in (date(2020, 2, 18), date(2020, 2, 19)):
-        docs = list(build_documents(source.cells(harvest), harvest, DayStats(harvest)))
+        with source.read_day(harvest) as telemetry:
+            docs = list(build_documents(telemetry.cells(), harvest, DayStats(harvest)))
         totals[harvest] = docs[0]["records"]["search"]["total"]
     source.close()
     assert totals == {date(2020, 2, 18): 11, date(2020, 2, 19): 100}
