@@ -8,17 +8,19 @@ import logging
 import sys
 from collections.abc import Callable, Iterable
 from datetime import date
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
 
-from . import __version__, runner
+from . import __version__, cohort, runner
 from .config import Config, load_config
 from .errors import ConfigError, ExitCode, IdbStatsError
 from .logs import ProgressBar, sd_notify, setup_logging
 from .model import DayStats
 from .planning import Plan
+from .report import build_report
 from .stores import open_store
 
 log = logging.getLogger("idb_stats")
@@ -263,6 +265,99 @@ def totals(config: Config, recordsets: tuple[str, ...], output: Any) -> None:
         write_ndjson(store.totals(recordsets), output)
     finally:
         store.close()
+
+
+@cli.command()
+@config_options
+@click.argument("recordsets", nargs=-1)
+@click.option(
+    "--recordsets-file",
+    type=click.File("r"),
+    help="More recordset ids, one per line (# starts a comment; - reads standard input).",
+)
+@range_options
+@click.option("--interval", type=click.Choice(cohort.INTERVALS), default="month", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(list(cohort.FORMATTERS)), default="table", show_default=True
+)
+@click.option("--sum", "summed", is_flag=True, help="One row per interval for the whole cohort.")
+@click.option("--top", type=click.IntRange(0), default=10, show_default=True, help="Countries listed.")
+@output_option
+def show(
+    config: Config,
+    recordsets: tuple[str, ...],
+    recordsets_file: Any,
+    first: date | None,
+    last: date | None,
+    interval: str,
+    fmt: str,
+    summed: bool,
+    top: int,
+    output: Any,
+) -> None:
+    """Time series, totals and top countries of a cohort of recordsets.
+
+    Per interval: count (events) and total (records involved) of every record type x event
+    type, per recordset or summed with --sum. The grouping runs in the store. The csv format
+    holds the series only; json holds everything.
+    """
+    ids = cohort.read_recordsets(recordsets, recordsets_file.readlines() if recordsets_file else [])
+    if not ids:
+        raise click.UsageError("name at least one recordset, as an argument or in --recordsets-file")
+    store = open_store(config)
+    try:
+        result = cohort.query(store, ids, first, last, interval, summed, top)
+    finally:
+        store.close()
+    output.write(cohort.FORMATTERS[fmt](result))
+
+
+@cli.command()
+@config_options
+@range_options
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory to write.",
+)
+@click.option(
+    "--interval",
+    type=click.Choice(cohort.INTERVALS),
+    help="Chart points [default: day up to 400 days, then week, then month].",
+)
+def report(
+    config: Config, first: date | None, last: date | None, out_dir: Path, interval: str | None
+) -> None:
+    """A static HTML report of the range: opens from disk, needs no network.
+
+    index.html has portal-wide charts per event type, a sortable table of recordsets and the
+    countries; recordsets/ has one page per recordset with its charts, top records, queries and
+    countries.
+    """
+    if first is None or last is None:
+        raise click.UsageError("report needs --from and --to")
+    if first > last:
+        raise click.UsageError("--from is after --to")
+    store = open_store(config)
+    try:
+        bar = ProgressBar(0, unit="recordset pages")
+        result = build_report(
+            store,
+            config.store,
+            first,
+            last,
+            out_dir,
+            interval,
+            lambda done, total: bar.update(done, "", total),
+        )
+    finally:
+        store.close()
+    click.echo(
+        f"{result.pages} pages, {result.bytes / 1e6:.1f} MB in {result.out_dir} ({result.seconds:.1f} s); "
+        f"open {result.out_dir / 'index.html'}"
+    )
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

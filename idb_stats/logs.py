@@ -146,18 +146,20 @@ def sd_notify(message: str) -> bool:
 class ProgressBar:
     """A one-line progress bar on a terminal; silent elsewhere."""
 
-    def __init__(self, total: int, stream: TextIO | None = None):
+    def __init__(self, total: int, stream: TextIO | None = None, unit: str = "days"):
         self.total = total
+        self.unit = unit
         self.stream = stream or sys.stderr
-        self.enabled = total > 1 and self.stream.isatty() and not stderr_is_journal(self.stream)
+        self.enabled = self.stream.isatty() and not stderr_is_journal(self.stream)
 
-    def update(self, done: int, label: str) -> None:
-        if not self.enabled:
+    def update(self, done: int, label: str = "", total: int | None = None) -> None:
+        self.total = total or self.total
+        if not self.enabled or self.total <= 1:
             return
         width = 30
         filled = int(width * done / self.total)
         self.stream.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} days  {label}\x1b[K"
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} {self.unit}  {label}\x1b[K"
         )
         if done == self.total:
             self.stream.write("\n")

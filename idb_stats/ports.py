@@ -68,13 +68,26 @@ class Store(Protocol):
         """Days that have a recordset size snapshot, with their number of recordsets."""
 
     def series(
-        self, recordsets: Sequence[str], first: date | None, last: date | None, interval: str
+        self,
+        recordsets: Sequence[str],
+        first: date | None,
+        last: date | None,
+        interval: str,
+        by_recordset: bool = True,
     ) -> list[dict[str, Any]]:
-        """Per interval and recordset: count and total of every block (grouped in the store)."""
+        """Per interval (and recordset, unless summed): count and total of every block.
+
+        Grouped in the store. No recordsets means all of them; rows of a sum have recordset_id None.
+        """
 
     def top_countries(
         self, recordsets: Sequence[str], first: date | None, last: date | None, limit: int
     ) -> list[dict[str, Any]]:
         """Hits by country over the range, summed over all blocks' geocodes, largest first."""
+
+    def top_terms(
+        self, recordset_id: str, first: date | None, last: date | None, limit: int
+    ) -> dict[str, list[dict[str, Any]]]:
+        """A recordset's most frequent items and queries over the range, summed over all blocks."""
 
     def close(self) -> None: ...

@@ -101,6 +101,7 @@ class Generator:
     def rows(self, day: date) -> Iterator[tuple[datetime, str, str, int | None, Any, dict[str, Any]]]:
         """(date, type, record_type, query index or None, geocode, payload) for one calendar day."""
         rng, spec = self.rng, self.spec
+        rng.seed(spec.seed * 1_000_003 + day.toordinal())  # each day on its own: days can load in parallel
         start = datetime(day.year, day.month, day.day)
         for _ in range(spec.rows_per_day):
             at = (
@@ -124,10 +125,9 @@ def create_schema(conn: Any, stats: str = "stats", queries: str = "queries") -> 
         cur.execute(TELEMETRY_SCHEMA.format(stats=stats, queries=queries))
 
 
-def load(conn: Any, spec: Spec, stats: str = "stats", queries: str = "queries") -> int:
-    """Fill the telemetry tables; returns the number of stats rows written."""
+def load_queries(conn: Any, spec: Spec, queries: str = "queries") -> dict[str, int]:
+    """Fill the queries table; returns query hash -> id."""
     gen = Generator(spec)
-    create_schema(conn, stats, queries)
     with conn, conn.cursor() as cur:
         buffer = io.StringIO()
         for i in range(spec.queries):
@@ -136,25 +136,36 @@ def load(conn: Any, spec: Spec, stats: str = "stats", queries: str = "queries") 
         buffer.seek(0)
         cur.copy_expert(f"COPY {queries} (query_hash, query) FROM STDIN", buffer)
         cur.execute(f"SELECT query_hash, id FROM {queries}")
-        ids = dict(cur.fetchall())
+        return dict(cur.fetchall())
+
+
+def load_day(conn: Any, spec: Spec, day: date, query_ids: dict[str, int], stats: str = "stats") -> int:
+    """Write one calendar day of telemetry rows; returns the number written."""
+    gen = Generator(spec)
+    buffer = io.StringIO()
     written = 0
-    for offset in range(spec.days):
-        with conn, conn.cursor() as cur:
-            buffer = io.StringIO()
-            for at, event_type, record_type, query, geo, payload in gen.rows(
-                spec.first_day + timedelta(days=offset)
-            ):
-                query_id = "\\N" if query is None else str(ids[gen.query_hash(query)])
-                geo_text = "\\N" if geo is None else json.dumps(geo)
-                buffer.write(
-                    f"{at.isoformat(sep=' ')}\t{event_type}\t{record_type}\t{query_id}\t"
-                    f"search-api\t127.0.0.1\t{geo_text}\t{json.dumps(payload)}\n"
-                )
-                written += 1
-            buffer.seek(0)
-            cur.copy_expert(
-                f"COPY {stats} (date, type, record_type, query_id, source, ip, ip_geocode, payload) "
-                "FROM STDIN",
-                buffer,
-            )
+    for at, event_type, record_type, query, geo, payload in gen.rows(day):
+        query_id = "\\N" if query is None else str(query_ids[gen.query_hash(query)])
+        geo_text = "\\N" if geo is None else json.dumps(geo)
+        buffer.write(
+            f"{at.isoformat(sep=' ')}\t{event_type}\t{record_type}\t{query_id}\t"
+            f"search-api\t127.0.0.1\t{geo_text}\t{json.dumps(payload)}\n"
+        )
+        written += 1
+    buffer.seek(0)
+    with conn, conn.cursor() as cur:
+        cur.copy_expert(
+            f"COPY {stats} (date, type, record_type, query_id, source, ip, ip_geocode, payload) FROM STDIN",
+            buffer,
+        )
     return written
+
+
+def load(conn: Any, spec: Spec, stats: str = "stats", queries: str = "queries") -> int:
+    """Create and fill the telemetry tables; returns the number of stats rows written."""
+    create_schema(conn, stats, queries)
+    query_ids = load_queries(conn, spec, queries)
+    return sum(
+        load_day(conn, spec, spec.first_day + timedelta(days=offset), query_ids, stats)
+        for offset in range(spec.days)
+    )

@@ -180,3 +180,50 @@ def test_series_and_countries_are_grouped_in_the_store(make_config: MakeConfig, 
     all_hits = sum(d[rt][ty]["total"] for d in wanted for rt, ty in BLOCKS)
     assert sum(c["hits"] for c in countries) == all_hits
     assert countries == sorted(countries, key=lambda c: (-c["hits"], c["country"]))
+
+
+def test_series_summed_over_all_recordsets(make_config: MakeConfig, dsn: str) -> None:
+    load_week(dsn)
+    config = make_config()
+    collect(config, first=HARVEST[0], last=HARVEST[-1])
+    daily, _ = snapshot(config)
+    store = open_store(config)
+    summed = store.series([], HARVEST[1], HARVEST[-1], "day", by_recordset=False)
+    per_recordset = store.series([], None, None, "month")
+    countries = store.top_countries([], None, None, 1000)
+    store.close()
+    in_range = [d for d in daily if d["harvest_date"] >= HARVEST[1].isoformat()]
+    assert [r["period"] for r in summed] == HARVEST[1:]
+    assert {r["recordset_id"] for r in summed} == {None}
+    for rt, ty in BLOCKS:
+        for field in ("count", "total"):
+            name = f"{rt}.{ty}.{field}"
+            assert sum(r[name] for r in summed) == sum(d[rt][ty][field] for d in in_range)
+            assert sum(r[name] for r in per_recordset) == sum(d[rt][ty][field] for d in daily)
+    assert {r["recordset_id"] for r in per_recordset} == {d["recordset_id"] for d in daily}
+    assert sum(c["hits"] for c in countries) == sum(d[rt][ty]["total"] for d in daily for rt, ty in BLOCKS)
+
+
+def test_top_terms_sum_items_and_queries_over_the_range(make_config: MakeConfig, dsn: str) -> None:
+    load_week(dsn)
+    config = make_config()
+    collect(config, first=HARVEST[0], last=HARVEST[-1])
+    daily, _ = snapshot(config)
+    recordset = max(daily, key=lambda d: d["records"]["seen"]["count"])["recordset_id"]
+    expected: dict[str, dict[str, int]] = {"items": {}, "queries": {}}
+    for doc in daily:
+        if doc["recordset_id"] == recordset and doc["harvest_date"] <= HARVEST[2].isoformat():
+            for rt, ty in BLOCKS:
+                for kind, sums in expected.items():
+                    for entry in doc[rt][ty][kind]:
+                        sums[entry["term"]] = sums.get(entry["term"], 0) + entry["count"]
+    store = open_store(config)
+    top = store.top_terms(recordset, None, HARVEST[2], 5)
+    everything = store.top_terms(recordset, None, HARVEST[2], 100_000)
+    store.close()
+    for kind, sums in expected.items():
+        assert {e["term"]: e["count"] for e in everything[kind]} == sums
+        assert len(top[kind]) == min(5, len(sums))
+        counts = [e["count"] for e in top[kind]]
+        assert counts == sorted(sums.values(), reverse=True)[: len(counts)]
+    assert top["items"] and top["queries"]

@@ -15,7 +15,7 @@ import psycopg2.extras
 
 from ..config import Config
 from ..errors import StoreError
-from ..model import BLOCKS, DayStats
+from ..model import BLOCKS, OTHER_TERM, DayStats
 from ..ports import Document
 from ..source import connect
 from ..totals import Summary, Totals, replace_day, summarize
@@ -59,6 +59,32 @@ def _copy_line(*columns: str) -> str:
 
 def dumps(doc: Document) -> str:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+# Daily documents of some recordsets (all when none are named) within optional bounds.
+RANGE_FILTER = (
+    "(cardinality(%(rs)s::text[]) = 0 OR recordset_id = ANY(%(rs)s::text[])) "
+    "AND harvest_date >= COALESCE(%(first)s, '-infinity'::date) "
+    "AND harvest_date <= COALESCE(%(last)s, 'infinity'::date)"
+)
+
+# Items and queries of every block of a recordset's days, summed; __other__ (the tail cut off
+# by a breakdown limit) is not a term and is left out.
+TOP_TERMS_SQL = f"""
+WITH terms AS (
+  SELECT k.kind, t->>'term' AS term, (t->>'count')::bigint AS n
+  FROM {{s}}.daily d
+  CROSS JOIN LATERAL (VALUES ('records'), ('mediarecords')) r(record_type)
+  CROSS JOIN LATERAL json_each(d.doc->r.record_type) b
+  CROSS JOIN LATERAL (VALUES ('items'), ('queries')) k(kind)
+  CROSS JOIN LATERAL json_array_elements(b.value->k.kind) t
+  WHERE {RANGE_FILTER}
+), ranked AS (
+  SELECT kind, term, sum(n)::bigint AS count,
+         row_number() OVER (PARTITION BY kind ORDER BY sum(n) DESC, term) AS rank
+  FROM terms WHERE term <> '{OTHER_TERM}' GROUP BY kind, term
+)
+SELECT kind, term, count FROM ranked WHERE rank <= %(limit)s ORDER BY kind, rank"""
 
 
 class PostgresStore:
@@ -255,45 +281,56 @@ class PostgresStore:
             return dict(cur.fetchall())
 
     def series(
-        self, recordsets: Sequence[str], first: date | None, last: date | None, interval: str
+        self,
+        recordsets: Sequence[str],
+        first: date | None,
+        last: date | None,
+        interval: str,
+        by_recordset: bool = True,
     ) -> list[dict[str, Any]]:
         sums = ", ".join(
-            f"sum((summary->'{rt}'->'{ty}'->>'{f}')::bigint) AS \"{rt}.{ty}.{f}\""
+            f"sum((summary->'{rt}'->'{ty}'->>'{f}')::bigint)::bigint AS \"{rt}.{ty}.{f}\""
             for rt, ty in BLOCKS
             for f in ("count", "total")
         )
+        recordset = "recordset_id" if by_recordset else "NULL::text"
         sql = (
-            f"SELECT date_trunc(%(interval)s, harvest_date::timestamp)::date AS period, recordset_id, {sums} "
-            "FROM {s}.daily WHERE recordset_id = ANY(%(rs)s) "
-            "AND harvest_date >= COALESCE(%(first)s, '-infinity'::date) "
-            "AND harvest_date <= COALESCE(%(last)s, 'infinity'::date) "
+            f"SELECT date_trunc(%(interval)s, harvest_date::timestamp)::date AS period, "
+            f"{recordset} AS recordset_id, {sums} FROM {{s}}.daily WHERE {RANGE_FILTER} "
             "GROUP BY 1, 2 ORDER BY 1, 2"
         )
-        self._require_schema()
-        with self._transaction("querying", psycopg2.extras.RealDictCursor) as cur:
-            cur.execute(
-                self._sql(sql),
-                {"interval": interval, "rs": list(recordsets), "first": first, "last": last},
-            )
-            return [dict(row) for row in cur]
+        return self._query(sql, self._range(recordsets, first, last, interval=interval))
 
     def top_countries(
         self, recordsets: Sequence[str], first: date | None, last: date | None, limit: int
     ) -> list[dict[str, Any]]:
         sql = (
             "SELECT c.key AS country, sum(c.value::bigint)::bigint AS hits "
-            "FROM {s}.daily d, jsonb_each(d.summary) rt, jsonb_each(rt.value) ty, "
-            "jsonb_each_text(ty.value->'countries') c "
-            "WHERE d.recordset_id = ANY(%(rs)s) "
-            "AND d.harvest_date >= COALESCE(%(first)s, '-infinity'::date) "
-            "AND d.harvest_date <= COALESCE(%(last)s, 'infinity'::date) "
+            "FROM {s}.daily, jsonb_each(summary) rt, jsonb_each(rt.value) ty, "
+            f"jsonb_each_text(ty.value->'countries') c WHERE {RANGE_FILTER} "
             "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %(limit)s"
         )
+        return self._query(sql, self._range(recordsets, first, last, limit=limit))
+
+    def top_terms(
+        self, recordset_id: str, first: date | None, last: date | None, limit: int
+    ) -> dict[str, list[dict[str, Any]]]:
+        rows = self._query(TOP_TERMS_SQL, self._range([recordset_id], first, last, limit=limit))
+        terms: dict[str, list[dict[str, Any]]] = {"items": [], "queries": []}
+        for row in rows:
+            terms[row["kind"]].append({"term": row["term"], "count": row["count"]})
+        return terms
+
+    @staticmethod
+    def _range(
+        recordsets: Sequence[str], first: date | None, last: date | None, **extra: Any
+    ) -> dict[str, Any]:
+        return {"rs": list(recordsets), "first": first, "last": last, **extra}
+
+    def _query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         self._require_schema()
         with self._transaction("querying", psycopg2.extras.RealDictCursor) as cur:
-            cur.execute(
-                self._sql(sql), {"rs": list(recordsets), "first": first, "last": last, "limit": limit}
-            )
+            cur.execute(self._sql(sql), params)
             return [dict(row) for row in cur]
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date
 from typing import Any
@@ -27,7 +28,7 @@ from urllib.parse import quote, urlsplit
 from ..config import Config
 from ..documents import daily_document_id
 from ..errors import StoreError
-from ..model import BLOCKS, RECORD_TYPES, DayStats
+from ..model import BLOCKS, OTHER_TERM, RECORD_TYPES, DayStats
 from ..ports import Document
 from ..totals import Summary, Totals, summarize, with_day, without_day
 
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = {429, 502, 503, 504}
 PAGE = 1000
 TOTALS_CHUNK = 500
+# Recordset buckets per period when a series is asked for all recordsets at once.
+SERIES_RECORDSETS = 10_000
 
 
 class HTTPFailure(Exception):
@@ -465,20 +468,33 @@ class SearchStore:
         return {date.fromisoformat(b.get("key_as_string", "")[:10]): b["doc_count"] for b in buckets}
 
     def _filter(self, recordsets: Sequence[str], first: date | None, last: date | None) -> dict[str, Any]:
-        clauses: list[dict[str, Any]] = [{"terms": {"recordset_id": list(recordsets)}}]
+        clauses: list[dict[str, Any]] = [{"terms": {"recordset_id": list(recordsets)}}] if recordsets else []
         bounds = {k: v.isoformat() for k, v in (("gte", first), ("lte", last)) if v is not None}
         if bounds:
             clauses.append({"range": {"harvest_date": bounds}})
         return {"bool": {"filter": clauses}}
 
     def series(
-        self, recordsets: Sequence[str], first: date | None, last: date | None, interval: str
+        self,
+        recordsets: Sequence[str],
+        first: date | None,
+        last: date | None,
+        interval: str,
+        by_recordset: bool = True,
     ) -> list[dict[str, Any]]:
-        sums = {
+        self._require_indexes()
+        sums: dict[str, Any] = {
             f"{rt}.{ty}.{f}": {"sum": {"field": f"{rt}.{ty}.{f}"}}
             for rt, ty in BLOCKS
             for f in ("count", "total")
         }
+        inner: dict[str, Any]
+        if by_recordset:
+            # All recordsets: as many buckets as there are; callers with many ask in chunks.
+            size = len(recordsets) or SERIES_RECORDSETS
+            inner = {"rs": {"terms": {"field": "recordset_id", "size": size}, "aggs": sums}}
+        else:
+            inner = sums
         body = {
             "size": 0,
             "query": self._filter(recordsets, first, last),
@@ -489,26 +505,20 @@ class SearchStore:
                         "calendar_interval": interval,
                         "min_doc_count": 1,
                     },
-                    "aggs": {
-                        "rs": {
-                            "terms": {"field": "recordset_id", "size": max(1, len(recordsets))},
-                            "aggs": sums,
-                        }
-                    },
+                    "aggs": inner,
                 }
             },
         }
         response = self._request("POST", f"/{quote(self.daily)}/_search", body)
         rows = []
         for period in response["aggregations"]["period"]["buckets"]:
-            for bucket in period["rs"]["buckets"]:
-                row: dict[str, Any] = {
-                    "period": date.fromisoformat(period["key_as_string"][:10]),
-                    "recordset_id": bucket["key"],
-                }
+            day = date.fromisoformat(period["key_as_string"][:10])
+            buckets = period["rs"]["buckets"] if by_recordset else [dict(period, key=None)]
+            for bucket in buckets:
+                row: dict[str, Any] = {"period": day, "recordset_id": bucket["key"]}
                 row.update({name: int(bucket[name]["value"]) for name in sums})
                 rows.append(row)
-        rows.sort(key=lambda r: (r["period"], r["recordset_id"]))
+        rows.sort(key=lambda r: (r["period"], r["recordset_id"] or ""))
         return rows
 
     def top_countries(
@@ -535,6 +545,30 @@ class SearchStore:
                 hits[country] = hits.get(country, 0) + int(bucket["hits"]["value"])
         ranked = sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
         return [{"country": c, "hits": n} for c, n in ranked]
+
+    def top_terms(
+        self, recordset_id: str, first: date | None, last: date | None, limit: int
+    ) -> dict[str, list[dict[str, Any]]]:
+        # Items and queries are stored, not indexed (see init): they are summed here, reading only
+        # those lists of the recordset's days.
+        self._require_indexes()
+        source = [f"{rt}.{ty}.{kind}" for rt, ty in BLOCKS for kind in ("items", "queries")]
+        counts: dict[str, Counter[str]] = {"items": Counter(), "queries": Counter()}
+        query = self._filter([recordset_id], first, last)
+        for hit in self._scan(self.daily, query, [{"harvest_date": "asc"}], source):
+            for rt, ty in BLOCKS:
+                block = hit["_source"].get(rt, {}).get(ty, {})
+                for kind, counter in counts.items():
+                    for entry in block.get(kind, []):
+                        if entry["term"] != OTHER_TERM:
+                            counter[entry["term"]] += int(entry["count"])
+        return {
+            kind: [
+                {"term": term, "count": n}
+                for term, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+            ]
+            for kind, counter in counts.items()
+        }
 
     def close(self) -> None:
         self.client.close()

@@ -1,0 +1,122 @@
+"""`idb-stats show`: the numbers of a cohort of recordsets over a range, grouped in the store.
+
+Querying is one call to the store per part (series and countries); formatting is pure.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from .model import BLOCKS
+from .ports import Store
+
+INTERVALS = ("day", "week", "month", "year")
+FIELDS = tuple(f"{rt}.{ty}.{f}" for rt, ty in BLOCKS for f in ("count", "total"))
+
+
+@dataclass
+class Cohort:
+    recordsets: list[str]
+    first: date | None
+    last: date | None
+    interval: str
+    summed: bool
+    series: list[dict[str, Any]]
+    totals: dict[str, int]
+    countries: list[dict[str, Any]]
+
+
+def read_recordsets(arguments: Sequence[str], lines: Sequence[str]) -> list[str]:
+    """Recordset ids from the command line and a file (one per line, # starts a comment), once each."""
+    ids = [*arguments, *(line.split("#", 1)[0].strip() for line in lines)]
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+def query(
+    store: Store,
+    recordsets: list[str],
+    first: date | None,
+    last: date | None,
+    interval: str,
+    summed: bool,
+    top: int,
+) -> Cohort:
+    series = store.series(recordsets, first, last, interval, by_recordset=not summed)
+    totals = {name: sum(row[name] for row in series) for name in FIELDS}
+    countries = store.top_countries(recordsets, first, last, top) if top else []
+    return Cohort(recordsets, first, last, interval, summed, series, totals, countries)
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    return {"period": row["period"].isoformat(), "recordset_id": row["recordset_id"]} | {
+        name: row[name] for name in FIELDS
+    }
+
+
+def as_json(cohort: Cohort) -> str:
+    return json.dumps(
+        {
+            "recordsets": cohort.recordsets,
+            "from": cohort.first.isoformat() if cohort.first else None,
+            "to": cohort.last.isoformat() if cohort.last else None,
+            "interval": cohort.interval,
+            "summed": cohort.summed,
+            "series": [_row(row) for row in cohort.series],
+            "totals": cohort.totals,
+            "top_countries": cohort.countries,
+        },
+        indent=2,
+    )
+
+
+def as_csv(cohort: Cohort) -> str:
+    """The series only, one row per period (and recordset): a table for spreadsheets."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, ["period", "recordset_id", *FIELDS], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(_row(row) for row in cohort.series)
+    return out.getvalue()
+
+
+def as_table(cohort: Cohort) -> str:
+    """Aligned text: the series with the blocks that have any activity, totals, then countries."""
+    active = [name for name in FIELDS if cohort.totals[name]]
+    header = ["period"] + ([] if cohort.summed else ["recordset"]) + active
+    rows = [
+        [row["period"].isoformat()]
+        + ([] if cohort.summed else [row["recordset_id"]])
+        + [f"{row[name]:,}" for name in active]
+        for row in cohort.series
+    ]
+    rows.append(
+        ["total"]
+        + ([] if cohort.summed else [f"{len(cohort.recordsets)} recordsets"])
+        + [f"{cohort.totals[name]:,}" for name in active]
+    )
+    labels = len(header) - len(active)
+    lines = _align([header, *rows], labels) if active else ["no activity for these recordsets in this range"]
+    if cohort.countries:
+        countries = [["country", "hits"], *([c["country"], f"{c['hits']:,}"] for c in cohort.countries)]
+        lines += ["", *_align(countries, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def _align(table: list[list[str]], labels: int) -> list[str]:
+    """Columns padded to their widest cell: the first `labels` to the left, numbers to the right."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return [
+        "  ".join(
+            cell.ljust(w) if i < labels else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in table
+    ]
+
+
+FORMATTERS = {"table": as_table, "json": as_json, "csv": as_csv}

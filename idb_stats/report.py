@@ -1,0 +1,190 @@
+"""`idb-stats report`: a static HTML site of a range, built from the store's grouped queries.
+
+An index page (portal-wide charts, a sortable table of recordsets, countries) and one page per
+recordset (its charts, top records, queries and countries). Every page carries its own style and
+script and draws charts as inline SVG, so the site opens from disk with no network at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from . import __version__
+from .charts import Chart, line_chart
+from .model import EVENT_TYPES, RECORD_TYPES
+from .ports import Store
+
+# Recordsets per series query: a day interval over a year stays well under Elasticsearch's
+# default limit of 65,536 buckets per search.
+CHUNK = 100
+TOP = 10
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
+
+
+@dataclass
+class RecordsetRow:
+    recordset_id: str
+    page: str
+    values: list[int]  # total hits per event type over the range
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    pages: int
+    bytes: int
+    seconds: float
+
+
+def default_interval(first: date, last: date) -> str:
+    """One point per day up to about a year, then coarser, so charts keep a few hundred points."""
+    days = (last - first).days + 1
+    return "day" if days <= 400 else "week" if days <= 7 * 400 else "month"
+
+
+def page_name(recordset_id: str) -> str:
+    """A file name for a recordset's page; ids that are not plain names are hashed."""
+    if SAFE_NAME.match(recordset_id):
+        return f"{recordset_id}.html"
+    return f"id-{hashlib.sha256(recordset_id.encode()).hexdigest()[:20]}.html"
+
+
+def periods(first: date, last: date, interval: str) -> list[date]:
+    """Every period start of the range, as the stores' date_trunc / date_histogram key them."""
+    start = _truncate(first, interval)
+    out = []
+    while start <= last:
+        out.append(start)
+        start = _next(start, interval)
+    return out
+
+
+def _truncate(day: date, interval: str) -> date:
+    if interval == "week":
+        return day - timedelta(days=day.weekday())  # ISO weeks start on Monday
+    if interval == "month":
+        return day.replace(day=1)
+    if interval == "year":
+        return day.replace(month=1, day=1)
+    return day
+
+
+def _next(day: date, interval: str) -> date:
+    if interval == "day":
+        return day + timedelta(days=1)
+    if interval == "week":
+        return day + timedelta(days=7)
+    if interval == "month":
+        return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return day.replace(year=day.year + 1)
+
+
+def type_charts(rows: Sequence[dict[str, Any]], axis: list[date], interval: str) -> list[Chart]:
+    """One small chart per event type, with a line per record type (total hits per period)."""
+    index = {day: i for i, day in enumerate(axis)}
+    charts = []
+    for event_type in EVENT_TYPES:
+        series = {rt: [0] * len(axis) for rt in RECORD_TYPES}
+        for row in rows:
+            position = index.get(row["period"])
+            if position is not None:
+                for rt in RECORD_TYPES:
+                    series[rt][position] += row[f"{rt}.{event_type}.total"]
+        charts.append(line_chart(event_type, f"records per {interval}", axis, series))
+    return charts
+
+
+def range_totals(rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Total hits per event type (records and media records together) over the rows."""
+    return [sum(row[f"{rt}.{ty}.total"] for row in rows for rt in RECORD_TYPES) for ty in EVENT_TYPES]
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: files("idb_stats").joinpath("templates", name).read_text()),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _by_recordset(rows: Sequence[dict[str, Any]]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row["recordset_id"], []).append(row)
+    yield from sorted(grouped.items())
+
+
+def build_report(
+    store: Store,
+    store_kind: str,
+    first: date,
+    last: date,
+    out_dir: Path,
+    interval: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReportResult:
+    started = time.monotonic()
+    interval = interval or default_interval(first, last)
+    axis = periods(first, last, interval)
+    env = _environment()
+    common = {
+        "css": files("idb_stats").joinpath("templates", "report.css").read_text(),
+        "version": __version__,
+        "generated": datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "store_kind": store_kind,
+        "first": first,
+        "last": last,
+        "interval": interval,
+        "columns": list(EVENT_TYPES),
+    }
+    (out_dir / "recordsets").mkdir(parents=True, exist_ok=True)
+    written = 0
+
+    def write(path: Path, template: str, **context: Any) -> None:
+        nonlocal written
+        text = env.get_template(template).render(**common, **context)
+        path.write_text(text, encoding="utf-8")
+        written += len(text.encode())
+
+    # Range totals of every recordset: a yearly series has one or two rows per recordset.
+    ranking = [
+        RecordsetRow(rs, page_name(rs), range_totals(rows))
+        for rs, rows in _by_recordset(store.series([], first, last, "year"))
+    ]
+    ranking.sort(key=lambda r: (-sum(r.values), r.recordset_id))
+    write(
+        out_dir / "index.html",
+        "index.html",
+        charts=type_charts(store.series([], first, last, interval, by_recordset=False), axis, interval),
+        recordsets=ranking,
+        countries=store.top_countries([], first, last, 50),
+    )
+    done = 0
+    for start in range(0, len(ranking), CHUNK):
+        chunk = [r.recordset_id for r in ranking[start : start + CHUNK]]
+        for recordset_id, rows in _by_recordset(store.series(chunk, first, last, interval)):
+            write(
+                out_dir / "recordsets" / page_name(recordset_id),
+                "recordset.html",
+                recordset_id=recordset_id,
+                values=range_totals(rows),
+                charts=type_charts(rows, axis, interval),
+                terms=store.top_terms(recordset_id, first, last, TOP),
+                countries=store.top_countries([recordset_id], first, last, TOP),
+            )
+            done += 1
+            if progress:
+                progress(done, len(ranking))
+    return ReportResult(out_dir, done + 1, written, time.monotonic() - started)
