@@ -20,7 +20,7 @@ from ..ports import Document
 from ..source import connect
 from ..totals import Summary, Totals, replace_day, summarize
 
-COPY_BATCH_BYTES = 8_000_000
+COPY_BATCH_BYTES = 4_000_000
 
 SCHEMA_SQL = """
 CREATE SCHEMA IF NOT EXISTS {s};
@@ -152,18 +152,18 @@ class PostgresStore:
 
     def _copy_documents(self, cur: Any, documents: Iterable[Document]) -> dict[str, Summary]:
         summaries: dict[str, Summary] = {}
-        buffer = io.StringIO()
+        # Bytes, not a StringIO, which would hold up to four bytes per character.
+        buffer = io.BytesIO()
         copy_sql = self._sql("COPY {s}.daily (harvest_date, recordset_id, doc, summary) FROM STDIN")
         for doc in documents:
             summary = summarize(doc)
             summaries[doc["recordset_id"]] = summary
-            buffer.write(
-                _copy_line(doc["harvest_date"], doc["recordset_id"], dumps(doc), dumps(summary.to_json()))
-            )
+            line = _copy_line(doc["harvest_date"], doc["recordset_id"], dumps(doc), dumps(summary.to_json()))
+            buffer.write(line.encode())
             if buffer.tell() > COPY_BATCH_BYTES:
                 buffer.seek(0)
                 cur.copy_expert(copy_sql, buffer)
-                buffer = io.StringIO()
+                buffer = io.BytesIO()
         buffer.seek(0)
         cur.copy_expert(copy_sql, buffer)
         return summaries
