@@ -60,19 +60,41 @@ class Measure:
         )
 
 
+# Runs a script or module and, as it exits, writes its peak RSS (VmHWM). The kernel's ru_maxrss
+# would not do: it keeps the high-water mark of the forking parent across exec.
+PEAK_WRAPPER = """
+import atexit, os, runpy, sys
+def write_peak():
+    with open("/proc/self/status") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["BENCH_PEAK_FILE"], "w") as out:
+        out.write(peak)
+atexit.register(write_peak)
+target, sys.argv = sys.argv[1], sys.argv[1:]
+if target.endswith(".py"):
+    runpy.run_path(target, run_name="__main__")
+else:
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+"""
+
+
 def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Run a process to its end: wall seconds, its own peak RSS in MB, and its stdout."""
-    with tempfile.TemporaryFile("w+") as out:
+    """Run a script or module (args[0]) to its end: wall seconds, its own peak RSS in MB, stdout."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.NamedTemporaryFile("r") as peak:
         started = time.monotonic()
-        process = subprocess.Popen(args, stdout=out, env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.run(
+            [sys.executable, "-c", PEAK_WRAPPER, *args],
+            stdout=out,
+            env={**os.environ, **(env or {}), "BENCH_PEAK_FILE": peak.name},
+            check=False,
+        )
         seconds = time.monotonic() - started
-        code = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read()
-    if code != 0:
-        raise SystemExit(f"{' '.join(args[:3])} ... failed with exit code {code}:\n{text}")
-    return seconds, usage.ru_maxrss / 1024, text
+        peak_kb = int(peak.read() or 0)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:3])} ... failed with exit code {process.returncode}:\n{text}")
+    return seconds, peak_kb / 1024, text
 
 
 # Steps 1 and 2 run in a child process of this script (see main's --step).
@@ -134,8 +156,8 @@ def load(dsn: str, days: list[tuple[date, int]], seed: int) -> int:
     return written
 
 
-def idb_stats(*args: str) -> list[str]:
-    return [str(Path(sys.executable).with_name("idb-stats")), *args]
+def cli_command(*args: str) -> list[str]:
+    return ["idb_stats.cli", *args]
 
 
 def collect(source_dsn: str, store_dsn: str, *args: str) -> tuple[float, float]:
@@ -144,14 +166,14 @@ def collect(source_dsn: str, store_dsn: str, *args: str) -> tuple[float, float]:
         "IDB_STATS_STORE": "postgres",
         "IDB_STATS_STORE_URL": store_dsn,
     }
-    seconds, rss, _ = run_measured(idb_stats("-q", "collect-stats", *args), env)
+    seconds, rss, _ = run_measured(cli_command("-q", "collect-stats", *args), env)
     return seconds, rss
 
 
 def same_documents(baseline: Path, store_dsn: str, harvest: date) -> tuple[bool, int]:
     env = {"IDB_STATS_SOURCE_DSN": store_dsn, "IDB_STATS_STORE": "postgres", "IDB_STATS_STORE_URL": store_dsn}
     _, _, exported = run_measured(
-        idb_stats("-q", "export", "--from", str(harvest), "--to", str(harvest)), env
+        cli_command("-q", "export", "--from", str(harvest), "--to", str(harvest)), env
     )
 
     def by_recordset(lines: Iterator[str]) -> dict[str, str]:
@@ -200,7 +222,7 @@ def main() -> None:
         started = time.monotonic()
         written = load(source, days, args.seed)
         print(f"loaded {written} rows in {time.monotonic() - started:.0f} s\n")
-        me = [sys.executable, __file__, "--dsn", source, "--harvest-date", str(harvest)]
+        me = [__file__, "--dsn", source, "--harvest-date", str(harvest)]
 
         seconds, rss, out = run_measured([*me, "--step", "floor"])
         entries = json.loads(out)["entries"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg2
 
-from idb_stats import embedded, runner, synthetic
+from idb_stats import cohort, embedded, runner, synthetic
 from idb_stats.config import load_config
 from idb_stats.stores import open_store
 
@@ -27,9 +27,14 @@ def main() -> None:
         daily = next(iter(store.export(date(2020, 2, 18), date(2020, 2, 18))))
         totals = next(iter(store.totals([daily["recordset_id"]])))
         run = store.runs(1)[0]
+        # What `idb-stats show RS --from 2020-02-17 --to 2020-02-18 --interval day --format json` prints.
+        shown = cohort.query(
+            store, [daily["recordset_id"]], date(2020, 2, 17), date(2020, 2, 18), "day", summed=False, top=5
+        )
         store.close()
     for name, doc in (("daily", daily), ("totals", totals), ("run", run)):
         (HERE / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (HERE / "show.json").write_text(cohort.as_json(shown) + "\n")
 
 
 if __name__ == "__main__":

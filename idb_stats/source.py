@@ -101,6 +101,8 @@ STREAM_SETTINGS = (
     "SET LOCAL enable_memoize = off",
     "SET LOCAL work_mem = '256MB'",
     "SET LOCAL max_parallel_workers_per_gather = 0",
+    # Every row is read: plan for the whole result, not for a cursor's first rows.
+    "SET LOCAL cursor_tuple_fraction = 1.0",
 )
 
 # Every skipped id up to a cap: with them the cell queries skip rows by id instead of repeating

@@ -489,9 +489,9 @@ class SearchStore:
             for f in ("count", "total")
         }
         inner: dict[str, Any]
+        size = len(recordsets) or SERIES_RECORDSETS
         if by_recordset:
-            # All recordsets: as many buckets as there are; callers with many ask in chunks.
-            size = len(recordsets) or SERIES_RECORDSETS
+            # All recordsets: up to SERIES_RECORDSETS buckets; more is an error, never a silent cut.
             inner = {"rs": {"terms": {"field": "recordset_id", "size": size}, "aggs": sums}}
         else:
             inner = sums
@@ -513,6 +513,8 @@ class SearchStore:
         rows = []
         for period in response["aggregations"]["period"]["buckets"]:
             day = date.fromisoformat(period["key_as_string"][:10])
+            if by_recordset and period["rs"].get("sum_other_doc_count", 0):
+                raise StoreError(f"a series of more than {size} recordsets per period: ask in smaller groups")
             buckets = period["rs"]["buckets"] if by_recordset else [dict(period, key=None)]
             for bucket in buckets:
                 row: dict[str, Any] = {"period": day, "recordset_id": bucket["key"]}
