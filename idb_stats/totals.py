@@ -62,32 +62,31 @@ def summarize(doc: dict[str, Any]) -> Summary:
     return summary
 
 
+ONE_DAY = timedelta(days=1)
+
+
 def add_day(ranges: list[DayRange], day: date) -> list[DayRange]:
-    """Insert a day into sorted, non-adjacent ranges, joining neighbours."""
-    days = set(_expand(ranges)) | {day}
-    return _compress(days)
+    """Insert a day into sorted, non-adjacent ranges, joining the neighbours it touches."""
+    first, last = day, day
+    kept = []
+    for low, high in ranges:
+        if high + ONE_DAY < first or last + ONE_DAY < low:
+            kept.append((low, high))
+        else:  # overlaps or touches the new day's range: absorb it
+            first, last = min(first, low), max(last, high)
+    return sorted([*kept, (first, last)])
 
 
 def remove_day(ranges: list[DayRange], day: date) -> list[DayRange]:
-    return _compress(set(_expand(ranges)) - {day})
-
-
-def _expand(ranges: Iterable[DayRange]) -> Iterable[date]:
-    for first, last in ranges:
-        d = first
-        while d <= last:
-            yield d
-            d += timedelta(days=1)
-
-
-def _compress(days: set[date]) -> list[DayRange]:
-    ranges: list[DayRange] = []
-    for d in sorted(days):
-        if ranges and ranges[-1][1] + timedelta(days=1) == d:
-            ranges[-1] = (ranges[-1][0], d)
+    """Take a day out of sorted ranges, splitting the range that holds it."""
+    out = []
+    for low, high in ranges:
+        if low <= day <= high:
+            out += [(low, day - ONE_DAY)] if low < day else []
+            out += [(day + ONE_DAY, high)] if day < high else []
         else:
-            ranges.append((d, d))
-    return ranges
+            out.append((low, high))
+    return out
 
 
 def contains(ranges: Iterable[DayRange], day: date) -> bool:

@@ -61,12 +61,18 @@ def dumps(doc: Document) -> str:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
 
 
-# Daily documents of some recordsets (all when none are named) within optional bounds.
-RANGE_FILTER = (
-    "(cardinality(%(rs)s::text[]) = 0 OR recordset_id = ANY(%(rs)s::text[])) "
-    "AND harvest_date >= COALESCE(%(first)s, '-infinity'::date) "
-    "AND harvest_date <= COALESCE(%(last)s, 'infinity'::date)"
-)
+def range_filter(recordsets: Sequence[str]) -> str:
+    """Daily documents of the named recordsets (all when none are) within optional bounds.
+
+    With no recordsets the condition is left out, not ORed away: an OR would keep PostgreSQL
+    from using the (recordset_id, harvest_date) index when recordsets are named.
+    """
+    return (
+        ("recordset_id = ANY(%(rs)s::text[]) AND " if recordsets else "")
+        + "harvest_date >= COALESCE(%(first)s, '-infinity'::date) "
+        + "AND harvest_date <= COALESCE(%(last)s, 'infinity'::date)"
+    )
+
 
 # Items and queries of every block of a recordset's days, summed; __other__ (the tail cut off
 # by a breakdown limit) is not a term and is left out.
@@ -78,7 +84,7 @@ WITH terms AS (
   CROSS JOIN LATERAL json_each(d.doc->r.record_type) b
   CROSS JOIN LATERAL (VALUES ('items'), ('queries')) k(kind)
   CROSS JOIN LATERAL json_array_elements(b.value->k.kind) t
-  WHERE {RANGE_FILTER}
+  WHERE {{where}}
 ), ranked AS (
   SELECT kind, term, sum(n)::bigint AS count,
          row_number() OVER (PARTITION BY kind ORDER BY sum(n) DESC, term) AS rank
@@ -296,7 +302,7 @@ class PostgresStore:
         recordset = "recordset_id" if by_recordset else "NULL::text"
         sql = (
             f"SELECT date_trunc(%(interval)s, harvest_date::timestamp)::date AS period, "
-            f"{recordset} AS recordset_id, {sums} FROM {{s}}.daily WHERE {RANGE_FILTER} "
+            f"{recordset} AS recordset_id, {sums} FROM {{s}}.daily WHERE {range_filter(recordsets)} "
             "GROUP BY 1, 2 ORDER BY 1, 2"
         )
         return self._query(sql, self._range(recordsets, first, last, interval=interval))
@@ -307,7 +313,7 @@ class PostgresStore:
         sql = (
             "SELECT c.key AS country, sum(c.value::bigint)::bigint AS hits "
             "FROM {s}.daily, jsonb_each(summary) rt, jsonb_each(rt.value) ty, "
-            f"jsonb_each_text(ty.value->'countries') c WHERE {RANGE_FILTER} "
+            f"jsonb_each_text(ty.value->'countries') c WHERE {range_filter(recordsets)} "
             "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %(limit)s"
         )
         return self._query(sql, self._range(recordsets, first, last, limit=limit))
@@ -315,7 +321,8 @@ class PostgresStore:
     def top_terms(
         self, recordset_id: str, first: date | None, last: date | None, limit: int
     ) -> dict[str, list[dict[str, Any]]]:
-        rows = self._query(TOP_TERMS_SQL, self._range([recordset_id], first, last, limit=limit))
+        sql = TOP_TERMS_SQL.replace("{where}", range_filter([recordset_id]))
+        rows = self._query(sql, self._range([recordset_id], first, last, limit=limit))
         terms: dict[str, list[dict[str, Any]]] = {"items": [], "queries": []}
         for row in rows:
             terms[row["kind"]].append({"term": row["term"], "count": row["count"]})
