@@ -340,20 +340,16 @@ def report(
         raise click.UsageError("report needs --from and --to")
     if first > last:
         raise click.UsageError("--from is after --to")
-    store = open_store(config)
-    try:
-        bar = ProgressBar(0, unit="recordset pages")
-        result = build_report(
-            store,
-            config.store,
-            first,
-            last,
-            out_dir,
-            interval,
-            lambda done, total: bar.update(done, "", total),
-        )
-    finally:
-        store.close()
+    bar = ProgressBar(0, unit="recordset pages")
+    result = build_report(
+        lambda: open_store(config),
+        config.store,
+        first,
+        last,
+        out_dir,
+        interval,
+        lambda done, total: bar.update(done, "", total),
+    )
     click.echo(
         f"{result.pages} pages, {result.bytes / 1e6:.1f} MB in {result.out_dir} ({result.seconds:.1f} s); "
         f"open {result.out_dir / 'index.html'}"

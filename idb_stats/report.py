@@ -11,6 +11,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from importlib.resources import files
@@ -27,6 +28,7 @@ from .ports import Store
 # Recordsets per series query: a day interval over a year stays well under Elasticsearch's
 # default limit of 65,536 buckets per search.
 CHUNK = 100
+WORKERS = 2
 TOP = 10
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 
@@ -127,14 +129,17 @@ def _by_recordset(rows: Sequence[dict[str, Any]]) -> Iterator[tuple[str, list[di
 
 
 def build_report(
-    store: Store,
+    open_store: Callable[[], Store],
     store_kind: str,
     first: date,
     last: date,
     out_dir: Path,
     interval: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = WORKERS,
 ) -> ReportResult:
+    """Write the site. Recordset pages are built by `workers` threads, each with its own store
+    connection: the work is mostly the store's, so two queries at once use both cores."""
     started = time.monotonic()
     interval = interval or default_interval(first, last)
     axis = periods(first, last, interval)
@@ -150,41 +155,54 @@ def build_report(
         "columns": list(EVENT_TYPES),
     }
     (out_dir / "recordsets").mkdir(parents=True, exist_ok=True)
-    written = 0
 
-    def write(path: Path, template: str, **context: Any) -> None:
-        nonlocal written
+    def write(path: Path, template: str, **context: Any) -> int:
         text = env.get_template(template).render(**common, **context)
         path.write_text(text, encoding="utf-8")
-        written += len(text.encode())
+        return len(text.encode())
 
-    # Range totals of every recordset: a yearly series has one or two rows per recordset.
-    ranking = [
-        RecordsetRow(rs, page_name(rs), range_totals(rows))
-        for rs, rows in _by_recordset(store.series([], first, last, "year"))
-    ]
-    ranking.sort(key=lambda r: (-sum(r.values), r.recordset_id))
-    write(
-        out_dir / "index.html",
-        "index.html",
-        charts=type_charts(store.series([], first, last, interval, by_recordset=False), axis, interval),
-        recordsets=ranking,
-        countries=store.top_countries([], first, last, 50),
-    )
+    def write_pages(chunk: list[str]) -> tuple[int, int]:
+        """Pages of some recordsets, on a store connection of their own: (pages, bytes)."""
+        store = open_store()
+        try:
+            pages = size = 0
+            for recordset_id, rows in _by_recordset(store.series(chunk, first, last, interval)):
+                size += write(
+                    out_dir / "recordsets" / page_name(recordset_id),
+                    "recordset.html",
+                    recordset_id=recordset_id,
+                    values=range_totals(rows),
+                    charts=type_charts(rows, axis, interval),
+                    terms=store.top_terms(recordset_id, first, last, TOP),
+                    countries=store.top_countries([recordset_id], first, last, TOP),
+                )
+                pages += 1
+            return pages, size
+        finally:
+            store.close()
+
+    store = open_store()
+    try:
+        # Range totals of every recordset: a yearly series has one or two rows per recordset.
+        ranking = [
+            RecordsetRow(rs, page_name(rs), range_totals(rows))
+            for rs, rows in _by_recordset(store.series([], first, last, "year"))
+        ]
+        ranking.sort(key=lambda r: (-sum(r.values), r.recordset_id))
+        written = write(
+            out_dir / "index.html",
+            "index.html",
+            charts=type_charts(store.series([], first, last, interval, by_recordset=False), axis, interval),
+            recordsets=ranking,
+            countries=store.top_countries([], first, last, 50),
+        )
+    finally:
+        store.close()
+    chunks = [[r.recordset_id for r in ranking[i : i + CHUNK]] for i in range(0, len(ranking), CHUNK)]
     done = 0
-    for start in range(0, len(ranking), CHUNK):
-        chunk = [r.recordset_id for r in ranking[start : start + CHUNK]]
-        for recordset_id, rows in _by_recordset(store.series(chunk, first, last, interval)):
-            write(
-                out_dir / "recordsets" / page_name(recordset_id),
-                "recordset.html",
-                recordset_id=recordset_id,
-                values=range_totals(rows),
-                charts=type_charts(rows, axis, interval),
-                terms=store.top_terms(recordset_id, first, last, TOP),
-                countries=store.top_countries([recordset_id], first, last, TOP),
-            )
-            done += 1
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for pages, size in pool.map(write_pages, chunks):
+            done, written = done + pages, written + size
             if progress:
                 progress(done, len(ranking))
     return ReportResult(out_dir, done + 1, written, time.monotonic() - started)

@@ -17,7 +17,7 @@ from PIL import Image
 from test_cli import run
 from test_store_contract import HARVEST, collect, load_week, snapshot
 
-from idb_stats import cohort
+from idb_stats import cohort, report
 from idb_stats.config import load_config
 from idb_stats.model import BLOCKS, EVENT_TYPES, RECORD_TYPES
 from idb_stats.report import build_report, page_name
@@ -86,13 +86,12 @@ def parse(path: Path) -> PageParser:
     return parser
 
 
-def test_report_pages_hold_the_store_numbers(make_config: MakeConfig, dsn: str, tmp_path: Path) -> None:
+def test_report_pages_hold_the_store_numbers(
+    make_config: MakeConfig, dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "CHUNK", 5)  # several chunks of pages, built by two threads
     config, daily = published(make_config, dsn)
-    store = open_store(config)
-    try:
-        result = build_report(store, config.store, HARVEST[0], HARVEST[-1], tmp_path)
-    finally:
-        store.close()
+    result = build_report(lambda: open_store(config), config.store, HARVEST[0], HARVEST[-1], tmp_path)
     recordsets = sorted({d["recordset_id"] for d in daily})
     assert result.pages == len(recordsets) + 1
     index = parse(tmp_path / "index.html")
@@ -158,11 +157,7 @@ def test_report_renders_in_a_browser_without_network(dsn: str, tmp_path: Path) -
     load_week(dsn)
     config = load_config(overrides={"source.dsn": dsn}, environ={})
     collect(config, first=HARVEST[0], last=HARVEST[-1])
-    store = open_store(config)
-    try:
-        build_report(store, config.store, HARVEST[0], HARVEST[-1], tmp_path / "site")
-    finally:
-        store.close()
+    build_report(lambda: open_store(config), config.store, HARVEST[0], HARVEST[-1], tmp_path / "site")
 
     requested: list[str] = []
     with sync_api.sync_playwright() as playwright:
