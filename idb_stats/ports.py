@@ -81,9 +81,17 @@ class Store(Protocol):
         """
 
     def top_countries(
-        self, recordsets: Sequence[str], first: date | None, last: date | None, limit: int
+        self,
+        recordsets: Sequence[str],
+        first: date | None,
+        last: date | None,
+        limit: int,
+        by_recordset: bool = False,
     ) -> list[dict[str, Any]]:
-        """Hits by country over the range, summed over all blocks' geocodes, largest first."""
+        """Hits by country over the range, summed over all blocks' geocodes, largest first.
+
+        by_recordset: the top `limit` of each recordset, rows with recordset_id, by recordset.
+        """
 
     def top_terms(
         self, recordset_id: str, first: date | None, last: date | None, limit: int

@@ -166,6 +166,9 @@ def build_report(
         store = open_store()
         try:
             pages = size = 0
+            countries: dict[str, list[dict[str, Any]]] = {}
+            for row in store.top_countries(chunk, first, last, TOP, by_recordset=True):
+                countries.setdefault(row["recordset_id"], []).append(row)
             for recordset_id, rows in _by_recordset(store.series(chunk, first, last, interval)):
                 size += write(
                     out_dir / "recordsets" / page_name(recordset_id),
@@ -174,10 +177,24 @@ def build_report(
                     values=range_totals(rows),
                     charts=type_charts(rows, axis, interval),
                     terms=store.top_terms(recordset_id, first, last, TOP),
-                    countries=store.top_countries([recordset_id], first, last, TOP),
+                    countries=countries.get(recordset_id, []),
                 )
                 pages += 1
             return pages, size
+        finally:
+            store.close()
+
+    def write_index(ranking: list[RecordsetRow]) -> int:
+        store = open_store()
+        try:
+            portal = store.series([], first, last, interval, by_recordset=False)
+            return write(
+                out_dir / "index.html",
+                "index.html",
+                charts=type_charts(portal, axis, interval),
+                recordsets=ranking,
+                countries=store.top_countries([], first, last, 50),
+            )
         finally:
             store.close()
 
@@ -188,21 +205,17 @@ def build_report(
             RecordsetRow(rs, page_name(rs), range_totals(rows))
             for rs, rows in _by_recordset(store.series([], first, last, "year"))
         ]
-        ranking.sort(key=lambda r: (-sum(r.values), r.recordset_id))
-        written = write(
-            out_dir / "index.html",
-            "index.html",
-            charts=type_charts(store.series([], first, last, interval, by_recordset=False), axis, interval),
-            recordsets=ranking,
-            countries=store.top_countries([], first, last, 50),
-        )
     finally:
         store.close()
+    ranking.sort(key=lambda r: (-sum(r.values), r.recordset_id))
     chunks = [[r.recordset_id for r in ranking[i : i + CHUNK]] for i in range(0, len(ranking), CHUNK)]
-    done = 0
+    done = written = 0
     with ThreadPoolExecutor(max(1, workers)) as pool:
+        # The index's portal-wide queries run beside the first pages rather than before them.
+        index = pool.submit(write_index, ranking)
         for pages, size in pool.map(write_pages, chunks):
             done, written = done + pages, written + size
             if progress:
                 progress(done, len(ranking))
+        written += index.result()
     return ReportResult(out_dir, done + 1, written, time.monotonic() - started)

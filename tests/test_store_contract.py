@@ -227,3 +227,21 @@ def test_top_terms_sum_items_and_queries_over_the_range(make_config: MakeConfig,
         counts = [e["count"] for e in top[kind]]
         assert counts == sorted(sums.values(), reverse=True)[: len(counts)]
     assert top["items"] and top["queries"]
+
+
+def test_top_countries_of_each_recordset_in_one_query(make_config: MakeConfig, dsn: str) -> None:
+    load_week(dsn)
+    config = make_config()
+    collect(config, first=HARVEST[0], last=HARVEST[-1])
+    daily, _ = snapshot(config)
+    recordsets = sorted({d["recordset_id"] for d in daily})[:5]
+    store = open_store(config)
+    try:
+        grouped = store.top_countries(recordsets, HARVEST[1], None, 2, by_recordset=True)
+        one_by_one = {rs: store.top_countries([rs], HARVEST[1], None, 2) for rs in recordsets}
+    finally:
+        store.close()
+    assert [r["recordset_id"] for r in grouped] == sorted(r["recordset_id"] for r in grouped)
+    for rs in recordsets:
+        mine = [{"country": r["country"], "hits": r["hits"]} for r in grouped if r["recordset_id"] == rs]
+        assert mine == one_by_one[rs] and 0 < len(mine) <= 2

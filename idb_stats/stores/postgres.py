@@ -309,15 +309,25 @@ class PostgresStore:
         return self._query(sql, self._range(recordsets, first, last, interval=interval))
 
     def top_countries(
-        self, recordsets: Sequence[str], first: date | None, last: date | None, limit: int
+        self,
+        recordsets: Sequence[str],
+        first: date | None,
+        last: date | None,
+        limit: int,
+        by_recordset: bool = False,
     ) -> list[dict[str, Any]]:
+        recordset = "recordset_id" if by_recordset else "NULL::text"
         sql = (
-            "SELECT c.key AS country, sum(c.value::bigint)::bigint AS hits "
-            "FROM {s}.daily, jsonb_each(summary) rt, jsonb_each(rt.value) ty, "
-            f"jsonb_each_text(ty.value->'countries') c WHERE {range_filter(recordsets)} "
-            "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %(limit)s"
+            "SELECT recordset_id, country, hits FROM ("
+            f"  SELECT {recordset} AS recordset_id, c.key AS country, sum(c.value::bigint)::bigint AS hits,"
+            f"         row_number() OVER (PARTITION BY {recordset}"
+            "                            ORDER BY sum(c.value::bigint) DESC, c.key) AS rank"
+            "  FROM {s}.daily, jsonb_each(summary) rt, jsonb_each(rt.value) ty, "
+            f"  jsonb_each_text(ty.value->'countries') c WHERE {range_filter(recordsets)} GROUP BY 1, 2"
+            ") ranked WHERE rank <= %(limit)s ORDER BY recordset_id, rank"
         )
-        return self._query(sql, self._range(recordsets, first, last, limit=limit))
+        rows = self._query(sql, self._range(recordsets, first, last, limit=limit))
+        return rows if by_recordset else [{"country": r["country"], "hits": r["hits"]} for r in rows]
 
     def top_terms(
         self, recordset_id: str, first: date | None, last: date | None, limit: int

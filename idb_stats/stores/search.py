@@ -524,9 +524,15 @@ class SearchStore:
         return rows
 
     def top_countries(
-        self, recordsets: Sequence[str], first: date | None, last: date | None, limit: int
+        self,
+        recordsets: Sequence[str],
+        first: date | None,
+        last: date | None,
+        limit: int,
+        by_recordset: bool = False,
     ) -> list[dict[str, Any]]:
-        aggs = {
+        self._require_indexes()
+        aggs: dict[str, Any] = {
             f"{rt}.{ty}": {
                 "nested": {"path": f"{rt}.{ty}.geocodes"},
                 "aggs": {
@@ -538,15 +544,24 @@ class SearchStore:
             }
             for rt, ty in BLOCKS
         }
+        if by_recordset:
+            size = len(recordsets) or SERIES_RECORDSETS
+            aggs = {"rs": {"terms": {"field": "recordset_id", "size": size}, "aggs": aggs}}
         body = {"size": 0, "query": self._filter(recordsets, first, last), "aggs": aggs}
-        response = self._request("POST", f"/{quote(self.daily)}/_search", body)
-        hits: dict[str, int] = {}
-        for agg in response["aggregations"].values():
-            for bucket in agg["c"]["buckets"]:
-                country = bucket["key"] or "unknown"
-                hits[country] = hits.get(country, 0) + int(bucket["hits"]["value"])
-        ranked = sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-        return [{"country": c, "hits": n} for c, n in ranked]
+        response = self._request("POST", f"/{quote(self.daily)}/_search", body)["aggregations"]
+        groups = [(b["key"], b) for b in response["rs"]["buckets"]] if by_recordset else [(None, response)]
+        rows = []
+        for recordset_id, group in groups:
+            hits: dict[str, int] = {}
+            for rt, ty in BLOCKS:
+                for bucket in group[f"{rt}.{ty}"]["c"]["buckets"]:
+                    country = bucket["key"] or "unknown"
+                    hits[country] = hits.get(country, 0) + int(bucket["hits"]["value"])
+            ranked = sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+            rows += [{"recordset_id": recordset_id, "country": c, "hits": n} for c, n in ranked]
+        if not by_recordset:
+            return [{"country": r["country"], "hits": r["hits"]} for r in rows]
+        return sorted(rows, key=lambda r: r["recordset_id"])
 
     def top_terms(
         self, recordset_id: str, first: date | None, last: date | None, limit: int
