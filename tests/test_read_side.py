@@ -15,21 +15,13 @@ import pytest
 from conftest import MakeConfig
 from PIL import Image
 from test_cli import run
-from test_store_contract import HARVEST, collect, load_week, snapshot
+from test_store_contract import HARVEST, collect, load_week, published
 
 from idb_stats import cohort, report
 from idb_stats.config import load_config
 from idb_stats.model import BLOCKS, EVENT_TYPES, RECORD_TYPES
 from idb_stats.report import build_report, page_name
 from idb_stats.stores import open_store
-
-
-def published(make_config: MakeConfig, dsn: str) -> tuple[Any, list[dict[str, Any]]]:
-    load_week(dsn)
-    config = make_config()
-    collect(config, first=HARVEST[0], last=HARVEST[-1])
-    daily, _ = snapshot(config)
-    return config, daily
 
 
 def test_show_per_recordset_and_summed(make_config: MakeConfig, dsn: str) -> None:

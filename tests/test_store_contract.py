@@ -62,6 +62,14 @@ def collect(config: Any, **selection: Any) -> runner.RunResult:
     return runner.collect(config, runner.Selection(**selection))
 
 
+def published(make_config: MakeConfig, dsn: str) -> tuple[Any, list[dict[str, Any]]]:
+    """The test week collected into the test's store: its config and the daily documents."""
+    load_week(dsn)
+    config = make_config()
+    collect(config, first=HARVEST[0], last=HARVEST[-1])
+    return config, snapshot(config)[0]
+
+
 def test_published_days_equal_the_rules(make_config: MakeConfig, dsn: str) -> None:
     load_week(dsn)
     config = make_config()
@@ -162,10 +170,7 @@ def test_breakdown_limit_keeps_sums_exact(make_config: MakeConfig, dsn: str) -> 
 
 
 def test_series_and_countries_are_grouped_in_the_store(make_config: MakeConfig, dsn: str) -> None:
-    load_week(dsn)
-    config = make_config()
-    collect(config, first=HARVEST[0], last=HARVEST[-1])
-    daily, _ = snapshot(config)
+    config, daily = published(make_config, dsn)
     recordsets = sorted({d["recordset_id"] for d in daily})[:3]
     store = open_store(config)
     rows = store.series(recordsets, HARVEST[0], HARVEST[-1], "week")
@@ -183,10 +188,7 @@ def test_series_and_countries_are_grouped_in_the_store(make_config: MakeConfig, 
 
 
 def test_series_summed_over_all_recordsets(make_config: MakeConfig, dsn: str) -> None:
-    load_week(dsn)
-    config = make_config()
-    collect(config, first=HARVEST[0], last=HARVEST[-1])
-    daily, _ = snapshot(config)
+    config, daily = published(make_config, dsn)
     store = open_store(config)
     summed = store.series([], HARVEST[1], HARVEST[-1], "day", by_recordset=False)
     per_recordset = store.series([], None, None, "month")
@@ -205,10 +207,7 @@ def test_series_summed_over_all_recordsets(make_config: MakeConfig, dsn: str) ->
 
 
 def test_top_terms_sum_items_and_queries_over_the_range(make_config: MakeConfig, dsn: str) -> None:
-    load_week(dsn)
-    config = make_config()
-    collect(config, first=HARVEST[0], last=HARVEST[-1])
-    daily, _ = snapshot(config)
+    config, daily = published(make_config, dsn)
     recordset = max(daily, key=lambda d: d["records"]["seen"]["count"])["recordset_id"]
     expected: dict[str, dict[str, int]] = {"items": {}, "queries": {}}
     for doc in daily:
@@ -230,10 +229,7 @@ def test_top_terms_sum_items_and_queries_over_the_range(make_config: MakeConfig,
 
 
 def test_top_countries_of_each_recordset_in_one_query(make_config: MakeConfig, dsn: str) -> None:
-    load_week(dsn)
-    config = make_config()
-    collect(config, first=HARVEST[0], last=HARVEST[-1])
-    daily, _ = snapshot(config)
+    config, daily = published(make_config, dsn)
     recordsets = sorted({d["recordset_id"] for d in daily})[:5]
     store = open_store(config)
     try:
