@@ -31,9 +31,9 @@ def prepare(dsn: str, config: Any) -> None:
     insert_rows(dsn, random_rows(99, DAY - timedelta(days=1), n=40, bad=False))
 
 
-def expected_clean(make_config: MakeConfig, dsn: str, **extra: Any) -> Any:
-    """What a clean run of everything gives, in a store of its own."""
-    clean = make_config(**extra)
+def clean_run(make_config: MakeConfig) -> Any:
+    """What one clean run of every day gives, in a store of its own."""
+    clean = other_store(make_config, "clean")
     collect(clean, first=HARVEST[0], last=HARVEST[-1])
     return snapshot(clean)
 
@@ -59,7 +59,7 @@ def test_postgres_connection_cut_at_every_stage_then_rerun(make_config: MakeConf
     collect(config, first=HARVEST[0], last=HARVEST[-1])
     got = snapshot(config)
     proxy.close()
-    assert got == expected_clean(make_config, dsn, **{"store.schema": "clean"})
+    assert got == clean_run(make_config)
     assert_consistent(*got)
 
 
@@ -89,9 +89,7 @@ def test_search_store_request_dropped_at_every_step_then_rerun(
             es_proxy.fault = None
     collect(config, first=HARVEST[0], last=HARVEST[-1])
     got = snapshot(config)
-    clean = make_config()
-    collect(clean, first=HARVEST[0], last=HARVEST[-1])
-    assert got == snapshot(clean)
+    assert got == clean_run(make_config)
     assert_consistent(*got)
 
 
@@ -122,9 +120,7 @@ def test_bulk_throttling_and_dropped_bulks_lose_and_double_nothing(
         es_proxy.fault = None
     assert calls[0] > 16
     got = snapshot(config)
-    clean = make_config()
-    collect(clean, first=HARVEST[0], last=HARVEST[-1])
-    assert got == snapshot(clean)
+    assert got == clean_run(make_config)
 
 
 @pytest.mark.parametrize("store_kind", ["elasticsearch"], indirect=True)
@@ -170,9 +166,7 @@ def test_totals_conflict_is_reread_and_merged(
         es_proxy.fault = None
     assert conflicts[0] == 3
     got = snapshot(config)
-    clean = make_config()
-    collect(clean, first=HARVEST[0], last=HARVEST[-1])
-    assert got == snapshot(clean)
+    assert got == clean_run(make_config)
 
 
 def test_two_runs_at_once_serialize_on_the_lock(make_config: MakeConfig, dsn: str) -> None:
@@ -193,9 +187,7 @@ def test_two_runs_at_once_serialize_on_the_lock(make_config: MakeConfig, dsn: st
     for t in threads:
         t.join()
     assert errors == []
-    clean = other_store(make_config, "clean")
-    collect(clean, first=HARVEST[0], last=HARVEST[-1])
-    assert snapshot(config) == snapshot(clean)
+    assert snapshot(config) == clean_run(make_config)
 
 
 @pytest.mark.parametrize("store_kind", ["postgres"], indirect=True)
@@ -214,6 +206,4 @@ def test_parallel_days_equal_serial(make_config: MakeConfig, dsn: str) -> None:
     load_week(dsn)
     config = make_config()
     runner.collect(config, runner.Selection(first=HARVEST[0], last=HARVEST[-1]), jobs=2)
-    clean = other_store(make_config, "clean")
-    collect(clean, first=HARVEST[0], last=HARVEST[-1])
-    assert snapshot(config) == snapshot(clean)
+    assert snapshot(config) == clean_run(make_config)
