@@ -143,8 +143,7 @@ class _CellStream:
             self._conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with self._conn.cursor() as cur:
                 cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
-                for setting in STREAM_SETTINGS:
-                    cur.execute(setting)
+                cur.execute("; ".join(STREAM_SETTINGS))  # one round trip
             self._cursor = self._conn.cursor(name="cells")
             self._cursor.itersize = FETCH_ROWS
             self._cursor.execute(sql)
@@ -189,7 +188,8 @@ class PostgresTelemetrySource:
     @contextlib.contextmanager
     def read_day(self, harvest_date: date) -> Iterator[PostgresTelemetryDay]:
         """The skip report and the cells of a day, both read from one snapshot of the tables."""
-        window = {"start": event_window(harvest_date)[0], "end": event_window(harvest_date)[1]}
+        start, end = event_window(harvest_date)
+        window = {"start": start, "end": end}
         self._conn.set_session(isolation_level="REPEATABLE READ")
         try:
             with self._conn, self._conn.cursor() as cur:

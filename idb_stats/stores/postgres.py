@@ -351,8 +351,7 @@ class PostgresStore:
             # The planner takes each jsonb_each for 100 rows, so these small queries look huge:
             # left alone it compiles them with JIT (about 2 s each) and scans the whole table
             # with parallel workers instead of reading one recordset's days through its index.
-            cur.execute("SET LOCAL jit = off")
-            cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            cur.execute("SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0")
             cur.execute(self._sql(sql), params)
             names = [column.name for column in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur]  # RealDictCursor is 4x slower
