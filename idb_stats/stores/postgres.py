@@ -24,12 +24,16 @@ COPY_BATCH_BYTES = 4_000_000
 
 SCHEMA_SQL = """
 CREATE SCHEMA IF NOT EXISTS {s};
--- doc is json (not jsonb) so export returns each document exactly as it was built.
+-- doc is json (not jsonb) so export returns each document exactly as it was built. summary holds
+-- what totals need; counts, countries and terms are what `show` and `report` read (see READ_COLUMNS).
 CREATE TABLE IF NOT EXISTS {s}.daily (
   harvest_date date NOT NULL,
   recordset_id text COLLATE "C" NOT NULL,
   doc json NOT NULL,
   summary jsonb NOT NULL,
+  counts bigint[] NOT NULL,
+  countries jsonb NOT NULL,
+  terms jsonb NOT NULL,
   PRIMARY KEY (harvest_date, recordset_id));
 CREATE INDEX IF NOT EXISTS daily_recordset ON {s}.daily (recordset_id, harvest_date);
 CREATE TABLE IF NOT EXISTS {s}.totals (
@@ -74,24 +78,61 @@ def range_filter(recordsets: Sequence[str]) -> str:
     )
 
 
-# Items and queries of every block of a recordset's days, summed; __other__ (the tail cut off
-# by a breakdown limit) is not a term and is left out. Each document is parsed once, as jsonb
-# (walking the json text level by level took 2.4 times as long).
-TOP_TERMS_SQL = f"""
-WITH terms AS (
-  SELECT k.kind, t->>'term' AS term, (t->>'count')::bigint AS n
-  FROM {{s}}.daily d
-  CROSS JOIN LATERAL (SELECT d.doc::jsonb AS doc OFFSET 0) parsed
-  CROSS JOIN LATERAL (VALUES ('items', '$.*.*.items[*]'::jsonpath), ('queries', '$.*.*.queries[*]'::jsonpath))
-    k(kind, path)
-  CROSS JOIN LATERAL jsonb_path_query(parsed.doc, k.path) t
-  WHERE {{where}}
-), ranked AS (
-  SELECT kind, term, sum(n)::bigint AS count,
-         row_number() OVER (PARTITION BY kind ORDER BY sum(n) DESC, term) AS rank
-  FROM terms WHERE term <> '{OTHER_TERM}' GROUP BY kind, term
-)
-SELECT kind, term, count FROM ranked WHERE rank <= %(limit)s ORDER BY kind, rank"""
+# counts: count and total of every block, in this order.
+COUNT_FIELDS = tuple((rt, ty, f) for rt, ty in BLOCKS for f in ("count", "total"))
+
+# Stores made before the read columns existed get them in `init`, computed from doc and summary
+# with the same rules as read_columns.
+READ_COLUMNS_SQL = f"""
+ALTER TABLE {{s}}.daily ADD COLUMN counts bigint[], ADD COLUMN countries jsonb, ADD COLUMN terms jsonb;
+UPDATE {{s}}.daily SET
+  counts = ARRAY[{", ".join(f"(summary->'{rt}'->'{ty}'->>'{f}')::bigint" for rt, ty, f in COUNT_FIELDS)}],
+  countries = (
+    SELECT COALESCE(jsonb_object_agg(country, hits), '{{{{}}}}') FROM (
+      SELECT c.key AS country, sum(c.value::bigint) AS hits
+      FROM jsonb_each(summary) rt, jsonb_each(rt.value) ty, jsonb_each_text(ty.value->'countries') c
+      GROUP BY 1) by_country),
+  terms = (
+    SELECT jsonb_build_object(
+      'items', COALESCE(jsonb_object_agg(term, n) FILTER (WHERE kind = 'items'), '{{{{}}}}'),
+      'queries', COALESCE(jsonb_object_agg(term, n) FILTER (WHERE kind = 'queries'), '{{{{}}}}'))
+    FROM (
+      SELECT k.kind, t->>'term' AS term, sum((t->>'count')::bigint) AS n
+      FROM (VALUES ('items', '$.*.*.items[*]'::jsonpath), ('queries', '$.*.*.queries[*]'::jsonpath))
+             k(kind, path),
+           jsonb_path_query(doc::jsonb, k.path) t
+      WHERE t->>'term' <> '{OTHER_TERM}' GROUP BY 1, 2) by_term);
+ALTER TABLE {{s}}.daily ALTER COLUMN counts SET NOT NULL, ALTER COLUMN countries SET NOT NULL,
+  ALTER COLUMN terms SET NOT NULL;
+"""
+
+TOP_TERMS_SQL = """
+SELECT kind, term, count FROM (
+  SELECT k.kind, t.key AS term, sum(t.value::bigint)::bigint AS count,
+         row_number() OVER (PARTITION BY k.kind ORDER BY sum(t.value::bigint) DESC, t.key) AS rank
+  FROM {s}.daily, jsonb_each(terms) k(kind, lists), jsonb_each_text(k.lists) t
+  WHERE {where} GROUP BY 1, 2
+) ranked WHERE rank <= %(limit)s ORDER BY kind, rank"""
+
+
+def read_columns(doc: Document, summary: Summary) -> tuple[str, str, str]:
+    """What `show` and `report` sum, precomputed so they never parse a document: counts in
+    COUNT_FIELDS order (as a COPY array), hits by country over every block, and items and queries
+    summed over every block without __other__ (the cut-off tail, which is not a term)."""
+    counts = ",".join(str(n) for block in BLOCKS for n in summary.counts.get(block, (0, 0)))
+    countries: dict[str, int] = {}
+    for by_country in summary.countries.values():
+        for country, hits in by_country.items():
+            countries[country] = countries.get(country, 0) + hits
+    terms: dict[str, dict[str, int]] = {"items": {}, "queries": {}}
+    for rt, ty in BLOCKS:
+        block = doc.get(rt, {}).get(ty, {})
+        for kind, sums in terms.items():
+            for entry in block.get(kind, ()):
+                term = entry["term"]
+                if term != OTHER_TERM:
+                    sums[term] = sums.get(term, 0) + entry["count"]
+    return "{" + counts + "}", dumps(countries), dumps(terms)
 
 
 class PostgresStore:
@@ -103,6 +144,7 @@ class PostgresStore:
         )
         self._dsn = config.store_dsn
         self._conn = self._connect()
+        self._schema_current = False
 
     def _connect(self) -> psycopg2.extensions.connection:
         try:
@@ -126,16 +168,38 @@ class PostgresStore:
         with self._transaction("init") as cur:
             # Two first runs racing to create the schema would collide on the catalog.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"idb-stats init {self.schema}",))
+            if self._schema_state(cur) == "outdated":
+                cur.execute(self._sql(READ_COLUMNS_SQL))
             cur.execute(self._sql(SCHEMA_SQL))
+
+    def _schema_state(self, cur: Any) -> str:
+        """missing, outdated (made before the read columns) or current."""
+        cur.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, EXISTS (SELECT FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = 'daily' AND column_name = 'terms')",
+            (f"{self.schema}.api_snapshots", self.schema),
+        )
+        exists, current = cur.fetchone()
+        return "current" if current else "outdated" if exists else "missing"
 
     def _initialized(self) -> bool:
         with self._transaction("reading the store schema") as cur:
-            cur.execute("SELECT to_regclass(%s)", (f"{self.schema}.api_snapshots",))
-            return cur.fetchone()[0] is not None
+            return self._schema_state(cur) != "missing"
 
     def _require_schema(self) -> None:
-        if not self._initialized():
+        if self._schema_current:
+            return
+        with self._transaction("reading the store schema") as cur:
+            state = self._schema_state(cur)
+        # A current schema stays current; a report's thousands of queries need not ask again.
+        self._schema_current = state == "current"
+        if state == "missing":
             raise StoreError(f"the store schema {self.schema!r} does not exist yet: run `idb-stats init`")
+        if state == "outdated":
+            raise StoreError(
+                f"the store schema {self.schema!r} was made by an older idb-stats: "
+                "run `idb-stats init` to add the columns this version reads"
+            )
 
     def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
         self._require_schema()
@@ -161,11 +225,19 @@ class PostgresStore:
         summaries: dict[str, Summary] = {}
         # Bytes, not a StringIO, which would hold up to four bytes per character.
         buffer = io.BytesIO()
-        copy_sql = self._sql("COPY {s}.daily (harvest_date, recordset_id, doc, summary) FROM STDIN")
+        copy_sql = self._sql(
+            "COPY {s}.daily (harvest_date, recordset_id, doc, summary, counts, countries, terms) FROM STDIN"
+        )
         for doc in documents:
             summary = summarize(doc)
             summaries[doc["recordset_id"]] = summary
-            line = _copy_line(doc["harvest_date"], doc["recordset_id"], dumps(doc), dumps(summary.to_json()))
+            line = _copy_line(
+                doc["harvest_date"],
+                doc["recordset_id"],
+                dumps(doc),
+                dumps(summary.to_json()),
+                *read_columns(doc, summary),
+            )
             buffer.write(line.encode())
             if buffer.tell() > COPY_BATCH_BYTES:
                 buffer.seek(0)
@@ -296,9 +368,7 @@ class PostgresStore:
         by_recordset: bool = True,
     ) -> list[dict[str, Any]]:
         sums = ", ".join(
-            f"sum((summary->'{rt}'->'{ty}'->>'{f}')::bigint)::bigint AS \"{rt}.{ty}.{f}\""
-            for rt, ty in BLOCKS
-            for f in ("count", "total")
+            f'sum(counts[{i}])::bigint AS "{rt}.{ty}.{f}"' for i, (rt, ty, f) in enumerate(COUNT_FIELDS, 1)
         )
         recordset = "recordset_id" if by_recordset else "NULL::text"
         sql = (
@@ -322,8 +392,7 @@ class PostgresStore:
             f"  SELECT {recordset} AS recordset_id, c.key AS country, sum(c.value::bigint)::bigint AS hits,"
             f"         row_number() OVER (PARTITION BY {recordset}"
             "                            ORDER BY sum(c.value::bigint) DESC, c.key) AS rank"
-            "  FROM {s}.daily, jsonb_each(summary) rt, jsonb_each(rt.value) ty, "
-            f"  jsonb_each_text(ty.value->'countries') c WHERE {range_filter(recordsets)} GROUP BY 1, 2"
+            f"  FROM {{s}}.daily, jsonb_each_text(countries) c WHERE {range_filter(recordsets)} GROUP BY 1, 2"
             ") ranked WHERE rank <= %(limit)s ORDER BY recordset_id, rank"
         )
         rows = self._query(sql, self._range(recordsets, first, last, limit=limit))
