@@ -6,8 +6,9 @@ no script and no library.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -83,19 +84,42 @@ def line_chart(
     y_max = step * max(1, math.ceil(peak / step))
     n = len(periods)
 
-    def x(i: int) -> float:
-        return left + (right - left) * (i / (n - 1) if n > 1 else 0.5)
-
     def y(value: float) -> float:
         return bottom - (bottom - top) * value / y_max
 
+    xs = _x_labels(n, left, right)
     for i, (name, values) in enumerate(series.items()):
-        points = " L".join(f"{x(j):.1f},{y(v):.1f}" for j, v in enumerate(values))
-        chart.lines.append(Line(name, PALETTE[i % len(PALETTE)], f"M{points}" if points else "", sum(values)))
+        chart.lines.append(Line(name, PALETTE[i % len(PALETTE)], polyline(xs, values, y), sum(values)))
     chart.y_ticks = [Tick(y(v), format_number(v)) for v in _range(0, y_max, step)]
     every = max(1, math.ceil(n / max_x_ticks))
-    chart.x_ticks = [Tick(x(i), periods[i].isoformat()) for i in range(0, n, every)]
+    chart.x_ticks = [Tick(_x(i, n, left, right), periods[i].isoformat()) for i in range(0, n, every)]
     return chart
+
+
+def _x(i: int, n: int, left: int, right: int) -> float:
+    return left + (right - left) * (i / (n - 1) if n > 1 else 0.5)
+
+
+@functools.lru_cache(maxsize=8)
+def _x_labels(n: int, left: int, right: int) -> tuple[str, ...]:
+    """The x coordinates of n points as path text; every chart of a report shares one axis."""
+    return tuple(f"{_x(i, n, left, right):.1f}," for i in range(n))
+
+
+def polyline(xs: Sequence[str], values: Sequence[int], y: Callable[[float], float]) -> str:
+    """SVG path data through every point, leaving out the inner points of flat runs (they lie on
+    the line already): a quiet recordset's year of zeros is two points, not 365."""
+    last = len(values) - 1
+    ys: dict[int, str] = {}  # values repeat a lot; format each once
+    points = []
+    for j, value in enumerate(values):
+        if 0 < j < last and values[j - 1] == value == values[j + 1]:
+            continue
+        label = ys.get(value)
+        if label is None:
+            label = ys[value] = f"{y(value):.1f}"
+        points.append(xs[j] + label)
+    return "M" + " L".join(points) if points else ""
 
 
 def _range(start: float, stop: float, step: float) -> list[float]:
