@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from typing import Any
 
@@ -222,29 +223,40 @@ class PostgresStore:
             )
 
     def _copy_documents(self, cur: Any, documents: Iterable[Document]) -> dict[str, Summary]:
+        """COPY the documents in batches. A batch is sent from a thread while the next one is
+        built, so PostgreSQL parses one batch while Python builds the next; one batch is in
+        flight at a time, so memory stays at two batches."""
         summaries: dict[str, Summary] = {}
-        # Bytes, not a StringIO, which would hold up to four bytes per character.
-        buffer = io.BytesIO()
         copy_sql = self._sql(
             "COPY {s}.daily (harvest_date, recordset_id, doc, summary, counts, countries, terms) FROM STDIN"
         )
-        for doc in documents:
-            summary = summarize(doc)
-            summaries[doc["recordset_id"]] = summary
-            line = _copy_line(
-                doc["harvest_date"],
-                doc["recordset_id"],
-                dumps(doc),
-                dumps(summary.to_json()),
-                *read_columns(doc, summary),
-            )
-            buffer.write(line.encode())
-            if buffer.tell() > COPY_BATCH_BYTES:
-                buffer.seek(0)
-                cur.copy_expert(copy_sql, buffer)
-                buffer = io.BytesIO()
-        buffer.seek(0)
-        cur.copy_expert(copy_sql, buffer)
+
+        def send(batch: io.BytesIO) -> None:
+            batch.seek(0)
+            cur.copy_expert(copy_sql, batch)
+
+        with ThreadPoolExecutor(1) as sender:
+            in_flight: Future[None] | None = None
+            # Bytes, not a StringIO, which would hold up to four bytes per character.
+            buffer = io.BytesIO()
+            for doc in documents:
+                summary = summarize(doc)
+                summaries[doc["recordset_id"]] = summary
+                line = _copy_line(
+                    doc["harvest_date"],
+                    doc["recordset_id"],
+                    dumps(doc),
+                    dumps(summary.to_json()),
+                    *read_columns(doc, summary),
+                )
+                buffer.write(line.encode())
+                if buffer.tell() > COPY_BATCH_BYTES:
+                    if in_flight:
+                        in_flight.result()
+                    in_flight, buffer = sender.submit(send, buffer), io.BytesIO()
+            if in_flight:
+                in_flight.result()
+            send(buffer)
         return summaries
 
     def _update_totals(self, cur: Any, day: date, old: dict[str, Summary], new: dict[str, Summary]) -> None:
