@@ -26,7 +26,7 @@ COPY_BATCH_BYTES = 4_000_000
 SCHEMA_SQL = """
 CREATE SCHEMA IF NOT EXISTS {s};
 -- doc is json (not jsonb) so export returns each document exactly as it was built. summary holds
--- what totals need; counts, countries and terms are what `show` and `report` read (see READ_COLUMNS).
+-- what totals need; counts, countries and terms are what `show` and `report` read (read_columns).
 CREATE TABLE IF NOT EXISTS {s}.daily (
   harvest_date date NOT NULL,
   recordset_id text COLLATE "C" NOT NULL,
