@@ -8,7 +8,7 @@ from datetime import date
 from itertools import groupby
 from typing import Any
 
-from .model import BLOCKS, OTHER_TERM, RECORD_TYPES, Cell, DayStats
+from .model import BLOCKS, OTHER_TERM, RANKED_KINDS, RECORD_TYPES, Cell, DayStats
 
 Document = dict[str, Any]
 
@@ -36,6 +36,21 @@ def term_list(counts: dict[str, int], limit: int = 0) -> list[dict[str, Any]]:
     return [{"term": term, "count": count} for term, count in _ranked(counts, limit)]
 
 
+def cut_term_list(ranked: list[dict[str, Any]], limit: int = 0) -> list[dict[str, Any]]:
+    """A term list already in term_list's order, with term_list's limit applied."""
+    if limit and len(ranked) > limit:
+        rest = sum(entry["count"] for entry in ranked[limit:])
+        return [*ranked[:limit], {"term": OTHER_TERM, "count": rest}]
+    return ranked
+
+
+def _breakdown(
+    ranked: list[dict[str, Any]] | None, counts: dict[str, int], limit: int
+) -> list[dict[str, Any]]:
+    """A block's items or queries, from the list the source ranked or from single cells."""
+    return cut_term_list(ranked, limit) if ranked is not None else term_list(counts, limit)
+
+
 def geocode_list(counts: dict[str, int], limit: int = 0) -> list[dict[str, Any]]:
     """Like term_list, keyed by the canonical JSON of the geocode object."""
     return [
@@ -57,6 +72,7 @@ def build_document(
     lists: dict[tuple[str, str], dict[str, dict[str, int]]] = {
         block: {"item": {}, "query": {}, "geo": {}} for block in BLOCKS
     }
+    ranked: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {block: {} for block in BLOCKS}
     counts: dict[tuple[str, str], list[int]] = {block: [0, 0] for block in BLOCKS}
     for cell in cells:
         block = (cell.record_type, cell.type)
@@ -65,18 +81,20 @@ def build_document(
             # Every entry carries a geocode ({} when unknown), so the geo cells add up to count and total.
             counts[block][0] += cell.entries
             counts[block][1] += cell.hits
+        elif cell.kind in RANKED_KINDS:
+            ranked[block][cell.kind] = json.loads(cell.key)
         else:
             lists[block][cell.kind][cell.key] = cell.hits
     doc: Document = {"recordset_id": recordset_id, "harvest_date": harvest_date.isoformat()}
     for record_type in RECORD_TYPES:
         doc[record_type] = {}
     for (record_type, event_type), (count, total) in counts.items():
-        kinds = lists[(record_type, event_type)]
+        kinds, ready = lists[(record_type, event_type)], ranked[(record_type, event_type)]
         doc[record_type][event_type] = {
             "count": count,
             "total": total,
-            "items": term_list(kinds["item"], limit),
-            "queries": term_list(kinds["query"], limit),
+            "items": _breakdown(ready.get("items"), kinds["item"], limit),
+            "queries": _breakdown(ready.get("queries"), kinds["query"], limit),
             "geocodes": geocode_list(kinds["geo"], limit),
         }
     entries = sum(c for c, _ in counts.values())

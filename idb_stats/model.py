@@ -15,6 +15,8 @@ PER_RECORDSET_TYPES = ("search", "mapping", "download")
 BLOCKS = tuple((rt, ty) for rt in RECORD_TYPES for ty in EVENT_TYPES)
 
 OTHER_TERM = "__other__"
+# Cell kinds that carry a whole ranked breakdown list (see Cell).
+RANKED_KINDS = ("items", "queries")
 UNKNOWN_COUNTRY = "unknown"
 
 # Why a telemetry row was skipped; the SQL in the source assigns exactly these.
@@ -64,6 +66,8 @@ class Cell(NamedTuple):
 
     kind is "geo" (key: canonical JSON of the geocode; entries and hits), "item" (key: record uuid)
     or "query" (key: query hash); hits is the value the rules add to the breakdown lists.
+    A source may instead send a block's whole list at once: kind "items" or "queries", key the
+    list as JSON, already in term_list's order ([{"term": …, "count": …}, …]; no limit applied).
     """
 
     recordset_id: str
