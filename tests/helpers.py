@@ -30,7 +30,7 @@ def insert_rows(dsn: str, rows: list[Row]) -> None:
                     "DO UPDATE SET query_hash = EXCLUDED.query_hash RETURNING id",
                     (query_hash,),
                 )
-                query_id = cur.fetchone()[0]
+                (query_id,) = cur.fetchone() or (None,)
             cur.execute(
                 "INSERT INTO stats (date, type, record_type, query_id, source, ip, ip_geocode, payload) "
                 "VALUES (%s, %s, %s, %s, 'api', '127.0.0.1', %s, %s)",

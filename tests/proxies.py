@@ -60,9 +60,7 @@ class ElasticsearchProxy:
                     for k, v in self.headers.items()
                     if k.lower() in ("content-type", "accept", "authorization")
                 }
-                upstream = http.client.HTTPConnection(
-                    proxy.upstream.hostname, proxy.upstream.port, timeout=60
-                )
+                upstream = http.client.HTTPConnection(proxy.upstream.netloc, timeout=60)
                 upstream.request(self.command, self.path, body=body or None, headers=headers)
                 response = upstream.getresponse()
                 data = response.read()

@@ -16,8 +16,8 @@ from idb_stats.logs import encode_journal_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = sorted(p.name for p in (ROOT / "systemd").glob("*.service"))
-analyze = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(analyze is None, reason="systemd-analyze is not installed on this machine")
+analyze = shutil.which("systemd-analyze") or ""
+needs_analyze = pytest.mark.skipif(not analyze, reason="systemd-analyze is not installed on this machine")
 
 
 @needs_analyze
