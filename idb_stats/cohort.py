@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from .model import BLOCKS
+from .model import COUNT_FIELDS
 from .ports import Store
 
 INTERVALS = ("day", "week", "month", "year")
-FIELDS = tuple(f"{rt}.{ty}.{f}" for rt, ty in BLOCKS for f in ("count", "total"))
+FIELDS = tuple(f"{rt}.{ty}.{f}" for rt, ty, f in COUNT_FIELDS)
 
 
 @dataclass

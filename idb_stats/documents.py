@@ -23,25 +23,28 @@ def empty_block() -> dict[str, Any]:
     return {"count": 0, "total": 0, "items": [], "queries": [], "geocodes": []}
 
 
-def _ranked(counts: dict[str, int], limit: int) -> list[tuple[str, int]]:
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+def by_count(counts: dict[str, int]) -> list[tuple[str, int]]:
+    """(key, count) pairs, largest count first, ties by key: the order of every ranked list."""
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def cut_term_list(ranked: list[dict[str, Any]], limit: int = 0) -> list[dict[str, Any]]:
+    """A list in by_count order with the breakdown limit applied: beyond `limit` entries the
+    rest is one __other__ entry."""
     if limit and len(ranked) > limit:
-        rest = sum(v for _, v in ranked[limit:])
-        return [*ranked[:limit], (OTHER_TERM, rest)]
+        rest = sum(entry["count"] for entry in ranked[limit:])
+        return [*ranked[:limit], {"term": OTHER_TERM, "count": rest}]
     return ranked
 
 
 def term_list(counts: dict[str, int], limit: int = 0) -> list[dict[str, Any]]:
     """Sorted by count desc, then term; beyond `limit` terms the rest is one __other__ entry."""
-    return [{"term": term, "count": count} for term, count in _ranked(counts, limit)]
+    return cut_term_list([{"term": term, "count": count} for term, count in by_count(counts)], limit)
 
 
-def cut_term_list(ranked: list[dict[str, Any]], limit: int = 0) -> list[dict[str, Any]]:
-    """A term list already in term_list's order, with term_list's limit applied."""
-    if limit and len(ranked) > limit:
-        rest = sum(entry["count"] for entry in ranked[limit:])
-        return [*ranked[:limit], {"term": OTHER_TERM, "count": rest}]
-    return ranked
+def geocode_list(counts: dict[str, int], limit: int = 0) -> list[dict[str, Any]]:
+    """Like term_list, keyed by the canonical JSON of the geocode object."""
+    return cut_term_list([{"geo": json.loads(key), "count": count} for key, count in by_count(counts)], limit)
 
 
 def _breakdown(
@@ -51,14 +54,17 @@ def _breakdown(
     return cut_term_list(ranked, limit) if ranked is not None else term_list(counts, limit)
 
 
-def geocode_list(counts: dict[str, int], limit: int = 0) -> list[dict[str, Any]]:
-    """Like term_list, keyed by the canonical JSON of the geocode object."""
-    return [
-        {"term": OTHER_TERM, "count": count}
-        if key == OTHER_TERM
-        else {"geo": json.loads(key), "count": count}
-        for key, count in _ranked(counts, limit)
-    ]
+def add_terms(doc: Document, sums: dict[str, dict[str, int]]) -> None:
+    """Add a daily document's items and queries, over all its blocks, into sums["items"] and
+    sums["queries"]; __other__ (the tail cut off by a breakdown limit) is not a term."""
+    for rt, ty in BLOCKS:
+        block = doc.get(rt, {}).get(ty, {})
+        for kind in ("items", "queries"):
+            totals = sums[kind]
+            for entry in block.get(kind, ()):
+                term = entry["term"]
+                if term != OTHER_TERM:
+                    totals[term] = totals.get(term, 0) + int(entry["count"])
 
 
 def canonical_geo(geo: dict[str, Any] | None) -> str:

@@ -13,6 +13,8 @@ PER_RECORD_TYPES = ("view", "seen")
 # Events whose payload maps recordset uuid -> number of hits.
 PER_RECORDSET_TYPES = ("search", "mapping", "download")
 BLOCKS = tuple((rt, ty) for rt in RECORD_TYPES for ty in EVENT_TYPES)
+# The additive figures of a block, in the order series columns and stored counts use.
+COUNT_FIELDS = tuple((rt, ty, f) for rt, ty in BLOCKS for f in ("count", "total"))
 
 OTHER_TERM = "__other__"
 # Cell kinds that carry a whole ranked breakdown list (see Cell).

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from .documents import by_count
 from .model import BLOCKS, OTHER_TERM, RECORD_TYPES, UNKNOWN_COUNTRY
 
 DayRange = tuple[date, date]
@@ -119,10 +120,7 @@ class Totals:
                 ty: {
                     "count": b["count"],
                     "total": b["total"],
-                    "countries": [
-                        {"country": c, "count": n}
-                        for c, n in sorted(b["countries"].items(), key=lambda kv: (-kv[1], kv[0]))
-                    ],
+                    "countries": [{"country": c, "count": n} for c, n in by_count(b["countries"])],
                 }
                 for ty, b in blocks.items()
             }

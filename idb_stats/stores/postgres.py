@@ -15,8 +15,9 @@ import psycopg2
 import psycopg2.extras
 
 from ..config import Config
+from ..documents import add_terms
 from ..errors import StoreError
-from ..model import BLOCKS, OTHER_TERM, DayStats
+from ..model import BLOCKS, COUNT_FIELDS, OTHER_TERM, DayStats
 from ..ports import Document
 from ..source import connect
 from ..totals import Summary, Totals, replace_day, summarize
@@ -79,9 +80,6 @@ def range_filter(recordsets: Sequence[str]) -> str:
     )
 
 
-# counts: count and total of every block, in this order.
-COUNT_FIELDS = tuple((rt, ty, f) for rt, ty in BLOCKS for f in ("count", "total"))
-
 # Stores made before the read columns existed get them in `init`, computed from doc and summary
 # with the same rules as read_columns.
 READ_COLUMNS_SQL = f"""
@@ -126,13 +124,7 @@ def read_columns(doc: Document, summary: Summary) -> tuple[str, str, str]:
         for country, hits in by_country.items():
             countries[country] = countries.get(country, 0) + hits
     terms: dict[str, dict[str, int]] = {"items": {}, "queries": {}}
-    for rt, ty in BLOCKS:
-        block = doc.get(rt, {}).get(ty, {})
-        for kind, sums in terms.items():
-            for entry in block.get(kind, ()):
-                term = entry["term"]
-                if term != OTHER_TERM:
-                    sums[term] = sums.get(term, 0) + entry["count"]
+    add_terms(doc, terms)
     return "{" + counts + "}", dumps(countries), dumps(terms)
 
 

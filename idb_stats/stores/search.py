@@ -19,16 +19,15 @@ import json
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from ..config import Config
-from ..documents import daily_document_id
+from ..documents import add_terms, by_count, daily_document_id
 from ..errors import StoreError
-from ..model import BLOCKS, OTHER_TERM, RECORD_TYPES, DayStats
+from ..model import BLOCKS, COUNT_FIELDS, RECORD_TYPES, UNKNOWN_COUNTRY, DayStats
 from ..ports import Document
 from ..totals import Summary, Totals, summarize, with_day, without_day
 
@@ -484,9 +483,7 @@ class SearchStore:
     ) -> list[dict[str, Any]]:
         self._require_indexes()
         sums: dict[str, Any] = {
-            f"{rt}.{ty}.{f}": {"sum": {"field": f"{rt}.{ty}.{f}"}}
-            for rt, ty in BLOCKS
-            for f in ("count", "total")
+            f"{rt}.{ty}.{f}": {"sum": {"field": f"{rt}.{ty}.{f}"}} for rt, ty, f in COUNT_FIELDS
         }
         inner: dict[str, Any]
         size = len(recordsets) or SERIES_RECORDSETS
@@ -555,9 +552,9 @@ class SearchStore:
             hits: dict[str, int] = {}
             for rt, ty in BLOCKS:
                 for bucket in group[f"{rt}.{ty}"]["c"]["buckets"]:
-                    country = bucket["key"] or "unknown"
+                    country = bucket["key"] or UNKNOWN_COUNTRY
                     hits[country] = hits.get(country, 0) + int(bucket["hits"]["value"])
-            ranked = sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+            ranked = by_count(hits)[:limit]
             rows += [{"recordset_id": recordset_id, "country": c, "hits": n} for c, n in ranked]
         if not by_recordset:
             return [{"country": r["country"], "hits": r["hits"]} for r in rows]
@@ -570,21 +567,13 @@ class SearchStore:
         # those lists of the recordset's days.
         self._require_indexes()
         source = [f"{rt}.{ty}.{kind}" for rt, ty in BLOCKS for kind in ("items", "queries")]
-        counts: dict[str, Counter[str]] = {"items": Counter(), "queries": Counter()}
+        sums: dict[str, dict[str, int]] = {"items": {}, "queries": {}}
         query = self._filter([recordset_id], first, last)
         for hit in self._scan(self.daily, query, [{"harvest_date": "asc"}], source):
-            for rt, ty in BLOCKS:
-                block = hit["_source"].get(rt, {}).get(ty, {})
-                for kind, counter in counts.items():
-                    for entry in block.get(kind, []):
-                        if entry["term"] != OTHER_TERM:
-                            counter[entry["term"]] += int(entry["count"])
+            add_terms(hit["_source"], sums)
         return {
-            kind: [
-                {"term": term, "count": n}
-                for term, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-            ]
-            for kind, counter in counts.items()
+            kind: [{"term": term, "count": n} for term, n in by_count(counts)[:limit]]
+            for kind, counts in sums.items()
         }
 
     def close(self) -> None:
