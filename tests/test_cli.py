@@ -77,10 +77,10 @@ def test_precedence_flag_over_env_over_file_and_secrets_hidden(tmp_path: Path) -
         "IDB_STATS_SOURCE_DSN": "host=db password=dsn-secret dbname=t",
     }
     shown = json.loads(run("check-config", "--config", str(config), env=env).stdout)
-    assert shown["store"] == "opensearch" and shown["store_url"] == "https://user:***@os:9200"
-    assert shown["source_dsn"] == "host=db password=*** dbname=t"
+    assert shown["store"]["kind"] == "opensearch" and shown["store"]["url"] == "https://user:***@os:9200"
+    assert shown["source"]["dsn"] == "host=db password=*** dbname=t"
     flagged = run("check-config", "--config", str(config), "--store", "postgres", env=env)
-    assert json.loads(flagged.stdout)["store"] == "postgres"
+    assert json.loads(flagged.stdout)["store"]["kind"] == "postgres"
     for result in (flagged, run("check-config", "--config", str(config), env=env)):
         assert "secret" not in result.stdout + result.stderr
     refused = run("check-config", "--store-url", "https://u:pw@os:9200", env=env)
