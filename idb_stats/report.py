@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
+from dateutil import rrule
 
 from . import __version__
 from .charts import Chart, line_chart
@@ -61,17 +62,24 @@ def page_name(recordset_id: str) -> str:
     return f"id-{hashlib.sha256(recordset_id.encode()).hexdigest()[:20]}.html"
 
 
+# Calendar stepping is dateutil's (months of every length, leap years); truncation to a period's
+# start is the stores' date_trunc / date_histogram rule, stated here.
+STEPS: dict[str, Literal[0, 1, 2, 3, 4, 5, 6]] = {
+    "day": rrule.DAILY,
+    "week": rrule.WEEKLY,
+    "month": rrule.MONTHLY,
+    "year": rrule.YEARLY,
+}
+
+
 def periods(first: date, last: date, interval: str) -> list[date]:
     """Every period start of the range, as the stores' date_trunc / date_histogram key them."""
-    start = _truncate(first, interval)
-    out = []
-    while start <= last:
-        out.append(start)
-        start = _next(start, interval)
-    return out
+    start = datetime.combine(period_start(first, interval), datetime.min.time())
+    until = datetime.combine(last, datetime.min.time())
+    return [step.date() for step in rrule.rrule(STEPS[interval], dtstart=start, until=until)]
 
 
-def _truncate(day: date, interval: str) -> date:
+def period_start(day: date, interval: str) -> date:
     if interval == "week":
         return day - timedelta(days=day.weekday())  # ISO weeks start on Monday
     if interval == "month":
@@ -79,16 +87,6 @@ def _truncate(day: date, interval: str) -> date:
     if interval == "year":
         return day.replace(month=1, day=1)
     return day
-
-
-def _next(day: date, interval: str) -> date:
-    if interval == "day":
-        return day + timedelta(days=1)
-    if interval == "week":
-        return day + timedelta(days=7)
-    if interval == "month":
-        return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return day.replace(year=day.year + 1)
 
 
 def type_charts(rows: Sequence[dict[str, Any]], axis: list[date], interval: str) -> list[Chart]:
