@@ -161,8 +161,7 @@ def build_report(
 
     def write_pages(chunk: list[str]) -> tuple[int, int]:
         """Pages of some recordsets, on a store connection of their own: (pages, bytes)."""
-        store = open_store()
-        try:
+        with open_store() as store:
             pages = size = 0
             countries: dict[str, list[dict[str, Any]]] = {}
             for row in store.top_countries(chunk, first, last, TOP, by_recordset=True):
@@ -179,12 +178,9 @@ def build_report(
                 )
                 pages += 1
             return pages, size
-        finally:
-            store.close()
 
     def write_index(ranking: list[RecordsetRow]) -> int:
-        store = open_store()
-        try:
+        with open_store() as store:
             portal = store.series([], first, last, interval, by_recordset=False)
             return write(
                 out_dir / "index.html",
@@ -193,18 +189,13 @@ def build_report(
                 recordsets=ranking,
                 countries=store.top_countries([], first, last, 50),
             )
-        finally:
-            store.close()
 
-    store = open_store()
-    try:
+    with open_store() as store:
         # Range totals of every recordset: a yearly series has one or two rows per recordset.
         ranking = [
             RecordsetRow(rs, page_name(rs), range_totals(rows))
             for rs, rows in _by_recordset(store.series([], first, last, "year"))
         ]
-    finally:
-        store.close()
     ranking.sort(key=lambda r: (-sum(r.values), r.recordset_id))
     chunks = [[r.recordset_id for r in ranking[i : i + CHUNK]] for i in range(0, len(ranking), CHUNK)]
     done = written = 0
