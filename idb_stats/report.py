@@ -126,6 +126,86 @@ def _by_recordset(rows: Sequence[dict[str, Any]]) -> Iterator[tuple[str, list[di
     yield from sorted(grouped.items())
 
 
+class _Site:
+    """The pages of one report: what every page shares, and how each kind of page is written."""
+
+    def __init__(
+        self,
+        open_store: Callable[[], Store],
+        store_kind: str,
+        first: date,
+        last: date,
+        interval: str,
+        out: Path,
+    ) -> None:
+        self.open_store, self.first, self.last, self.interval, self.out = (
+            open_store,
+            first,
+            last,
+            interval,
+            out,
+        )
+        self.axis = periods(first, last, interval)
+        self.env = _environment()
+        self.common = {
+            "css": files("idb_stats").joinpath("templates", "report.css").read_text(),
+            "version": __version__,
+            "generated": datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "store_kind": store_kind,
+            "first": first,
+            "last": last,
+            "interval": interval,
+            "columns": list(EVENT_TYPES),
+        }
+
+    def write(self, path: Path, template: str, **context: Any) -> int:
+        text = self.env.get_template(template).render(**self.common, **context)
+        path.write_text(text, encoding="utf-8")
+        return len(text.encode())
+
+    def ranking(self) -> list[RecordsetRow]:
+        """Every recordset with activity, busiest first, with its range totals (from a yearly
+        series: one or two rows per recordset)."""
+        with self.open_store() as store:
+            rows = [
+                RecordsetRow(rs, page_name(rs), range_totals(series))
+                for rs, series in _by_recordset(store.series([], self.first, self.last, "year"))
+            ]
+        return sorted(rows, key=lambda r: (-sum(r.values), r.recordset_id))
+
+    def recordset_pages(self, chunk: list[str]) -> tuple[int, int]:
+        """Pages of some recordsets, on a store connection of their own: (pages, bytes)."""
+        first, last, interval = self.first, self.last, self.interval
+        with self.open_store() as store:
+            pages = size = 0
+            countries: dict[str, list[dict[str, Any]]] = {}
+            for row in store.top_countries(chunk, first, last, TOP, by_recordset=True):
+                countries.setdefault(row["recordset_id"], []).append(row)
+            for recordset_id, rows in _by_recordset(store.series(chunk, first, last, interval)):
+                size += self.write(
+                    self.out / "recordsets" / page_name(recordset_id),
+                    "recordset.html",
+                    recordset_id=recordset_id,
+                    values=range_totals(rows),
+                    charts=type_charts(rows, self.axis, interval),
+                    terms=store.top_terms(recordset_id, first, last, TOP),
+                    countries=countries.get(recordset_id, []),
+                )
+                pages += 1
+            return pages, size
+
+    def index_page(self, ranking: list[RecordsetRow]) -> int:
+        with self.open_store() as store:
+            portal = store.series([], self.first, self.last, self.interval, by_recordset=False)
+            return self.write(
+                self.out / "index.html",
+                "index.html",
+                charts=type_charts(portal, self.axis, self.interval),
+                recordsets=ranking,
+                countries=store.top_countries([], self.first, self.last, 50),
+            )
+
+
 def build_report(
     open_store: Callable[[], Store],
     store_kind: str,
@@ -139,70 +219,15 @@ def build_report(
     """Write the site. Recordset pages are built by `workers` threads, each with its own store
     connection: the work is mostly the store's, so two queries at once use both cores."""
     started = time.monotonic()
-    interval = interval or default_interval(first, last)
-    axis = periods(first, last, interval)
-    env = _environment()
-    common = {
-        "css": files("idb_stats").joinpath("templates", "report.css").read_text(),
-        "version": __version__,
-        "generated": datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "store_kind": store_kind,
-        "first": first,
-        "last": last,
-        "interval": interval,
-        "columns": list(EVENT_TYPES),
-    }
+    site = _Site(open_store, store_kind, first, last, interval or default_interval(first, last), out_dir)
     (out_dir / "recordsets").mkdir(parents=True, exist_ok=True)
-
-    def write(path: Path, template: str, **context: Any) -> int:
-        text = env.get_template(template).render(**common, **context)
-        path.write_text(text, encoding="utf-8")
-        return len(text.encode())
-
-    def write_pages(chunk: list[str]) -> tuple[int, int]:
-        """Pages of some recordsets, on a store connection of their own: (pages, bytes)."""
-        with open_store() as store:
-            pages = size = 0
-            countries: dict[str, list[dict[str, Any]]] = {}
-            for row in store.top_countries(chunk, first, last, TOP, by_recordset=True):
-                countries.setdefault(row["recordset_id"], []).append(row)
-            for recordset_id, rows in _by_recordset(store.series(chunk, first, last, interval)):
-                size += write(
-                    out_dir / "recordsets" / page_name(recordset_id),
-                    "recordset.html",
-                    recordset_id=recordset_id,
-                    values=range_totals(rows),
-                    charts=type_charts(rows, axis, interval),
-                    terms=store.top_terms(recordset_id, first, last, TOP),
-                    countries=countries.get(recordset_id, []),
-                )
-                pages += 1
-            return pages, size
-
-    def write_index(ranking: list[RecordsetRow]) -> int:
-        with open_store() as store:
-            portal = store.series([], first, last, interval, by_recordset=False)
-            return write(
-                out_dir / "index.html",
-                "index.html",
-                charts=type_charts(portal, axis, interval),
-                recordsets=ranking,
-                countries=store.top_countries([], first, last, 50),
-            )
-
-    with open_store() as store:
-        # Range totals of every recordset: a yearly series has one or two rows per recordset.
-        ranking = [
-            RecordsetRow(rs, page_name(rs), range_totals(rows))
-            for rs, rows in _by_recordset(store.series([], first, last, "year"))
-        ]
-    ranking.sort(key=lambda r: (-sum(r.values), r.recordset_id))
+    ranking = site.ranking()
     chunks = [[r.recordset_id for r in ranking[i : i + CHUNK]] for i in range(0, len(ranking), CHUNK)]
     done = written = 0
     with ThreadPoolExecutor(max(1, workers)) as pool:
         # The index's portal-wide queries run beside the first pages rather than before them.
-        index = pool.submit(write_index, ranking)
-        for pages, size in pool.map(write_pages, chunks):
+        index = pool.submit(site.index_page, ranking)
+        for pages, size in pool.map(site.recordset_pages, chunks):
             done, written = done + pages, written + size
             if progress:
                 progress(done, len(ranking))
