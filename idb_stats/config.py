@@ -61,6 +61,8 @@ SCHEMA: dict[str, tuple[type, Any]] = {
     "store.request_timeout": (float, 60.0),
     "store.bulk_max_retries": (int, 6),
     "store.bulk_chunk_bytes": (int, 8_000_000),
+    "store.statement_timeout": (float, 3600.0),
+    "store.lock_wait_timeout": (float, 300.0),
     "collect.max_skipped_share": (float, 0.01),
     "collect.breakdown_limit": (int, 0),
     "collect.max_catch_up_days": (int, 31),
@@ -113,6 +115,8 @@ class Config:
     request_timeout: float
     bulk_max_retries: int
     bulk_chunk_bytes: int
+    statement_timeout: float  # PostgreSQL store: seconds a statement may run (0: no limit)
+    lock_wait_timeout: float  # PostgreSQL store: seconds a statement may wait for a lock (0: no limit)
     max_skipped_share: float
     breakdown_limit: int
     max_catch_up_days: int
@@ -269,6 +273,8 @@ def load_config(
         request_timeout=values["store.request_timeout"],
         bulk_max_retries=values["store.bulk_max_retries"],
         bulk_chunk_bytes=values["store.bulk_chunk_bytes"],
+        statement_timeout=values["store.statement_timeout"],
+        lock_wait_timeout=values["store.lock_wait_timeout"],
         max_skipped_share=values["collect.max_skipped_share"],
         breakdown_limit=values["collect.breakdown_limit"],
         max_catch_up_days=values["collect.max_catch_up_days"],
@@ -321,6 +327,11 @@ def _validate(v: dict[str, Any], problems: list[str]) -> None:
     for setting in ("collect.max_catch_up_days", "collect.jobs", "store.bulk_chunk_bytes"):
         if v[setting] is not None and v[setting] < 1:
             problems.append(f"{setting}: must be 1 or more, got {v[setting]}")
-    for setting in ("collect.lock_timeout", "store.request_timeout"):
+    for setting in (
+        "collect.lock_timeout",
+        "store.request_timeout",
+        "store.statement_timeout",
+        "store.lock_wait_timeout",
+    ):
         if v[setting] is not None and v[setting] < 0:
             problems.append(f"{setting}: must be 0 or more, got {v[setting]}")
