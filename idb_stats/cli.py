@@ -395,8 +395,9 @@ def status(config: Config, max_lag: int | None, as_json: bool) -> None:
             )
         for command, run in info["last_runs"].items():
             seconds = f"{run['seconds']:.1f} s" if run.get("seconds") is not None else "-"
+            label = f"last {command}:"
             lines.append(
-                f"last {command + ':':17s}{run['outcome']} {run['started_at']} ({seconds}) {run['run_id']} "
+                f"{label:23s}{run['outcome']} {run['started_at']} ({seconds}) {run['run_id']} "
                 f"{run.get('error') or ''}".rstrip()
             )
         if not info["last_runs"]:

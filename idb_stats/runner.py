@@ -52,7 +52,7 @@ def last_closed(config: Config) -> date:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")  # orders runs of one second
 
 
 def refuse_open_days(selection: Selection, closed: date) -> None:
@@ -457,12 +457,15 @@ def import_documents(
                         )
 
                     def counted(
-                        docs: Iterator[dict[str, Any]], stats: DayStats = stats
+                        docs: Iterator[dict[str, Any]],
+                        stats: DayStats = stats,
+                        started: float = time.monotonic(),
                     ) -> Iterator[dict[str, Any]]:
                         for doc in docs:
                             interrupt.check()
                             stats.recordsets += 1
                             yield doc
+                        stats.seconds = time.monotonic() - started  # before the store marks the day
 
                     started = time.monotonic()
                     store.publish_day(stats, counted(group))
