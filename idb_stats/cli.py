@@ -511,7 +511,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except Interrupted as exc:
         log.error(
-            "%s: stopped, the run is recorded as interrupted",
+            "%s: stopped (a run in progress is recorded as interrupted)",
             exc,
             extra={"fields": {"exit_code": exc.exit_code}},
         )

@@ -28,8 +28,9 @@ _raised: list[bool] = []
 
 
 class Interrupted(BaseException):
-    """The process was asked to stop. A BaseException, like KeyboardInterrupt, so that no client
-    library's `except Exception` (a retry loop, say) takes it for a failure to retry."""
+    """The process was asked to stop. Not an Exception, so that no client library's
+    `except Exception` (a retry loop, say) takes it for a failure to retry; not a
+    KeyboardInterrupt either, which click turns into "aborted" and exit 1."""
 
     def __init__(self, signum: int):
         self.signum = signum

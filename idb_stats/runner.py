@@ -150,9 +150,13 @@ def _lock_holder(cur: Any, store_identity: str, ledger: Store | None) -> str:
     if row is None:
         return "holder not visible to this role"
     application, client, since = row
-    command, run_id = [*application.removeprefix("idb-stats lock").split(), "?", "?"][:2]
-    holder = f"{command} run {run_id}, connected from {client} since {since:%Y-%m-%d %H:%M:%S %Z}"
-    if ledger is not None and run_id != "?":
+    session = f"connected from {client} since {since:%Y-%m-%d %H:%M:%S %Z}"
+    named = application.removeprefix("idb-stats lock").split()
+    if len(named) != 2:
+        return f"session {application!r} {session}"
+    command, run_id = named
+    holder = f"{command} run {run_id}, {session}"
+    if ledger is not None:
         with contextlib.suppress(Exception):  # the ledger only adds detail to the message
             run = next((r for r in ledger.runs(limit=50) if r.get("run_id") == run_id), None)
             if run:
