@@ -18,6 +18,8 @@ import psycopg2
 import pytest
 from conftest import MakeConfig, other_store
 from helpers import insert_rows, random_rows
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_store_contract import HARVEST, assert_consistent, load_week, snapshot
 
 from idb_stats import embedded, planning, runner
@@ -316,3 +318,29 @@ def test_completed_at_is_when_publishing_finished(make_config: MakeConfig, dsn: 
     store.close()
     [(completed_at,)] = query(dsn, "SELECT completed_at FROM idb_stats.days")
     assert (completed_at - started).total_seconds() >= 1.5
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    complete=st.sets(st.integers(0, 40), max_size=30),
+    closed=st.integers(0, 45),
+)
+def test_catch_up_plans_every_missing_closed_day(complete: set[int], closed: int) -> None:
+    origin = date(2026, 1, 1)
+    days = {origin + timedelta(days=d) for d in complete}
+    last_closed = origin + timedelta(days=closed)
+    plan = planning.catch_up(days, last_closed, max_days=1000)
+    if not days:
+        assert plan.days == [last_closed]
+        return
+    expected = [
+        origin + timedelta(days=d)
+        for d in range(min(complete), closed + 1)
+        if origin + timedelta(days=d) not in days
+    ]
+    assert plan.days == expected  # holes included, nothing after the last closed day
+    through = planning.complete_through(days, last_closed)
+    if expected:
+        assert through == expected[0] - timedelta(days=1)
+    else:
+        assert through == max((d for d in days if d <= last_closed), default=None)

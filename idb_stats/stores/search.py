@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from ..config import Config
 from ..documents import add_terms, by_count, daily_document_id
@@ -155,11 +155,17 @@ class SearchStore:
         """The cluster as it names itself (uuid and name) and the indexes written, whatever URL
         reaches it; asked once, when the run lock is first needed."""
         if self._identity is None:
-            about = self._request("GET", "/")
+            # GET / needs the cluster `monitor` privilege; a key without it keys the lock by URL.
+            about = self._request("GET", "/", ok=(401, 403))
+            url = urlsplit(self.config.store_url or "")
+            cluster = (
+                [str(about.get("cluster_uuid")), str(about.get("cluster_name"))]
+                if about
+                else [f"{url.scheme}://{url.hostname}:{url.port}"]
+            )
             where = "/".join(
                 [
-                    str(about.get("cluster_uuid")),
-                    str(about.get("cluster_name")),
+                    *cluster,
                     self.daily,
                     self.totals_index,
                     self.runs_index,
