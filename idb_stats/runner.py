@@ -460,10 +460,10 @@ def import_documents(
                             f"import: documents of {day} are not contiguous; sort by harvest_date first"
                         )
 
+                    started = time.monotonic()
+
                     def counted(
-                        docs: Iterator[dict[str, Any]],
-                        stats: DayStats = stats,
-                        started: float = time.monotonic(),
+                        docs: Iterator[dict[str, Any]], stats: DayStats = stats, started: float = started
                     ) -> Iterator[dict[str, Any]]:
                         for doc in docs:
                             interrupt.check()
@@ -471,7 +471,6 @@ def import_documents(
                             yield doc
                         stats.seconds = time.monotonic() - started  # before the store marks the day
 
-                    started = time.monotonic()
                     store.publish_day(stats, counted(group))
                     stats.seconds = time.monotonic() - started
                     published.append(stats)

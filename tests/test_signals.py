@@ -76,6 +76,16 @@ def aggregating(dsn: str) -> int:
     )
 
 
+def publishing(dsn: str) -> bool:
+    """The store's transaction publishing the day is open (its documents are streaming in)."""
+    return any(
+        app == "idb-stats statistics store"
+        and state in ("active", "idle in transaction")
+        and text.startswith(("SELECT recordset_id, summary", "DELETE FROM", "COPY"))
+        for _, app, state, text in idb_sessions(dsn)
+    )
+
+
 def start(dsn: str, tmp_path: Path, schema: str, *args: str) -> tuple[subprocess.Popen[str], Any]:
     config_file = tmp_path / "config.toml"
     config_file.write_text(f'[store]\nschema = "{schema}"\n')
@@ -118,14 +128,24 @@ def last_run(dsn: str, schema: str) -> dict[str, Any]:
     return dict(doc)
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    ("signum", "code", "phase"),
+    [
+        (signal.SIGTERM, 143, "aggregating"),
+        (signal.SIGINT, 130, "aggregating"),
+        (signal.SIGTERM, 143, "publishing"),
+    ],
+)
 def test_signal_mid_day_cancels_records_and_releases(
-    big_dsn: str, tmp_path: Path, signum: int, code: int
+    big_dsn: str, tmp_path: Path, signum: int, code: int, phase: str
 ) -> None:
-    schema = f"sig_{signum}_{uuid.uuid4().hex[:6]}"
+    schema = f"sig_{signum}_{phase}_{uuid.uuid4().hex[:6]}"
     process, config = start(big_dsn, tmp_path, schema, "-d", str(HARVEST[0]))
     try:
-        wait_for(lambda: aggregating(big_dsn) > 0, 120, "the day's aggregation running on the server")
+        if phase == "aggregating":
+            wait_for(lambda: aggregating(big_dsn) > 0, 120, "the day's aggregation running on the server")
+        else:
+            wait_for(lambda: publishing(big_dsn), 120, "the day's publish transaction open")
         time.sleep(0.3)
         process.send_signal(signum)
         stopped = time.monotonic()
@@ -138,6 +158,7 @@ def test_signal_mid_day_cancels_records_and_releases(
     assert signal.Signals(signum).name in stderr and "Traceback" not in stderr
     wait_for(lambda: not idb_sessions(big_dsn), 5, f"idb-stats sessions gone: {idb_sessions(big_dsn)}")
     assert completed(big_dsn, schema) == []
+    assert query(big_dsn, f"SELECT count(*) FROM {schema}.daily") == [(0,)]  # rolled back whole
     run = last_run(big_dsn, schema)
     assert run["outcome"] == "interrupted" and signal.Signals(signum).name in run["error"]
     assert lock_is_free(config)
