@@ -14,9 +14,10 @@ from urllib.parse import urlsplit
 
 import click
 
-from . import __version__, cohort, runner
+from . import __version__, cohort, interrupt, runner
 from .config import STORE_KINDS, Config, load_config
 from .errors import ConfigError, ExitCode, IdbStatsError
+from .interrupt import Interrupted
 from .logs import ProgressBar, sd_notify, setup_logging
 from .model import DayStats
 from .planning import Plan
@@ -28,7 +29,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CODES_HELP = """Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 configuration, 4 telemetry
 database unreachable, 5 store unreachable or write not acknowledged, 6 too many skipped rows,
-7 lock held by another run, 8 status: lagging, 9 catch-up span too long."""
+7 lock held by another run, 8 status: lagging, 9 catch-up span too long, 130/143 stopped by
+SIGINT/SIGTERM (run recorded as interrupted)."""
 
 
 class DateType(click.ParamType):
@@ -162,8 +164,10 @@ def collect_stats(
 ) -> None:
     """Aggregate telemetry into daily documents and totals.
 
-    With no date: catch up, from the day after the last complete harvest date through today
-    (first run: today only). Harvest date D covers the events of [D-1 00:00, D 00:00).
+    With no date: catch up, every missing harvest date from the first complete one through the
+    last closed one (first run: that day only). Harvest date D covers the events of
+    [D-1 00:00, D 00:00) and closes at D 00:00: a date not over yet is refused, or skipped in a
+    range. SIGTERM/SIGINT stop the run and record it as interrupted (exit 143/130).
     Re-running any day replaces it exactly.
     """
     if sum(x for x in (day is not None, first is not None or last is not None, all_days)) > 1:
@@ -176,6 +180,12 @@ def collect_stats(
         nonlocal bar
         bar = ProgressBar(len(plan.days))
         log.info("plan: %s (%d days)%s", plan.reason, len(plan.days), " [dry run]" if dry_run else "")
+        if plan.not_closed:
+            log.warning(
+                "skipped %d harvest dates whose window is still open: %s",
+                len(plan.not_closed),
+                ", ".join(str(d) for d in plan.not_closed),
+            )
 
     def on_day(stats: DayStats, done: int, total: int) -> None:
         rows[0] += stats.rows
@@ -370,29 +380,57 @@ def status(config: Config, max_lag: int | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
     else:
-        run = info["last_run"] or {}
         lines = [
             f"store:                 {info['store']}",
+            f"last closed day:       {info['last_closed_harvest_date']}",
             f"last complete day:     {info['last_complete_harvest_date'] or 'none'}",
+            f"complete through:      {info['complete_through'] or 'none'}",
             f"lag:                   {info['lag_days'] if info['lag_days'] is not None else '-'} days",
             f"complete days:         {info['complete_days']}",
             f"missing days:          {', '.join(info['missing_days']) or 'none'}",
-            f"last run:              {run.get('run_id', 'none')} {run.get('outcome', '')} "
-            f"{run.get('started_at', '')} {run.get('error') or ''}".rstrip(),
-            f"last size snapshot:    {info['last_snapshot'] or 'none'}"
-            + (" (none today)" if info["snapshot_missing_today"] else ""),
         ]
+        if info["not_closed_days"]:
+            lines.append(
+                f"complete but not over: {', '.join(info['not_closed_days'])} (idb-stats forget-day DATE)"
+            )
+        for command, run in info["last_runs"].items():
+            seconds = f"{run['seconds']:.1f} s" if run.get("seconds") is not None else "-"
+            label = f"last {command}:"
+            lines.append(
+                f"{label:23s}{run['outcome']} {run['started_at']} ({seconds}) {run['run_id']} "
+                f"{run.get('error') or ''}".rstrip()
+            )
+        if not info["last_runs"]:
+            lines.append("last run:              none")
+        lines.append(
+            f"last size snapshot:    {info['last_snapshot'] or 'none'}"
+            + (" (none today)" if info["snapshot_missing_today"] else "")
+        )
         click.echo("\n".join(lines))
     lag = info["lag_days"]
     if max_lag is not None and (lag is None or lag > max_lag):
+        holes = f" (missing: {', '.join(info['missing_days'])})" if info["missing_days"] else ""
         raise Lagging(
-            f"last complete harvest date is {info['last_complete_harvest_date'] or 'missing'}, "
-            f"lag {lag} days exceeds --max-lag {max_lag}"
+            f"complete through {info['complete_through'] or 'no day'}{holes}, lag {lag} days exceeds "
+            f"--max-lag {max_lag}: run `idb-stats collect-stats` to catch up"
         )
 
 
 class Lagging(IdbStatsError):
     exit_code = ExitCode.LAGGING
+
+
+@cli.command("forget-day", epilog=EXIT_CODES_HELP)
+@config_options
+@click.argument("harvest_date", type=DATE)
+@click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
+def forget_day(config: Config, harvest_date: date, lock_timeout: float | None) -> None:
+    """Remove a harvest date from the store: its documents, its share of the totals and its
+    completion mark (recorded in the run ledger). The day is missing again: the next catch-up
+    redoes it once its window has closed. Also undoes a day published before it was over.
+    """
+    removed = runner.forget_day(config, harvest_date, lock_timeout)
+    click.echo(f"forgot {harvest_date}: {removed} documents removed, totals adjusted")
 
 
 @cli.command("check-config")
@@ -468,6 +506,7 @@ def notify_failure(unit: str) -> None:
 
 
 def main() -> None:
+    interrupt.install()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -480,6 +519,15 @@ def main() -> None:
         log.error("%s", exc, extra={"fields": {"exit_code": int(exc.exit_code)}})
         if not logging.getLogger("idb_stats").handlers:
             click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        log.error(
+            "%s: stopped (a run in progress is recorded as interrupted)",
+            exc,
+            extra={"fields": {"exit_code": exc.exit_code}},
+        )
+        if not logging.getLogger("idb_stats").handlers:
+            click.echo(f"error: {exc}: stopped", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

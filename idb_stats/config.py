@@ -214,6 +214,20 @@ class Config:
         minimum=1,
         stores=SEARCH_STORE_KINDS,
     )
+    statement_timeout: float = _setting(
+        "store.statement_timeout",
+        3600.0,
+        help="Seconds one store statement may run before the run fails (exit 5); 0: no limit.",
+        minimum=0,
+        stores=("postgres",),
+    )
+    lock_wait_timeout: float = _setting(
+        "store.lock_wait_timeout",
+        300.0,
+        help="Seconds a store statement may wait for a lock before the run fails (exit 5); 0: no limit.",
+        minimum=0,
+        stores=("postgres",),
+    )
     max_skipped_share: float = _setting(
         "collect.max_skipped_share",
         0.01,

@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 from . import embedded, runner, synthetic
 from .config import load_config
+from .interrupt import Interrupted
 from .stores import open_store
 
 COLUMNS = [
@@ -64,5 +65,5 @@ def run(days: int, rows_per_day: int, keep_running: bool, echo: Callable[[str], 
             try:
                 while True:
                     time.sleep(3600)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, Interrupted):
                 pass

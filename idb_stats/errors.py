@@ -25,6 +25,12 @@ class IdbStatsError(Exception):
     exit_code = ExitCode.UNEXPECTED
 
 
+class UsageError(IdbStatsError):
+    """A command asked for something it cannot do; the message says what to ask instead."""
+
+    exit_code = ExitCode.USAGE
+
+
 class ConfigError(IdbStatsError):
     """Every problem found in the configuration, reported together."""
 

@@ -38,7 +38,9 @@ class Store(Protocol):
     a failure part-way is repaired by publishing the day again.
     """
 
-    identity: str
+    @property
+    def identity(self) -> str:
+        """The store as its server names it (not as the URL spells it): keys the run lock."""
 
     def __enter__(self) -> Self: ...
 
@@ -50,6 +52,10 @@ class Store(Protocol):
 
     def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
         """Replace the day's documents with these, adjust totals, mark the day complete."""
+
+    def forget_day(self, harvest_date: date) -> int:
+        """Remove the day's documents, take them out of the totals and unmark the day; returns the
+        documents removed. Safe to repeat, and repaired by repeating after a failure part-way."""
 
     def export(self, first: date, last: date) -> Iterator[Document]:
         """Daily documents of the range, sorted by harvest_date then recordset_id."""
@@ -65,6 +71,9 @@ class Store(Protocol):
 
     def runs(self, limit: int = 10) -> list[dict[str, Any]]:
         """The latest runs, newest first."""
+
+    def last_run(self, command: str) -> dict[str, Any] | None:
+        """The latest run of one command (collect-stats, api-stats, import, forget-day)."""
 
     def write_snapshot(self, snapshot_date: date, documents: Iterable[Document]) -> int:
         """Replace the recordset size snapshot of a day; returns the documents written."""

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import multiprocessing
 import os
+import signal
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg2
 
-from . import planning
+from . import interrupt, planning
 from .config import Config
 from .documents import build_documents
 from .errors import DataQualityError, IdbStatsError, LockHeld
+from .interrupt import Interrupted
 from .model import DayStats
 from .ports import Store, TelemetrySource
 from .source import PostgresTelemetrySource, connect
@@ -42,16 +46,30 @@ class Selection:
     force_span: bool = False
 
 
-def today(config: Config) -> date:
-    return datetime.now(config.zone).date()
+def last_closed(config: Config) -> date:
+    """The latest harvest date whose window has closed, now."""
+    return planning.last_closed_day(datetime.now(UTC), config.zone, timedelta(0))
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")  # orders runs of one second
+
+
+def refuse_open_days(selection: Selection, closed: date) -> None:
+    """Days asked for by date whose window is still open are refused before anything is touched;
+    a range that merely runs past the last closed day is cut there by `plan`."""
+    if selection.day is not None:
+        planning.refuse_unclosed(selection.day, closed)
+    elif selection.first is not None or selection.last is not None:
+        first = selection.first or selection.last
+        assert first is not None
+        planning.refuse_unclosed(first, closed)
 
 
 def plan(config: Config, selection: Selection, store: Store, source: TelemetrySource) -> planning.Plan:
     complete = set(store.completed_days())
+    closed = last_closed(config)
+    reprocess = selection.reprocess or "all"
     if selection.day is not None:
         candidates, why = [selection.day], f"harvest date {selection.day}"
     elif selection.first is not None or selection.last is not None:
@@ -61,32 +79,53 @@ def plan(config: Config, selection: Selection, store: Store, source: TelemetrySo
         candidates, why = planning.date_range(first, last), f"range {first} to {last}"
     elif selection.all_days:
         candidates, why = source.harvest_dates(), "every day with telemetry"
-        return planning.Plan(planning.select(candidates, complete, selection.reprocess or "missing"), why)
+        reprocess = selection.reprocess or "missing"
     else:
-        return planning.catch_up(
-            max(complete, default=None), today(config), config.max_catch_up_days, selection.force_span
+        return planning.catch_up(complete, closed, config.max_catch_up_days, selection.force_span)
+    days, not_closed = planning.split_closed(candidates, closed)
+    if not_closed:
+        why += (
+            f"; skipping {len(not_closed)} harvest dates from {not_closed[0]} whose window is still open "
+            f"(last closed: {closed})"
         )
-    return planning.Plan(planning.select(candidates, complete, selection.reprocess or "all"), why)
+    return planning.Plan(planning.select(days, complete, reprocess), why, not_closed)
+
+
+def lock_name(store_identity: str) -> str:
+    """The text whose hash is the run lock's advisory lock key."""
+    return f"idb-stats {store_identity}"
 
 
 @contextlib.contextmanager
-def run_lock(config: Config, store_identity: str, timeout: float) -> Iterator[None]:
-    """One run per store: an advisory lock held by a source connection, freed if the run dies."""
-    conn = connect(config.source_dsn, "lock")
+def run_lock(
+    config: Config,
+    store_identity: str,
+    timeout: float,
+    run: dict[str, Any] | None = None,
+    ledger: Store | None = None,
+) -> Iterator[None]:
+    """One run per store: an advisory lock held by a source connection, freed if the run dies.
+
+    The connection's application_name carries the run's command and id, so a run that finds the
+    lock taken can say who holds it (and the ledger, how long since).
+    """
+    who = f"lock {run['command']} {run['run_id']}" if run else "lock"
+    conn = connect(config.source_dsn, who)
     conn.autocommit = True
     try:
         deadline = time.monotonic() + timeout
         with conn.cursor() as cur:
             while True:
                 cur.execute(
-                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (f"idb-stats {store_identity}",)
+                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock_name(store_identity),)
                 )
                 if cur.fetchone() == (True,):
                     break
                 if time.monotonic() >= deadline:
+                    holder = _lock_holder(cur, store_identity, ledger)
                     raise LockHeld(
-                        f"another idb-stats run holds the lock for this store (waited {timeout:g} s; "
-                        "raise --lock-timeout to wait longer)"
+                        f"another idb-stats run holds the lock for this store ({holder}; waited "
+                        f"{timeout:g} s): wait for it to finish, or raise --lock-timeout to wait longer"
                     )
                 time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         yield
@@ -94,11 +133,89 @@ def run_lock(config: Config, store_identity: str, timeout: float) -> Iterator[No
         conn.close()
 
 
+def _lock_holder(cur: Any, store_identity: str, ledger: Store | None) -> str:
+    """Who holds the run lock: its session as the server sees it, and its run in the ledger."""
+    cur.execute("SELECT hashtextextended(%s, 0)", (lock_name(store_identity),))
+    (key,) = cur.fetchone()
+    # A bigint advisory key shows in pg_locks as two oids: the high and the low 32 bits.
+    cur.execute(
+        "SELECT a.application_name, COALESCE(host(a.client_addr), 'local socket'), a.backend_start "
+        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid AND l.objid = %s::oid "
+        "AND l.objsubid = 1 "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return "holder not visible to this role"
+    application, client, since = row
+    session = f"connected from {client} since {since:%Y-%m-%d %H:%M:%S %Z}"
+    named = application.removeprefix("idb-stats lock").split()
+    if len(named) != 2:
+        return f"session {application!r} {session}"
+    command, run_id = named
+    holder = f"{command} run {run_id}, {session}"
+    if ledger is not None:
+        with contextlib.suppress(Exception):  # the ledger only adds detail to the message
+            run = next((r for r in ledger.runs(limit=50) if r.get("run_id") == run_id), None)
+            if run:
+                holder += f", host {run.get('host')} pid {run.get('pid')}"
+    return holder
+
+
+def new_run(command: str, **fields: Any) -> dict[str, Any]:
+    """A ledger entry, still running."""
+    return {
+        "run_id": f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
+        "command": command,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": now_iso(),
+        "finished_at": None,
+        "seconds": None,
+        "outcome": "running",
+        "days": [],
+        "error": None,
+        **fields,
+    }
+
+
+@contextlib.contextmanager
+def ledger_entry(store: Store | None, run: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Record the run as running, then as ok, failed or interrupted (store None: a dry run)."""
+    started = time.monotonic()
+    if store is not None:
+        store.record_run(run)
+    try:
+        yield run
+    except BaseException as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else interrupt.received()
+        run["outcome"] = "interrupted" if signum else "failed"
+        known = isinstance(exc, IdbStatsError | Interrupted)
+        run["error"] = str(exc) if known else f"{type(exc).__name__}: {exc}"
+        if signum and not isinstance(exc, Interrupted):
+            run["error"] = f"interrupted by {signal.Signals(signum).name} ({run['error']})"
+        run["finished_at"], run["seconds"] = now_iso(), round(time.monotonic() - started, 3)
+        if store is not None:
+            with contextlib.suppress(Exception):  # the original error is the one to report
+                store.record_run(run)
+        if signum and not isinstance(exc, Interrupted):
+            # The signal cancelled a query: report the interruption, not the cancelled query.
+            raise Interrupted(signum) from exc
+        raise
+    run["outcome"], run["finished_at"] = "ok", now_iso()
+    run["seconds"] = round(time.monotonic() - started, 3)
+    if store is not None:
+        store.record_run(run)
+
+
 def process_day(
     config: Config, source: TelemetrySource, store: Store | None, day: date, run_id: str
 ) -> DayStats:
     """Aggregate one harvest date and publish it (store None: dry run, nothing written)."""
     started = time.monotonic()
+    interrupt.check()
     with source.read_day(day) as telemetry:
         report = telemetry.report
         stats = DayStats(day, run_id, rows=report.rows, skipped=report.skipped, skip_reasons=report.as_dict())
@@ -112,20 +229,38 @@ def process_day(
                 f"nothing was written for this day. {reasons}"
             )
         documents = build_documents(telemetry.cells(), day, stats, config.breakdown_limit)
+
+        def timed(documents: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            # A signal stops a search store's publish between documents (nothing there to cancel),
+            # and the day's seconds are known before the store marks it complete.
+            for doc in documents:
+                interrupt.check()
+                yield doc
+            interrupt.check()
+            stats.seconds = time.monotonic() - started
+
         if store is None:
-            for _ in documents:
+            for _ in timed(documents):
                 pass
         else:
-            store.publish_day(stats, documents)
+            store.publish_day(stats, timed(documents))
     stats.seconds = time.monotonic() - started
     return stats
 
 
 # Worker processes keep their own connections for the whole run (--jobs > 1).
 _worker: dict[str, Any] = {}
+PR_SET_PDEATHSIG = 1
 
 
-def _init_worker(config: Config, dry_run: bool) -> None:
+def _init_worker(config: Config, dry_run: bool, parent: int) -> None:
+    # A worker must not outlive its run: killed with its parent (even by SIGKILL), it cancels its
+    # queries and leaves, so no day is published after the run is gone.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    interrupt.install(worker=True)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(int(Interrupted(signal.SIGTERM).exit_code))
     _worker["config"] = config
     _worker["source"] = PostgresTelemetrySource(config)
     _worker["store"] = None if dry_run else open_store(config)
@@ -154,7 +289,9 @@ def collect(
     command: str = "collect-stats",
 ) -> RunResult:
     jobs = jobs or config.jobs
-    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    refuse_open_days(selection, last_closed(config))
+    run = new_run(command, dry_run=dry_run, plan=None)
+    run_id = run["run_id"]
     source = PostgresTelemetrySource(config)
     store = open_store(config)
     try:
@@ -162,7 +299,11 @@ def collect(
             contextlib.nullcontext()
             if dry_run
             else run_lock(
-                config, store.identity, config.lock_timeout if lock_timeout is None else lock_timeout
+                config,
+                store.identity,
+                config.lock_timeout if lock_timeout is None else lock_timeout,
+                run,
+                store,
             )
         )
         with lock:
@@ -171,21 +312,7 @@ def collect(
             day_plan = plan(config, selection, store, source)
             if on_plan:
                 on_plan(day_plan)
-            run: dict[str, Any] = {
-                "run_id": run_id,
-                "command": command,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "started_at": now_iso(),
-                "finished_at": None,
-                "outcome": "running",
-                "dry_run": dry_run,
-                "plan": day_plan.reason,
-                "days": [],
-                "error": None,
-            }
-            if not dry_run:
-                store.record_run(run)
+            run["plan"] = day_plan.reason
             done: list[DayStats] = []
 
             def finished(stats: DayStats) -> None:
@@ -194,22 +321,12 @@ def collect(
                 if on_day:
                     on_day(stats, len(done), len(day_plan.days))
 
-            try:
+            with ledger_entry(None if dry_run else store, run):
                 if jobs > 1 and len(day_plan.days) > 1:
                     _run_parallel(config, day_plan.days, run_id, dry_run, jobs, finished)
                 else:
                     for day in day_plan.days:
                         finished(process_day(config, source, None if dry_run else store, day, run_id))
-            except (Exception, KeyboardInterrupt) as exc:
-                run["outcome"], run["finished_at"] = "failed", now_iso()
-                run["error"] = str(exc) if isinstance(exc, IdbStatsError) else f"{type(exc).__name__}: {exc}"
-                if not dry_run:
-                    with contextlib.suppress(Exception):  # the original error is the one to report
-                        store.record_run(run)
-                raise
-            run["outcome"], run["finished_at"] = "ok", now_iso()
-            if not dry_run:
-                store.record_run(run)
             return RunResult(run_id, day_plan, done)
     finally:
         source.close()
@@ -224,8 +341,17 @@ def _run_parallel(
     jobs: int,
     finished: Callable[[DayStats], None],
 ) -> None:
-    """Days are independent; workers take them in order and a failure stops new ones."""
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(config, dry_run)) as pool:
+    """Days are independent; workers take them in order and a failure stops new ones.
+
+    Workers are spawned, not forked: a forked worker would inherit the run lock's connection and
+    keep the lock alive after the run died.
+    """
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(config, dry_run, os.getpid()),
+    ) as pool:
         pending: list[Future[DayStats]] = []
         queue = list(days)
         error: BaseException | None = None
@@ -243,28 +369,38 @@ def _run_parallel(
             raise error
 
 
+RUN_COMMANDS = ("collect-stats", "api-stats", "import", "forget-day")
+
+
 def status(config: Config) -> dict[str, Any]:
-    """What an operator or a monitor needs: last complete day, lag, holes, the latest runs."""
+    """What an operator or a monitor needs: last complete day, lag, holes, each command's last run."""
     store = open_store(config)
     try:
         complete = store.completed_days()
-        current = today(config)
-        last = max(complete, default=None)
-        first = min(complete, default=None)
-        runs = store.runs(limit=1)
+        days = set(complete)
+        closed = last_closed(config)
+        last = max(days, default=None)
+        first = min(days, default=None)
+        through = planning.complete_through(days, closed)
         snapshots = store.snapshots()
         last_snapshot = max(snapshots, default=None)
+        runs = store.runs(limit=1)
         return {
             "store": config.store,
-            "today": current.isoformat(),
+            "today": closed.isoformat(),
+            "last_closed_harvest_date": closed.isoformat(),
             "last_complete_harvest_date": last.isoformat() if last else None,
-            "lag_days": (current - last).days if last else None,
+            "complete_through": through.isoformat() if through else None,
+            # Counted from the first hole, so a failed day makes the store lag until it is redone.
+            "lag_days": (closed - through).days if through else None,
             "complete_days": len(complete),
             "missing_days": [
-                d.isoformat() for d in planning.missing_days(set(complete), first, last or current)
+                d.isoformat() for d in planning.missing_days(days, first, min(last or closed, closed))
             ],
+            "not_closed_days": sorted(d.isoformat() for d in days if d > closed),
             "last_day": complete[last] if last else None,
             "last_run": runs[0] if runs else None,
+            "last_runs": {command: run for command in RUN_COMMANDS if (run := store.last_run(command))},
             "last_snapshot": last_snapshot.isoformat() if last_snapshot else None,
             "snapshot_missing_today": bool(snapshots) and last_snapshot != datetime.now(UTC).date(),
             "snapshot_recordsets": snapshots.get(last_snapshot) if last_snapshot else None,
@@ -278,46 +414,30 @@ def api_stats(config: Config, lock_timeout: float | None = None) -> dict[str, An
     from .apistats import snapshot_documents
 
     taken_at = datetime.now(UTC)
-    run_id = f"{taken_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    run = new_run("api-stats")
     store = open_store(config)
     try:
         timeout = config.lock_timeout if lock_timeout is None else lock_timeout
-        with run_lock(config, store.identity, timeout):
+        with run_lock(config, store.identity, timeout, run, store):
             store.init()
-            run: dict[str, Any] = {
-                "run_id": run_id,
-                "command": "api-stats",
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "started_at": now_iso(),
-                "finished_at": None,
-                "outcome": "running",
-                "days": [],
-                "error": None,
-            }
-            store.record_run(run)
-            started = time.monotonic()
-            try:
+            with ledger_entry(store, run):
+                started = time.monotonic()
                 written = store.write_snapshot(taken_at.date(), snapshot_documents(config, taken_at))
-            except Exception as exc:
-                run.update(outcome="failed", finished_at=now_iso(), error=str(exc))
-                with contextlib.suppress(Exception):
-                    store.record_run(run)
-                raise
-            summary = {
-                "snapshot_date": taken_at.date().isoformat(),
-                "recordsets": written,
-                "seconds": round(time.monotonic() - started, 3),
-                "run_id": run_id,
-            }
-            run.update(outcome="ok", finished_at=now_iso(), snapshot=summary)
-            store.record_run(run)
+                summary = {
+                    "snapshot_date": taken_at.date().isoformat(),
+                    "recordsets": written,
+                    "seconds": round(time.monotonic() - started, 3),
+                    "run_id": run["run_id"],
+                }
+                run["snapshot"] = summary
             return summary
     finally:
         store.close()
 
 
-def import_documents(config: Config, documents: Iterator[dict[str, Any]]) -> list[DayStats]:
+def import_documents(
+    config: Config, documents: Iterator[dict[str, Any]], lock_timeout: float | None = None
+) -> list[DayStats]:
     """Load daily documents (an NDJSON export) into the store, one harvest date at a time.
 
     Each day of the input replaces that day in the store, so totals stay exact.
@@ -325,31 +445,57 @@ def import_documents(config: Config, documents: Iterator[dict[str, Any]]) -> lis
     from itertools import groupby
 
     store = open_store(config)
-    run_id = f"import-{uuid.uuid4().hex[:8]}"
+    run = new_run("import")
     published: list[DayStats] = []
     try:
-        with run_lock(config, store.identity, config.lock_timeout):
+        timeout = config.lock_timeout if lock_timeout is None else lock_timeout
+        with run_lock(config, store.identity, timeout, run, store):
             store.init()
-            for day_text, group in groupby(documents, key=lambda d: d["harvest_date"]):
-                day = date.fromisoformat(day_text)
-                stats = DayStats(day, run_id)
-                if any(p.harvest_date == day for p in published):
-                    raise IdbStatsError(
-                        f"import: documents of {day} are not contiguous; sort by harvest_date first"
-                    )
+            with ledger_entry(store, run):
+                for day_text, group in groupby(documents, key=lambda d: d["harvest_date"]):
+                    day = date.fromisoformat(day_text)
+                    stats = DayStats(day, run["run_id"])
+                    if any(p.harvest_date == day for p in published):
+                        raise IdbStatsError(
+                            f"import: documents of {day} are not contiguous; sort by harvest_date first"
+                        )
 
-                def counted(
-                    docs: Iterator[dict[str, Any]], stats: DayStats = stats
-                ) -> Iterator[dict[str, Any]]:
-                    for doc in docs:
-                        stats.recordsets += 1
-                        yield doc
+                    started = time.monotonic()
 
-                store.publish_day(stats, counted(group))
-                published.append(stats)
+                    def counted(
+                        docs: Iterator[dict[str, Any]], stats: DayStats = stats, started: float = started
+                    ) -> Iterator[dict[str, Any]]:
+                        for doc in docs:
+                            interrupt.check()
+                            stats.recordsets += 1
+                            yield doc
+                        stats.seconds = time.monotonic() - started  # before the store marks the day
+
+                    store.publish_day(stats, counted(group))
+                    stats.seconds = time.monotonic() - started
+                    published.append(stats)
+                    run["days"].append(stats.as_dict())
     finally:
         store.close()
     return published
+
+
+def forget_day(config: Config, day: date, lock_timeout: float | None = None) -> int:
+    """Take a harvest date out of the store: documents, totals and completion marker, so it is
+    missing again (the next catch-up redoes it once its window has closed). Returns the documents
+    removed."""
+    store = open_store(config)
+    run = new_run("forget-day", plan=f"forget harvest date {day}")
+    try:
+        timeout = config.lock_timeout if lock_timeout is None else lock_timeout
+        with run_lock(config, store.identity, timeout, run, store):
+            store.init()
+            with ledger_entry(store, run):
+                removed = store.forget_day(day)
+                run["days"].append({"harvest_date": day.isoformat(), "recordsets": removed})
+            return removed
+    finally:
+        store.close()
 
 
 def source_reachable(config: Config) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from . import interrupt
 from .config import Config, redact
 from .errors import SourceUnreachable
 from .model import Cell, SkipReason, SkipReport, event_window
@@ -139,10 +140,11 @@ SELECT day + 1 FROM days WHERE day IS NOT NULL"""
 def connect(dsn: str, purpose: str) -> psycopg2.extensions.connection:
     """Connect, turning failure into an error that names the server but never the password."""
     try:
-        return psycopg2.connect(dsn, application_name=f"idb-stats {purpose}", connect_timeout=10)
+        conn = psycopg2.connect(dsn, application_name=f"idb-stats {purpose}", connect_timeout=10)
     except psycopg2.OperationalError as exc:
         detail = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         raise SourceUnreachable(f"cannot connect to the {purpose} database: {detail}") from None
+    return interrupt.track(conn)  # a signal cancels its running query
 
 
 class _CellStream:

@@ -143,7 +143,7 @@ def test_journal_encoding_round_trips_multiline() -> None:
 
 
 def test_collect_under_systemd_sends_journal_fields_and_status(dsn: str, tmp_path: Path) -> None:
-    from test_store_contract import HARVEST, load_week
+    from helpers import HARVEST, load_week
 
     load_week(dsn)
     journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

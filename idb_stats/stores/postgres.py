@@ -12,6 +12,7 @@ from datetime import date
 from typing import Any
 
 import psycopg2
+import psycopg2.errorcodes
 import psycopg2.extras
 
 from ..config import Config
@@ -131,19 +132,46 @@ def read_columns(doc: Document, summary: Summary) -> tuple[str, str, str]:
 class PostgresStore(ClosedOnExit):
     def __init__(self, config: Config):
         self.schema = config.store_schema
-        self.identity = (
-            "postgres:"
-            + hashlib.sha256(f"{_server_identity(config.store_dsn)}/{self.schema}".encode()).hexdigest()[:16]
-        )
         self._dsn = config.store_dsn
+        self._timeouts = {
+            "statement_timeout": config.statement_timeout,
+            "lock_timeout": config.lock_wait_timeout,
+        }
         self._conn = self._connect()
+        where = f"{self._server_identity()}/{self.schema}"
+        self.identity = "postgres:" + hashlib.sha256(where.encode()).hexdigest()[:16]
         self._schema_current = False
 
     def _connect(self) -> psycopg2.extensions.connection:
         try:
-            return connect(self._dsn, "statistics store")
+            conn = connect(self._dsn, "statistics store")
         except Exception as exc:
             raise StoreError(str(exc)) from None
+        # Bounded waits: a session idling in a transaction on the store's tables, or a runaway
+        # statement, fails the run (exit 5) instead of holding the run lock for hours.
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT set_config('statement_timeout', %s, false), "
+                    "set_config('lock_timeout', %s, false)",
+                    tuple(f"{int(seconds * 1000)}ms" for seconds in self._timeouts.values()),
+                )
+        except psycopg2.Error as exc:
+            conn.close()
+            raise StoreError(f"setting the store session's timeouts failed: {str(exc).strip()}") from None
+        return conn
+
+    def _server_identity(self) -> str:
+        """The database as its server names it, whatever host, port or socket the DSN spells:
+        the cluster's system identifier and the database name."""
+        try:
+            with self._conn, self._conn.cursor() as cur:
+                cur.execute("SELECT (SELECT system_identifier FROM pg_control_system()), current_database()")
+                system_identifier, database = cur.fetchone() or (None, None)
+            return f"{system_identifier}/{database}"
+        except psycopg2.Error:
+            # Where pg_control_system is not granted, fall back to the DSN's spelling.
+            return _dsn_identity(self._dsn)
 
     def _sql(self, template: str) -> str:
         return template.format(s=self.schema)
@@ -155,7 +183,19 @@ class PostgresStore(ClosedOnExit):
             with self._conn, self._conn.cursor(cursor_factory=cursor_factory) as cur:
                 yield cur
         except psycopg2.Error as exc:
-            raise StoreError(f"{what} failed and was rolled back: {str(exc).strip()}") from None
+            raise StoreError(f"{what} failed and was rolled back: {self._explain(exc)}") from None
+
+    def _explain(self, exc: psycopg2.Error) -> str:
+        """The server's message, and which setting to look at when it was one of our timeouts."""
+        message = str(exc).strip()
+        if exc.pgcode == psycopg2.errorcodes.LOCK_NOT_AVAILABLE:
+            return (
+                f"{message} (waited store.lock_wait_timeout = {self._timeouts['lock_timeout']:g} s for "
+                "another session holding a lock on the store's tables: look for it in pg_stat_activity)"
+            )
+        if exc.pgcode == psycopg2.errorcodes.QUERY_CANCELED and "statement timeout" in message:
+            return f"{message} (store.statement_timeout = {self._timeouts['statement_timeout']:g} s)"
+        return message
 
     def init(self) -> None:
         with self._transaction("init") as cur:
@@ -207,12 +247,26 @@ class PostgresStore(ClosedOnExit):
             self._update_totals(cur, day, old, new)
             cur.execute(
                 self._sql(
-                    "INSERT INTO {s}.days (harvest_date, run_id, stats) VALUES (%s, %s, %s) "
+                    # clock_timestamp(), not now(): when the day was done, not when its transaction began.
+                    "INSERT INTO {s}.days (harvest_date, run_id, completed_at, stats) "
+                    "VALUES (%s, %s, clock_timestamp(), %s) "
                     "ON CONFLICT (harvest_date) DO UPDATE SET run_id = EXCLUDED.run_id, "
-                    "completed_at = now(), stats = EXCLUDED.stats"
+                    "completed_at = EXCLUDED.completed_at, stats = EXCLUDED.stats"
                 ),
                 (day, stats.run_id, json.dumps(stats.as_dict())),
             )
+
+    def forget_day(self, harvest_date: date) -> int:
+        self._require_schema()
+        with self._transaction(f"forgetting {harvest_date}") as cur:
+            cur.execute(
+                self._sql("DELETE FROM {s}.daily WHERE harvest_date = %s RETURNING recordset_id, summary"),
+                (harvest_date,),
+            )
+            old = {rs: Summary.from_json(summary) for rs, summary in cur}
+            self._update_totals(cur, harvest_date, old, {})
+            cur.execute(self._sql("DELETE FROM {s}.days WHERE harvest_date = %s"), (harvest_date,))
+        return len(old)
 
     def _copy_documents(self, cur: Any, documents: Iterable[Document]) -> dict[str, Summary]:
         """COPY the documents in batches. A batch is sent from a thread while the next one is
@@ -342,6 +396,19 @@ class PostgresStore(ClosedOnExit):
             cur.execute(self._sql("SELECT doc FROM {s}.runs ORDER BY started_at DESC LIMIT %s"), (limit,))
             return [doc for (doc,) in cur]
 
+    def last_run(self, command: str) -> dict[str, Any] | None:
+        if not self._initialized():
+            return None
+        with self._transaction("reading runs") as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT doc FROM {s}.runs WHERE doc->>'command' = %s ORDER BY started_at DESC LIMIT 1"
+                ),
+                (command,),
+            )
+            row = cur.fetchone()
+            return row[0] if row else None
+
     def write_snapshot(self, snapshot_date: date, documents: Iterable[Document]) -> int:
         self._require_schema()
         written = 0
@@ -433,7 +500,7 @@ class PostgresStore(ClosedOnExit):
         self._conn.close()
 
 
-def _server_identity(dsn: str) -> str:
-    """host:port/dbname of a DSN, without credentials, to key the run lock."""
+def _dsn_identity(dsn: str) -> str:
+    """host:port/dbname of a DSN, without credentials."""
     params = psycopg2.extensions.parse_dsn(dsn)
     return f"{params.get('host', '')}:{params.get('port', '5432')}/{params.get('dbname', '')}"

@@ -117,6 +117,7 @@ def runs_mapping() -> dict[str, Any]:
             "harvest_date": {"type": "date", "format": "strict_date"},
             "started_at": {"type": "date"},
             "outcome": {"type": "keyword"},
+            "command": {"type": "keyword"},
         },
     }
 
@@ -143,13 +144,36 @@ class SearchStore(ClosedOnExit):
         self.totals_index = config.totals_index
         self.runs_index = config.runs_index
         self.api_index = config.api_index
-        url = urlsplit(config.store_url or "")
-        where = f"{url.scheme}://{url.hostname}:{url.port}/{self.daily}"
-        self.identity = f"{self.kind}:" + hashlib.sha256(where.encode()).hexdigest()[:16]
+        self._identity: str | None = None
         self.max_retries = config.bulk_max_retries
         self.chunk_bytes = config.bulk_chunk_bytes
         self.sleep: Callable[[float], None] = time.sleep
         self.client = self._build_client(config)
+
+    @property
+    def identity(self) -> str:
+        """The cluster as it names itself (uuid and name) and the indexes written, whatever URL
+        reaches it; asked once, when the run lock is first needed."""
+        if self._identity is None:
+            # GET / needs the cluster `monitor` privilege; a key without it keys the lock by URL.
+            about = self._request("GET", "/", ok=(401, 403))
+            url = urlsplit(self.config.store_url or "")
+            cluster = (
+                [str(about.get("cluster_uuid")), str(about.get("cluster_name"))]
+                if about
+                else [f"{url.scheme}://{url.hostname}:{url.port}"]
+            )
+            where = "/".join(
+                [
+                    *cluster,
+                    self.daily,
+                    self.totals_index,
+                    self.runs_index,
+                    self.api_index,
+                ]
+            )
+            self._identity = f"{self.kind}:" + hashlib.sha256(where.encode()).hexdigest()[:16]
+        return self._identity
 
     # --- what subclasses provide -------------------------------------------------------------
 
@@ -262,6 +286,9 @@ class SearchStore(ClosedOnExit):
             if not self._request("HEAD", f"/{quote(index)}", ok=(404,)):
                 self._request("PUT", f"/{quote(index)}", {}, ok=(400,))  # 400: created meanwhile
             log.debug("%s index %s ready (%s)", self.kind, index, name)
+        # Fields added to the ledger's mapping since an index was made (command, for `status`).
+        ledger_fields = {"properties": runs_mapping()["properties"]}
+        self._request("PUT", f"/{quote(self.runs_index)}/_mapping", ledger_fields)
 
     def _initialized(self) -> bool:
         return bool(self._request("HEAD", f"/{quote(self.api_index)}", ok=(404,)))
@@ -335,6 +362,36 @@ class SearchStore(ClosedOnExit):
         self._refresh(self.daily, self.totals_index)
         marker = {"kind": "day", **stats.as_dict()}
         self._request("PUT", f"/{quote(self.runs_index)}/_doc/day-{day}", marker, params={"refresh": "true"})
+
+    def forget_day(self, harvest_date: date) -> int:
+        """Unmark the day first, so a failure part-way leaves it missing; then the same idempotent
+        phases as a publish with no documents: out of the totals, documents deleted."""
+        self._require_indexes()
+        day = harvest_date
+        self._request(
+            "DELETE", f"/{quote(self.runs_index)}/_doc/day-{day}", params={"refresh": "true"}, ok=(404,)
+        )
+        self._refresh(self.daily)
+        summary_fields = [f"{rt}.{ty}.{f}" for rt, ty in BLOCKS for f in ("count", "total", "geocodes")]
+        old = {
+            hit["_source"]["recordset_id"]: summarize(hit["_source"])
+            for hit in self._scan(
+                self.daily,
+                {"term": {"harvest_date": day.isoformat()}},
+                [{"recordset_id": "asc"}],
+                ["recordset_id", *summary_fields],
+            )
+        }
+        self._merge_totals(old, lambda t, s: without_day(t, day, s) if t.includes(day) else None)
+        self._check(
+            self._bulk(
+                ({"delete": {"_index": self.daily, "_id": daily_document_id(rs, day)}}, None)
+                for rs in sorted(old)
+            ),
+            allowed=(404,),
+        )
+        self._refresh(self.daily, self.totals_index)
+        return len(old)
 
     def _merge_totals(
         self, summaries: dict[str, Summary], merge: Callable[[Totals, Summary], Totals | None]
@@ -420,6 +477,17 @@ class SearchStore(ClosedOnExit):
         body = {"query": {"term": {"kind": "run"}}, "sort": [{"started_at": "desc"}], "size": limit}
         hits = self._request("POST", f"/{quote(self.runs_index)}/_search", body)["hits"]["hits"]
         return [{k: v for k, v in h["_source"].items() if k != "kind"} for h in hits]
+
+    def last_run(self, command: str) -> dict[str, Any] | None:
+        if not self._initialized():
+            return None
+        body = {
+            "query": {"bool": {"filter": [{"term": {"kind": "run"}}, {"term": {"command": command}}]}},
+            "sort": [{"started_at": "desc"}],
+            "size": 1,
+        }
+        hits = self._request("POST", f"/{quote(self.runs_index)}/_search", body)["hits"]["hits"]
+        return {k: v for k, v in hits[0]["_source"].items() if k != "kind"} if hits else None
 
     def write_snapshot(self, snapshot_date: date, documents: Iterable[Document]) -> int:
         self._require_indexes()

@@ -1,0 +1,353 @@
+"""Operator mistakes and interruptions never stop collection silently: days not over yet,
+failed days, forgetting a day, the lock's key and holder, store timeouts, the ledger in status."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg2
+import pytest
+from helpers import (
+    HARVEST,
+    MakeConfig,
+    assert_consistent,
+    insert_rows,
+    load_week,
+    other_store,
+    random_rows,
+    snapshot,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from idb_stats import embedded, planning, runner
+from idb_stats.config import load_config
+from idb_stats.errors import LockHeld
+from idb_stats.model import DayStats
+from idb_stats.stores import open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+TODAY = datetime.now(UTC).date()  # the last closed harvest date in UTC (the tests' time zone)
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("IDB_STATS_") and k != "JOURNAL_STREAM"}
+    return subprocess.run(
+        [sys.executable, "-m", "idb_stats.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **env},
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+# --- 1. only closed harvest dates are published ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("now", "zone", "settle", "closed"),
+    [
+        ("2026-11-25T23:30:00+00:00", "UTC", 0, "2026-11-25"),  # today's date covers yesterday
+        ("2026-11-25T00:00:00+00:00", "UTC", 0, "2026-11-25"),  # closes exactly at midnight
+        ("2026-11-24T23:59:59+00:00", "UTC", 0, "2026-11-24"),
+        ("2026-11-25T23:30:00+00:00", "Pacific/Auckland", 0, "2026-11-26"),  # already the 26th there
+        ("2026-11-25T03:30:00+00:00", "America/New_York", 0, "2026-11-24"),  # still the 24th there
+        ("2026-11-25T00:30:00+00:00", "UTC", 3600, "2026-11-24"),  # settle: late rows may still come
+    ],
+)
+def test_last_closed_day(now: str, zone: str, settle: int, closed: str) -> None:
+    moment = datetime.fromisoformat(now)
+    last = planning.last_closed_day(moment, ZoneInfo(zone), timedelta(seconds=settle))
+    assert last == date.fromisoformat(closed)
+    assert planning.is_closed(last, last) and not planning.is_closed(last + timedelta(days=1), last)
+
+
+def test_a_day_not_over_is_refused_before_any_lock_or_write(dsn: str) -> None:
+    insert_rows(dsn, random_rows(1, TODAY, n=30, bad=False))  # today's events: tomorrow's harvest date
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    for args in (["-d", str(TODAY + timedelta(days=1))], ["--from", "2099-01-01", "--to", "2099-01-02"]):
+        result = cli("collect-stats", *args, env=env)
+        assert result.returncode == 2, result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "not over yet" in lines[0] and str(TODAY) in lines[0]
+    # Nothing was touched: not even the store's schema exists.
+    assert query(dsn, "SELECT to_regclass('idb_stats.days')") == [(None,)]
+
+
+def test_ranges_and_all_skip_days_not_over_and_say_so(dsn: str) -> None:
+    insert_rows(dsn, random_rows(2, TODAY - timedelta(days=1), n=30, bad=False))
+    insert_rows(dsn, random_rows(3, TODAY, n=30, bad=False))
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    ranged = cli(
+        "collect-stats",
+        "--from",
+        str(TODAY - timedelta(days=1)),
+        "--to",
+        str(TODAY + timedelta(days=3)),
+        env=env,
+    )
+    assert ranged.returncode == 0, ranged.stderr
+    assert "window is still open" in ranged.stderr and str(TODAY + timedelta(days=1)) in ranged.stderr
+    days = [d for (d,) in query(dsn, "SELECT harvest_date FROM idb_stats.days ORDER BY 1")]
+    assert days == [TODAY - timedelta(days=1), TODAY]
+    every = cli("collect-stats", "--all", "--reprocess", "all", env=env)
+    assert every.returncode == 0, every.stderr
+    assert "window is still open" in every.stderr
+    assert max(d for (d,) in query(dsn, "SELECT harvest_date FROM idb_stats.days")) == TODAY
+
+
+# --- 3. a failed day stays missing: the catch-up redoes it, status --max-lag sees it -----------
+
+
+def test_failed_day_in_a_parallel_run_is_retried_and_fails_max_lag(dsn: str, tmp_path: Path) -> None:
+    days = [TODAY - timedelta(days=i) for i in (3, 2, 1, 0)]
+    insert_rows(
+        dsn,
+        [
+            row
+            for i, d in enumerate(days)
+            for row in random_rows(20 + i, d - timedelta(days=1), n=40, bad=False)
+        ],
+    )
+    bad_day = days[1]  # one row that breaks the rules fails it under max_skipped_share = 0
+    bad_at = datetime.combine(bad_day - timedelta(days=1), datetime.min.time()) + timedelta(hours=3)
+    insert_rows(dsn, [(bad_at, "search", "records", None, None, {"rs": -1})])
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[collect]\nmax_skipped_share = 0.0\n")
+    assert cli("collect-stats", "-d", str(days[0]), env=env).returncode == 0
+    parallel = cli("collect-stats", "--config", str(strict), "--jobs", "2", env=env)
+    assert parallel.returncode == 6, parallel.stderr
+    complete = {d for (d,) in query(dsn, "SELECT harvest_date FROM idb_stats.days")}
+    assert bad_day not in complete and days[2] in complete  # the later day, run beside it, succeeded
+    assert json.loads(cli("status", "--json", env=env).stdout)["missing_days"] == [str(bad_day)]
+    lagging = cli("status", "--max-lag", "1", env=env)
+    assert lagging.returncode == 8 and str(bad_day) in lagging.stderr
+    query(dsn, "DELETE FROM stats WHERE payload = '{\"rs\": -1}' RETURNING id")
+    retried = cli("collect-stats", "--config", str(strict), env=env)
+    assert retried.returncode == 0, retried.stderr
+    assert {d for (d,) in query(dsn, "SELECT harvest_date FROM idb_stats.days")} == set(days)
+    assert cli("status", "--max-lag", "0", env=env).returncode == 0
+
+
+# --- 2. forget-day, on every store -----------------------------------------------------------
+
+
+def test_forget_day_removes_documents_totals_and_mark(make_config: MakeConfig, dsn: str) -> None:
+    load_week(dsn)
+    config = make_config()
+    runner.collect(config, runner.Selection(first=HARVEST[0], last=HARVEST[-1]))
+    before, _ = snapshot(config)
+    assert runner.forget_day(config, HARVEST[1]) == len(
+        [d for d in before if d["harvest_date"] == str(HARVEST[1])]
+    )
+    daily, totals = snapshot(config)
+    assert daily == [d for d in before if d["harvest_date"] != str(HARVEST[1])]
+    assert_consistent(daily, totals)  # totals are exactly the sum of the days left
+    store = open_store(config)
+    try:
+        assert set(store.completed_days()) == set(HARVEST) - {HARVEST[1]}
+        run = store.last_run("forget-day")
+        assert (
+            run is not None and run["outcome"] == "ok" and run["days"][0]["harvest_date"] == str(HARVEST[1])
+        )
+    finally:
+        store.close()
+    assert runner.forget_day(config, HARVEST[1]) == 0  # safe to repeat
+    runner.collect(config, runner.Selection(day=HARVEST[1]))
+    clean = other_store(make_config, "clean")
+    runner.collect(clean, runner.Selection(first=HARVEST[0], last=HARVEST[-1]))
+    assert snapshot(config) == snapshot(clean)
+
+
+def test_forget_day_undoes_a_day_published_before_it_was_over(dsn: str) -> None:
+    """What an older version did: publish tomorrow's date. status shows it; forget-day removes it."""
+    insert_rows(dsn, random_rows(5, TODAY, n=30, bad=False))
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    config = load_config(overrides={"source.dsn": dsn}, environ={})
+    tomorrow = TODAY + timedelta(days=1)
+    store = open_store(config)
+    store.init()
+    source = runner.PostgresTelemetrySource(config)
+    runner.process_day(config, source, store, tomorrow, "older-version")  # bypasses the planner
+    source.close()
+    store.close()
+    status = json.loads(cli("status", "--json", env=env).stdout)
+    assert status["not_closed_days"] == [str(tomorrow)]
+    forgot = cli("forget-day", str(tomorrow), env=env)
+    assert forgot.returncode == 0, forgot.stderr
+    assert query(dsn, "SELECT count(*) FROM idb_stats.daily") == [(0,)]
+    assert query(dsn, "SELECT count(*) FROM idb_stats.totals") == [(0,)]
+    assert json.loads(cli("status", "--json", env=env).stdout)["not_closed_days"] == []
+
+
+# --- 5. the lock's key is the store's identity, and a held lock names its holder ---------------
+
+
+def spellings(pg_server: embedded.EmbeddedPostgres, dsn: str) -> list[str]:
+    """The same database reached in several ways: 127.0.0.1, localhost, hostaddr=, the socket."""
+    params = psycopg2.extensions.parse_dsn(dsn)
+    rest = f"port={params['port']} user={params['user']} dbname={params['dbname']}"
+    found = [f"host=127.0.0.1 {rest}", f"host=localhost {rest}", f"hostaddr=127.0.0.1 {rest}"]
+    socket_dir = pg_server.data_dir.parent
+    if (socket_dir / f".s.PGSQL.{params['port']}").exists():
+        try:
+            psycopg2.connect(f"host={socket_dir} {rest}").close()
+            found.append(f"host={socket_dir} {rest}")
+        except psycopg2.Error:
+            pass  # the server runs as another account whose socket this one cannot open
+    return found
+
+
+def test_lock_key_does_not_depend_on_how_the_dsn_is_spelled(
+    pg_server: embedded.EmbeddedPostgres, dsn: str
+) -> None:
+    load_week(dsn)
+    configs = [load_config(overrides={"source.dsn": d}, environ={}) for d in spellings(pg_server, dsn)]
+    identities = set()
+    for config in configs:
+        store = open_store(config)
+        identities.add(store.identity)
+        store.close()
+    assert len(identities) == 1
+    holder = runner.new_run("api-stats")
+    first, *others = configs
+    store = open_store(first)
+    with runner.run_lock(first, store.identity, 0, holder, store):
+        for other in others:
+            with pytest.raises(LockHeld) as caught:
+                runner.collect(other, runner.Selection(day=HARVEST[0]), lock_timeout=0.2)
+            message = str(caught.value)
+            assert f"api-stats run {holder['run_id']}" in message and "connected from" in message
+    store.close()
+
+
+@pytest.mark.parametrize("store_kind", ["opensearch"], indirect=True)
+def test_search_store_lock_key_does_not_depend_on_the_url(make_config: MakeConfig, osmem_url: str) -> None:
+    identities = set()
+    for url in (osmem_url, osmem_url.replace("127.0.0.1", "localhost"), osmem_url + "/"):
+        store = open_store(make_config(**{"store.url": url}))
+        identities.add(store.identity)
+        store.close()
+    assert len(identities) == 1
+    elsewhere = open_store(other_store(make_config, "other"))
+    assert elsewhere.identity not in identities  # other indexes: another store
+    elsewhere.close()
+
+
+# --- 6. timeouts on every store session --------------------------------------------------------
+
+
+def test_a_session_holding_a_store_lock_fails_collect_with_exit_5(dsn: str, tmp_path: Path) -> None:
+    load_week(dsn)
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    assert cli("collect-stats", "-d", str(HARVEST[0]), env=env).returncode == 0
+    config = tmp_path / "config.toml"
+    config.write_text("[store]\nlock_wait_timeout = 1\nstatement_timeout = 60\n")
+    blocker = psycopg2.connect(dsn)
+    with blocker.cursor() as cur:  # idle in transaction, holding the lock, as a forgotten psql would
+        cur.execute("LOCK TABLE idb_stats.days IN ACCESS EXCLUSIVE MODE")
+    try:
+        started = time.monotonic()
+        result = cli("collect-stats", "--config", str(config), "-d", str(HARVEST[1]), env=env, timeout=120)
+        elapsed = time.monotonic() - started
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert result.returncode == 5, result.stderr
+    assert "lock_wait_timeout" in result.stderr and elapsed < 60
+    assert cli("collect-stats", "--config", str(config), "-d", str(HARVEST[1]), env=env).returncode == 0
+
+
+# --- 7. the ledger: every command's last run, true seconds and completion times -----------------
+
+
+def test_status_shows_each_commands_last_run(dsn: str, tmp_path: Path) -> None:
+    load_week(dsn)
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    assert cli("collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), env=env).returncode == 0
+    dump = tmp_path / "export.ndjson"
+    cli("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), "-o", str(dump), env=env)
+    assert cli("import", str(dump), env=env).returncode == 0
+    # A failed collect, then a successful command of another kind: the failure still shows.
+    insert_rows(dsn, [(datetime(2020, 2, 19, 5), "search", "records", None, None, {"rs": -1})] * 3)
+    assert cli("collect-stats", "-d", str(HARVEST[2]), env=env).returncode == 6
+    assert cli("forget-day", str(HARVEST[1]), env=env).returncode == 0
+    status = json.loads(cli("status", "--json", env=env).stdout)
+    runs = status["last_runs"]
+    assert (
+        runs["collect-stats"]["outcome"] == "failed" and "max_skipped_share" in runs["collect-stats"]["error"]
+    )
+    assert runs["import"]["outcome"] == "ok" and [d["harvest_date"] for d in runs["import"]["days"]] == [
+        str(HARVEST[0]),
+        str(HARVEST[1]),
+    ]
+    assert runs["forget-day"]["outcome"] == "ok"
+    assert all(run["seconds"] is not None and run["seconds"] >= 0 for run in runs.values())
+    text = cli("status", env=env).stdout
+    for command, outcome in (("collect-stats", "failed"), ("import", "ok"), ("forget-day", "ok")):
+        assert re.search(rf"^last {command}: +{outcome} ", text, re.MULTILINE), text
+    assert status["last_day"]["seconds"] > 0  # the day's own duration, not 0.0
+
+
+@pytest.mark.parametrize("store_kind", ["postgres"], indirect=True)
+def test_completed_at_is_when_publishing_finished(make_config: MakeConfig, dsn: str) -> None:
+    config = make_config()
+    store = open_store(config)
+    store.init()
+
+    def slow_documents() -> Any:
+        yield from ()
+        time.sleep(1.5)
+
+    started = datetime.now(UTC)
+    store.publish_day(DayStats(HARVEST[0], "slow"), slow_documents())
+    store.close()
+    [(completed_at,)] = query(dsn, "SELECT completed_at FROM idb_stats.days")
+    assert (completed_at - started).total_seconds() >= 1.5
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    complete=st.sets(st.integers(0, 40), max_size=30),
+    closed=st.integers(0, 45),
+)
+def test_catch_up_plans_every_missing_closed_day(complete: set[int], closed: int) -> None:
+    origin = date(2026, 1, 1)
+    days = {origin + timedelta(days=d) for d in complete}
+    last_closed = origin + timedelta(days=closed)
+    plan = planning.catch_up(days, last_closed, max_days=1000)
+    if not days:
+        assert plan.days == [last_closed]
+        return
+    expected = [
+        origin + timedelta(days=d)
+        for d in range(min(complete), closed + 1)
+        if origin + timedelta(days=d) not in days
+    ]
+    assert plan.days == expected  # holes included, nothing after the last closed day
+    through = planning.complete_through(days, last_closed)
+    if expected:
+        assert through == expected[0] - timedelta(days=1)
+    else:
+        assert through == max((d for d in days if d <= last_closed), default=None)
