@@ -14,7 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import psycopg2
+import psycopg2.extensions
 
 from .errors import ConfigError
 
@@ -85,11 +89,92 @@ class Secret(str):
 
 
 def redact(value: str | None) -> str:
-    """A DSN or URL with any password replaced by ***."""
+    """A DSN or URL with any password replaced by ***, found by parsing it, not by pattern.
+
+    URLs (scheme://...) lose the password of their user info and any `password` query
+    parameter; key/value DSNs are parsed as libpq does and rebuilt. Text that parses as
+    neither is not shown at all: a fragment of it could be a password.
+    """
     if not value:
         return ""
-    value = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", value)
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", value, flags=re.IGNORECASE)
+    if "://" in value:
+        return _redact_url(value)
+    try:
+        params = psycopg2.extensions.parse_dsn(value)
+    except psycopg2.ProgrammingError:
+        return "*** (not a valid DSN, not shown)"
+    # In the operator's order where it can be told (cosmetic: every value comes from the parse).
+    keys = sorted(params, key=lambda key: value.find(key))
+    return " ".join(f"{key}=***" if key == "password" else f"{key}={_dsn_quote(params[key])}" for key in keys)
+
+
+def _redact_url(url: str) -> str:
+    parts = _split_url(url)
+    if parts is None:
+        return "*** (not a valid URL, not shown)"
+    password = parts.password
+    netloc = parts.netloc
+    if password is not None or "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:***@{hostport}" if password is not None else f"{user}@{hostport}"
+    query = urlencode(
+        [
+            (key, "***" if key.lower() == "password" else text)
+            for key, text in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _split_url(url: str) -> SplitResult | None:
+    """The URL's parts, or None when a reserved character left unencoded in the user info (/, ?,
+    #, a second @) makes the split ambiguous: then a fragment of a password could sit anywhere."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return None
+    if parts.fragment or "@" in parts.path + parts.query:
+        return None
+    return parts
+
+
+def _dsn_quote(text: str) -> str:
+    """A key/value DSN value as libpq reads it back: quoted when empty or holding space, ' or \\."""
+    if text and not any(c.isspace() or c in "'\\" for c in text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def has_password(value: str) -> bool:
+    """Whether a DSN or URL carries a password in any spelling: user info, a `password` query
+    parameter or a password= key. Unparseable text that mentions a password counts as one."""
+    if "://" in value:
+        parts = _split_url(value)
+        if parts is None:
+            return "password" in value.lower() or "@" in value
+        return parts.password is not None or any(
+            key.lower() == "password" for key, _ in parse_qsl(parts.query)
+        )
+    try:
+        return "password" in psycopg2.extensions.parse_dsn(value)
+    except psycopg2.ProgrammingError:
+        return "password" in value.lower()
+
+
+def dsn_problem(setting: str, dsn: str) -> str | None:
+    """Why libpq cannot parse a PostgreSQL DSN, told without showing any of it, or None."""
+    try:
+        psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        return (
+            f"{setting}: the DSN cannot be parsed (not shown: it may hold a password); a value with "
+            "spaces or quotes must be single-quoted (password='a b', \\' for a quote) or, in a "
+            "postgresql:// URL, percent-encoded (%20 for a space)"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -203,6 +288,23 @@ def _coerce(setting: str, value: Any, problems: list[str]) -> Any:
     return None
 
 
+def load_notify_command(path: str | os.PathLike[str] | None = None) -> str | None:
+    """Only [notify] command, from the file alone: an alert about a failed unit must go out even
+    when the rest of the configuration is what is broken (or has no DSN yet)."""
+    config_path: Path | None = Path(path) if path else None
+    if config_path is None and DEFAULT_CONFIG_PATH.exists():
+        config_path = DEFAULT_CONFIG_PATH
+    if config_path is None:
+        return None
+    problems: list[str] = []
+    command = _read_file(config_path, problems).get("notify.command")
+    if command is not None and not isinstance(command, str):
+        problems.append(f"{config_path}: notify.command must be a string")
+    if problems:
+        raise ConfigError(problems)
+    return command
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -225,7 +327,12 @@ def load_config(
 
     # Credential files (systemd LoadCredential=) rank with the file: the environment still wins.
     credentials_dir = environ.get("CREDENTIALS_DIRECTORY")
-    if credentials_dir:
+    if credentials_dir and not os.access(credentials_dir, os.R_OK | os.X_OK):
+        problems.append(
+            f"$CREDENTIALS_DIRECTORY {credentials_dir}: not readable by this user (uid {os.getuid()}); "
+            "run manual commands through idb-stats-as-service (deploy/idb-stats-as-service) or as root"
+        )
+    elif credentials_dir:
         for name, setting in CREDENTIALS.items():
             candidate = Path(credentials_dir) / name
             # install.sh creates every credential file; an empty one means "not used".
@@ -247,6 +354,7 @@ def load_config(
     values = {s: _coerce(s, raw[s], problems) if s in raw else default for s, (_, default) in SCHEMA.items()}
     values = {s: Secret(v) if s in SECRET_SETTINGS and isinstance(v, str) else v for s, v in values.items()}
     _validate(values, problems)
+    _check_dsns(values, problems)
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -324,3 +432,13 @@ def _validate(v: dict[str, Any], problems: list[str]) -> None:
     for setting in ("collect.lock_timeout", "store.request_timeout"):
         if v[setting] is not None and v[setting] < 0:
             problems.append(f"{setting}: must be 0 or more, got {v[setting]}")
+
+
+def _check_dsns(v: dict[str, Any], problems: list[str]) -> None:
+    """PostgreSQL DSNs libpq cannot parse (an unquoted space in a password, most often)."""
+    dsns = {"source.dsn": v["source.dsn"], "api.dsn": v["api.dsn"]}
+    if v["store.kind"] == "postgres" and not re.match(r"^https?://", v["store.url"] or ""):
+        dsns["store.url"] = v["store.url"]
+    for setting, dsn in dsns.items():
+        if dsn and (problem := dsn_problem(setting, dsn)):
+            problems.append(problem)

@@ -25,6 +25,13 @@ class IdbStatsError(Exception):
     exit_code = ExitCode.UNEXPECTED
 
 
+class BadInput(IdbStatsError):
+    """A mistake in a command's arguments or input (a reversed range, a malformed file, an
+    --out that cannot be used), found before any lock, connection or write."""
+
+    exit_code = ExitCode.USAGE
+
+
 class ConfigError(IdbStatsError):
     """Every problem found in the configuration, reported together."""
 

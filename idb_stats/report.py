@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ import jinja2
 
 from . import __version__
 from .charts import Chart, line_chart
+from .errors import BadInput
 from .model import EVENT_TYPES, RECORD_TYPES
 from .ports import Store
 
@@ -128,6 +130,37 @@ def _by_recordset(rows: Sequence[dict[str, Any]]) -> Iterator[tuple[str, list[di
     yield from sorted(grouped.items())
 
 
+GENERATOR_MARK = '<meta name="generator" content="idb-stats">'
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Refuse before any work an --out that cannot be written or that holds something other than
+    an earlier report (which is replaced: its pages of recordsets no longer in range go)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"--out {out_dir}: not a directory; name a new or empty directory")
+    existing = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if existing and not _is_report(out_dir, existing):
+        raise BadInput(
+            f"--out {out_dir}: not empty and not an idb-stats report ({', '.join(existing[:3])}"
+            f"{', ...' if len(existing) > 3 else ''}); name a new or empty directory"
+        )
+    try:
+        (out_dir / "recordsets").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir / "recordsets"):
+            pass
+    except OSError as exc:
+        raise BadInput(
+            f"--out {out_dir}: cannot write there ({exc.strerror}); choose a directory this user can write"
+        ) from None
+
+
+def _is_report(out_dir: Path, entries: list[str]) -> bool:
+    if not set(entries) <= {"index.html", "recordsets"} or "index.html" not in entries:
+        return False
+    with (out_dir / "index.html").open(encoding="utf-8", errors="replace") as index:
+        return GENERATOR_MARK in index.read(4096)
+
+
 def build_report(
     open_store: Callable[[], Store],
     store_kind: str,
@@ -154,7 +187,7 @@ def build_report(
         "interval": interval,
         "columns": list(EVENT_TYPES),
     }
-    (out_dir / "recordsets").mkdir(parents=True, exist_ok=True)
+    prepare_out_dir(out_dir)
 
     def write(path: Path, template: str, **context: Any) -> int:
         text = env.get_template(template).render(**common, **context)
@@ -218,4 +251,8 @@ def build_report(
             if progress:
                 progress(done, len(ranking))
         written += index.result()
+    current = {r.page for r in ranking}
+    for stale in (out_dir / "recordsets").glob("*.html"):
+        if stale.name not in current:
+            stale.unlink()
     return ReportResult(out_dir, done + 1, written, time.monotonic() - started)

@@ -20,7 +20,7 @@ import psycopg2
 import psycopg2.extensions
 
 from .config import Config, redact
-from .errors import SourceUnreachable
+from .errors import ConfigError, SourceUnreachable
 from .model import Cell, SkipReason, SkipReport, event_window
 
 EXAMPLE_IDS = 5
@@ -195,10 +195,36 @@ class PostgresTelemetrySource:
         self._conn = connect(config.source_dsn, "telemetry")
         self._conn.set_session(readonly=True, autocommit=False)
         self._names = {"stats": config.stats_table, "queries": config.queries_table}
+        self._require_tables()
         self._skips_sql = SKIPS_SQL.format(
             cap=max(SKIPPED_IDS_CAP, EXAMPLE_IDS), reason=SKIP_REASON_SQL, **self._names
         )
         self._dates_sql = HARVEST_DATES_SQL.format(**self._names)
+
+    def _require_tables(self) -> None:
+        """A database without the telemetry tables is a configuration mistake, found before the
+        run takes its lock or creates the store's schema in the wrong database."""
+        with self._conn, self._conn.cursor() as cur:
+            cur.execute(
+                "SELECT current_database(), to_regclass(%s) IS NULL, to_regclass(%s) IS NULL",
+                (self._names["stats"], self._names["queries"]),
+            )
+            database, *absent = cur.fetchone() or ("", False, False)
+        missing = [
+            f"{table} ({setting})"
+            for table, setting, gone in zip(
+                self._names.values(), ("source.stats_table", "source.queries_table"), absent, strict=True
+            )
+            if gone
+        ]
+        if missing:
+            self._conn.close()
+            raise ConfigError(
+                [
+                    f"source.dsn: database {database} has no table {', '.join(missing)}; point "
+                    "source.dsn at the portal's telemetry database or name its tables in [source]"
+                ]
+            )
 
     @contextlib.contextmanager
     def read_day(self, harvest_date: date) -> Iterator[PostgresTelemetryDay]:
