@@ -68,7 +68,7 @@ def _value(cur: Any, sql: str, *params: Any) -> Any:
 def _postgres_tables(endpoint: str, dsn: str, tables: dict[str, str]) -> list[Check]:
     """Reach a database the commands only read, and check SELECT on each of its tables."""
     try:
-        with _session(dsn, endpoint.split(" (")[0]) as cur:
+        with _session(dsn, endpoint.split(" database")[0]) as cur:
             cur.execute("SELECT current_user, current_database()")
             role, database = cur.fetchone()
             results = [Check(endpoint, True, f"connected to {database} as {role}")]

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg2
@@ -106,6 +106,29 @@ def redact(value: str | None) -> str:
     # In the operator's order where it can be told (cosmetic: every value comes from the parse).
     keys = sorted(params, key=lambda key: value.find(key))
     return " ".join(f"{key}=***" if key == "password" else f"{key}={_dsn_quote(params[key])}" for key in keys)
+
+
+def scrub(message: str, dsn: str) -> str:
+    """An error message with the DSN's password taken out wherever it appears (libpq's messages
+    name hosts and ports, not passwords, but nothing is left to that)."""
+    password = _password_of(dsn)
+    if password:
+        for spelling in {password, quote(password, safe="")}:
+            message = message.replace(spelling, "***")
+    return message
+
+
+def _password_of(dsn: str) -> str | None:
+    if "://" in dsn:
+        parts = _split_url(dsn)
+        if parts is None:
+            return None
+        in_query = [text for key, text in parse_qsl(parts.query) if key.lower() == "password"]
+        return parts.password or (in_query[0] if in_query else None)
+    try:
+        return psycopg2.extensions.parse_dsn(dsn).get("password")
+    except psycopg2.ProgrammingError:
+        return None
 
 
 def _redact_url(url: str) -> str:

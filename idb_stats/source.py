@@ -19,7 +19,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from .config import Config, redact
+from .config import Config, scrub
 from .errors import ConfigError, SourceUnreachable
 from .model import Cell, SkipReason, SkipReport, event_window
 
@@ -141,7 +141,7 @@ def connect(dsn: str, purpose: str) -> psycopg2.extensions.connection:
     try:
         return psycopg2.connect(dsn, application_name=f"idb-stats {purpose}", connect_timeout=10)
     except psycopg2.OperationalError as exc:
-        detail = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, dsn)
         raise SourceUnreachable(f"cannot connect to the {purpose} database: {detail}") from None
 
 
@@ -268,7 +268,9 @@ class PostgresTelemetrySource:
             # Cells are tuples led by the recordset id, so their own order is the merge order.
             yield from heapq.merge(*(stream.cells() for stream in streams))
         except psycopg2.Error as exc:
-            raise SourceUnreachable(f"reading telemetry failed: {redact(str(exc).strip())}") from None
+            raise SourceUnreachable(
+                f"reading telemetry failed: {scrub(str(exc).strip(), self._dsn)}"
+            ) from None
         finally:
             for stream in streams:
                 stream.close()
