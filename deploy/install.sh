@@ -72,7 +72,8 @@ run mkdir -p "$root$prefix"
 [ -x "$venv/bin/python" ] || run python3 -m venv "$venv"
 target=${wheel:-$checkout}
 [ -n "$extras" ] && target="$target[$extras]"
-run "$venv/bin/pip" install -q --upgrade "$target"
+# python -m pip: a staged tree's pip script names PREFIX, where it does not live yet.
+run "$venv/bin/python" -m pip install -q --upgrade "$target"
 if [ -n "$root" ]; then
   # The scripts' #! lines name the staging path: point them at PREFIX, where the tree will live.
   if [ "$dry_run" = 1 ]; then echo "would point the #! lines of $venv/bin at $prefix/venv"; fi
