@@ -28,10 +28,10 @@ from .stores import open_store
 log = logging.getLogger("idb_stats")
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_CODES_HELP = """Exit codes: 0 ok, 1 unexpected error, 2 usage (also: none of the named recordsets
-known), 3 configuration, 4 telemetry
-database unreachable, 5 store unreachable or write not acknowledged, 6 too many skipped rows,
-7 lock held by another run, 8 status: lagging, 9 catch-up span too long."""
+EXIT_CODES_HELP = """Exit codes: 0 ok, 1 unexpected error, 2 usage (bad arguments or input file),
+3 configuration (also a failed check-config --connect), 4 telemetry database unreachable, 5 store
+unreachable or write not acknowledged, 6 too many skipped rows, 7 lock held by another run,
+8 status: lagging, 9 catch-up span too long."""
 
 
 class DateType(click.ParamType):
