@@ -353,7 +353,7 @@ def load_config(
     if credentials_dir and not os.access(credentials_dir, os.R_OK | os.X_OK):
         problems.append(
             f"$CREDENTIALS_DIRECTORY {credentials_dir}: not readable by this user (uid {os.getuid()}); "
-            "run manual commands through idb-stats-as-service (deploy/idb-stats-as-service) or as root"
+            "run manual commands through idb-stats-as-service (in /opt/idb-stats/bin) or as root"
         )
     elif credentials_dir:
         for name, setting in CREDENTIALS.items():

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-import psycopg2
-
 from . import planning
 from .config import Config
 from .documents import build_documents
@@ -350,10 +348,3 @@ def import_documents(config: Config, documents: Iterator[dict[str, Any]]) -> lis
     finally:
         store.close()
     return published
-
-
-def source_reachable(config: Config) -> None:
-    """Raise SourceUnreachable unless the telemetry database answers."""
-    conn = connect(config.source_dsn, "telemetry")
-    with contextlib.suppress(psycopg2.Error):
-        conn.close()
