@@ -280,7 +280,7 @@ def export(config: Config, first: date | None, last: date | None, output: Any) -
 
 @cli.command("import")
 @config_options
-@click.argument("source_file", type=click.File("r"), default="-")
+@click.argument("source_file", type=click.File("rb"), default="-")
 @click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
 def import_(config: Config, source_file: Any, lock_timeout: float | None) -> None:
     """Load an NDJSON export into the store; each harvest date in it replaces that day.
@@ -289,7 +289,7 @@ def import_(config: Config, source_file: Any, lock_timeout: float | None) -> Non
     writes nothing.
     """
     if not source_file.seekable():  # a pipe: keep a copy to read twice
-        spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - lives as long as the command
+        spool = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - lives as long as the command
         shutil.copyfileobj(source_file, spool)
         source_file = spool
     source_file.seek(0)

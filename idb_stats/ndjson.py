@@ -9,13 +9,19 @@ from datetime import date
 from .errors import BadInput
 
 
-def check_export(lines: Iterable[str], name: str) -> int:
+def check_export(lines: Iterable[bytes], name: str) -> int:
     """Raise BadInput naming the first line that is not a daily document, or whose harvest date
     comes back after other days (import publishes one day at a time); return the documents."""
     current: str | None = None
     finished: set[str] = set()
     documents = 0
-    for number, line in enumerate(lines, 1):
+    for number, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadInput(
+                f"{name} line {number}: not UTF-8 text (byte {exc.start + 1}); nothing was imported"
+            ) from None
         if not line.strip():
             continue
         where = f"{name} line {number}"
@@ -25,6 +31,8 @@ def check_export(lines: Iterable[str], name: str) -> int:
             raise BadInput(
                 f"{where}: not valid JSON ({exc.msg}, column {exc.colno}); nothing was imported"
             ) from None
+        except RecursionError:  # "[[[[..." deeper than the parser's stack
+            raise BadInput(f"{where}: JSON nested too deeply; nothing was imported") from None
         if not (
             isinstance(doc, dict)
             and isinstance(doc.get("recordset_id"), str)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_cli import ROOT, run
 from test_store_contract import HARVEST, load_week
 
-from idb_stats import runner
+from idb_stats import ndjson, runner
 from idb_stats.config import load_config
+from idb_stats.errors import BadInput
 from idb_stats.stores import open_store
 
 # Nothing listens on port 1: a command that connected would exit 4, not the code under test.
@@ -241,3 +245,37 @@ def test_import_waits_for_the_lock_as_long_as_told(dsn: str, tmp_path: Path) -> 
         result = run("import", "--lock-timeout", "0.5", str(dump), env=env)
     store.close()
     assert result.returncode == 7 and "waited 0.5 s" in result.stderr
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=40),
+            st.from_regex(
+                rb'\{"recordset_id": "[a-z]{1,3}", "harvest_date": "2020-0[12]-1[0-9]"\}', fullmatch=True
+            ),
+            st.integers(1, 3000).map(lambda depth: b"[" * depth),
+        ),
+        max_size=8,
+    )
+)
+def test_any_input_is_checked_or_refused_with_its_line(lines: list[bytes]) -> None:
+    try:
+        documents = ndjson.check_export([line + b"\n" for line in lines], "input")
+    except BadInput as exc:
+        assert re.match(r"input line [1-9]\d*: .*; nothing was imported$", str(exc)), str(exc)
+    else:
+        assert documents == sum(1 for line in lines if line.strip())
+
+
+def test_import_refuses_deep_nesting_and_bytes_that_are_not_utf8(dsn: str, tmp_path: Path) -> None:
+    for content, message in (
+        (b"[" * 100_000 + b"\n", "line 1: JSON nested too deeply"),
+        (b'{"recordset_id": "a", "harvest_date": "2020-02-18"}\n{"a": "\xff"}\n', "line 2: not UTF-8 text"),
+    ):
+        bad = tmp_path / "bad.ndjson"
+        bad.write_bytes(content)
+        result = run("import", str(bad), env={"IDB_STATS_SOURCE_DSN": dsn})
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
