@@ -155,10 +155,21 @@ def prepare_out_dir(out_dir: Path) -> None:
 
 
 def _is_report(out_dir: Path, entries: list[str]) -> bool:
-    if not set(entries) <= {"index.html", "recordsets"} or "index.html" not in entries:
+    """Only index.html and recordsets/, every page marked as ours (an interrupted report, pages
+    without their index, counts too: the next run finishes it)."""
+    if not set(entries) <= {"index.html", "recordsets"}:
         return False
-    with (out_dir / "index.html").open(encoding="utf-8", errors="replace") as index:
-        return GENERATOR_MARK in index.read(4096)
+    pages = [out_dir / "index.html"] if "index.html" in entries else []
+    if "recordsets" in entries:
+        if not (out_dir / "recordsets").is_dir():
+            return False
+        pages += (out_dir / "recordsets").iterdir()
+    return all(page.suffix == ".html" and page.is_file() and _marked(page) for page in pages)
+
+
+def _marked(page: Path) -> bool:
+    with page.open(encoding="utf-8", errors="replace") as text:
+        return GENERATOR_MARK in text.read(4096)
 
 
 def build_report(

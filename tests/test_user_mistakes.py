@@ -132,6 +132,13 @@ def test_report_refuses_a_foreign_directory_and_replaces_its_own(dsn: str, tmp_p
     result = run("report", "--from", "2020-02-01", "--to", "2020-02-10", "--out", str(foreign), env=CLOSED)
     assert result.returncode == 2 and "not empty and not an idb-stats report (notes.txt)" in result.stderr
     assert (foreign / "notes.txt").read_text() == "mine"
+    (foreign / "notes.txt").unlink()
+    (foreign / "recordsets").mkdir()
+    (foreign / "recordsets" / "mine.html").write_text("<p>not a report page</p>")
+    looks_alike = run(
+        "report", "--from", "2020-02-01", "--to", "2020-02-10", "--out", str(foreign), env=CLOSED
+    )
+    assert looks_alike.returncode == 2 and "not an idb-stats report" in looks_alike.stderr
 
     env = collected(dsn)
     site = tmp_path / "site"
@@ -139,7 +146,7 @@ def test_report_refuses_a_foreign_directory_and_replaces_its_own(dsn: str, tmp_p
     assert first.returncode == 0, first.stderr
     pages = sorted(p.name for p in (site / "recordsets").iterdir())
     stale = site / "recordsets" / "ffffffff-0000-4000-8000-000000000000.html"
-    stale.write_text("a page of an earlier range")
+    stale.write_text((site / "recordsets" / pages[0]).read_text())  # a page of an earlier range
     again = run("report", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1]), "--out", str(site), env=env)
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in (site / "recordsets").iterdir()) == pages  # the stale page is gone
