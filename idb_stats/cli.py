@@ -565,6 +565,7 @@ def notify_failure(unit: str, config_path: str | None) -> None:
         sys.exit(code)
 
 
+# Every command defined above gets -v/-q after its name: keep this after the last command.
 for _command in cli.commands.values():
     verbosity_options(_command)
 
