@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__, checks, cohort, ndjson, runner
-from .config import Config, has_password, load_config
+from .config import STORE_KINDS, Config, has_password, load_config
 from .errors import BadInput, ConfigError, ExitCode, IdbStatsError
 from .logs import ProgressBar, sd_notify, setup_logging
 from .model import DayStats
@@ -60,7 +60,7 @@ def config_options(func: F) -> F:
     )
     @click.option(
         "--store",
-        type=click.Choice(["postgres", "elasticsearch", "opensearch"]),
+        type=click.Choice(STORE_KINDS),
         help="Statistics store kind (overrides IDB_STATS_STORE).",
     )
     @click.option("--store-url", help="Store URL or DSN without credentials (overrides IDB_STATS_STORE_URL).")
@@ -506,6 +506,17 @@ def check_config(config: Config, connect: bool) -> None:
             raise checks.ChecksFailed(
                 f"check-config --connect: {plural(len(failed), 'check')} failed (FAIL above)"
             )
+
+
+@cli.command("sample-config")
+@click.option("--markdown", is_flag=True, help="The settings table of docs/configuration.md instead.")
+def sample_config(markdown: bool) -> None:
+    """Print a configuration file listing every setting with its default and help (the source of
+    deploy/config.example.toml), or with --markdown the settings table of docs/configuration.md."""
+    from .config import sample_config as sample
+    from .config import settings_table
+
+    click.echo(settings_table() if markdown else sample(), nl=False)
 
 
 @cli.command()

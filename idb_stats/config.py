@@ -1,4 +1,11 @@
-"""One configuration pipeline: defaults < TOML file < environment < flags, then one validation.
+"""One configuration pipeline: defaults < TOML file < credential files < environment < flags.
+
+Every setting is declared once, as a field of `Config` carrying a `Setting`: its TOML key, default,
+environment variable, credential file, whether it is secret, its bounds and its help text. The
+file schema, the validation of single values, the redaction in `check-config`, the sample
+configuration (`deploy/config.example.toml`) and the settings table (`docs/configuration.md`) are
+all derived from those declarations (`idb-stats sample-config` writes the last two). Rules that
+tie several settings together are in `_validate_together`.
 
 Validation collects every problem before failing, so an operator fixes a config in one pass.
 Secrets (DSN passwords, API keys) come from the file, credential files or the environment —
@@ -9,11 +16,12 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -24,61 +32,42 @@ from .errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/idb-stats/config.toml")
 STORE_KINDS = ("postgres", "elasticsearch", "opensearch")
+SEARCH_STORE_KINDS = ("elasticsearch", "opensearch")
 
-ENVIRONMENT = {
-    "IDB_STATS_SOURCE_DSN": "source.dsn",
-    "IDB_STATS_STORE": "store.kind",
-    "IDB_STATS_STORE_URL": "store.url",
-    "IDB_STATS_API_DSN": "api.dsn",
+# A plain SQL name, optionally schema-qualified.
+SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+SECTION_HELP = {
+    "source": "The telemetry database (only ever read).",
+    "store": "Where statistics are written: PostgreSQL (default), Elasticsearch or OpenSearch.",
+    "collect": "How collect-stats runs.",
+    "api": "The ingest database read by api-stats.",
+    "notify": "Failure alerts (idb-stats-notify@.service).",
 }
 
-# Files looked up in $CREDENTIALS_DIRECTORY (systemd LoadCredential=), by setting they fill.
-CREDENTIALS = {
-    "source-dsn": "source.dsn",
-    "store-url": "store.url",
-    "store-api-key": "store.api_key",
-    "store-password": "store.password",
-    "api-dsn": "api.dsn",
-}
 
-# setting -> (type, default); the schema of the TOML file, section.key.
-SCHEMA: dict[str, tuple[type, Any]] = {
-    "source.dsn": (str, None),
-    "source.dsn_file": (str, None),
-    "source.stats_table": (str, "stats"),
-    "source.queries_table": (str, "queries"),
-    "source.timezone": (str, "UTC"),
-    "store.kind": (str, "postgres"),
-    "store.url": (str, None),
-    "store.schema": (str, "idb_stats"),
-    "store.daily_index": (str, "stats"),
-    "store.totals_index": (str, "stats-totals"),
-    "store.runs_index": (str, "stats-runs"),
-    "store.api_index": (str, "stats-api"),
-    "store.username": (str, None),
-    "store.password": (str, None),
-    "store.password_file": (str, None),
-    "store.api_key": (str, None),
-    "store.api_key_file": (str, None),
-    "store.ca_bundle": (str, None),
-    "store.verify_certs": (bool, True),
-    "store.request_timeout": (float, 60.0),
-    "store.bulk_max_retries": (int, 6),
-    "store.bulk_chunk_bytes": (int, 8_000_000),
-    "collect.max_skipped_share": (float, 0.01),
-    "collect.breakdown_limit": (int, 0),
-    "collect.max_catch_up_days": (int, 31),
-    "collect.lock_timeout": (float, 0.0),
-    "collect.jobs": (int, 1),
-    "api.dsn": (str, None),
-    "api.dsn_file": (str, None),
-    "api.uuids_table": (str, "uuids"),
-    "notify.command": (str, None),
-}
+@dataclass(frozen=True)
+class Setting:
+    """How one Config field is set, checked, shown and documented."""
 
-SECRET_SETTINGS = {"source.dsn", "store.url", "store.password", "store.api_key", "api.dsn"}
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
-_INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+    key: str  # "section.name" in the TOML file
+    help: str
+    env: str | None = None  # environment variable
+    credential: str | None = None  # file name in $CREDENTIALS_DIRECTORY (systemd LoadCredential=)
+    secret: bool = False  # redacted wherever shown; refused on the command line
+    from_file: bool = False  # may also be given as "<key>_file": the path of a file holding it
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    pattern: re.Pattern[str] | None = None
+    pattern_help: str = ""
+    example: str | None = None  # shown, commented out, in the sample when there is no default
+    stores: tuple[str, ...] = STORE_KINDS  # the store kinds it applies to (validation, docs)
+
+
+def _setting(key: str, default: Any = None, **declaration: Any) -> Any:
+    return field(default=default, metadata={"setting": Setting(key, **declaration)})
 
 
 class Secret(str):
@@ -200,36 +189,184 @@ def dsn_problem(setting: str, dsn: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Config:
-    source_dsn: str
-    stats_table: str
-    queries_table: str
-    timezone: str
-    store: str
-    store_url: str | None
-    store_schema: str
-    daily_index: str
-    totals_index: str
-    runs_index: str
-    api_index: str
-    store_username: str | None
-    store_password: str | None
-    store_api_key: str | None
-    ca_bundle: str | None
-    verify_certs: bool
-    request_timeout: float
-    bulk_max_retries: int
-    bulk_chunk_bytes: int
-    max_skipped_share: float
-    breakdown_limit: int
-    max_catch_up_days: int
-    lock_timeout: float
-    jobs: int
-    api_dsn: str | None
-    uuids_table: str
-    notify_command: str | None
-    config_path: str | None = None
+    source_dsn: str = _setting(
+        "source.dsn",
+        help="libpq DSN or URL of the telemetry database.",
+        env="IDB_STATS_SOURCE_DSN",
+        credential="source-dsn",
+        secret=True,
+        from_file=True,
+        example='"/etc/idb-stats/source-dsn"',
+    )
+    stats_table: str = _setting(
+        "source.stats_table",
+        "stats",
+        help="Telemetry events table (schema.name allowed).",
+        pattern=SQL_NAME,
+        pattern_help="a plain SQL name (letters, digits, _; schema.name)",
+    )
+    queries_table: str = _setting(
+        "source.queries_table",
+        "queries",
+        help="Search queries table, joined for query hashes.",
+        pattern=SQL_NAME,
+        pattern_help="a plain SQL name (letters, digits, _; schema.name)",
+    )
+    timezone: str = _setting(
+        "source.timezone", "UTC", help="Time zone the `date` column is read in; days start at its midnight."
+    )
+    store: str = _setting(
+        "store.kind", "postgres", help="Statistics store.", env="IDB_STATS_STORE", choices=STORE_KINDS
+    )
+    store_url: str | None = _setting(
+        "store.url",
+        help="PostgreSQL: a DSN (default: the telemetry database); Elasticsearch/OpenSearch: a URL.",
+        env="IDB_STATS_STORE_URL",
+        credential="store-url",
+        secret=True,
+        example='"https://search.example.org:9200"',
+    )
+    store_schema: str = _setting(
+        "store.schema",
+        "idb_stats",
+        help="The schema holding the statistics tables.",
+        pattern=re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"),
+        pattern_help="a plain SQL name (letters, digits, _)",
+        stores=("postgres",),
+    )
+    daily_index: str = _setting(
+        "store.daily_index",
+        "stats",
+        help="Daily documents index.",
+        pattern=INDEX_NAME,
+        pattern_help="a valid index name (lowercase, no spaces)",
+        stores=SEARCH_STORE_KINDS,
+    )
+    totals_index: str = _setting(
+        "store.totals_index",
+        "stats-totals",
+        help="Totals documents index.",
+        pattern=INDEX_NAME,
+        pattern_help="a valid index name (lowercase, no spaces)",
+        stores=SEARCH_STORE_KINDS,
+    )
+    runs_index: str = _setting(
+        "store.runs_index",
+        "stats-runs",
+        help="Run ledger and day markers index.",
+        pattern=INDEX_NAME,
+        pattern_help="a valid index name (lowercase, no spaces)",
+        stores=SEARCH_STORE_KINDS,
+    )
+    api_index: str = _setting(
+        "store.api_index",
+        "stats-api",
+        help="Recordset size snapshots index (api-stats).",
+        pattern=INDEX_NAME,
+        pattern_help="a valid index name (lowercase, no spaces)",
+        stores=SEARCH_STORE_KINDS,
+    )
+    store_username: str | None = _setting(
+        "store.username",
+        help="User for basic authentication, with store.password.",
+        example='"idb-stats"',
+        stores=SEARCH_STORE_KINDS,
+    )
+    store_password: str | None = _setting(
+        "store.password",
+        help="Password for store.username.",
+        credential="store-password",
+        secret=True,
+        from_file=True,
+        example='"/etc/idb-stats/store-password"',
+        stores=SEARCH_STORE_KINDS,
+    )
+    store_api_key: str | None = _setting(
+        "store.api_key",
+        help="API key (instead of username and password).",
+        credential="store-api-key",
+        secret=True,
+        from_file=True,
+        example='"/etc/idb-stats/store-api-key"',
+        stores=SEARCH_STORE_KINDS,
+    )
+    ca_bundle: str | None = _setting(
+        "store.ca_bundle",
+        help="CA certificates to verify the store's TLS certificate.",
+        example='"/etc/ssl/certs/search-ca.pem"',
+        stores=SEARCH_STORE_KINDS,
+    )
+    verify_certs: bool = _setting(
+        "store.verify_certs", True, help="Verify TLS certificates.", stores=SEARCH_STORE_KINDS
+    )
+    request_timeout: float = _setting(
+        "store.request_timeout",
+        60.0,
+        help="Seconds one store request may take.",
+        minimum=0,
+        stores=SEARCH_STORE_KINDS,
+    )
+    bulk_max_retries: int = _setting(
+        "store.bulk_max_retries",
+        6,
+        help="Retries of a bulk request on 429/502/503/504 or a dropped connection.",
+        minimum=0,
+        stores=SEARCH_STORE_KINDS,
+    )
+    bulk_chunk_bytes: int = _setting(
+        "store.bulk_chunk_bytes",
+        8_000_000,
+        help="Largest bulk request body.",
+        minimum=1,
+        stores=SEARCH_STORE_KINDS,
+    )
+    max_skipped_share: float = _setting(
+        "collect.max_skipped_share",
+        0.01,
+        help="Largest share of a day's rows that may break the rules before the day is refused (exit 6).",
+        minimum=0,
+        maximum=1,
+    )
+    breakdown_limit: int = _setting(
+        "collect.breakdown_limit",
+        0,
+        help="Keep the top N of each breakdown list plus one __other__ entry; 0: unlimited.",
+        minimum=0,
+    )
+    max_catch_up_days: int = _setting(
+        "collect.max_catch_up_days",
+        31,
+        help="Longest span the catch-up runs without --force-span (exit 9).",
+        minimum=1,
+    )
+    lock_timeout: float = _setting(
+        "collect.lock_timeout", 0.0, help="Seconds a second run waits for the run lock (exit 7).", minimum=0
+    )
+    jobs: int = _setting("collect.jobs", 1, help="Days aggregated at once (worker processes).", minimum=1)
+    api_dsn: str | None = _setting(
+        "api.dsn",
+        help="libpq DSN of the ingest database (api-stats).",
+        env="IDB_STATS_API_DSN",
+        credential="api-dsn",
+        secret=True,
+        from_file=True,
+        example='"/etc/idb-stats/api-dsn"',
+    )
+    uuids_table: str = _setting(
+        "api.uuids_table",
+        "uuids",
+        help="The ingest database's uuids table.",
+        pattern=SQL_NAME,
+        pattern_help="a plain SQL name (letters, digits, _; schema.name)",
+    )
+    notify_command: str | None = _setting(
+        "notify.command",
+        help="Shell command run when a unit fails (IDB_STATS_FAILED_UNIT, IDB_STATS_FAILED_RESULT set).",
+        example="'logger -t idb-stats-alert \"$IDB_STATS_FAILED_UNIT failed: $IDB_STATS_FAILED_RESULT\"'",
+    )
+    config_path: str | None = None  # where the file layer came from (not a setting)
 
     @property
     def store_dsn(self) -> str:
@@ -240,17 +377,50 @@ class Config:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def describe(self) -> dict[str, Any]:
-        """The effective settings with every secret redacted, for check-config."""
-        shown: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("store_password", "store_api_key"):
-                value = "***" if value else None
-            elif f.name in ("source_dsn", "store_url", "api_dsn"):
-                value = redact(value)
-            shown[f.name] = value
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """The effective settings by TOML section and key, every secret redacted, for check-config."""
+        shown: dict[str, dict[str, Any]] = {}
+        for declared in SETTINGS:
+            value = getattr(self, declared.attribute)
+            if declared.secret and value:
+                value = redact(value) if declared.key.endswith((".dsn", ".url")) else "***"
+            section, name = declared.key.split(".")
+            shown.setdefault(section, {})[name] = value
         return shown
+
+
+@dataclass(frozen=True)
+class DeclaredSetting(Setting):
+    attribute: str = ""
+    kind: type = str
+    default: Any = None
+    optional: bool = False
+
+
+def _declarations() -> tuple[DeclaredSetting, ...]:
+    hints = get_type_hints(Config)
+    declared = []
+    for f in fields(Config):
+        if "setting" not in f.metadata:
+            continue
+        hint = hints[f.name]
+        optional = type(None) in getattr(hint, "__args__", ())
+        kind = next(a for a in getattr(hint, "__args__", (hint,)) if a is not type(None))
+        base: Setting = f.metadata["setting"]
+        declared.append(
+            DeclaredSetting(
+                **{g.name: getattr(base, g.name) for g in fields(Setting)},
+                attribute=f.name,
+                kind=kind,
+                default=f.default,
+                optional=optional,
+            )
+        )
+    return tuple(declared)
+
+
+SETTINGS = _declarations()
+BY_KEY = {s.key: s for s in SETTINGS}
 
 
 def _flatten(data: Mapping[str, Any], problems: list[str], origin: str) -> dict[str, Any]:
@@ -283,10 +453,8 @@ def _read_secret_file(path: str, setting: str, problems: list[str]) -> str | Non
         return None
 
 
-def _coerce(setting: str, value: Any, problems: list[str]) -> Any:
-    kind, _ = SCHEMA[setting]
-    if value is None:
-        return None
+def _coerce(declared: DeclaredSetting, value: Any, problems: list[str]) -> Any:
+    kind = declared.kind
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -306,9 +474,38 @@ def _coerce(setting: str, value: Any, problems: list[str]) -> Any:
             except ValueError:
                 pass
     elif isinstance(value, str):
-        return value
-    problems.append(f"{setting}: expected {kind.__name__}, got {value!r}")
-    return None
+        return Secret(value) if declared.secret else value
+    problems.append(f"{declared.key}: expected {kind.__name__}, got {value!r}")
+    return declared.default
+
+
+def _file_layer(path: Path, problems: list[str]) -> dict[str, Any]:
+    """Settings from the TOML file; `<key>_file` entries are read into their setting."""
+    raw: dict[str, Any] = {}
+    for key, value in _read_file(path, problems).items():
+        declared = BY_KEY.get(key.removesuffix("_file"))
+        if declared is None or (key.endswith("_file") and not declared.from_file):
+            problems.append(f"{path}: unknown setting {key!r}")
+        elif key.endswith("_file"):
+            if not isinstance(value, str):
+                problems.append(f"{key}: expected a file path, got {value!r}")
+            elif (secret := _read_secret_file(value, key, problems)) is not None:
+                raw[declared.key] = secret
+        else:
+            raw[key] = value
+    return raw
+
+
+def _credentials_layer(directory: str, problems: list[str]) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    for declared in SETTINGS:
+        if declared.credential is None:
+            continue
+        candidate = Path(directory) / declared.credential
+        # install.sh creates every credential file; an empty one means "not used".
+        if candidate.is_file() and (secret := _read_secret_file(str(candidate), declared.key, problems)):
+            raw[declared.key] = secret
+    return raw
 
 
 def load_notify_command(path: str | os.PathLike[str] | None = None) -> str | None:
@@ -342,13 +539,8 @@ def load_config(
     if config_path is None and DEFAULT_CONFIG_PATH.exists():
         config_path = DEFAULT_CONFIG_PATH
     if config_path is not None:
-        from_file = _read_file(config_path, problems)
-        for setting in from_file:
-            if setting not in SCHEMA:
-                problems.append(f"{config_path}: unknown setting {setting!r}")
-        raw.update({k: v for k, v in from_file.items() if k in SCHEMA})
-
-    # Credential files (systemd LoadCredential=) rank with the file: the environment still wins.
+        raw.update(_file_layer(config_path, problems))
+    # Credential files (systemd LoadCredential=) rank above the file: the environment still wins.
     credentials_dir = environ.get("CREDENTIALS_DIRECTORY")
     if credentials_dir and not os.access(credentials_dir, os.R_OK | os.X_OK):
         problems.append(
@@ -356,112 +548,142 @@ def load_config(
             "run manual commands through idb-stats-as-service (in /opt/idb-stats/bin) or as root"
         )
     elif credentials_dir:
-        for name, setting in CREDENTIALS.items():
-            candidate = Path(credentials_dir) / name
-            # install.sh creates every credential file; an empty one means "not used".
-            if candidate.is_file() and (secret := _read_secret_file(str(candidate), setting, problems)):
-                raw[setting] = secret
-    for file_setting in ("source.dsn_file", "store.password_file", "store.api_key_file", "api.dsn_file"):
-        if raw.get(file_setting):
-            raw[file_setting.removesuffix("_file")] = _read_secret_file(
-                raw[file_setting], file_setting, problems
-            )
+        raw.update(_credentials_layer(credentials_dir, problems))
+    raw.update({s.key: environ[s.env] for s in SETTINGS if s.env and environ.get(s.env)})
+    raw.update({key: value for key, value in (overrides or {}).items() if value is not None})
 
-    for variable, setting in ENVIRONMENT.items():
-        if environ.get(variable):
-            raw[setting] = environ[variable]
-    for setting, value in (overrides or {}).items():
-        if value is not None:
-            raw[setting] = value
-
-    values = {s: _coerce(s, raw[s], problems) if s in raw else default for s, (_, default) in SCHEMA.items()}
-    values = {s: Secret(v) if s in SECRET_SETTINGS and isinstance(v, str) else v for s, v in values.items()}
-    _validate(values, problems)
+    values = {}
+    for declared in SETTINGS:
+        value = _coerce(declared, raw[declared.key], problems) if declared.key in raw else declared.default
+        _check_value(declared, value, raw.get("store.kind", "postgres"), problems)
+        values[declared.attribute] = value
+    _validate_together(values, problems)
     _check_dsns(values, problems)
     if problems:
         raise ConfigError(problems)
-    return Config(
-        source_dsn=values["source.dsn"],
-        stats_table=values["source.stats_table"],
-        queries_table=values["source.queries_table"],
-        timezone=values["source.timezone"],
-        store=values["store.kind"],
-        store_url=values["store.url"],
-        store_schema=values["store.schema"],
-        daily_index=values["store.daily_index"],
-        totals_index=values["store.totals_index"],
-        runs_index=values["store.runs_index"],
-        api_index=values["store.api_index"],
-        store_username=values["store.username"],
-        store_password=values["store.password"],
-        store_api_key=values["store.api_key"],
-        ca_bundle=values["store.ca_bundle"],
-        verify_certs=values["store.verify_certs"],
-        request_timeout=values["store.request_timeout"],
-        bulk_max_retries=values["store.bulk_max_retries"],
-        bulk_chunk_bytes=values["store.bulk_chunk_bytes"],
-        max_skipped_share=values["collect.max_skipped_share"],
-        breakdown_limit=values["collect.breakdown_limit"],
-        max_catch_up_days=values["collect.max_catch_up_days"],
-        lock_timeout=values["collect.lock_timeout"],
-        jobs=values["collect.jobs"],
-        api_dsn=values["api.dsn"],
-        uuids_table=values["api.uuids_table"],
-        notify_command=values["notify.command"],
-        config_path=str(config_path) if config_path else None,
-    )
+    return Config(**values, config_path=str(config_path) if config_path else None)
 
 
-def _validate(v: dict[str, Any], problems: list[str]) -> None:
-    if not v["source.dsn"]:
+def _check_value(declared: DeclaredSetting, value: Any, store_kind: str, problems: list[str]) -> None:
+    """The rules of one setting, from its declaration."""
+    if value is None or (store_kind in STORE_KINDS and store_kind not in declared.stores):
+        return
+    shown = redact(value) if declared.secret else value
+    if declared.choices and value not in declared.choices:
+        problems.append(f"{declared.key}: {shown!r} is not one of {', '.join(declared.choices)}")
+    if declared.pattern and not declared.pattern.match(value):
+        problems.append(f"{declared.key}: {shown!r} is not {declared.pattern_help}")
+    if declared.minimum is not None and value < declared.minimum:
+        problems.append(f"{declared.key}: must be {declared.minimum:g} or more, got {value}")
+    if declared.maximum is not None and value > declared.maximum:
+        problems.append(f"{declared.key}: must be at most {declared.maximum:g}, got {value}")
+
+
+def _validate_together(v: dict[str, Any], problems: list[str]) -> None:
+    """Rules that involve more than one setting, or the world outside the file."""
+    if not v["source_dsn"]:
         problems.append(
             "source.dsn: no telemetry database given (set [source] dsn or dsn_file, IDB_STATS_SOURCE_DSN, "
             "or a source-dsn credential)"
         )
-    for setting in ("source.stats_table", "source.queries_table", "store.schema", "api.uuids_table"):
-        if v[setting] is not None and not _IDENTIFIER.match(v[setting]):
-            problems.append(
-                f"{setting}: {v[setting]!r} is not a plain SQL name (letters, digits, _; schema.name)"
-            )
-    if v["source.timezone"] is not None:
-        try:
-            ZoneInfo(v["source.timezone"])
-        except (ZoneInfoNotFoundError, ValueError):
-            problems.append(f"source.timezone: unknown time zone {v['source.timezone']!r}")
-    kind = v["store.kind"]
-    if kind is not None and kind not in STORE_KINDS:
-        problems.append(f"store.kind: {kind!r} is not one of {', '.join(STORE_KINDS)}")
-    if kind in ("elasticsearch", "opensearch"):
-        url = v["store.url"] or ""
+    try:
+        ZoneInfo(v["timezone"])
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"source.timezone: unknown time zone {v['timezone']!r}")
+    if v["store"] in SEARCH_STORE_KINDS:
+        url = v["store_url"] or ""
         if not re.match(r"^https?://", url):
-            problems.append(f"store.url: the {kind} store needs an http(s):// URL, got {redact(url)!r}")
-        for setting in ("daily_index", "totals_index", "runs_index", "api_index"):
-            name = v[f"store.{setting}"]
-            if name is not None and not _INDEX_NAME.match(name):
-                problems.append(f"store.{setting}: {name!r} is not a valid index name (lowercase, no spaces)")
-        if v["store.password"] and not v["store.username"]:
+            problems.append(f"store.url: the {v['store']} store needs an http(s):// URL, got {redact(url)!r}")
+        if v["store_password"] and not v["store_username"]:
             problems.append("store.password: a password needs store.username")
-        if v["store.ca_bundle"] and not Path(v["store.ca_bundle"]).is_file():
-            problems.append(f"store.ca_bundle: no such file {v['store.ca_bundle']}")
-    share = v["collect.max_skipped_share"]
-    if share is not None and not 0 <= share <= 1:
-        problems.append(f"collect.max_skipped_share: must be between 0 and 1, got {share}")
-    for setting in ("collect.breakdown_limit", "store.bulk_max_retries"):
-        if v[setting] is not None and v[setting] < 0:
-            problems.append(f"{setting}: must be 0 or more, got {v[setting]}")
-    for setting in ("collect.max_catch_up_days", "collect.jobs", "store.bulk_chunk_bytes"):
-        if v[setting] is not None and v[setting] < 1:
-            problems.append(f"{setting}: must be 1 or more, got {v[setting]}")
-    for setting in ("collect.lock_timeout", "store.request_timeout"):
-        if v[setting] is not None and v[setting] < 0:
-            problems.append(f"{setting}: must be 0 or more, got {v[setting]}")
+        if v["ca_bundle"] and not Path(v["ca_bundle"]).is_file():
+            problems.append(f"store.ca_bundle: no such file {v['ca_bundle']}")
 
 
 def _check_dsns(v: dict[str, Any], problems: list[str]) -> None:
     """PostgreSQL DSNs libpq cannot parse (an unquoted space in a password, most often)."""
-    dsns = {"source.dsn": v["source.dsn"], "api.dsn": v["api.dsn"]}
-    if v["store.kind"] == "postgres" and not re.match(r"^https?://", v["store.url"] or ""):
-        dsns["store.url"] = v["store.url"]
-    for setting, dsn in dsns.items():
-        if dsn and (problem := dsn_problem(setting, dsn)):
+    dsns = {"source.dsn": v["source_dsn"], "api.dsn": v["api_dsn"]}
+    if v["store"] == "postgres" and not re.match(r"^https?://", v["store_url"] or ""):
+        dsns["store.url"] = v["store_url"]
+    for key, dsn in dsns.items():
+        if dsn and (problem := dsn_problem(key, dsn)):
             problems.append(problem)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def _where_from(declared: DeclaredSetting) -> list[str]:
+    where = []
+    if declared.env:
+        where.append(f"env {declared.env}")
+    if declared.credential:
+        where.append(f"credential file {declared.credential}")
+    return where
+
+
+def sample_config() -> str:
+    """deploy/config.example.toml: every setting with its help, default or example."""
+    lines = [
+        "# idb-stats configuration (generated by `idb-stats sample-config`; every setting is listed",
+        "# with its default). Secrets go in /etc/idb-stats/credentials/ (loaded by systemd as",
+        "# credentials), never in this file or on command lines.",
+    ]
+    section = ""
+    for declared in SETTINGS:
+        current, name = declared.key.split(".")
+        if current != section:
+            section = current
+            lines += ["", f"# {SECTION_HELP[section]}", f"[{section}]"]
+        notes = declared.help
+        if declared.stores != STORE_KINDS:
+            notes += f" ({' and '.join(declared.stores)} only)"
+        if where := _where_from(declared):
+            notes += f" Also: {', '.join(where)}."
+        lines += [f"# {line}" for line in textwrap.wrap(notes, 96)]
+        if declared.secret:
+            if declared.from_file:
+                lines.append(f"# {name}_file = {declared.example}")
+            else:
+                lines.append(f"# {name} = {declared.example}")
+        elif declared.default is None:
+            lines.append(f"# {name} = {declared.example}")
+        else:
+            lines.append(f"{name} = {_toml_value(declared.default)}")
+    return "\n".join(lines) + "\n"
+
+
+def settings_table() -> str:
+    """docs/configuration.md: one row per setting."""
+    rows = [
+        "# Configuration settings",
+        "",
+        "Generated by `idb-stats sample-config --markdown` from the declarations in",
+        "`idb_stats/config.py`; `deploy/config.example.toml` is generated from the same declarations.",
+        "Layers, lowest first: defaults, the TOML file (`--config`, else `/etc/idb-stats/config.toml`),",
+        "credential files in `$CREDENTIALS_DIRECTORY`, the environment, flags. Secret settings are",
+        "redacted by `check-config` and refused on the command line; `<key>_file` names a file that",
+        "holds the value where the table says so.",
+        "",
+        "| setting | type | default | also from | stores | what it is |",
+        "|---|---|---|---|---|---|",
+    ]
+    for declared in SETTINGS:
+        default = "" if declared.default is None else f"`{_toml_value(declared.default)}`"
+        where = _where_from(declared)
+        if declared.from_file:
+            where.append(f"`{declared.key.split('.')[1]}_file`")
+        if declared.secret:
+            where.append("secret")
+        stores = "all" if declared.stores == STORE_KINDS else ", ".join(declared.stores)
+        optional = declared.optional and declared.default is None
+        kind = declared.kind.__name__ + (" (optional)" if optional else "")
+        rows.append(
+            f"| `{declared.key}` | {kind} | {default} | {', '.join(where)} | {stores} | {declared.help} |"
+        )
+    return "\n".join(rows) + "\n"

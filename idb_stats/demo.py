@@ -47,8 +47,7 @@ def run(days: int, rows_per_day: int, keep_running: bool, echo: Callable[[str], 
                 f"  {stats.harvest_date}: {stats.rows} rows, {stats.entries} entries, "
                 f"{stats.recordsets} recordsets, {stats.skipped} skipped"
             )
-        store = open_store(config)
-        try:
+        with open_store(config) as store:
             echo("")
             header = f"{'recordset':<38}{'days':>5}" + "".join(
                 f"{rt[:5] + '.' + ty:>16}" for rt, ty in COLUMNS
@@ -60,8 +59,6 @@ def run(days: int, rows_per_day: int, keep_running: bool, echo: Callable[[str], 
                     f"{doc['recordset_id']:<38}{doc['days']:>5}"
                     + "".join(f"{doc[rt][ty]['total']:>16}" for rt, ty in COLUMNS)
                 )
-        finally:
-            store.close()
         if keep_running:
             echo(f"\nPostgreSQL stays up: IDB_STATS_SOURCE_DSN='{dsn}' (Ctrl-C to stop)")
             try:

@@ -85,24 +85,18 @@ def _run_as(owner: pwd.struct_passwd | None) -> dict[str, object]:
     return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
 
 
-def start(fsync: bool = False, extra_settings: dict[str, str] | None = None) -> EmbeddedPostgres:
-    """initdb a fresh cluster in a temporary directory and start it on a free loopback port."""
-    bin_dir = find_binaries()
-    owner = None
-    if os.geteuid() == 0:
-        for name in ("postgres", "nobody"):
-            with contextlib.suppress(KeyError):
-                owner = pwd.getpwnam(name)
-                break
-        if owner is None:
-            raise EmbeddedPostgresError(
-                "running as root and no unprivileged account (postgres, nobody) to run as"
-            )
-    base = Path(tempfile.mkdtemp(prefix="idb-stats-pg-"))
+def _unprivileged_owner() -> pwd.struct_passwd | None:
+    """The account the server runs as when we are root (PostgreSQL refuses to run as root)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise EmbeddedPostgresError("running as root and no unprivileged account (postgres, nobody) to run as")
+
+
+def _initdb(bin_dir: Path, base: Path, owner: pwd.struct_passwd | None, env: dict[str, str]) -> Path:
     data_dir = base / "data"
-    if owner is not None:
-        os.chown(base, owner.pw_uid, owner.pw_gid)
-    env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
     init = subprocess.run(
         [
             str(bin_dir / "initdb"),
@@ -125,6 +119,33 @@ def start(fsync: bool = False, extra_settings: dict[str, str] | None = None) -> 
     if init.returncode != 0:
         shutil.rmtree(base, ignore_errors=True)
         raise EmbeddedPostgresError(f"initdb failed: {init.stderr.decode(errors='replace').strip()}")
+    return data_dir
+
+
+def _wait_until_ready(server: EmbeddedPostgres, base: Path, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            output = (base / "postgres.log").read_text(errors="replace")
+            shutil.rmtree(base, ignore_errors=True)
+            raise EmbeddedPostgresError(f"postgres exited at start:\n{output}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", server.port), timeout=1):
+            if _accepts_queries(server):
+                return
+        time.sleep(0.1)
+    server.stop()
+    raise EmbeddedPostgresError(f"postgres did not accept connections within {seconds:g} s")
+
+
+def start(fsync: bool = False, extra_settings: dict[str, str] | None = None) -> EmbeddedPostgres:
+    """initdb a fresh cluster in a temporary directory and start it on a free loopback port."""
+    bin_dir = find_binaries()
+    owner = _unprivileged_owner()
+    base = Path(tempfile.mkdtemp(prefix="idb-stats-pg-"))
+    if owner is not None:
+        os.chown(base, owner.pw_uid, owner.pw_gid)
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+    data_dir = _initdb(bin_dir, base, owner, env)
     port = _free_port()
     settings = {
         "listen_addresses": "127.0.0.1",
@@ -145,18 +166,8 @@ def start(fsync: bool = False, extra_settings: dict[str, str] | None = None) -> 
         args, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=base, **_run_as(owner)
     )  # type: ignore[call-overload]
     server = EmbeddedPostgres(data_dir, port, process, owner)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = (base / "postgres.log").read_text(errors="replace")
-            shutil.rmtree(base, ignore_errors=True)
-            raise EmbeddedPostgresError(f"postgres exited at start:\n{output}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            if _accepts_queries(server):
-                return server
-        time.sleep(0.1)
-    server.stop()
-    raise EmbeddedPostgresError("postgres did not accept connections within 60 s")
+    _wait_until_ready(server, base)
+    return server
 
 
 def _accepts_queries(server: EmbeddedPostgres) -> bool:

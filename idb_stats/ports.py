@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from .model import Cell, DayStats, SkipReport
 
@@ -39,6 +39,11 @@ class Store(Protocol):
     """
 
     identity: str
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the store's connections, however the block ended."""
 
     def init(self) -> None:
         """Create schema, indexes or templates; safe to repeat."""
@@ -99,3 +104,16 @@ class Store(Protocol):
         """A recordset's most frequent items and queries over the range, summed over all blocks."""
 
     def close(self) -> None: ...
+
+
+class ClosedOnExit:
+    """For stores: `with open_store(config) as store:` closes it however the block ends."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
+from dateutil import rrule
 
 from . import __version__
 from .charts import Chart, line_chart
@@ -63,17 +64,24 @@ def page_name(recordset_id: str) -> str:
     return f"id-{hashlib.sha256(recordset_id.encode()).hexdigest()[:20]}.html"
 
 
+# Calendar stepping is dateutil's (months of every length, leap years); truncation to a period's
+# start is the stores' date_trunc / date_histogram rule, stated here.
+STEPS: dict[str, Literal[0, 1, 2, 3, 4, 5, 6]] = {
+    "day": rrule.DAILY,
+    "week": rrule.WEEKLY,
+    "month": rrule.MONTHLY,
+    "year": rrule.YEARLY,
+}
+
+
 def periods(first: date, last: date, interval: str) -> list[date]:
     """Every period start of the range, as the stores' date_trunc / date_histogram key them."""
-    start = _truncate(first, interval)
-    out = []
-    while start <= last:
-        out.append(start)
-        start = _next(start, interval)
-    return out
+    start = datetime.combine(period_start(first, interval), datetime.min.time())
+    until = datetime.combine(last, datetime.min.time())
+    return [step.date() for step in rrule.rrule(STEPS[interval], dtstart=start, until=until)]
 
 
-def _truncate(day: date, interval: str) -> date:
+def period_start(day: date, interval: str) -> date:
     if interval == "week":
         return day - timedelta(days=day.weekday())  # ISO weeks start on Monday
     if interval == "month":
@@ -81,16 +89,6 @@ def _truncate(day: date, interval: str) -> date:
     if interval == "year":
         return day.replace(month=1, day=1)
     return day
-
-
-def _next(day: date, interval: str) -> date:
-    if interval == "day":
-        return day + timedelta(days=1)
-    if interval == "week":
-        return day + timedelta(days=7)
-    if interval == "month":
-        return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return day.replace(year=day.year + 1)
 
 
 def type_charts(rows: Sequence[dict[str, Any]], axis: list[date], interval: str) -> list[Chart]:
@@ -172,6 +170,86 @@ def _marked(page: Path) -> bool:
         return GENERATOR_MARK in text.read(4096)
 
 
+class _Site:
+    """The pages of one report: what every page shares, and how each kind of page is written."""
+
+    def __init__(
+        self,
+        open_store: Callable[[], Store],
+        store_kind: str,
+        first: date,
+        last: date,
+        interval: str,
+        out: Path,
+    ) -> None:
+        self.open_store, self.first, self.last, self.interval, self.out = (
+            open_store,
+            first,
+            last,
+            interval,
+            out,
+        )
+        self.axis = periods(first, last, interval)
+        self.env = _environment()
+        self.common = {
+            "css": files("idb_stats").joinpath("templates", "report.css").read_text(),
+            "version": __version__,
+            "generated": datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "store_kind": store_kind,
+            "first": first,
+            "last": last,
+            "interval": interval,
+            "columns": list(EVENT_TYPES),
+        }
+
+    def write(self, path: Path, template: str, **context: Any) -> int:
+        text = self.env.get_template(template).render(**self.common, **context)
+        path.write_text(text, encoding="utf-8")
+        return len(text.encode())
+
+    def ranking(self) -> list[RecordsetRow]:
+        """Every recordset with activity, busiest first, with its range totals (from a yearly
+        series: one or two rows per recordset)."""
+        with self.open_store() as store:
+            rows = [
+                RecordsetRow(rs, page_name(rs), range_totals(series))
+                for rs, series in _by_recordset(store.series([], self.first, self.last, "year"))
+            ]
+        return sorted(rows, key=lambda r: (-sum(r.values), r.recordset_id))
+
+    def recordset_pages(self, chunk: list[str]) -> tuple[int, int]:
+        """Pages of some recordsets, on a store connection of their own: (pages, bytes)."""
+        first, last, interval = self.first, self.last, self.interval
+        with self.open_store() as store:
+            pages = size = 0
+            countries: dict[str, list[dict[str, Any]]] = {}
+            for row in store.top_countries(chunk, first, last, TOP, by_recordset=True):
+                countries.setdefault(row["recordset_id"], []).append(row)
+            for recordset_id, rows in _by_recordset(store.series(chunk, first, last, interval)):
+                size += self.write(
+                    self.out / "recordsets" / page_name(recordset_id),
+                    "recordset.html",
+                    recordset_id=recordset_id,
+                    values=range_totals(rows),
+                    charts=type_charts(rows, self.axis, interval),
+                    terms=store.top_terms(recordset_id, first, last, TOP),
+                    countries=countries.get(recordset_id, []),
+                )
+                pages += 1
+            return pages, size
+
+    def index_page(self, ranking: list[RecordsetRow]) -> int:
+        with self.open_store() as store:
+            portal = store.series([], self.first, self.last, self.interval, by_recordset=False)
+            return self.write(
+                self.out / "index.html",
+                "index.html",
+                charts=type_charts(portal, self.axis, self.interval),
+                recordsets=ranking,
+                countries=store.top_countries([], self.first, self.last, 50),
+            )
+
+
 def build_report(
     open_store: Callable[[], Store],
     store_kind: str,
@@ -185,79 +263,15 @@ def build_report(
     """Write the site. Recordset pages are built by `workers` threads, each with its own store
     connection: the work is mostly the store's, so two queries at once use both cores."""
     started = time.monotonic()
-    interval = interval or default_interval(first, last)
-    axis = periods(first, last, interval)
-    env = _environment()
-    common = {
-        "css": files("idb_stats").joinpath("templates", "report.css").read_text(),
-        "version": __version__,
-        "generated": datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "store_kind": store_kind,
-        "first": first,
-        "last": last,
-        "interval": interval,
-        "columns": list(EVENT_TYPES),
-    }
     prepare_out_dir(out_dir)
-
-    def write(path: Path, template: str, **context: Any) -> int:
-        text = env.get_template(template).render(**common, **context)
-        path.write_text(text, encoding="utf-8")
-        return len(text.encode())
-
-    def write_pages(chunk: list[str]) -> tuple[int, int]:
-        """Pages of some recordsets, on a store connection of their own: (pages, bytes)."""
-        store = open_store()
-        try:
-            pages = size = 0
-            countries: dict[str, list[dict[str, Any]]] = {}
-            for row in store.top_countries(chunk, first, last, TOP, by_recordset=True):
-                countries.setdefault(row["recordset_id"], []).append(row)
-            for recordset_id, rows in _by_recordset(store.series(chunk, first, last, interval)):
-                size += write(
-                    out_dir / "recordsets" / page_name(recordset_id),
-                    "recordset.html",
-                    recordset_id=recordset_id,
-                    values=range_totals(rows),
-                    charts=type_charts(rows, axis, interval),
-                    terms=store.top_terms(recordset_id, first, last, TOP),
-                    countries=countries.get(recordset_id, []),
-                )
-                pages += 1
-            return pages, size
-        finally:
-            store.close()
-
-    def write_index(ranking: list[RecordsetRow]) -> int:
-        store = open_store()
-        try:
-            portal = store.series([], first, last, interval, by_recordset=False)
-            return write(
-                out_dir / "index.html",
-                "index.html",
-                charts=type_charts(portal, axis, interval),
-                recordsets=ranking,
-                countries=store.top_countries([], first, last, 50),
-            )
-        finally:
-            store.close()
-
-    store = open_store()
-    try:
-        # Range totals of every recordset: a yearly series has one or two rows per recordset.
-        ranking = [
-            RecordsetRow(rs, page_name(rs), range_totals(rows))
-            for rs, rows in _by_recordset(store.series([], first, last, "year"))
-        ]
-    finally:
-        store.close()
-    ranking.sort(key=lambda r: (-sum(r.values), r.recordset_id))
+    site = _Site(open_store, store_kind, first, last, interval or default_interval(first, last), out_dir)
+    ranking = site.ranking()
     chunks = [[r.recordset_id for r in ranking[i : i + CHUNK]] for i in range(0, len(ranking), CHUNK)]
     done = written = 0
     with ThreadPoolExecutor(max(1, workers)) as pool:
         # The index's portal-wide queries run beside the first pages rather than before them.
-        index = pool.submit(write_index, ranking)
-        for pages, size in pool.map(write_pages, chunks):
+        index = pool.submit(site.index_page, ranking)
+        for pages, size in pool.map(site.recordset_pages, chunks):
             done, written = done + pages, written + size
             if progress:
                 progress(done, len(ranking))

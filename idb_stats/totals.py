@@ -18,6 +18,11 @@ from .model import BLOCKS, OTHER_TERM, RECORD_TYPES, UNKNOWN_COUNTRY
 DayRange = tuple[date, date]
 
 
+def block_figures(block: dict[str, Any]) -> tuple[int, int]:
+    """A block's (count, total), as daily documents, summaries and totals all store them."""
+    return int(block.get("count", 0)), int(block.get("total", 0))
+
+
 @dataclass
 class Summary:
     """The additive part of a daily document (or of a sum of them)."""
@@ -41,7 +46,7 @@ class Summary:
         summary = cls()
         for rt, ty in BLOCKS:
             block = data.get(rt, {}).get(ty, {})
-            summary.counts[(rt, ty)] = (int(block.get("count", 0)), int(block.get("total", 0)))
+            summary.counts[(rt, ty)] = block_figures(block)
             summary.countries[(rt, ty)] = {k: int(v) for k, v in block.get("countries", {}).items()}
         return summary
 
@@ -51,7 +56,7 @@ def summarize(doc: dict[str, Any]) -> Summary:
     summary = Summary()
     for rt, ty in BLOCKS:
         block = doc.get(rt, {}).get(ty, {})
-        summary.counts[(rt, ty)] = (int(block.get("count", 0)), int(block.get("total", 0)))
+        summary.counts[(rt, ty)] = block_figures(block)
         by_country: dict[str, int] = {}
         for entry in block.get("geocodes", []):
             if entry.get("term") == OTHER_TERM:
@@ -131,7 +136,7 @@ class Totals:
         summary = Summary()
         for rt, ty in BLOCKS:
             block = doc.get(rt, {}).get(ty, {})
-            summary.counts[(rt, ty)] = (int(block.get("count", 0)), int(block.get("total", 0)))
+            summary.counts[(rt, ty)] = block_figures(block)
             summary.countries[(rt, ty)] = {c["country"]: int(c["count"]) for c in block.get("countries", [])}
         days = [(date.fromisoformat(a), date.fromisoformat(b)) for a, b in doc.get("harvest_dates", [])]
         return cls(doc["recordset_id"], summary, days)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import MakeConfig
 from proxies import ElasticsearchProxy
 
 from idb_stats import embedded
@@ -77,9 +78,6 @@ def _store_params() -> list[Any]:
     return params
 
 
-MakeConfig = Callable[..., Config]
-
-
 @pytest.fixture(params=_store_params())
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -113,17 +111,3 @@ def make_config(request: pytest.FixtureRequest, dsn: str, store_kind: str) -> Ma
         return load_config(overrides={**overrides, **extra}, environ={})
 
     return make
-
-
-def other_store(make_config: MakeConfig, name: str) -> Config:
-    """A second, empty store of the same kind beside the test's own (another schema or indexes)."""
-    base = make_config()
-    return make_config(
-        **{
-            "store.schema": name,
-            **{
-                f"store.{index}": f"{getattr(base, index)}-{name}"
-                for index in ("daily_index", "totals_index", "runs_index", "api_index")
-            },
-        }
-    )

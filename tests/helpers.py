@@ -1,17 +1,29 @@
-"""Test helpers: write telemetry rows, and compute what the rules say they aggregate to."""
+"""Test helpers shared by the test modules (which never import each other): write telemetry rows,
+compute what the rules say they aggregate to, the collected test week, and the CLI as a process."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 
-from idb_stats import synthetic
+from idb_stats import runner, synthetic
+from idb_stats.config import Config
+from idb_stats.model import BLOCKS
 from idb_stats.rules import TelemetryRow, aggregate
+from idb_stats.stores import open_store
 from idb_stats.synthetic import fake_uuid
+
+ROOT = Path(__file__).resolve().parent.parent
+MakeConfig = Callable[..., Config]
 
 Row = tuple[datetime, str, Any, Any, Any, Any]  # date, type, record_type, query hash, geocode, payload
 
@@ -114,3 +126,87 @@ def random_rows(seed: int, day: date, n: int = 150, bad: bool = True) -> list[Ro
             (start + timedelta(hours=8), "mapping", "mediarecords", None, None, {some_rs: "12"}),
         ]
     return rows
+
+
+DAYS = [date(2020, 2, 17) + timedelta(days=i) for i in range(4)]  # calendar days of events
+HARVEST = [d + timedelta(days=1) for d in DAYS]
+
+
+def load_week(dsn: str) -> None:
+    rows = []
+    for i, day in enumerate(DAYS):
+        rows += random_rows(10 + i, day, n=80, bad=False)
+    insert_rows(dsn, rows)
+
+
+def snapshot(config: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    store = open_store(config)
+    try:
+        return list(store.export(HARVEST[0], HARVEST[-1] + timedelta(days=1))), list(store.totals())
+    finally:
+        store.close()
+
+
+def totals_from_daily(daily: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The invariant, computed the slow way: totals are the sum of the daily documents."""
+    out: dict[str, dict[str, Any]] = {}
+    for doc in daily:
+        t = out.setdefault(doc["recordset_id"], {"days": set(), "blocks": {b: [0, 0] for b in BLOCKS}})
+        t["days"].add(doc["harvest_date"])
+        for rt, ty in BLOCKS:
+            t["blocks"][(rt, ty)][0] += doc[rt][ty]["count"]
+            t["blocks"][(rt, ty)][1] += doc[rt][ty]["total"]
+    return out
+
+
+def assert_consistent(daily: list[dict[str, Any]], totals: list[dict[str, Any]]) -> None:
+    expected = totals_from_daily(daily)
+    assert sorted(t["recordset_id"] for t in totals) == sorted(expected)
+    for t in totals:
+        e = expected[t["recordset_id"]]
+        assert t["days"] == len(e["days"])
+        assert t["first_harvest_date"] == min(e["days"]) and t["last_harvest_date"] == max(e["days"])
+        for rt, ty in BLOCKS:
+            assert [t[rt][ty]["count"], t[rt][ty]["total"]] == e["blocks"][(rt, ty)]
+            assert sum(c["count"] for c in t[rt][ty]["countries"]) == e["blocks"][(rt, ty)][1]
+
+
+def collect(config: Any, **selection: Any) -> runner.RunResult:
+    return runner.collect(config, runner.Selection(**selection))
+
+
+def published(make_config: MakeConfig, dsn: str) -> tuple[Any, list[dict[str, Any]]]:
+    """The test week collected into the test's store: its config and the daily documents."""
+    load_week(dsn)
+    config = make_config()
+    collect(config, first=HARVEST[0], last=HARVEST[-1])
+    return config, snapshot(config)[0]
+
+
+def other_store(make_config: MakeConfig, name: str) -> Config:
+    """A second, empty store of the same kind beside the test's own (another schema or indexes)."""
+    base = make_config()
+    return make_config(
+        **{
+            "store.schema": name,
+            **{
+                f"store.{index}": f"{getattr(base, index)}-{name}"
+                for index in ("daily_index", "totals_index", "runs_index", "api_index")
+            },
+        }
+    )
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("IDB_STATS_") and k != "JOURNAL_STREAM"}
+    return subprocess.run(
+        [sys.executable, "-m", "idb_stats.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        input=input,
+        cwd=ROOT,
+        timeout=300,
+    )

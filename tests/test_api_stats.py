@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
-from conftest import MakeConfig
+from helpers import MakeConfig
 
 from idb_stats import runner
 from idb_stats.stores import open_store

@@ -7,8 +7,7 @@ import uuid
 from pathlib import Path
 
 import psycopg2
-from test_cli import run
-from test_store_contract import load_week
+from helpers import load_week, run
 
 from idb_stats import embedded
 

@@ -3,38 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from datetime import date, datetime
 from pathlib import Path
 
 import pytest
-from helpers import insert_rows, reference
-from test_store_contract import HARVEST, load_week
+from helpers import HARVEST, ROOT, insert_rows, load_week, reference, run
 
 from idb_stats import runner
 from idb_stats.cli import cli
 from idb_stats.config import load_config
 from idb_stats.stores import open_store
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run(
-    *args: str, env: dict[str, str] | None = None, input: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("IDB_STATS_") and k != "JOURNAL_STREAM"}
-    return subprocess.run(
-        [sys.executable, "-m", "idb_stats.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**base, **(env or {})},
-        input=input,
-        cwd=ROOT,
-        timeout=300,
-    )
 
 
 def test_every_command_is_documented() -> None:
@@ -77,10 +56,10 @@ def test_precedence_flag_over_env_over_file_and_secrets_hidden(tmp_path: Path) -
         "IDB_STATS_SOURCE_DSN": "host=db password=dsn-secret dbname=t",
     }
     shown = json.loads(run("check-config", "--config", str(config), env=env).stdout)
-    assert shown["store"] == "opensearch" and shown["store_url"] == "https://user:***@os:9200"
-    assert shown["source_dsn"] == "host=db password=*** dbname=t"
+    assert shown["store"]["kind"] == "opensearch" and shown["store"]["url"] == "https://user:***@os:9200"
+    assert shown["source"]["dsn"] == "host=db password=*** dbname=t"
     flagged = run("check-config", "--config", str(config), "--store", "postgres", env=env)
-    assert json.loads(flagged.stdout)["store"] == "postgres"
+    assert json.loads(flagged.stdout)["store"]["kind"] == "postgres"
     for result in (flagged, run("check-config", "--config", str(config), env=env)):
         assert "secret" not in result.stdout + result.stderr
     refused = run("check-config", "--store-url", "https://u:pw@os:9200", env=env)

@@ -9,8 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_cli import run
-from test_store_contract import HARVEST, load_week
+from helpers import HARVEST, load_week, run
 
 ROOT = Path(__file__).resolve().parent.parent
 WRAPPER = ROOT / "deploy" / "idb-stats-as-service"

@@ -8,10 +8,17 @@ from typing import Any
 
 import psycopg2
 import pytest
-from conftest import MakeConfig, other_store
-from helpers import insert_rows, random_rows
+from helpers import (
+    HARVEST,
+    MakeConfig,
+    assert_consistent,
+    insert_rows,
+    load_week,
+    other_store,
+    random_rows,
+    snapshot,
+)
 from proxies import ElasticsearchProxy, TcpCutProxy
-from test_store_contract import HARVEST, assert_consistent, load_week, snapshot
 
 from idb_stats import runner
 from idb_stats.errors import IdbStatsError, LockHeld

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import MakeConfig
-from test_store_contract import HARVEST, load_week, snapshot
+from helpers import HARVEST, MakeConfig, load_week, snapshot
 
 from idb_stats import runner
 from idb_stats.stores import open_store

@@ -6,8 +6,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from conftest import MakeConfig
-from test_store_contract import HARVEST, published
+from helpers import HARVEST, MakeConfig, published
 
 from idb_stats.errors import StoreError
 from idb_stats.stores import open_store

@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MakeConfig
+from helpers import HARVEST, MakeConfig, collect, load_week, published, run
 from PIL import Image
-from test_cli import run
-from test_store_contract import HARVEST, collect, load_week, published
 
 from idb_stats import cohort, report
 from idb_stats.config import load_config

@@ -6,9 +6,9 @@ from urllib.parse import quote
 
 import psycopg2.extensions
 import pytest
+from helpers import run
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from test_cli import run
 
 from idb_stats.config import redact
 

@@ -5,69 +5,25 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from conftest import MakeConfig, other_store
-from helpers import insert_rows, random_rows, reference
+from helpers import (
+    HARVEST,
+    MakeConfig,
+    assert_consistent,
+    collect,
+    insert_rows,
+    load_week,
+    other_store,
+    published,
+    reference,
+    snapshot,
+)
 
 from idb_stats import runner
 from idb_stats.model import BLOCKS
 from idb_stats.stores import open_store
-
-DAYS = [date(2020, 2, 17) + timedelta(days=i) for i in range(4)]  # calendar days of events
-HARVEST = [d + timedelta(days=1) for d in DAYS]
-
-
-def load_week(dsn: str) -> None:
-    rows = []
-    for i, day in enumerate(DAYS):
-        rows += random_rows(10 + i, day, n=80, bad=False)
-    insert_rows(dsn, rows)
-
-
-def snapshot(config: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    store = open_store(config)
-    try:
-        return list(store.export(HARVEST[0], HARVEST[-1] + timedelta(days=1))), list(store.totals())
-    finally:
-        store.close()
-
-
-def totals_from_daily(daily: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The invariant, computed the slow way: totals are the sum of the daily documents."""
-    out: dict[str, dict[str, Any]] = {}
-    for doc in daily:
-        t = out.setdefault(doc["recordset_id"], {"days": set(), "blocks": {b: [0, 0] for b in BLOCKS}})
-        t["days"].add(doc["harvest_date"])
-        for rt, ty in BLOCKS:
-            t["blocks"][(rt, ty)][0] += doc[rt][ty]["count"]
-            t["blocks"][(rt, ty)][1] += doc[rt][ty]["total"]
-    return out
-
-
-def assert_consistent(daily: list[dict[str, Any]], totals: list[dict[str, Any]]) -> None:
-    expected = totals_from_daily(daily)
-    assert sorted(t["recordset_id"] for t in totals) == sorted(expected)
-    for t in totals:
-        e = expected[t["recordset_id"]]
-        assert t["days"] == len(e["days"])
-        assert t["first_harvest_date"] == min(e["days"]) and t["last_harvest_date"] == max(e["days"])
-        for rt, ty in BLOCKS:
-            assert [t[rt][ty]["count"], t[rt][ty]["total"]] == e["blocks"][(rt, ty)]
-            assert sum(c["count"] for c in t[rt][ty]["countries"]) == e["blocks"][(rt, ty)][1]
-
-
-def collect(config: Any, **selection: Any) -> runner.RunResult:
-    return runner.collect(config, runner.Selection(**selection))
-
-
-def published(make_config: MakeConfig, dsn: str) -> tuple[Any, list[dict[str, Any]]]:
-    """The test week collected into the test's store: its config and the daily documents."""
-    load_week(dsn)
-    config = make_config()
-    collect(config, first=HARVEST[0], last=HARVEST[-1])
-    return config, snapshot(config)[0]
 
 
 def test_published_days_equal_the_rules(make_config: MakeConfig, dsn: str) -> None:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from helpers import HARVEST, ROOT, load_week, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_cli import ROOT, run
-from test_store_contract import HARVEST, load_week
 
 from idb_stats import ndjson, runner
 from idb_stats.config import load_config
@@ -226,7 +225,7 @@ def test_verbosity_after_the_command(dsn: str) -> None:
     env = {"IDB_STATS_SOURCE_DSN": dsn}
     verbose = run("check-config", "-v", env=env)
     assert verbose.returncode == 0, verbose.stderr
-    assert "DEBUG" in verbose.stderr and '"source_dsn"' in verbose.stderr
+    assert "DEBUG" in verbose.stderr and '"dsn": "host=' in verbose.stderr
     load_week(dsn)
     quiet = run("collect-stats", "-d", str(HARVEST[0]), "-q", env=env)
     assert quiet.returncode == 0 and quiet.stderr == ""

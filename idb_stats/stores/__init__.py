@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..errors import ConfigError
 from ..ports import Store
+
+if TYPE_CHECKING:  # mypy checks every backend against the protocol; at run time only one is imported
+    from .elasticsearch import ElasticsearchStore
+    from .opensearch import OpenSearchStore
+    from .postgres import PostgresStore
+
+    BACKENDS: tuple[type[Store], ...] = (PostgresStore, ElasticsearchStore, OpenSearchStore)
 
 # kind -> "module:factory", imported on demand so a deployment needs only its store's client.
 STORE_FACTORIES = {

@@ -18,7 +18,7 @@ from ..config import Config
 from ..documents import add_terms
 from ..errors import StoreError
 from ..model import BLOCKS, COUNT_FIELDS, OTHER_TERM, DayStats
-from ..ports import Document
+from ..ports import ClosedOnExit, Document
 from ..source import connect
 from ..totals import Summary, Totals, replace_day, summarize
 
@@ -128,7 +128,7 @@ def read_columns(doc: Document, summary: Summary) -> tuple[str, str, str]:
     return "{" + counts + "}", dumps(countries), dumps(terms)
 
 
-class PostgresStore:
+class PostgresStore(ClosedOnExit):
     def __init__(self, config: Config):
         self.schema = config.store_schema
         self.identity = (

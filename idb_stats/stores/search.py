@@ -28,7 +28,7 @@ from ..config import Config
 from ..documents import add_terms, by_count, daily_document_id
 from ..errors import StoreError
 from ..model import BLOCKS, COUNT_FIELDS, RECORD_TYPES, UNKNOWN_COUNTRY, DayStats
-from ..ports import Document
+from ..ports import ClosedOnExit, Document
 from ..totals import Summary, Totals, summarize, with_day, without_day
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def api_mapping() -> dict[str, Any]:
     }
 
 
-class SearchStore:
+class SearchStore(ClosedOnExit):
     kind = "search"
 
     def __init__(self, config: Config):
