@@ -167,13 +167,10 @@ def _search_store(config: Config) -> list[Check]:
     # One attempt, a short wait: a check should not spend the publish path's retries.
     quick = dataclasses.replace(config, bulk_max_retries=0, request_timeout=min(config.request_timeout, 10.0))
     try:
-        store = open_store(quick)
-    except ConfigError as exc:
+        with open_store(quick) as store:
+            days = store.completed_days()
+    except ConfigError as exc:  # its client is not installed
         return [Check(endpoint, False, "; ".join(exc.problems))]
-    try:
-        days = store.completed_days()
     except StoreError as exc:
         return [Check(endpoint, False, str(exc))]
-    finally:
-        store.close()
-    return [Check(endpoint, True, f"reachable; {len(days)} complete days recorded")]
+    return [Check(endpoint, True, f"reachable; complete days recorded: {len(days)}")]
