@@ -2,10 +2,13 @@
 # Install or upgrade idb-stats as a systemd service; safe to re-run.
 #
 #   deploy/install.sh [--prefix /opt/idb-stats] [--wheel FILE] [--extras opensearch]
-#                     [--user idb-stats] [--root DIR] [--dry-run] [--uninstall]
+#                     [--user idb-stats] [--root DIR] [--enable] [--dry-run] [--uninstall]
 #
-# --root DIR installs into a staging tree (no account is created, systemctl is not called);
-# --dry-run prints every action without doing it.
+# The timers are enabled only once `check-config --connect` passes as the service (run it again
+# after writing the credentials), the api timer only when an ingest DSN is configured;
+# --enable enables them without the check. --root DIR installs into a staging tree to be copied
+# to DIR's place on the target (no account, no systemctl; the virtualenv's scripts already name
+# PREFIX, not DIR). --dry-run prints what would be done and does nothing.
 set -euo pipefail
 
 prefix=/opt/idb-stats
@@ -15,6 +18,7 @@ wheel=""
 extras=""
 dry_run=0
 uninstall=0
+enable=0
 checkout=$(cd "$(dirname "$0")/.." && pwd)
 
 while [ $# -gt 0 ]; do
@@ -25,8 +29,9 @@ while [ $# -gt 0 ]; do
     --wheel) wheel=$(realpath "$2"); shift 2 ;;
     --extras) extras=$2; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
+    --enable) enable=1; shift ;;
     --uninstall) uninstall=1; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -37,8 +42,7 @@ venv="$root$prefix/venv"
 timers="idb-stats-collect.timer idb-stats-api.timer"
 
 run() {
-  echo "+ $*"
-  [ "$dry_run" = 1 ] || "$@"
+  if [ "$dry_run" = 1 ]; then echo "would run: $*"; else echo "+ $*"; "$@"; fi
 }
 
 systemd_running() { [ -z "$root" ] && [ -d /run/systemd/system ]; }
@@ -60,15 +64,36 @@ elif id "$user" >/dev/null 2>&1; then
 else
   run useradd --system --user-group --home-dir /var/lib/idb-stats --no-create-home --shell /usr/sbin/nologin "$user"
 fi
-group_of_user() { [ -n "$root" ] || [ "$dry_run" = 1 ] && echo root || echo "$user"; }
-group=$(group_of_user)
+# A staging tree's files belong to root; the target's install run gives them to the account.
+if [ -n "$root" ]; then group=root; else group=$user; fi
 
 # 2. The virtualenv and the package (from a wheel, else this checkout); an upgrade reinstalls.
 run mkdir -p "$root$prefix"
 [ -x "$venv/bin/python" ] || run python3 -m venv "$venv"
 target=${wheel:-$checkout}
 [ -n "$extras" ] && target="$target[$extras]"
-run "$venv/bin/pip" install -q --upgrade "$target"
+# python -m pip: a staged tree's pip script names PREFIX, where it does not live yet.
+run "$venv/bin/python" -m pip install -q --upgrade "$target"
+if [ -n "$root" ]; then
+  # The scripts' #! lines name the staging path: point them at PREFIX, where the tree will live.
+  if [ "$dry_run" = 1 ]; then echo "would point the #! lines of $venv/bin at $prefix/venv"; fi
+  for script in "$venv"/bin/*; do
+    if [ ! -L "$script" ] && head -n 1 "$script" | grep -q "^#!$venv/"; then
+      run sed -i "1s|^#!$venv/|#!$prefix/venv/|" "$script"
+    fi
+  done
+  for file in "$venv/pyvenv.cfg" "$venv"/bin/activate*; do
+    if [ -f "$file" ]; then run sed -i "s|$venv|$prefix/venv|g" "$file"; fi
+  done
+fi
+run mkdir -p "$root$prefix/bin"
+if [ "$dry_run" = 1 ]; then
+  echo "would install $checkout/deploy/idb-stats-as-service -> $root$prefix/bin/ (prefix $prefix, user $user)"
+else
+  sed -e "s|^prefix=/opt/idb-stats |prefix=$prefix |" -e "s|^user=idb-stats |user=$user |" \
+    "$checkout/deploy/idb-stats-as-service" > "$root$prefix/bin/idb-stats-as-service"
+  chmod 0755 "$root$prefix/bin/idb-stats-as-service"
+fi
 run mkdir -p "$root$prefix/share/docs"
 run cp "$checkout/README.md" "$checkout/docs/operations.md" "$root$prefix/share/docs/"
 
@@ -82,7 +107,7 @@ fi
 run chmod 0750 "$etc/credentials"
 run chgrp "$group" "$etc/credentials"
 # Every credential the units load must exist; an empty file means "not used".
-for name in source-dsn store-api-key store-password api-dsn; do
+for name in source-dsn store-api-key store-password api-dsn notify; do
   [ -e "$etc/credentials/$name" ] || run install -m 0600 /dev/null "$etc/credentials/$name"
 done
 
@@ -90,7 +115,7 @@ done
 run mkdir -p "$units"
 for unit in "$checkout"/systemd/*; do
   if [ "$dry_run" = 1 ]; then
-    echo "+ install $unit -> $units/$(basename "$unit") (prefix $prefix)"
+    echo "would install $unit -> $units/$(basename "$unit") (prefix $prefix)"
   else
     sed "s|/opt/idb-stats|$prefix|g" "$unit" > "$units/$(basename "$unit").tmp"
     chmod 0644 "$units/$(basename "$unit").tmp"
@@ -98,11 +123,32 @@ for unit in "$checkout"/systemd/*; do
   fi
 done
 
-# 5. Enable the timers.
-if systemd_running; then
-  run systemctl daemon-reload
-  run systemctl enable --now $timers
+# 5. Enable the timers: only once the service can reach everything (or --enable), and the api
+# timer only where there is an ingest database, else it would fail every day.
+api_configured() {
+  [ -s "$etc/credentials/api-dsn" ] || awk '/^\[/ { section = $0 }
+    section == "[api]" && /^[[:space:]]*dsn(_file)?[[:space:]]*=/ { found = 1 }
+    END { exit !found }' "$etc/config.toml" 2>/dev/null
+}
+wanted=idb-stats-collect.timer
+if api_configured; then wanted="$wanted idb-stats-api.timer"; fi
+if [ "$dry_run" = 1 ]; then
+  echo "would enable $wanted once \`idb-stats-as-service check-config --connect\` passes"
+elif ! systemd_running; then
+  echo "systemd is not running here (or --root): timers not enabled; on the target run:" \
+    "$prefix/bin/idb-stats-as-service check-config --connect && systemctl enable --now $wanted"
 else
-  echo "systemd is not running here (or --root): timers not enabled; on the target run: systemctl enable --now $timers"
+  run systemctl daemon-reload
+  if [ "$enable" = 1 ] || "$root$prefix/bin/idb-stats-as-service" check-config --connect; then
+    run systemctl enable --now $wanted
+  else
+    echo "timers NOT enabled: check-config --connect failed (above). Write the credentials in" \
+      "$etc/credentials/, then run: $prefix/bin/idb-stats-as-service check-config --connect" \
+      "&& systemctl enable --now $wanted"
+  fi
 fi
-echo "installed idb-stats in $root$prefix"
+if [ "$dry_run" = 1 ]; then
+  echo "would install idb-stats in $root$prefix (nothing was changed)"
+else
+  echo "installed idb-stats in $root$prefix"
+fi

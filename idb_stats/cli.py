@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
+import shutil
 import sys
-from collections.abc import Callable, Iterable
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import click
 
-from . import __version__, cohort, interrupt, runner
-from .config import STORE_KINDS, Config, load_config
-from .errors import ConfigError, ExitCode, IdbStatsError
+from . import __version__, checks, cohort, interrupt, ndjson, runner
+from .config import STORE_KINDS, Config, has_password, load_config
+from .errors import ConfigError, ExitCode, IdbStatsError, UsageError
 from .interrupt import Interrupted
 from .logs import ProgressBar, sd_notify, setup_logging
 from .model import DayStats
@@ -27,7 +29,8 @@ from .stores import open_store
 log = logging.getLogger("idb_stats")
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_CODES_HELP = """Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 configuration, 4 telemetry
+EXIT_CODES_HELP = """Exit codes: 0 ok, 1 unexpected error, 2 usage (bad arguments or input file,
+a harvest date not over yet), 3 configuration (also a failed check-config --connect), 4 telemetry
 database unreachable, 5 store unreachable or write not acknowledged, 6 too many skipped rows,
 7 lock held by another run, 8 status: lagging, 9 catch-up span too long, 130/143 stopped by
 SIGINT/SIGTERM (run recorded as interrupted)."""
@@ -67,26 +70,36 @@ def config_options(func: F) -> F:
     def wrapper(
         *args: Any, config_path: str | None, store: str | None, store_url: str | None, **kwargs: Any
     ) -> Any:
-        if store_url and _has_credentials(store_url):
+        if store_url and has_password(store_url):
             raise ConfigError(
                 [
-                    "--store-url: credentials on the command line are visible to every user; "
-                    "put them in the config file, a credential file or IDB_STATS_STORE_URL"
+                    "--store-url: a password on the command line is visible to every user (in any "
+                    "spelling: user:password@, ?password=, password=); put it in the config file, a "
+                    "credential file or IDB_STATS_STORE_URL"
                 ]
             )
         config = load_config(config_path, {"store.kind": store, "store.url": store_url})
+        log.debug("configuration (%s): %s", config.config_path or "no file", json.dumps(config.describe()))
         return func(*args, config=config, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
 
-def _has_credentials(url: str) -> bool:
-    return bool(urlsplit(url).password) if "://" in url else "password" in url.lower()
-
-
 def range_options(func: F) -> F:
-    func = click.option("--to", "last", type=DATE, help="Last harvest date (inclusive).")(func)
-    return click.option("--from", "first", type=DATE, help="First harvest date (inclusive).")(func)
+    """--from/--to; a reversed range is refused before anything is opened."""
+
+    @functools.wraps(func)
+    def checked(*args: Any, first: date | None, last: date | None, **kwargs: Any) -> Any:
+        if first is not None and last is not None and first > last:
+            raise UsageError(f"--from {first} is after --to {last}: swap them")
+        return func(*args, first=first, last=last, **kwargs)
+
+    wrapped = click.option("--to", "last", type=DATE, help="Last harvest date (inclusive).")(checked)
+    return click.option("--from", "first", type=DATE, help="First harvest date (inclusive).")(wrapped)  # type: ignore[return-value]
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
 def output_option(func: F) -> F:
@@ -110,6 +123,30 @@ def write_ndjson(docs: Iterable[dict[str, Any]], out: Any) -> int:
 def cli(verbose: bool, quiet: bool) -> None:
     """Daily per-recordset usage statistics from search API telemetry."""
     setup_logging(verbose, quiet)
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    # -v/-q given after the command name: the group's setting is replaced.
+    if value:
+        setup_logging(verbose=param.name == "verbose", quiet=param.name == "quiet")
+
+
+def verbosity_options(command: click.Command) -> None:
+    """-v/-q are accepted after the command name too (`idb-stats status -v`)."""
+    for name, flag, help_text in (
+        ("verbose", "-v", "Log debug details."),
+        ("quiet", "-q", "Log warnings and errors only."),
+    ):
+        command.params.append(
+            click.Option(
+                [flag, f"--{name}", name],
+                is_flag=True,
+                expose_value=False,
+                is_eager=True,
+                callback=_set_verbosity,
+                help=help_text,
+            )
+        )
 
 
 def day_summary(stats: DayStats) -> str:
@@ -179,11 +216,14 @@ def collect_stats(
     def on_plan(plan: Plan) -> None:
         nonlocal bar
         bar = ProgressBar(len(plan.days))
-        log.info("plan: %s (%d days)%s", plan.reason, len(plan.days), " [dry run]" if dry_run else "")
+        log.info(
+            "plan: %s (%s)%s", plan.reason, plural(len(plan.days), "day"), " [dry run]" if dry_run else ""
+        )
+        log.debug("days planned: %s", ", ".join(str(d) for d in plan.days) or "none")
         if plan.not_closed:
             log.warning(
-                "skipped %d harvest dates whose window is still open: %s",
-                len(plan.not_closed),
+                "skipped %s whose window is still open: %s",
+                plural(len(plan.not_closed), "harvest date"),
                 ", ".join(str(d) for d in plan.not_closed),
             )
 
@@ -208,10 +248,10 @@ def collect_stats(
         on_day=on_day,
     )
     log.info(
-        "run %s finished: %d days, %d rows",
+        "run %s finished: %s, %s",
         result.run_id,
-        len(result.days),
-        rows[0],
+        plural(len(result.days), "day"),
+        plural(rows[0], "row"),
         extra={"fields": {"run_id": result.run_id, "days": len(result.days), "rows": rows[0]}},
     )
 
@@ -240,6 +280,7 @@ def export(config: Config, first: date | None, last: date | None, output: Any) -
     """Daily documents as NDJSON, sorted by harvest_date then recordset_id."""
     if first is None or last is None:
         raise click.UsageError("export needs --from and --to")
+    log.debug("exporting %s to %s", first, last)
     store = open_store(config)
     try:
         write_ndjson(store.export(first, last), output)
@@ -249,9 +290,28 @@ def export(config: Config, first: date | None, last: date | None, output: Any) -
 
 @cli.command("import")
 @config_options
-@click.argument("source_file", type=click.File("r"), default="-")
-def import_(config: Config, source_file: Any) -> None:
-    """Load an NDJSON export into the store; each harvest date in it replaces that day."""
+@click.argument("source_file", type=click.File("rb"), default="-")
+@click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
+def import_(config: Config, source_file: Any, lock_timeout: float | None) -> None:
+    """Load an NDJSON export into the store; each harvest date in it replaces that day.
+
+    The whole file is checked first (a bad line is named by its number), so a malformed file
+    writes nothing.
+    """
+    if not source_file.seekable():  # a pipe: keep a copy to read twice
+        spool = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - lives as long as the command
+        shutil.copyfileobj(source_file, spool)
+        source_file = spool
+    source_file.seek(0)
+    name = (
+        "standard input"
+        if source_file.name in ("<stdin>", "-") or isinstance(source_file.name, int)
+        else source_file.name
+    )
+    log.debug("%s: %s", name, plural(ndjson.check_export(source_file, name), "document"))
+    source_file.seek(0)
+    if lock_timeout is not None:
+        config = dataclasses.replace(config, lock_timeout=lock_timeout)
     docs = (json.loads(line) for line in source_file if line.strip())
     for stats in runner.import_documents(config, docs):
         log.info(
@@ -269,12 +329,33 @@ def import_(config: Config, source_file: Any) -> None:
 @click.argument("recordsets", nargs=-1)
 @output_option
 def totals(config: Config, recordsets: tuple[str, ...], output: Any) -> None:
-    """Totals documents as NDJSON (all recordsets, or those named)."""
+    """Totals documents as NDJSON (all recordsets, or those named).
+
+    Named recordsets without statistics are listed on standard error; none known at all exits 2.
+    """
     store = open_store(config)
     try:
-        write_ndjson(store.totals(recordsets), output)
+        written = {doc["recordset_id"] for doc in _written(store.totals(recordsets), output)}
     finally:
         store.close()
+    _report_unknown(recordsets, [r for r in recordsets if r not in written])
+
+
+def _written(docs: Iterable[dict[str, Any]], out: Any) -> Iterable[dict[str, Any]]:
+    for doc in docs:
+        write_ndjson([doc], out)
+        yield doc
+
+
+def _report_unknown(named: Sequence[str], unknown: list[str]) -> None:
+    """Say which named recordsets the store does not know; all of them unknown is a mistake."""
+    if not unknown:
+        return
+    listed = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+    message = f"no statistics for {plural(len(unknown), 'recordset')}: {listed} (check the ids)"
+    if len(unknown) == len(named):
+        raise UsageError(message)
+    log.warning("%s", message)
 
 
 @cli.command()
@@ -316,10 +397,14 @@ def show(
         raise click.UsageError("name at least one recordset, as an argument or in --recordsets-file")
     store = open_store(config)
     try:
+        unknown = cohort.unknown_recordsets(store, ids)
+        if len(unknown) == len(ids):
+            _report_unknown(ids, unknown)
         result = cohort.query(store, ids, first, last, interval, summed, top)
     finally:
         store.close()
     output.write(cohort.FORMATTERS[fmt](result))
+    _report_unknown(ids, unknown)
 
 
 @cli.command()
@@ -348,8 +433,6 @@ def report(
     """
     if first is None or last is None:
         raise click.UsageError("report needs --from and --to")
-    if first > last:
-        raise click.UsageError("--from is after --to")
     bar = ProgressBar(0, unit="recordset pages")
     result = build_report(
         lambda: open_store(config),
@@ -361,7 +444,8 @@ def report(
         lambda done, total: bar.update(done, "", total),
     )
     click.echo(
-        f"{result.pages} pages, {result.bytes / 1e6:.1f} MB in {result.out_dir} ({result.seconds:.1f} s); "
+        f"{plural(result.pages, 'page')}, {result.bytes / 1e6:.1f} MB in {result.out_dir} "
+        f"({result.seconds:.1f} s); "
         f"open {result.out_dir / 'index.html'}"
     )
 
@@ -385,7 +469,7 @@ def status(config: Config, max_lag: int | None, as_json: bool) -> None:
             f"last closed day:       {info['last_closed_harvest_date']}",
             f"last complete day:     {info['last_complete_harvest_date'] or 'none'}",
             f"complete through:      {info['complete_through'] or 'none'}",
-            f"lag:                   {info['lag_days'] if info['lag_days'] is not None else '-'} days",
+            f"lag:                   {lag_text(info['lag_days'])}",
             f"complete days:         {info['complete_days']}",
             f"missing days:          {', '.join(info['missing_days']) or 'none'}",
         ]
@@ -410,10 +494,16 @@ def status(config: Config, max_lag: int | None, as_json: bool) -> None:
     lag = info["lag_days"]
     if max_lag is not None and (lag is None or lag > max_lag):
         holes = f" (missing: {', '.join(info['missing_days'])})" if info["missing_days"] else ""
+        if lag is None:
+            raise Lagging(f"no complete harvest date yet (--max-lag {max_lag}); run idb-stats collect-stats")
         raise Lagging(
-            f"complete through {info['complete_through'] or 'no day'}{holes}, lag {lag} days exceeds "
-            f"--max-lag {max_lag}: run `idb-stats collect-stats` to catch up"
+            f"complete through {info['complete_through']}{holes}, lag {plural(lag, 'day')} "
+            f"exceeds --max-lag {max_lag}: run `idb-stats collect-stats` to catch up"
         )
+
+
+def lag_text(lag: int | None) -> str:
+    return "-" if lag is None else plural(lag, "day")
 
 
 class Lagging(IdbStatsError):
@@ -430,20 +520,33 @@ def forget_day(config: Config, harvest_date: date, lock_timeout: float | None) -
     redoes it once its window has closed. Also undoes a day published before it was over.
     """
     removed = runner.forget_day(config, harvest_date, lock_timeout)
-    click.echo(f"forgot {harvest_date}: {removed} documents removed, totals adjusted")
+    click.echo(f"forgot {harvest_date}: {plural(removed, 'document')} removed, totals adjusted")
 
 
 @cli.command("check-config")
 @config_options
-@click.option("--connect", is_flag=True, help="Also check that the telemetry database and store answer.")
+@click.option(
+    "--connect",
+    is_flag=True,
+    help="Also connect to every configured endpoint and check its tables and privileges.",
+)
 def check_config(config: Config, connect: bool) -> None:
-    """Validate the configuration (every problem at once) and print it with secrets redacted."""
+    """Validate the configuration (every problem at once) and print it with secrets redacted.
+
+    With --connect: reach the telemetry database, the store and the ingest database (when
+    api.dsn is set), check the tables the commands read and the privileges they need, and list
+    every failure, one line each (exit 3).
+    """
     click.echo(json.dumps(config.describe(), indent=2))
     if connect:
-        runner.source_reachable(config)
-        store = open_store(config)
-        store.close()
-        click.echo("telemetry database and store reachable")
+        results = checks.run_all(config)
+        for result in results:
+            click.echo(f"{'ok  ' if result.ok else 'FAIL'} {result.endpoint}: {result.detail}")
+        failed = [r for r in results if not r.ok]
+        if failed:
+            raise checks.ChecksFailed(
+                f"check-config --connect: {plural(len(failed), 'check')} failed (FAIL above)"
+            )
 
 
 @cli.command("sample-config")
@@ -496,13 +599,27 @@ def api_stats(config: Config, lock_timeout: float | None) -> None:
 
 @cli.command("notify-failure")
 @click.argument("unit")
-def notify_failure(unit: str) -> None:
-    """Log a failed unit's result and run the [notify] command (used by idb-stats-notify@.service)."""
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML configuration file [default: /etc/idb-stats/config.toml if present]; only [notify] is read.",
+)
+def notify_failure(unit: str, config_path: str | None) -> None:
+    """Log a failed unit's result and run the [notify] command (used by idb-stats-notify@.service).
+
+    Exits with the command's exit code (3 when the config file cannot be read).
+    """
     from .notify import notify
 
-    code = notify(unit)
+    code = notify(unit, config_path)
     if code:
         sys.exit(code)
+
+
+# Every command defined above gets -v/-q after its name: keep this after the last command.
+for _command in cli.commands.values():
+    verbosity_options(_command)
 
 
 def main() -> None:
@@ -516,6 +633,7 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except IdbStatsError as exc:
+        log.debug("where it was raised", exc_info=True)
         log.error("%s", exc, extra={"fields": {"exit_code": int(exc.exit_code)}})
         if not logging.getLogger("idb_stats").handlers:
             click.echo(f"error: {exc}", err=True)

@@ -38,6 +38,12 @@ def read_recordsets(arguments: Sequence[str], lines: Sequence[str]) -> list[str]
     return list(dict.fromkeys(i for i in ids if i))
 
 
+def unknown_recordsets(store: Store, recordsets: Sequence[str]) -> list[str]:
+    """The named recordsets the store has no statistics for (every one it has holds totals)."""
+    known = {doc["recordset_id"] for doc in store.totals(recordsets)}
+    return [r for r in recordsets if r not in known]
+
+
 def query(
     store: Store,
     recordsets: list[str],

@@ -22,7 +22,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import psycopg2
+import psycopg2.extensions
 
 from .errors import ConfigError
 
@@ -74,11 +78,115 @@ class Secret(str):
 
 
 def redact(value: str | None) -> str:
-    """A DSN or URL with any password replaced by ***."""
+    """A DSN or URL with any password replaced by ***, found by parsing it, not by pattern.
+
+    URLs (scheme://...) lose the password of their user info and any `password` query
+    parameter; key/value DSNs are parsed as libpq does and rebuilt. Text that parses as
+    neither is not shown at all: a fragment of it could be a password.
+    """
     if not value:
         return ""
-    value = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", value)
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", value, flags=re.IGNORECASE)
+    if "://" in value:
+        return _redact_url(value)
+    try:
+        params = psycopg2.extensions.parse_dsn(value)
+    except psycopg2.ProgrammingError:
+        return "*** (not a valid DSN, not shown)"
+    # In the operator's order where it can be told (cosmetic: every value comes from the parse).
+    keys = sorted(params, key=lambda key: value.find(key))
+    return " ".join(f"{key}=***" if key == "password" else f"{key}={_dsn_quote(params[key])}" for key in keys)
+
+
+def scrub(message: str, dsn: str) -> str:
+    """An error message with the DSN's password taken out wherever it appears (libpq's messages
+    name hosts and ports, not passwords, but nothing is left to that)."""
+    password = _password_of(dsn)
+    if password:
+        for spelling in {password, quote(password, safe="")}:
+            message = message.replace(spelling, "***")
+    return message
+
+
+def _password_of(dsn: str) -> str | None:
+    if "://" in dsn:
+        parts = _split_url(dsn)
+        if parts is None:
+            return None
+        in_query = [text for key, text in parse_qsl(parts.query) if key.lower() == "password"]
+        return parts.password or (in_query[0] if in_query else None)
+    try:
+        return psycopg2.extensions.parse_dsn(dsn).get("password")
+    except psycopg2.ProgrammingError:
+        return None
+
+
+def _redact_url(url: str) -> str:
+    parts = _split_url(url)
+    if parts is None:
+        return "*** (not a valid URL, not shown)"
+    password = parts.password
+    netloc = parts.netloc
+    if password is not None or "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:***@{hostport}" if password is not None else f"{user}@{hostport}"
+    query = urlencode(
+        [
+            (key, "***" if key.lower() == "password" else text)
+            for key, text in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _split_url(url: str) -> SplitResult | None:
+    """The URL's parts, or None when a reserved character left unencoded in the user info (/, ?,
+    #, a second @) makes the split ambiguous: then a fragment of a password could sit anywhere."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return None
+    if parts.fragment or "@" in parts.path + parts.query:
+        return None
+    return parts
+
+
+def _dsn_quote(text: str) -> str:
+    """A key/value DSN value as libpq reads it back: quoted when empty or holding space, ' or \\."""
+    if text and not any(c.isspace() or c in "'\\" for c in text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def has_password(value: str) -> bool:
+    """Whether a DSN or URL carries a password in any spelling: user info, a `password` query
+    parameter or a password= key. Unparseable text that mentions a password counts as one."""
+    if "://" in value:
+        parts = _split_url(value)
+        if parts is None:
+            return "password" in value.lower() or "@" in value
+        return parts.password is not None or any(
+            key.lower() == "password" for key, _ in parse_qsl(parts.query)
+        )
+    try:
+        return "password" in psycopg2.extensions.parse_dsn(value)
+    except psycopg2.ProgrammingError:
+        return "password" in value.lower()
+
+
+def dsn_problem(setting: str, dsn: str) -> str | None:
+    """Why libpq cannot parse a PostgreSQL DSN, told without showing any of it, or None."""
+    try:
+        psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        return (
+            f"{setting}: the DSN cannot be parsed (not shown: it may hold a password); a value with "
+            "spaces or quotes must be single-quoted (password='a b', \\' for a quote) or, in a "
+            "postgresql:// URL, percent-encoded (%20 for a space)"
+        )
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -414,6 +522,23 @@ def _credentials_layer(directory: str, problems: list[str]) -> dict[str, Any]:
     return raw
 
 
+def load_notify_command(path: str | os.PathLike[str] | None = None) -> str | None:
+    """Only [notify] command, from the file alone: an alert about a failed unit must go out even
+    when the rest of the configuration is what is broken (or has no DSN yet)."""
+    config_path: Path | None = Path(path) if path else None
+    if config_path is None and DEFAULT_CONFIG_PATH.exists():
+        config_path = DEFAULT_CONFIG_PATH
+    if config_path is None:
+        return None
+    problems: list[str] = []
+    command = _read_file(config_path, problems).get("notify.command")
+    if command is not None and not isinstance(command, str):
+        problems.append(f"{config_path}: notify.command must be a string")
+    if problems:
+        raise ConfigError(problems)
+    return command
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -430,7 +555,13 @@ def load_config(
     if config_path is not None:
         raw.update(_file_layer(config_path, problems))
     # Credential files (systemd LoadCredential=) rank above the file: the environment still wins.
-    if credentials_dir := environ.get("CREDENTIALS_DIRECTORY"):
+    credentials_dir = environ.get("CREDENTIALS_DIRECTORY")
+    if credentials_dir and not os.access(credentials_dir, os.R_OK | os.X_OK):
+        problems.append(
+            f"$CREDENTIALS_DIRECTORY {credentials_dir}: not readable by this user (uid {os.getuid()}); "
+            "run manual commands through idb-stats-as-service (in /opt/idb-stats/bin) or as root"
+        )
+    elif credentials_dir:
         raw.update(_credentials_layer(credentials_dir, problems))
     raw.update({s.key: environ[s.env] for s in SETTINGS if s.env and environ.get(s.env)})
     raw.update({key: value for key, value in (overrides or {}).items() if value is not None})
@@ -441,6 +572,7 @@ def load_config(
         _check_value(declared, value, raw.get("store.kind", "postgres"), problems)
         values[declared.attribute] = value
     _validate_together(values, problems)
+    _check_dsns(values, problems)
     if problems:
         raise ConfigError(problems)
     return Config(**values, config_path=str(config_path) if config_path else None)
@@ -480,6 +612,16 @@ def _validate_together(v: dict[str, Any], problems: list[str]) -> None:
             problems.append("store.password: a password needs store.username")
         if v["ca_bundle"] and not Path(v["ca_bundle"]).is_file():
             problems.append(f"store.ca_bundle: no such file {v['ca_bundle']}")
+
+
+def _check_dsns(v: dict[str, Any], problems: list[str]) -> None:
+    """PostgreSQL DSNs libpq cannot parse (an unquoted space in a password, most often)."""
+    dsns = {"source.dsn": v["source_dsn"], "api.dsn": v["api_dsn"]}
+    if v["store"] == "postgres" and not re.match(r"^https?://", v["store_url"] or ""):
+        dsns["store.url"] = v["store_url"]
+    for key, dsn in dsns.items():
+        if dsn and (problem := dsn_problem(key, dsn)):
+            problems.append(problem)
 
 
 def _toml_value(value: Any) -> str:

@@ -26,7 +26,9 @@ class IdbStatsError(Exception):
 
 
 class UsageError(IdbStatsError):
-    """A command asked for something it cannot do; the message says what to ask instead."""
+    """A mistake in a command's arguments or input (a reversed range, a harvest date not over yet,
+    a malformed file, an --out that cannot be used), found before any lock, connection or write;
+    the message says what to ask instead."""
 
     exit_code = ExitCode.USAGE
 

@@ -1,6 +1,7 @@
 """`idb-stats notify-failure UNIT`: run by idb-stats-notify@.service when a unit fails.
 
-Logs the failed unit's result and runs the configured [notify] command with the unit's name in
+Reads only [notify] command, so a broken or unfinished configuration still alerts. Logs the
+failed unit's result and runs the configured [notify] command with the unit's name in
 IDB_STATS_FAILED_UNIT and its result in IDB_STATS_FAILED_RESULT (e.g. a mail or a curl webhook).
 """
 
@@ -10,7 +11,7 @@ import logging
 import os
 import subprocess
 
-from .config import load_config
+from .config import load_notify_command
 from .errors import IdbStatsError
 
 log = logging.getLogger("idb_stats.notify")
@@ -30,7 +31,7 @@ def unit_result(unit: str) -> str:
         return "unknown"
 
 
-def notify(unit: str) -> int:
+def notify(unit: str, config_path: str | None = None) -> int:
     result = unit_result(unit)
     log.error(
         "%s failed (result: %s); see journalctl -u %s",
@@ -40,7 +41,7 @@ def notify(unit: str) -> int:
         extra={"fields": {"failed_unit": unit, "failed_result": result}},
     )
     try:
-        command = load_config().notify_command
+        command = load_notify_command(config_path)
     except IdbStatsError as exc:
         log.error("cannot read the notification command: %s", exc)
         return int(exc.exit_code)

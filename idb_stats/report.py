@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from dateutil import rrule
 
 from . import __version__
 from .charts import Chart, line_chart
+from .errors import UsageError
 from .model import EVENT_TYPES, RECORD_TYPES
 from .ports import Store
 
@@ -126,6 +128,48 @@ def _by_recordset(rows: Sequence[dict[str, Any]]) -> Iterator[tuple[str, list[di
     yield from sorted(grouped.items())
 
 
+GENERATOR_MARK = '<meta name="generator" content="idb-stats">'
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Refuse before any work an --out that cannot be written or that holds something other than
+    an earlier report (which is replaced: its pages of recordsets no longer in range go)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: not a directory; name a new or empty directory")
+    existing = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if existing and not _is_report(out_dir, existing):
+        raise UsageError(
+            f"--out {out_dir}: not empty and not an idb-stats report ({', '.join(existing[:3])}"
+            f"{', ...' if len(existing) > 3 else ''}); name a new or empty directory"
+        )
+    try:
+        (out_dir / "recordsets").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir / "recordsets"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"--out {out_dir}: cannot write there ({exc.strerror}); choose a directory this user can write"
+        ) from None
+
+
+def _is_report(out_dir: Path, entries: list[str]) -> bool:
+    """Only index.html and recordsets/, every page marked as ours (an interrupted report, pages
+    without their index, counts too: the next run finishes it)."""
+    if not set(entries) <= {"index.html", "recordsets"}:
+        return False
+    pages = [out_dir / "index.html"] if "index.html" in entries else []
+    if "recordsets" in entries:
+        if not (out_dir / "recordsets").is_dir():
+            return False
+        pages += (out_dir / "recordsets").iterdir()
+    return all(page.suffix == ".html" and page.is_file() and _marked(page) for page in pages)
+
+
+def _marked(page: Path) -> bool:
+    with page.open(encoding="utf-8", errors="replace") as text:
+        return GENERATOR_MARK in text.read(4096)
+
+
 class _Site:
     """The pages of one report: what every page shares, and how each kind of page is written."""
 
@@ -219,8 +263,8 @@ def build_report(
     """Write the site. Recordset pages are built by `workers` threads, each with its own store
     connection: the work is mostly the store's, so two queries at once use both cores."""
     started = time.monotonic()
+    prepare_out_dir(out_dir)
     site = _Site(open_store, store_kind, first, last, interval or default_interval(first, last), out_dir)
-    (out_dir / "recordsets").mkdir(parents=True, exist_ok=True)
     ranking = site.ranking()
     chunks = [[r.recordset_id for r in ranking[i : i + CHUNK]] for i in range(0, len(ranking), CHUNK)]
     done = written = 0
@@ -232,4 +276,8 @@ def build_report(
             if progress:
                 progress(done, len(ranking))
         written += index.result()
+    current = {r.page for r in ranking}
+    for stale in (out_dir / "recordsets").glob("*.html"):
+        if stale.name not in current:
+            stale.unlink()
     return ReportResult(out_dir, done + 1, written, time.monotonic() - started)

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import psycopg2
-
 from . import interrupt, planning
 from .config import Config
 from .documents import build_documents
@@ -496,10 +494,3 @@ def forget_day(config: Config, day: date, lock_timeout: float | None = None) -> 
             return removed
     finally:
         store.close()
-
-
-def source_reachable(config: Config) -> None:
-    """Raise SourceUnreachable unless the telemetry database answers."""
-    conn = connect(config.source_dsn, "telemetry")
-    with contextlib.suppress(psycopg2.Error):
-        conn.close()

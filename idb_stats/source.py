@@ -20,8 +20,8 @@ import psycopg2
 import psycopg2.extensions
 
 from . import interrupt
-from .config import Config, redact
-from .errors import SourceUnreachable
+from .config import Config, scrub
+from .errors import ConfigError, SourceUnreachable
 from .model import Cell, SkipReason, SkipReport, event_window
 
 EXAMPLE_IDS = 5
@@ -142,7 +142,7 @@ def connect(dsn: str, purpose: str) -> psycopg2.extensions.connection:
     try:
         conn = psycopg2.connect(dsn, application_name=f"idb-stats {purpose}", connect_timeout=10)
     except psycopg2.OperationalError as exc:
-        detail = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, dsn)
         raise SourceUnreachable(f"cannot connect to the {purpose} database: {detail}") from None
     return interrupt.track(conn)  # a signal cancels its running query
 
@@ -197,10 +197,36 @@ class PostgresTelemetrySource:
         self._conn = connect(config.source_dsn, "telemetry")
         self._conn.set_session(readonly=True, autocommit=False)
         self._names = {"stats": config.stats_table, "queries": config.queries_table}
+        self._require_tables()
         self._skips_sql = SKIPS_SQL.format(
             cap=max(SKIPPED_IDS_CAP, EXAMPLE_IDS), reason=SKIP_REASON_SQL, **self._names
         )
         self._dates_sql = HARVEST_DATES_SQL.format(**self._names)
+
+    def _require_tables(self) -> None:
+        """A database without the telemetry tables is a configuration mistake, found before the
+        run takes its lock or creates the store's schema in the wrong database."""
+        with self._conn, self._conn.cursor() as cur:
+            cur.execute(
+                "SELECT current_database(), to_regclass(%s) IS NULL, to_regclass(%s) IS NULL",
+                (self._names["stats"], self._names["queries"]),
+            )
+            database, *absent = cur.fetchone() or ("", False, False)
+        missing = [
+            f"{table} ({setting})"
+            for table, setting, gone in zip(
+                self._names.values(), ("source.stats_table", "source.queries_table"), absent, strict=True
+            )
+            if gone
+        ]
+        if missing:
+            self._conn.close()
+            raise ConfigError(
+                [
+                    f"source.dsn: database {database} has no table {', '.join(missing)}; point "
+                    "source.dsn at the portal's telemetry database or name its tables in [source]"
+                ]
+            )
 
     @contextlib.contextmanager
     def read_day(self, harvest_date: date) -> Iterator[PostgresTelemetryDay]:
@@ -244,7 +270,9 @@ class PostgresTelemetrySource:
             # Cells are tuples led by the recordset id, so their own order is the merge order.
             yield from heapq.merge(*(stream.cells() for stream in streams))
         except psycopg2.Error as exc:
-            raise SourceUnreachable(f"reading telemetry failed: {redact(str(exc).strip())}") from None
+            raise SourceUnreachable(
+                f"reading telemetry failed: {scrub(str(exc).strip(), self._dsn)}"
+            ) from None
         finally:
             for stream in streams:
                 stream.close()

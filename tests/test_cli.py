@@ -123,6 +123,7 @@ def test_catch_up_refuses_a_long_span(dsn: str) -> None:
 def test_unreachable_source_and_store_have_their_codes(dsn: str) -> None:
     bad_source = run("collect-stats", env={"IDB_STATS_SOURCE_DSN": "host=127.0.0.1 port=1 password=hunter2"})
     assert bad_source.returncode == 4 and "hunter2" not in bad_source.stderr
+    load_week(dsn)  # a telemetry database with its tables: only the store is wrong
     bad_store = run(
         "collect-stats",
         env={

@@ -78,7 +78,7 @@ def test_install_into_staging_root(tmp_path: Path) -> None:
         text=True,
         check=True,
     )
-    assert "+ python3 -m venv" in dry.stdout and not stage.exists()
+    assert "would run: python3 -m venv" in dry.stdout and not stage.exists()
     for _ in range(2):  # idempotent: the second run upgrades in place
         subprocess.run(
             ["bash", str(ROOT / "deploy/install.sh"), "--root", str(stage), "--prefix", "/srv/idb"],
@@ -87,7 +87,9 @@ def test_install_into_staging_root(tmp_path: Path) -> None:
             check=True,
         )
     idb = stage / "srv/idb/venv/bin/idb-stats"
-    assert subprocess.run([str(idb), "--help"], capture_output=True, check=True).returncode == 0
+    # The #! line names /srv/idb, where the tree will be copied: run it with the staged python.
+    python = stage / "srv/idb/venv/bin/python"
+    assert subprocess.run([str(python), str(idb), "--help"], capture_output=True, check=True).returncode == 0
     config = stage / "etc/idb-stats/config.toml"
     assert oct(config.stat().st_mode & 0o777) == "0o640"
     unit = (stage / "etc/systemd/system/idb-stats-collect.service").read_text()

@@ -6,6 +6,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ..config import Config
+from ..errors import ConfigError
 from ..ports import Store
 
 if TYPE_CHECKING:  # mypy checks every backend against the protocol; at run time only one is imported
@@ -23,7 +24,27 @@ STORE_FACTORIES = {
 }
 
 
+# kind -> the client module it imports and the pip extra that installs it.
+CLIENTS = {"elasticsearch": ("elasticsearch", "elasticsearch"), "opensearch": ("opensearchpy", "opensearch")}
+
+
 def open_store(config: Config) -> Store:
+    if config.store in CLIENTS:
+        _require_client(config.store, *CLIENTS[config.store])
     module_name, factory = STORE_FACTORIES[config.store].split(":")
     store: Store = getattr(importlib.import_module(module_name), factory)(config)
     return store
+
+
+def _require_client(kind: str, module: str, extra: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        raise ConfigError(
+            [
+                f"store.kind = {kind}: its client ({module}) is not installed; "
+                f"pip install 'idb-stats[{extra}]' (deploy/install.sh --extras {extra})"
+            ]
+        ) from None

@@ -1,0 +1,66 @@
+"""Checking an NDJSON export before `import` writes anything: every line, with its number."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import date
+
+from .errors import UsageError
+
+
+def check_export(lines: Iterable[bytes], name: str) -> int:
+    """Raise UsageError naming the first line that is not a daily document, or whose harvest date
+    comes back after other days (import publishes one day at a time); return the documents."""
+    current: str | None = None
+    finished: set[str] = set()
+    documents = 0
+    for number, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(
+                f"{name} line {number}: not UTF-8 text (byte {exc.start + 1}); nothing was imported"
+            ) from None
+        if not line.strip():
+            continue
+        where = f"{name} line {number}"
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(
+                f"{where}: not valid JSON ({exc.msg}, column {exc.colno}); nothing was imported"
+            ) from None
+        except RecursionError:  # "[[[[..." deeper than the parser's stack
+            raise UsageError(f"{where}: JSON nested too deeply; nothing was imported") from None
+        if not (
+            isinstance(doc, dict)
+            and isinstance(doc.get("recordset_id"), str)
+            and _is_date(doc.get("harvest_date"))
+        ):
+            raise UsageError(
+                f"{where}: not a daily document (an object with recordset_id and harvest_date "
+                "YYYY-MM-DD, as `idb-stats export` writes); nothing was imported"
+            )
+        day = doc["harvest_date"]
+        if day != current:
+            if day in finished:
+                raise UsageError(
+                    f"{where}: documents of {day} are not together; sort by harvest_date (as "
+                    "`idb-stats export` does); nothing was imported"
+                )
+            if current is not None:
+                finished.add(current)
+            current = day
+        documents += 1
+    return documents
+
+
+def _is_date(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return len(value) == 10
