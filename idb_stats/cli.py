@@ -28,7 +28,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CODES_HELP = """Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 configuration, 4 telemetry
 database unreachable, 5 store unreachable or write not acknowledged, 6 too many skipped rows,
-7 lock held by another run, 8 status: lagging, 9 catch-up span too long."""
+7 lock held by another run, 8 status: lagging, 9 catch-up span too long, 10 a day's source rows
+are gone while the store holds its documents (--allow-empty), 11 verify found differences."""
 
 
 class DateType(click.ParamType):
@@ -148,6 +149,12 @@ def day_fields(stats: DayStats) -> dict[str, Any]:
     "--jobs", type=click.IntRange(1, 64), help="Days aggregated in parallel [default: collect.jobs]."
 )
 @click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Publish a day whose source rows are gone even though the store holds its documents "
+    "(empties it); refused otherwise, exit 10.",
+)
 def collect_stats(
     config: Config,
     day: date | None,
@@ -159,12 +166,15 @@ def collect_stats(
     force_span: bool,
     jobs: int | None,
     lock_timeout: float | None,
+    allow_empty: bool,
 ) -> None:
     """Aggregate telemetry into daily documents and totals.
 
     With no date: catch up, from the day after the last complete harvest date through today
     (first run: today only). Harvest date D covers the events of [D-1 00:00, D 00:00).
-    Re-running any day replaces it exactly.
+    Re-running any day replaces it exactly. The catch-up also re-checks the last
+    collect.recheck_days published days and republishes those whose source rows changed
+    (reason late_rows); it stops at the last harvest date whose window closed collect.settle ago.
     """
     if sum(x for x in (day is not None, first is not None or last is not None, all_days)) > 1:
         raise click.UsageError("use one of --date, --from/--to, --all")
@@ -196,6 +206,7 @@ def collect_stats(
         lock_timeout=lock_timeout,
         on_plan=on_plan,
         on_day=on_day,
+        allow_empty=allow_empty,
     )
     log.info(
         "run %s finished: %d days, %d rows",
@@ -381,6 +392,7 @@ def status(config: Config, max_lag: int | None, as_json: bool) -> None:
             f"{run.get('started_at', '')} {run.get('error') or ''}".rstrip(),
             f"last size snapshot:    {info['last_snapshot'] or 'none'}"
             + (" (none today)" if info["snapshot_missing_today"] else ""),
+            f"last re-check:         {_recheck_line(info['last_recheck'])}",
         ]
         click.echo("\n".join(lines))
     lag = info["lag_days"]
@@ -388,6 +400,46 @@ def status(config: Config, max_lag: int | None, as_json: bool) -> None:
         raise Lagging(
             f"last complete harvest date is {info['last_complete_harvest_date'] or 'missing'}, "
             f"lag {lag} days exceeds --max-lag {max_lag}"
+        )
+
+
+def _recheck_line(recheck: dict[str, Any] | None) -> str:
+    if recheck is None:
+        return "none"
+    stale = recheck["stale"]
+    gone = [s["harvest_date"] for s in stale if s["rows_gone"]]
+    return (
+        f"{recheck['started_at']}: {len(stale)} days found stale, "
+        f"{len(recheck['republished'])} republished ({', '.join(recheck['republished']) or '-'})"
+        + (f", rows gone: {', '.join(gone)}" if gone else "")
+    )
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@config_options
+@click.option("--since", type=DATE, help="Changes made on or after this (UTC) date.")
+@click.option("--recordset", "recordset_id", help="Changes of this recordset only.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line, every block.")
+def changes(config: Config, since: date | None, recordset_id: str | None, as_json: bool) -> None:
+    """Every change to published numbers: when a published day was republished with different
+    counts or totals, the old and new figures per block, the reason and the run."""
+    store = open_store(config)
+    try:
+        records = store.changes(since, recordset_id)
+    finally:
+        store.close()
+    if as_json:
+        write_ndjson(records, sys.stdout)
+        return
+    for record in records:
+        blocks = ", ".join(
+            f"{block} count {b['old']['count']}->{b['new']['count']} "
+            f"total {b['old']['total']}->{b['new']['total']}"
+            for block, b in record["blocks"].items()
+        )
+        click.echo(
+            f"{record['changed_at'][:19]} {record['harvest_date']} {record['recordset_id']} "
+            f"{record['reason']} run {record['run_id']}: {blocks}"
         )
 
 

@@ -12,6 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -66,6 +67,8 @@ SCHEMA: dict[str, tuple[type, Any]] = {
     "collect.max_catch_up_days": (int, 31),
     "collect.lock_timeout": (float, 0.0),
     "collect.jobs": (int, 1),
+    "collect.recheck_days": (int, 7),
+    "collect.settle": (str, "0min"),
     "api.dsn": (str, None),
     "api.dsn_file": (str, None),
     "api.uuids_table": (str, "uuids"),
@@ -122,6 +125,10 @@ class Config:
     uuids_table: str
     notify_command: str | None
     config_path: str | None = None
+    # Published days the catch-up re-checks for late or purged rows (0: none).
+    recheck_days: int = 7
+    # How long after its window closes a harvest date may be collected.
+    settle: timedelta = timedelta(0)
 
     @property
     def store_dsn(self) -> str:
@@ -141,6 +148,8 @@ class Config:
                 value = "***" if value else None
             elif f.name in ("source_dsn", "store_url", "api_dsn"):
                 value = redact(value)
+            elif isinstance(value, timedelta):
+                value = f"{value.total_seconds():g}s"
             shown[f.name] = value
         return shown
 
@@ -278,7 +287,21 @@ def load_config(
         uuids_table=values["api.uuids_table"],
         notify_command=values["notify.command"],
         config_path=str(config_path) if config_path else None,
+        recheck_days=values["collect.recheck_days"],
+        settle=parse_duration(values["collect.settle"]) or timedelta(0),
     )
+
+
+DURATION_UNITS = {"s": 1, "sec": 1, "min": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|h|d)\s*$")
+
+
+def parse_duration(text: str | None) -> timedelta | None:
+    """'30min', '2h', '90s', '1d' as a timedelta; None when the text is not one."""
+    match = _DURATION.match(text or "")
+    if match is None:
+        return None
+    return timedelta(seconds=float(match[1]) * DURATION_UNITS[match[2]])
 
 
 def _validate(v: dict[str, Any], problems: list[str]) -> None:
@@ -315,7 +338,11 @@ def _validate(v: dict[str, Any], problems: list[str]) -> None:
     share = v["collect.max_skipped_share"]
     if share is not None and not 0 <= share <= 1:
         problems.append(f"collect.max_skipped_share: must be between 0 and 1, got {share}")
-    for setting in ("collect.breakdown_limit", "store.bulk_max_retries"):
+    if v["collect.settle"] is not None and parse_duration(v["collect.settle"]) is None:
+        problems.append(
+            f'collect.settle: {v["collect.settle"]!r} is not a duration like "30min", "2h", "90s" or "1d"'
+        )
+    for setting in ("collect.breakdown_limit", "store.bulk_max_retries", "collect.recheck_days"):
         if v[setting] is not None and v[setting] < 0:
             problems.append(f"{setting}: must be 0 or more, got {v[setting]}")
     for setting in ("collect.max_catch_up_days", "collect.jobs", "store.bulk_chunk_bytes"):

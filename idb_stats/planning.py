@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from .errors import SpanTooLong
 
@@ -52,3 +52,11 @@ def missing_days(complete: set[date], first: date | None, last: date) -> list[da
     if first is None:
         return []
     return [d for d in date_range(first, last) if d not in complete] if first <= last else []
+
+
+def last_settled_day(now_local: datetime, settle: timedelta) -> date:
+    """The latest harvest date whose window [D-1 00:00, D 00:00) closed at least `settle` ago.
+
+    now_local is the time in source.timezone (the telemetry's naive timestamps are read there).
+    """
+    return (now_local - settle).date()

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from . import fingerprint
 from .config import Config, redact
 from .errors import SourceUnreachable
 from .model import Cell, SkipReason, SkipReport, event_window
@@ -183,6 +184,7 @@ class _CellStream:
 @dataclass
 class PostgresTelemetryDay:
     report: SkipReport
+    fingerprint: fingerprint.Fingerprint | None
     _streams: Callable[[], Iterator[Cell]]
 
     def cells(self) -> Iterator[Cell]:
@@ -199,6 +201,8 @@ class PostgresTelemetrySource:
             cap=max(SKIPPED_IDS_CAP, EXAMPLE_IDS), reason=SKIP_REASON_SQL, **self._names
         )
         self._dates_sql = HARVEST_DATES_SQL.format(**self._names)
+        self._fingerprint_sql = fingerprint.DAY_SQL.format(**self._names)
+        self._fingerprints_sql = fingerprint.DAYS_SQL.format(**self._names)
 
     @contextlib.contextmanager
     def read_day(self, harvest_date: date) -> Iterator[PostgresTelemetryDay]:
@@ -228,7 +232,10 @@ class PostgresTelemetrySource:
                     cur.mogrify(sql.format(accepted=accepted, **self._names), window).decode()
                     for sql in (ITEMS_SQL, PLACES_AND_QUERIES_SQL)
                 ]
-                yield PostgresTelemetryDay(report, lambda: self._merged(snapshot, queries))
+                # In the same snapshot as the cells, so the fingerprint is that of the rows counted.
+                cur.execute(self._fingerprint_sql, window)
+                day_fingerprint = fingerprint.from_row(cur.fetchone() or (0,) * 6)
+                yield PostgresTelemetryDay(report, day_fingerprint, lambda: self._merged(snapshot, queries))
         finally:
             self._conn.set_session(isolation_level="DEFAULT")
 
@@ -251,6 +258,18 @@ class PostgresTelemetrySource:
         with self._conn, self._conn.cursor() as cur:
             cur.execute(self._dates_sql)
             return [row[0] for row in cur]
+
+    def fingerprints(self, days: list[date]) -> dict[date, fingerprint.Fingerprint | None]:
+        """The current fingerprint of each of these harvest dates (None: no rows), one grouped query."""
+        if not days:
+            return {}
+        try:
+            with self._conn, self._conn.cursor() as cur:
+                cur.execute(self._fingerprints_sql, fingerprint.days_params(days))
+                found = {row[0]: fingerprint.from_row(row[1:]) for row in cur}
+        except psycopg2.Error as exc:
+            raise SourceUnreachable(f"re-checking telemetry failed: {redact(str(exc).strip())}") from None
+        return {day: found.get(day) for day in days}
 
     def close(self) -> None:
         self._conn.close()

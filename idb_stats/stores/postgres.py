@@ -14,6 +14,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
+from .. import changes
 from ..config import Config
 from ..documents import add_terms
 from ..errors import StoreError
@@ -49,6 +50,13 @@ CREATE TABLE IF NOT EXISTS {s}.days (
 CREATE TABLE IF NOT EXISTS {s}.runs (
   run_id text PRIMARY KEY,
   started_at timestamptz NOT NULL,
+  doc jsonb NOT NULL);
+-- Every change to the numbers of an already published (recordset, day): see changes.py.
+CREATE TABLE IF NOT EXISTS {s}.changes (
+  id bigserial PRIMARY KEY,
+  changed_at timestamptz NOT NULL,
+  harvest_date date NOT NULL,
+  recordset_id text COLLATE "C" NOT NULL,
   doc jsonb NOT NULL);
 CREATE TABLE IF NOT EXISTS {s}.api_snapshots (
   snapshot_date date NOT NULL,
@@ -205,6 +213,7 @@ class PostgresStore:
             cur.execute(self._sql("DELETE FROM {s}.daily WHERE harvest_date = %s"), (day,))
             new = self._copy_documents(cur, documents)
             self._update_totals(cur, day, old, new)
+            self._record_changes(cur, stats, old, new)
             cur.execute(
                 self._sql(
                     "INSERT INTO {s}.days (harvest_date, run_id, stats) VALUES (%s, %s, %s) "
@@ -250,6 +259,42 @@ class PostgresStore:
                 in_flight.result()
             send(buffer)
         return summaries
+
+    def _record_changes(
+        self, cur: Any, stats: DayStats, old: dict[str, Summary], new: dict[str, Summary]
+    ) -> None:
+        """Log what a republish changed; a day published for the first time changes nothing."""
+        cur.execute(
+            self._sql("SELECT now()::text, EXISTS (SELECT FROM {s}.days WHERE harvest_date = %s)"),
+            (stats.harvest_date,),
+        )
+        changed_at, republished = cur.fetchone()
+        if not republished:
+            return
+        records = changes.diff_day(stats.harvest_date, old, new, stats.reason, stats.run_id, changed_at)
+        psycopg2.extras.execute_values(
+            cur,
+            self._sql("INSERT INTO {s}.changes (changed_at, harvest_date, recordset_id, doc) VALUES %s"),
+            [(r["changed_at"], r["harvest_date"], r["recordset_id"], json.dumps(r)) for r in records],
+            page_size=1000,
+        )
+
+    def changes(self, since: date | None = None, recordset_id: str | None = None) -> list[dict[str, Any]]:
+        if not self._initialized():
+            return []
+        with self._transaction("reading changes") as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{self.schema}.changes",))
+            if cur.fetchone() != (True,):  # a store made before the change ledger, not yet re-initialised
+                return []
+            cur.execute(
+                self._sql(
+                    "SELECT doc FROM {s}.changes WHERE changed_at >= COALESCE(%s::date, '-infinity') "
+                    "AND (%s::text IS NULL OR recordset_id = %s) "
+                    "ORDER BY changed_at, harvest_date, recordset_id"
+                ),
+                (since, recordset_id, recordset_id),
+            )
+            return [doc for (doc,) in cur]
 
     def _update_totals(self, cur: Any, day: date, old: dict[str, Summary], new: dict[str, Summary]) -> None:
         affected = sorted(old.keys() | new.keys())
