@@ -16,7 +16,7 @@ import click
 
 from . import __version__, cohort, runner
 from .config import Config, load_config
-from .errors import ConfigError, ExitCode, IdbStatsError
+from .errors import ConfigError, ExitCode, IdbStatsError, SourceRowsGone, VerifyDifferences
 from .logs import ProgressBar, sd_notify, setup_logging
 from .model import DayStats
 from .planning import Plan
@@ -440,6 +440,82 @@ def changes(config: Config, since: date | None, recordset_id: str | None, as_jso
         click.echo(
             f"{record['changed_at'][:19]} {record['harvest_date']} {record['recordset_id']} "
             f"{record['reason']} run {record['run_id']}: {blocks}"
+        )
+
+
+@cli.command("verify", epilog=EXIT_CODES_HELP)
+@config_options
+@range_options
+@click.option("--sample", type=click.IntRange(1), help="Check this many days of the range, picked at random.")
+@click.option(
+    "--repair", is_flag=True, help="Republish differing days, rebuild divergent totals, then verify again."
+)
+@click.option("--json", "as_json", is_flag=True, help="Every difference as a JSON line, then the summary.")
+@click.option(
+    "--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock (--repair)."
+)
+def verify_command(
+    config: Config,
+    first: date | None,
+    last: date | None,
+    sample: int | None,
+    repair: bool,
+    as_json: bool,
+    lock_timeout: float | None,
+) -> None:
+    """Recompute published days from the telemetry and compare them with the store.
+
+    Every document field by field, totals against the sum of the daily documents, and the
+    ledger against the documents. Days whose source rows are gone are unverifiable and never
+    touched. Exit 0 when all agree, 11 on any difference, 10 when only unverifiable days remain.
+    """
+    from . import verify
+
+    def on_difference(difference: verify.Difference, after_repair: bool) -> None:
+        if as_json:
+            click.echo(json.dumps({**difference.as_dict(), "after_repair": after_repair}, default=str))
+
+    outcome = verify.verify(config, first, last, sample, repair, on_difference, lock_timeout)
+    if as_json:
+        summary = {
+            "before_repair" if outcome.after_repair else "result": outcome.report.as_dict(),
+            "repaired_days": [d.isoformat() for d in outcome.repaired_days],
+            "rebuilt_totals": outcome.rebuilt_totals,
+        }
+        if outcome.after_repair:
+            summary["result"] = outcome.after_repair.as_dict()
+        click.echo(json.dumps({"summary": summary}))
+    else:
+        reports = [("", outcome.report)]
+        if outcome.after_repair:
+            reports.append(("after repair: ", outcome.after_repair))
+        for prefix, report in reports:
+            for day in report.days:
+                click.echo(
+                    f"{prefix}{day.harvest_date}  {day.outcome:<12} {day.documents} documents"
+                    + (f", {day.differences} differences" if day.differences else "")
+                )
+            click.echo(
+                f"{prefix}totals: {report.totals_checked} recordsets checked, "
+                f"{len(report.totals_differing)} differ"
+            )
+            if prefix == "" and outcome.after_repair:
+                click.echo(
+                    f"repaired: {len(outcome.repaired_days)} days republished, "
+                    f"{len(outcome.rebuilt_totals)} totals rebuilt"
+                )
+    final = outcome.final
+    if not final.agrees:
+        days = ", ".join(map(str, final.differing_days)) or "none"
+        raise VerifyDifferences(
+            f"verify: {final.differences} differences (days {days}, "
+            f"totals of {len(final.totals_differing)} recordsets); --json lists them, --repair fixes what "
+            "the telemetry can recompute"
+        )
+    if final.unverifiable_days:
+        raise SourceRowsGone(
+            f"verify: the telemetry rows of {', '.join(map(str, final.unverifiable_days))} are gone; "
+            "their published documents cannot be checked and were left as they are"
         )
 
 

@@ -56,6 +56,9 @@ class Store(Protocol):
     def totals(self, recordsets: Sequence[str] = ()) -> Iterator[Document]:
         """Totals documents, sorted by recordset_id; all when no recordset is named."""
 
+    def rewrite_totals(self, documents: Sequence[Document], gone: Sequence[str]) -> None:
+        """Overwrite these totals documents and delete those of the `gone` recordsets (verify --repair)."""
+
     def completed_days(self) -> dict[date, dict[str, Any]]:
         """Harvest dates published completely, with their figures."""
 

@@ -334,6 +334,20 @@ class PostgresStore:
         if deletes:
             cur.execute(self._sql("DELETE FROM {s}.totals WHERE recordset_id = ANY(%s)"), (deletes,))
 
+    def rewrite_totals(self, documents: Sequence[Document], gone: Sequence[str]) -> None:
+        self._require_schema()
+        with self._transaction("rewriting totals") as cur:
+            psycopg2.extras.execute_values(
+                cur,
+                self._sql(
+                    "INSERT INTO {s}.totals (recordset_id, doc) VALUES %s "
+                    "ON CONFLICT (recordset_id) DO UPDATE SET doc = EXCLUDED.doc"
+                ),
+                [(doc["recordset_id"], dumps(doc)) for doc in documents],
+                page_size=1000,
+            )
+            cur.execute(self._sql("DELETE FROM {s}.totals WHERE recordset_id = ANY(%s)"), (list(gone),))
+
     def _stream(self, sql: str, params: Any) -> Iterator[Any]:
         self._require_schema()
         try:

@@ -413,6 +413,19 @@ class SearchStore:
                 log.info("%d totals changed meanwhile, re-reading", len(conflicts))
                 pending = sorted(conflicts)
 
+    def rewrite_totals(self, documents: Sequence[Document], gone: Sequence[str]) -> None:
+        self._require_indexes()
+        self._check(
+            self._bulk(
+                ({"index": {"_index": self.totals_index, "_id": d["recordset_id"]}}, d) for d in documents
+            )
+        )
+        self._check(
+            self._bulk(({"delete": {"_index": self.totals_index, "_id": rs}}, None) for rs in gone),
+            allowed=(404,),
+        )
+        self._refresh(self.totals_index)
+
     def _get_totals(self, recordsets: list[str]) -> dict[str, tuple[Totals, tuple[int, int] | None]]:
         if not recordsets:
             return {}
