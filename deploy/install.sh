@@ -34,7 +34,7 @@ done
 etc="$root/etc/idb-stats"
 units="$root/etc/systemd/system"
 venv="$root$prefix/venv"
-timers="idb-stats-collect.timer idb-stats-api.timer"
+timers="idb-stats-collect.timer idb-stats-api.timer idb-stats-verify.timer"
 
 run() {
   echo "+ $*"

@@ -5,6 +5,7 @@ published number is recorded."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -16,8 +17,18 @@ from test_store_contract import HARVEST, assert_consistent, collect, load_week, 
 
 from idb_stats import fingerprint, planning, runner
 from idb_stats.errors import SourceRowsGone
+from idb_stats.logs import fields_of
 from idb_stats.source import PostgresTelemetrySource
 from idb_stats.stores import open_store
+
+
+class ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 def execute(dsn: str, sql: str, params: Any = None) -> int:
@@ -157,7 +168,21 @@ def test_catch_up_republishes_exactly_the_changed_days(make_config: MakeConfig, 
         execute(dsn, "DELETE FROM stats WHERE date >= %(start)s AND date < %(end)s", window(harvest[3])) > 0
     )
 
-    result = collect(config)  # the timer's plain catch-up
+    journal, logger = ListHandler(), logging.getLogger("idb_stats")
+    level = logger.level
+    logger.addHandler(journal)
+    logger.setLevel(logging.INFO)
+    try:
+        result = collect(config)  # the timer's plain catch-up
+    finally:
+        logger.removeHandler(journal)
+        logger.setLevel(level)
+    late_fields = [fields_of(r) for r in journal.records if fields_of(r).get("reason") == "late_rows"]
+    assert [(f["harvest_date"], f["row_delta"]) for f in late_fields] == [
+        (harvest[0].isoformat(), 1),
+        (harvest[1].isoformat(), -1),
+        (harvest[2].isoformat(), 0),
+    ]
     assert [(s.harvest_date, s.row_delta, s.rows_gone) for s in result.stale] == [
         (harvest[0], 1, False),
         (harvest[1], -1, False),
@@ -187,7 +212,7 @@ def test_catch_up_republishes_exactly_the_changed_days(make_config: MakeConfig, 
     store = open_store(config)
     try:
         recorded = store.changes(recordset_id=late_rs)
-        status_runs = store.runs(limit=1)
+        catch_up = next(r for r in store.runs() if r["run_id"] == result.run_id)
     finally:
         store.close()
     old = next(
@@ -204,7 +229,9 @@ def test_catch_up_republishes_exactly_the_changed_days(make_config: MakeConfig, 
             },
         }
     }
-    assert status_runs[0]["recheck"]["republished"] == [h.isoformat() for h in harvest[:3]]
+    assert catch_up["recheck"]["republished"] == [h.isoformat() for h in harvest[:3]]
+    shown = runner.status(config)["last_recheck"]
+    assert shown["republished"] == [h.isoformat() for h in harvest[:3]] and len(shown["stale"]) == 4
 
     # Nothing is stale any more but the day whose rows are gone, which is never emptied.
     again = collect(config)
