@@ -233,6 +233,7 @@ class PostgresTelemetrySource:
                     for sql in (ITEMS_SQL, PLACES_AND_QUERIES_SQL)
                 ]
                 # In the same snapshot as the cells, so the fingerprint is that of the rows counted.
+                cur.execute(fingerprint.SETTINGS)
                 cur.execute(self._fingerprint_sql, window)
                 day_fingerprint = fingerprint.from_row(cur.fetchone() or (0,) * 6)
                 yield PostgresTelemetryDay(report, day_fingerprint, lambda: self._merged(snapshot, queries))
@@ -265,6 +266,7 @@ class PostgresTelemetrySource:
             return {}
         try:
             with self._conn, self._conn.cursor() as cur:
+                cur.execute(fingerprint.SETTINGS)
                 cur.execute(self._fingerprints_sql, fingerprint.days_params(days))
                 found = {row[0]: fingerprint.from_row(row[1:]) for row in cur}
         except psycopg2.Error as exc:
