@@ -67,7 +67,9 @@ def current_fingerprint(config: Any, day: date) -> Any:
 
 
 @pytest.mark.parametrize("store_kind", ["postgres"])
-def test_fingerprint_sees_inserted_deleted_and_changed_rows_not_freezing(make_config: MakeConfig, dsn: str) -> None:
+def test_fingerprint_sees_inserted_deleted_and_changed_rows_not_freezing(
+    make_config: MakeConfig, dsn: str
+) -> None:
     load_week(dsn)
     config, day = make_config(), HARVEST[1]
     seen = [current_fingerprint(config, day)]
