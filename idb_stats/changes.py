@@ -14,9 +14,6 @@ from typing import Any
 from .model import BLOCKS
 from .totals import Summary
 
-# Why a published day was published again (DayStats.reason).
-REASONS = ("late_rows", "rerun", "repair", "import", "adopt", "collect")
-
 ChangeRecord = dict[str, Any]
 
 
