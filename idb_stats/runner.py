@@ -235,12 +235,11 @@ def collect(
     on_day: DayCallback | None = None,
     command: str = "collect-stats",
     allow_empty: bool = False,
-    reason: str | None = None,
 ) -> RunResult:
     """Run the selected days. A plain catch-up also republishes recently published days whose
     source rows changed (reason late_rows); a day whose rows are gone is refused (SourceRowsGone,
-    raised after the other days ran) unless allow_empty. reason: what to record for changes
-    [default: rerun for days already published, collect for new ones]."""
+    raised after the other days ran) unless allow_empty. Days already published are recorded
+    as re-runs (reason rerun) in the change ledger."""
     jobs = jobs or config.jobs
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     source = PostgresTelemetrySource(config)
@@ -258,7 +257,7 @@ def collect(
                 store.init()
             day_plan = plan(config, selection, store, source)
             complete = store.completed_days()
-            reasons = {d: reason or ("rerun" if d in complete else "collect") for d in day_plan.days}
+            reasons = {d: "rerun" if d in complete else "collect" for d in day_plan.days}
             stale: list[fingerprint.Stale] = []
             if is_catch_up(selection) and config.recheck_days > 0:
                 stale = recheck(config, store, source, day_plan.days)
@@ -309,7 +308,8 @@ def collect(
 
             def refuse(exc: SourceRowsGone) -> None:
                 # Ranges and --all report such a day and go on with the others.
-                log.error("%s", exc)
+                if len(day_plan.days) > 1:
+                    log.error("%s", exc)
                 refused.append(exc)
                 run.setdefault("refused", []).append(str(exc))
 

@@ -343,7 +343,12 @@ class SearchStore:
         self._request("PUT", f"/{quote(self.runs_index)}/_doc/day-{day}", marker, params={"refresh": "true"})
 
     def _record_changes(self, stats: DayStats, old: dict[str, Summary], new: dict[str, Summary]) -> None:
-        """Log what a republish changed, as documents of kind "change" in the runs index."""
+        """Log what a republish changed, as documents of kind "change" in the runs index.
+
+        Written after the totals, before the day's marker. A publish that fails in between is
+        redone by the next run, which finds the new numbers in place and records nothing: on
+        these stores a change can go unrecorded then (PostgreSQL records it in the day's
+        transaction)."""
         changed_at = datetime.now(UTC).isoformat()
         records = changes.diff_day(stats.harvest_date, old, new, stats.reason, stats.run_id, changed_at)
         self._check(
@@ -362,7 +367,8 @@ class SearchStore:
         )
 
     def changes(self, since: date | None = None, recordset_id: str | None = None) -> list[dict[str, Any]]:
-        # Few and filtered here: runs indexes made before the change ledger do not map its fields.
+        # Filtered here (changes are few): a runs index made before the change ledger does not map
+        # recordset_id and changed_at, so it can sort on them (unmapped_type) but not filter.
         if not self._initialized():
             return []
         self._refresh(self.runs_index)
@@ -371,7 +377,11 @@ class SearchStore:
             for hit in self._scan(
                 self.runs_index,
                 {"term": {"kind": "change"}},
-                [{"harvest_date": "asc"}, {"recordset_id": "asc"}, {"changed_at": "asc"}],
+                [
+                    {"harvest_date": "asc"},
+                    {"recordset_id": {"order": "asc", "unmapped_type": "keyword"}},
+                    {"changed_at": {"order": "asc", "unmapped_type": "date"}},
+                ],
             )
         ]
         return changes.selected(records, since, recordset_id)
