@@ -339,3 +339,21 @@ def test_cli_refuses_with_exit_10_then_allow_empty_and_changes(dsn: str) -> None
     assert all(all(b["new"] == {"count": 0, "total": 0} for b in r["blocks"].values()) for r in records)
     text = run("changes", "--recordset", records[0]["recordset_id"], env=env).stdout
     assert text.count("\n") == 1 and f"{HARVEST[0]} {records[0]['recordset_id']} rerun" in text
+
+
+def test_settle_and_recheck_days_are_validated() -> None:
+    from idb_stats.config import load_config
+    from idb_stats.errors import ConfigError
+
+    good = load_config(overrides={"source.dsn": "host=x", "collect.settle": "30min"}, environ={})
+    assert good.settle == timedelta(minutes=30) and good.recheck_days == 7
+    assert load_config(
+        overrides={"source.dsn": "host=x", "collect.settle": "1.5h"}, environ={}
+    ).settle == timedelta(minutes=90)
+    with pytest.raises(ConfigError) as error:
+        load_config(
+            overrides={"source.dsn": "host=x", "collect.settle": "soon", "collect.recheck_days": -1},
+            environ={},
+        )
+    assert len(error.value.problems) == 2
+    assert "collect.settle" in error.value.problems[0] and "collect.recheck_days" in error.value.problems[1]
