@@ -39,7 +39,7 @@ done
 etc="$root/etc/idb-stats"
 units="$root/etc/systemd/system"
 venv="$root$prefix/venv"
-timers="idb-stats-collect.timer idb-stats-api.timer"
+timers="idb-stats-collect.timer idb-stats-api.timer idb-stats-verify.timer"
 
 run() {
   if [ "$dry_run" = 1 ]; then echo "would run: $*"; else echo "+ $*"; "$@"; fi
@@ -130,7 +130,7 @@ api_configured() {
     section == "[api]" && /^[[:space:]]*dsn(_file)?[[:space:]]*=/ { found = 1 }
     END { exit !found }' "$etc/config.toml" 2>/dev/null
 }
-wanted=idb-stats-collect.timer
+wanted="idb-stats-collect.timer idb-stats-verify.timer"
 if api_configured; then wanted="$wanted idb-stats-api.timer"; fi
 if [ "$dry_run" = 1 ]; then
   echo "would enable $wanted once \`idb-stats-as-service check-config --connect\` passes"

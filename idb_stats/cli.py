@@ -18,7 +18,7 @@ import click
 
 from . import __version__, checks, cohort, interrupt, ndjson, runner
 from .config import STORE_KINDS, Config, has_password, load_config
-from .errors import ConfigError, ExitCode, IdbStatsError, UsageError
+from .errors import ConfigError, ExitCode, IdbStatsError, SourceRowsGone, UsageError, VerifyDifferences
 from .interrupt import Interrupted
 from .logs import ProgressBar, sd_notify, setup_logging
 from .model import DayStats
@@ -32,8 +32,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CODES_HELP = """Exit codes: 0 ok, 1 unexpected error, 2 usage (bad arguments or input file,
 a harvest date not over yet), 3 configuration (also a failed check-config --connect), 4 telemetry
 database unreachable, 5 store unreachable or write not acknowledged, 6 too many skipped rows,
-7 lock held by another run, 8 status: lagging, 9 catch-up span too long, 130/143 stopped by
-SIGINT/SIGTERM (run recorded as interrupted)."""
+7 lock held by another run, 8 status: lagging, 9 catch-up span too long, 10 a day's source rows
+are gone while the store holds its documents (--allow-empty), 11 verify found differences,
+130/143 stopped by SIGINT/SIGTERM (run recorded as interrupted)."""
 
 
 class DateType(click.ParamType):
@@ -187,6 +188,12 @@ def day_fields(stats: DayStats) -> dict[str, Any]:
     "--jobs", type=click.IntRange(1, 64), help="Days aggregated in parallel [default: collect.jobs]."
 )
 @click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Publish a day whose source rows are gone even though the store holds its documents "
+    "(empties it); refused otherwise, exit 10.",
+)
 def collect_stats(
     config: Config,
     day: date | None,
@@ -198,13 +205,16 @@ def collect_stats(
     force_span: bool,
     jobs: int | None,
     lock_timeout: float | None,
+    allow_empty: bool,
 ) -> None:
     """Aggregate telemetry into daily documents and totals.
 
     With no date: catch up, every missing harvest date from the first complete one through the
-    last closed one (first run: that day only). Harvest date D covers the events of
-    [D-1 00:00, D 00:00) and closes at D 00:00: a date not over yet is refused, or skipped in a
-    range. SIGTERM/SIGINT stop the run and record it as interrupted (exit 143/130).
+    last closed one (first run: that day only), stopping at the last harvest date whose window
+    closed collect.settle ago. Harvest date D covers the events of [D-1 00:00, D 00:00) and closes
+    at D 00:00: a date not over yet is refused, or skipped in a range. The catch-up also re-checks
+    the last collect.recheck_days published days and republishes those whose source rows changed
+    (reason late_rows). SIGTERM/SIGINT stop the run and record it as interrupted (exit 143/130).
     Re-running any day replaces it exactly.
     """
     if sum(x for x in (day is not None, first is not None or last is not None, all_days)) > 1:
@@ -246,6 +256,7 @@ def collect_stats(
         lock_timeout=lock_timeout,
         on_plan=on_plan,
         on_day=on_day,
+        allow_empty=allow_empty,
     )
     log.info(
         "run %s finished: %s, %s",
@@ -472,6 +483,7 @@ def status(config: Config, max_lag: int | None, as_json: bool) -> None:
             f"lag:                   {lag_text(info['lag_days'])}",
             f"complete days:         {info['complete_days']}",
             f"missing days:          {', '.join(info['missing_days']) or 'none'}",
+            f"last re-check:         {_recheck_line(info['last_recheck'])}",
         ]
         if info["not_closed_days"]:
             lines.append(
@@ -504,6 +516,119 @@ def status(config: Config, max_lag: int | None, as_json: bool) -> None:
 
 def lag_text(lag: int | None) -> str:
     return "-" if lag is None else plural(lag, "day")
+
+
+def _recheck_line(recheck: dict[str, Any] | None) -> str:
+    if recheck is None:
+        return "none"
+    stale = recheck["stale"]
+    gone = [s["harvest_date"] for s in stale if s["rows_gone"]]
+    return (
+        f"{recheck['started_at']}: {len(stale)} days found stale, "
+        f"{len(recheck['republished'])} republished ({', '.join(recheck['republished']) or '-'})"
+        + (f", rows gone: {', '.join(gone)}" if gone else "")
+    )
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@config_options
+@click.option("--since", type=DATE, help="Changes made on or after this (UTC) date.")
+@click.option("--recordset", "recordset_id", help="Changes of this recordset only.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line, every block.")
+def changes(config: Config, since: date | None, recordset_id: str | None, as_json: bool) -> None:
+    """Every change to published numbers: when a published day was republished with different
+    counts or totals, the old and new figures per block, the reason and the run."""
+    with open_store(config) as store:
+        records = store.changes(since, recordset_id)
+    if as_json:
+        write_ndjson(records, sys.stdout)
+        return
+    for record in records:
+        blocks = ", ".join(
+            f"{block} count {b['old']['count']}->{b['new']['count']} "
+            f"total {b['old']['total']}->{b['new']['total']}"
+            for block, b in record["blocks"].items()
+        )
+        click.echo(
+            f"{record['changed_at'][:19]} {record['harvest_date']} {record['recordset_id']} "
+            f"{record['reason']} run {record['run_id']}: {blocks}"
+        )
+
+
+@cli.command("verify", epilog=EXIT_CODES_HELP)
+@config_options
+@range_options
+@click.option("--sample", type=click.IntRange(1), help="Check this many days of the range, picked at random.")
+@click.option(
+    "--repair", is_flag=True, help="Republish differing days, rebuild divergent totals, then verify again."
+)
+@click.option("--json", "as_json", is_flag=True, help="Every difference as a JSON line, then the summary.")
+@click.option(
+    "--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock (--repair)."
+)
+def verify_command(
+    config: Config,
+    first: date | None,
+    last: date | None,
+    sample: int | None,
+    repair: bool,
+    as_json: bool,
+    lock_timeout: float | None,
+) -> None:
+    """Recompute published days from the telemetry and compare them with the store.
+
+    Every document field by field, totals against the sum of the daily documents, and the
+    ledger against the documents. Days whose source rows are gone are unverifiable and never
+    touched. Exit 0 when all agree, 11 on any difference, 10 when only unverifiable days remain.
+    """
+    from . import verify
+
+    def on_difference(difference: verify.Difference, after_repair: bool) -> None:
+        if as_json:
+            click.echo(json.dumps({**difference.as_dict(), "after_repair": after_repair}, default=str))
+
+    outcome = verify.verify(config, first, last, sample, repair, on_difference, lock_timeout)
+    if as_json:
+        summary = {
+            "before_repair" if outcome.after_repair else "result": outcome.report.as_dict(),
+            "repaired_days": [d.isoformat() for d in outcome.repaired_days],
+            "rebuilt_totals": outcome.rebuilt_totals,
+        }
+        if outcome.after_repair:
+            summary["result"] = outcome.after_repair.as_dict()
+        click.echo(json.dumps({"summary": summary}))
+    else:
+        reports = [("", outcome.report)]
+        if outcome.after_repair:
+            reports.append(("after repair: ", outcome.after_repair))
+        for prefix, report in reports:
+            for day in report.days:
+                click.echo(
+                    f"{prefix}{day.harvest_date}  {day.outcome:<12} {day.documents} documents"
+                    + (f", {day.differences} differences" if day.differences else "")
+                )
+            click.echo(
+                f"{prefix}totals: {report.totals_checked} recordsets checked, "
+                f"{len(report.totals_differing)} differ"
+            )
+            if prefix == "" and outcome.after_repair:
+                click.echo(
+                    f"repaired: {len(outcome.repaired_days)} days republished, "
+                    f"{len(outcome.rebuilt_totals)} totals rebuilt"
+                )
+    final = outcome.final
+    if not final.agrees:
+        days = ", ".join(map(str, final.differing_days)) or "none"
+        raise VerifyDifferences(
+            f"verify: {final.differences} differences (days {days}, "
+            f"totals of {len(final.totals_differing)} recordsets); --json lists them, --repair fixes what "
+            "the telemetry can recompute"
+        )
+    if final.unverifiable_days:
+        raise SourceRowsGone(
+            f"verify: the telemetry rows of {', '.join(map(str, final.unverifiable_days))} are gone; "
+            "their published documents cannot be checked and were left as they are"
+        )
 
 
 class Lagging(IdbStatsError):

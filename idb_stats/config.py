@@ -20,6 +20,7 @@ import textwrap
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -359,6 +360,17 @@ class Config:
         "collect.lock_timeout", 0.0, help="Seconds a second run waits for the run lock (exit 7).", minimum=0
     )
     jobs: int = _setting("collect.jobs", 1, help="Days aggregated at once (worker processes).", minimum=1)
+    recheck_days: int = _setting(
+        "collect.recheck_days",
+        7,
+        help="Published days the catch-up re-checks for late, purged or changed rows (0: none).",
+        minimum=0,
+    )
+    settle: timedelta = _setting(  # noqa: RUF009 - _setting returns the field, not a shared default
+        "collect.settle",
+        timedelta(0),
+        help='How long after its window closes a harvest date may be collected ("30min", "2h", "1d").',
+    )
     api_dsn: str | None = _setting(
         "api.dsn",
         help="libpq DSN of the ingest database (api-stats).",
@@ -398,6 +410,8 @@ class Config:
             value = getattr(self, declared.attribute)
             if declared.secret and value:
                 value = redact(value) if declared.key.endswith((".dsn", ".url")) else "***"
+            elif isinstance(value, timedelta):
+                value = format_duration(value)
             section, name = declared.key.split(".")
             shown.setdefault(section, {})[name] = value
         return shown
@@ -487,10 +501,37 @@ def _coerce(declared: DeclaredSetting, value: Any, problems: list[str]) -> Any:
                 return float(value)
             except ValueError:
                 pass
+    elif kind is timedelta:
+        if isinstance(value, timedelta):
+            return value
+        if (duration := parse_duration(value)) is not None:
+            return duration
+        problems.append(f'{declared.key}: {value!r} is not a duration like "30min", "2h", "90s" or "1d"')
+        return declared.default
     elif isinstance(value, str):
         return Secret(value) if declared.secret else value
     problems.append(f"{declared.key}: expected {kind.__name__}, got {value!r}")
     return declared.default
+
+
+DURATION_UNITS = {"s": 1, "sec": 1, "min": 60, "h": 3600, "d": 86400}
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|h|d)\s*$")
+
+
+def parse_duration(text: Any) -> timedelta | None:
+    """'30min', '2h', '90s', '1d' as a timedelta; None when the text is not one."""
+    match = DURATION.match(text) if isinstance(text, str) else None
+    if match is None:
+        return None
+    return timedelta(seconds=float(match[1]) * DURATION_UNITS[match[2]])
+
+
+def format_duration(duration: timedelta) -> str:
+    seconds = duration.total_seconds()
+    for unit in ("d", "h", "min"):
+        if seconds and seconds % DURATION_UNITS[unit] == 0:
+            return f"{seconds / DURATION_UNITS[unit]:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _file_layer(path: Path, problems: list[str]) -> dict[str, Any]:
@@ -625,6 +666,8 @@ def _check_dsns(v: dict[str, Any], problems: list[str]) -> None:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, timedelta):
+        return f'"{format_duration(value)}"'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -696,7 +739,9 @@ def settings_table() -> str:
             where.append("secret")
         stores = "all" if declared.stores == STORE_KINDS else ", ".join(declared.stores)
         optional = declared.optional and declared.default is None
-        kind = declared.kind.__name__ + (" (optional)" if optional else "")
+        kind = ("duration" if declared.kind is timedelta else declared.kind.__name__) + (
+            " (optional)" if optional else ""
+        )
         rows.append(
             f"| `{declared.key}` | {kind} | {default} | {', '.join(where)} | {stores} | {declared.help} |"
         )

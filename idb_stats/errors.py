@@ -19,6 +19,8 @@ class ExitCode(IntEnum):
     LOCK_HELD = 7
     LAGGING = 8
     SPAN_TOO_LONG = 9
+    SOURCE_ROWS_GONE = 10
+    VERIFY_DIFFERENCES = 11
 
 
 class IdbStatsError(Exception):
@@ -63,3 +65,15 @@ class LockHeld(IdbStatsError):
 
 class SpanTooLong(IdbStatsError):
     exit_code = ExitCode.SPAN_TOO_LONG
+
+
+class SourceRowsGone(IdbStatsError):
+    """Re-running a day whose source rows are gone would erase its published documents."""
+
+    exit_code = ExitCode.SOURCE_ROWS_GONE
+
+
+class VerifyDifferences(IdbStatsError):
+    """verify found published numbers that disagree with the source or with each other."""
+
+    exit_code = ExitCode.VERIFY_DIFFERENCES

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 RECORD_TYPES = ("records", "mediarecords")
 EVENT_TYPES = ("search", "seen", "mapping", "view", "download")
@@ -93,6 +93,10 @@ class DayStats:
     recordsets: int = 0
     skip_reasons: dict[str, dict[str, object]] = field(default_factory=dict)
     seconds: float = 0.0
+    # Of the source rows the day was computed from (fingerprint.py); None when not read from a source.
+    fingerprint: dict[str, Any] | None = None
+    # Why the day was (re)published, recorded with any change to published numbers (changes.py).
+    reason: str = "collect"
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -104,4 +108,6 @@ class DayStats:
             "recordsets": self.recordsets,
             "skip_reasons": self.skip_reasons,
             "seconds": round(self.seconds, 3),
+            "fingerprint": self.fingerprint,
+            "reason": self.reason,
         }

@@ -16,6 +16,7 @@ class TelemetryDay(Protocol):
     """One harvest date of telemetry, read from one consistent snapshot."""
 
     report: SkipReport  # rows of the day's window, and those the rules skip, by reason with example ids
+    fingerprint: dict[str, Any] | None  # of the rows read (fingerprint.py); None when there are none
 
     def cells(self) -> Iterator[Cell]:
         """The day's aggregated cells, grouped by recordset (streamed, not held in memory)."""
@@ -27,6 +28,9 @@ class TelemetrySource(Protocol):
 
     def harvest_dates(self) -> list[date]:
         """Every harvest date whose window holds telemetry."""
+
+    def fingerprints(self, days: list[date]) -> dict[date, dict[str, Any] | None]:
+        """The current fingerprint of each harvest date (None when its window has no rows)."""
 
     def close(self) -> None: ...
 
@@ -63,6 +67,9 @@ class Store(Protocol):
     def totals(self, recordsets: Sequence[str] = ()) -> Iterator[Document]:
         """Totals documents, sorted by recordset_id; all when no recordset is named."""
 
+    def rewrite_totals(self, documents: Sequence[Document], gone: Sequence[str]) -> None:
+        """Overwrite these totals documents and delete those of the `gone` recordsets (verify --repair)."""
+
     def completed_days(self) -> dict[date, dict[str, Any]]:
         """Harvest dates published completely, with their figures."""
 
@@ -74,6 +81,9 @@ class Store(Protocol):
 
     def last_run(self, command: str) -> dict[str, Any] | None:
         """The latest run of one command (collect-stats, api-stats, import, forget-day)."""
+
+    def changes(self, since: date | None = None, recordset_id: str | None = None) -> list[dict[str, Any]]:
+        """Changes to published numbers (changes.py records), changed on or after `since`, oldest first."""
 
     def write_snapshot(self, snapshot_date: date, documents: Iterable[Document]) -> int:
         """Replace the recordset size snapshot of a day; returns the documents written."""

@@ -11,16 +11,16 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from . import interrupt, planning
+from . import fingerprint, interrupt, planning
 from .config import Config
 from .documents import build_documents
-from .errors import DataQualityError, IdbStatsError, LockHeld
+from .errors import DataQualityError, IdbStatsError, LockHeld, SourceRowsGone
 from .interrupt import Interrupted
 from .model import DayStats
 from .ports import Store, TelemetrySource
@@ -47,6 +47,20 @@ class Selection:
 def last_closed(config: Config) -> date:
     """The latest harvest date whose window has closed, now."""
     return planning.last_closed_day(datetime.now(UTC), config.zone, timedelta(0))
+
+
+def settled_day(config: Config) -> date:
+    """The latest harvest date the catch-up may collect: its window closed collect.settle ago."""
+    return planning.last_closed_day(datetime.now(UTC), config.zone, config.settle)
+
+
+def is_catch_up(selection: Selection) -> bool:
+    return (
+        selection.day is None
+        and selection.first is None
+        and selection.last is None
+        and not selection.all_days
+    )
 
 
 def now_iso() -> str:
@@ -79,7 +93,9 @@ def plan(config: Config, selection: Selection, store: Store, source: TelemetrySo
         candidates, why = source.harvest_dates(), "every day with telemetry"
         reprocess = selection.reprocess or "missing"
     else:
-        return planning.catch_up(complete, closed, config.max_catch_up_days, selection.force_span)
+        return planning.catch_up(
+            complete, settled_day(config), config.max_catch_up_days, selection.force_span
+        )
     days, not_closed = planning.split_closed(candidates, closed)
     if not_closed:
         why += (
@@ -209,14 +225,38 @@ def ledger_entry(store: Store | None, run: dict[str, Any]) -> Iterator[dict[str,
 
 
 def process_day(
-    config: Config, source: TelemetrySource, store: Store | None, day: date, run_id: str
+    config: Config,
+    source: TelemetrySource,
+    store: Store | None,
+    day: date,
+    run_id: str,
+    reason: str = "collect",
+    allow_empty: bool = False,
 ) -> DayStats:
-    """Aggregate one harvest date and publish it (store None: dry run, nothing written)."""
+    """Aggregate one harvest date and publish it (store None: dry run, nothing written).
+
+    A day whose window has no rows is not published over documents the store holds for it,
+    unless allow_empty: rows that are gone (retention, a wrong DSN) must not erase history.
+    """
     started = time.monotonic()
     interrupt.check()
     with source.read_day(day) as telemetry:
         report = telemetry.report
-        stats = DayStats(day, run_id, rows=report.rows, skipped=report.skipped, skip_reasons=report.as_dict())
+        stats = DayStats(
+            day,
+            run_id,
+            rows=report.rows,
+            skipped=report.skipped,
+            skip_reasons=report.as_dict(),
+            fingerprint=telemetry.fingerprint,
+            reason=reason,
+        )
+        if report.rows == 0 and store is not None and not allow_empty and has_documents(store, day):
+            raise SourceRowsGone(
+                f"{day}: the telemetry has no rows for this day but the store holds its documents; "
+                "nothing was written. Check source.dsn and source.stats_table, or pass --allow-empty "
+                "if the rows were removed on purpose and the day should be emptied"
+            )
         if report.skipped_share > config.max_skipped_share:
             reasons = ", ".join(
                 f"{k}: {v['rows']} (e.g. ids {v['example_ids']})" for k, v in stats.skip_reasons.items()
@@ -246,6 +286,15 @@ def process_day(
     return stats
 
 
+def has_documents(store: Store, day: date) -> bool:
+    documents = store.export(day, day)
+    try:
+        return next(documents, None) is not None
+    finally:
+        if isinstance(documents, Generator):  # ends the store's read (a PostgreSQL cursor)
+            documents.close()
+
+
 # Worker processes keep their own connections for the whole run (--jobs > 1).
 _worker: dict[str, Any] = {}
 PR_SET_PDEATHSIG = 1
@@ -264,8 +313,10 @@ def _init_worker(config: Config, dry_run: bool, parent: int) -> None:
     _worker["store"] = None if dry_run else open_store(config)
 
 
-def _work(day: date, run_id: str) -> DayStats:
-    return process_day(_worker["config"], _worker["source"], _worker["store"], day, run_id)
+def _work(day: date, run_id: str, reason: str, allow_empty: bool) -> DayStats:
+    return process_day(
+        _worker["config"], _worker["source"], _worker["store"], day, run_id, reason, allow_empty
+    )
 
 
 @dataclass
@@ -273,6 +324,39 @@ class RunResult:
     run_id: str
     plan: planning.Plan
     days: list[DayStats]
+    stale: list[fingerprint.Stale] = field(default_factory=list)
+
+
+def recheck(
+    config: Config, store: Store, source: TelemetrySource, planned: list[date]
+) -> list[fingerprint.Stale]:
+    """The last collect.recheck_days published days whose source rows changed since (one query)."""
+    published = fingerprint.recent_published(store.completed_days(), config.recheck_days, planned)
+    stale = fingerprint.stale_days(published, source.fingerprints(sorted(published)))
+    for day in stale:
+        fields = {
+            "harvest_date": day.harvest_date.isoformat(),
+            "reason": "rows_gone" if day.rows_gone else "late_rows",
+            "row_delta": day.row_delta,
+            "published_rows": day.published_rows,
+            "current_rows": day.current_rows,
+        }
+        if day.rows_gone:
+            log.warning(
+                "%s: every source row of this published day is gone (published from %d rows); "
+                "left as published: run `idb-stats verify` and see docs/operations.md",
+                day.harvest_date,
+                day.published_rows,
+                extra={"fields": fields},
+            )
+        else:
+            log.info(
+                "%s: source rows changed since publication (%+d rows), republishing reason=late_rows",
+                day.harvest_date,
+                day.row_delta,
+                extra={"fields": fields},
+            )
+    return stale
 
 
 def collect(
@@ -285,7 +369,12 @@ def collect(
     on_plan: Callable[[planning.Plan], None] | None = None,
     on_day: DayCallback | None = None,
     command: str = "collect-stats",
+    allow_empty: bool = False,
 ) -> RunResult:
+    """Run the selected days. A plain catch-up also republishes recently published days whose
+    source rows changed (reason late_rows); a day whose rows are gone is refused (SourceRowsGone,
+    raised after the other days ran) unless allow_empty. Days already published are recorded
+    as re-runs (reason rerun) in the change ledger."""
     jobs = jobs or config.jobs
     refuse_open_days(selection, last_closed(config))
     run = new_run(command, dry_run=dry_run, plan=None)
@@ -308,10 +397,35 @@ def collect(
             if not dry_run:
                 store.init()
             day_plan = plan(config, selection, store, source)
+            complete = store.completed_days()
+            reasons = {d: "rerun" if d in complete else "collect" for d in day_plan.days}
+            stale: list[fingerprint.Stale] = []
+            if is_catch_up(selection) and config.recheck_days > 0:
+                stale = recheck(config, store, source, day_plan.days)
+                late = [s.harvest_date for s in stale if not s.rows_gone]
+                reasons.update((d, "late_rows") for d in late)
+                if late:
+                    day_plan = planning.Plan(
+                        sorted({*day_plan.days, *late}),
+                        f"{day_plan.reason}; {len(late)} published days with changed source rows",
+                    )
             if on_plan:
                 on_plan(day_plan)
             run["plan"] = day_plan.reason
+            if is_catch_up(selection):
+                run["recheck"] = {
+                    "stale": [
+                        {
+                            "harvest_date": s.harvest_date.isoformat(),
+                            "row_delta": s.row_delta,
+                            "rows_gone": s.rows_gone,
+                        }
+                        for s in stale
+                    ],
+                    "republished": [s.harvest_date.isoformat() for s in stale if not s.rows_gone],
+                }
             done: list[DayStats] = []
+            refused: list[SourceRowsGone] = []
 
             def finished(stats: DayStats) -> None:
                 done.append(stats)
@@ -319,13 +433,43 @@ def collect(
                 if on_day:
                     on_day(stats, len(done), len(day_plan.days))
 
+            def refuse(exc: SourceRowsGone) -> None:
+                # Ranges and --all report such a day and go on with the others.
+                if len(day_plan.days) > 1:
+                    log.error("%s", exc)
+                refused.append(exc)
+                run.setdefault("refused", []).append(str(exc))
+
             with ledger_entry(None if dry_run else store, run):
                 if jobs > 1 and len(day_plan.days) > 1:
-                    _run_parallel(config, day_plan.days, run_id, dry_run, jobs, finished)
+                    _run_parallel(
+                        config, day_plan.days, run_id, dry_run, jobs, finished, refuse, reasons, allow_empty
+                    )
                 else:
                     for day in day_plan.days:
-                        finished(process_day(config, source, None if dry_run else store, day, run_id))
-            return RunResult(run_id, day_plan, done)
+                        try:
+                            stats = process_day(
+                                config,
+                                source,
+                                None if dry_run else store,
+                                day,
+                                run_id,
+                                reasons[day],
+                                allow_empty,
+                            )
+                        except SourceRowsGone as exc:
+                            refuse(exc)
+                        else:
+                            finished(stats)
+                # The other days ran; the run fails with the refusal (exit 10).
+                if len(refused) == 1:
+                    raise refused[0]
+                if refused:
+                    raise SourceRowsGone(
+                        f"{len(refused)} days were refused (their source rows are gone and the store holds "
+                        f"their documents; see the errors above); {len(done)} other days were published"
+                    )
+            return RunResult(run_id, day_plan, done, stale)
     finally:
         source.close()
         store.close()
@@ -338,6 +482,9 @@ def _run_parallel(
     dry_run: bool,
     jobs: int,
     finished: Callable[[DayStats], None],
+    refuse: Callable[[SourceRowsGone], None],
+    reasons: dict[date, str],
+    allow_empty: bool,
 ) -> None:
     """Days are independent; workers take them in order and a failure stops new ones.
 
@@ -355,12 +502,16 @@ def _run_parallel(
         error: BaseException | None = None
         while (queue and error is None) or pending:
             while queue and error is None and len(pending) < jobs:
-                pending.append(pool.submit(_work, queue.pop(0), run_id))
+                day = queue.pop(0)
+                pending.append(pool.submit(_work, day, run_id, reasons[day], allow_empty))
             completed, _ = wait(pending, return_when=FIRST_EXCEPTION)
             for future in completed:
                 pending.remove(future)
-                if future.exception() is not None:
-                    error = error or future.exception()
+                failure = future.exception()
+                if isinstance(failure, SourceRowsGone):
+                    refuse(failure)
+                elif failure is not None:
+                    error = error or failure
                 else:
                     finished(future.result())
         if error is not None:
@@ -380,6 +531,8 @@ def status(config: Config) -> dict[str, Any]:
         last = max(days, default=None)
         first = min(days, default=None)
         through = planning.complete_through(days, closed)
+        runs = store.runs(limit=20)
+        checked = next((r for r in runs if "recheck" in r and r.get("outcome") != "running"), None)
         snapshots = store.snapshots()
         last_snapshot = max(snapshots, default=None)
         runs = store.runs(limit=1)
@@ -399,6 +552,12 @@ def status(config: Config) -> dict[str, Any]:
             "last_day": complete[last] if last else None,
             "last_run": runs[0] if runs else None,
             "last_runs": {command: run for command in RUN_COMMANDS if (run := store.last_run(command))},
+            # The latest catch-up's re-check of published days: found stale, and republished.
+            "last_recheck": (
+                {"run_id": checked["run_id"], "started_at": checked["started_at"], **checked["recheck"]}
+                if checked
+                else None
+            ),
             "last_snapshot": last_snapshot.isoformat() if last_snapshot else None,
             "snapshot_missing_today": bool(snapshots) and last_snapshot != datetime.now(UTC).date(),
             "snapshot_recordsets": snapshots.get(last_snapshot) if last_snapshot else None,
@@ -452,7 +611,7 @@ def import_documents(
             with ledger_entry(store, run):
                 for day_text, group in groupby(documents, key=lambda d: d["harvest_date"]):
                     day = date.fromisoformat(day_text)
-                    stats = DayStats(day, run["run_id"])
+                    stats = DayStats(day, run["run_id"], reason="import")
                     if any(p.harvest_date == day for p in published):
                         raise IdbStatsError(
                             f"import: documents of {day} are not contiguous; sort by harvest_date first"

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from . import interrupt
+from . import fingerprint, interrupt
 from .config import Config, scrub
 from .errors import ConfigError, SourceUnreachable
 from .model import Cell, SkipReason, SkipReport, event_window
@@ -185,6 +185,7 @@ class _CellStream:
 @dataclass
 class PostgresTelemetryDay:
     report: SkipReport
+    fingerprint: fingerprint.Fingerprint | None
     _streams: Callable[[], Iterator[Cell]]
 
     def cells(self) -> Iterator[Cell]:
@@ -202,6 +203,8 @@ class PostgresTelemetrySource:
             cap=max(SKIPPED_IDS_CAP, EXAMPLE_IDS), reason=SKIP_REASON_SQL, **self._names
         )
         self._dates_sql = HARVEST_DATES_SQL.format(**self._names)
+        self._fingerprint_sql = fingerprint.DAY_SQL.format(**self._names)
+        self._fingerprints_sql = fingerprint.DAYS_SQL.format(**self._names)
 
     def _require_tables(self) -> None:
         """A database without the telemetry tables is a configuration mistake, found before the
@@ -256,7 +259,11 @@ class PostgresTelemetrySource:
                     cur.mogrify(sql.format(accepted=accepted, **self._names), window).decode()
                     for sql in (ITEMS_SQL, PLACES_AND_QUERIES_SQL)
                 ]
-                yield PostgresTelemetryDay(report, lambda: self._merged(snapshot, queries))
+                # In the same snapshot as the cells, so the fingerprint is that of the rows counted.
+                cur.execute(fingerprint.SETTINGS)
+                cur.execute(self._fingerprint_sql, window)
+                day_fingerprint = fingerprint.from_row(cur.fetchone() or (0,) * 6)
+                yield PostgresTelemetryDay(report, day_fingerprint, lambda: self._merged(snapshot, queries))
         finally:
             self._conn.set_session(isolation_level="DEFAULT")
 
@@ -281,6 +288,21 @@ class PostgresTelemetrySource:
         with self._conn, self._conn.cursor() as cur:
             cur.execute(self._dates_sql)
             return [row[0] for row in cur]
+
+    def fingerprints(self, days: list[date]) -> dict[date, fingerprint.Fingerprint | None]:
+        """The current fingerprint of each of these harvest dates (None: no rows), one grouped query."""
+        if not days:
+            return {}
+        try:
+            with self._conn, self._conn.cursor() as cur:
+                cur.execute(fingerprint.SETTINGS)
+                cur.execute(self._fingerprints_sql, fingerprint.days_params(days))
+                found = {row[0]: fingerprint.from_row(row[1:]) for row in cur}
+        except psycopg2.Error as exc:
+            raise SourceUnreachable(
+                f"re-checking telemetry failed: {scrub(str(exc).strip(), self._dsn)}"
+            ) from None
+        return {day: found.get(day) for day in days}
 
     def close(self) -> None:
         self._conn.close()

@@ -210,3 +210,17 @@ def run(
         cwd=ROOT,
         timeout=300,
     )
+
+
+def execute(dsn: str, sql: str, params: Any = None) -> int:
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        changed = cur.rowcount
+    conn.close()
+    return changed
+
+
+def window(harvest_date: date) -> dict[str, datetime]:
+    start = datetime.combine(harvest_date - timedelta(days=1), datetime.min.time())
+    return {"start": start, "end": start + timedelta(days=1)}

@@ -183,8 +183,11 @@ def test_staging_tree_names_the_prefix_not_the_staging_path(tmp_path: Path) -> N
     assert "\nprefix=/srv/idb " in wrapper
     assert (tmp_path / "stage/etc/idb-stats/credentials/notify").exists()
     # No ingest DSN yet: only the collect timer is proposed.
-    assert "systemctl enable --now idb-stats-collect.timer\n" in first.stdout
+    assert "systemctl enable --now idb-stats-collect.timer idb-stats-verify.timer\n" in first.stdout
     assert "check-config --connect &&" in first.stdout
     (tmp_path / "stage/etc/idb-stats/credentials/api-dsn").write_text("host=ingest dbname=idb\n")
     again = stage(tmp_path)
-    assert "systemctl enable --now idb-stats-collect.timer idb-stats-api.timer" in again.stdout
+    assert (
+        "systemctl enable --now idb-stats-collect.timer idb-stats-verify.timer idb-stats-api.timer"
+        in again.stdout
+    )

@@ -70,6 +70,20 @@ def test_every_hardening_line_is_commented() -> None:
                 assert comment_above, f"{unit.name}: {line} has no comment"
 
 
+def test_every_timer_starts_a_shipped_service_and_is_enabled_by_install() -> None:
+    install = (ROOT / "deploy/install.sh").read_text()
+    timers = sorted(p.name for p in (ROOT / "systemd").glob("*.timer"))
+    assert "idb-stats-verify.timer" in timers
+    enabled = re.search(r'^timers="([^"]*)"', install, re.MULTILINE)
+    assert enabled is not None and sorted(enabled.group(1).split()) == timers
+    for timer in timers:
+        assert timer.replace(".timer", ".service") in SERVICES
+    verify = (ROOT / "systemd/idb-stats-verify.service").read_text()
+    # Unverifiable days (exit 10: telemetry past its retention) are no failure; differences are.
+    assert re.search(r"^ExecStart=\S+/idb-stats verify ", verify, re.MULTILINE)
+    assert re.search(r"^SuccessExitStatus=10$", verify, re.MULTILINE)
+
+
 def test_install_into_staging_root(tmp_path: Path) -> None:
     stage = tmp_path / "stage"
     dry = subprocess.run(

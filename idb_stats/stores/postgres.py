@@ -15,6 +15,7 @@ import psycopg2
 import psycopg2.errorcodes
 import psycopg2.extras
 
+from .. import changes
 from ..config import Config
 from ..documents import add_terms
 from ..errors import StoreError
@@ -50,6 +51,13 @@ CREATE TABLE IF NOT EXISTS {s}.days (
 CREATE TABLE IF NOT EXISTS {s}.runs (
   run_id text PRIMARY KEY,
   started_at timestamptz NOT NULL,
+  doc jsonb NOT NULL);
+-- Every change to the numbers of an already published (recordset, day): see changes.py.
+CREATE TABLE IF NOT EXISTS {s}.changes (
+  id bigserial PRIMARY KEY,
+  changed_at timestamptz NOT NULL,
+  harvest_date date NOT NULL,
+  recordset_id text COLLATE "C" NOT NULL,
   doc jsonb NOT NULL);
 CREATE TABLE IF NOT EXISTS {s}.api_snapshots (
   snapshot_date date NOT NULL,
@@ -245,6 +253,7 @@ class PostgresStore(ClosedOnExit):
             cur.execute(self._sql("DELETE FROM {s}.daily WHERE harvest_date = %s"), (day,))
             new = self._copy_documents(cur, documents)
             self._update_totals(cur, day, old, new)
+            self._record_changes(cur, stats, old, new)
             cur.execute(
                 self._sql(
                     # clock_timestamp(), not now(): when the day was done, not when its transaction began.
@@ -305,6 +314,42 @@ class PostgresStore(ClosedOnExit):
             send(buffer)
         return summaries
 
+    def _record_changes(
+        self, cur: Any, stats: DayStats, old: dict[str, Summary], new: dict[str, Summary]
+    ) -> None:
+        """Log what a republish changed; a day published for the first time changes nothing."""
+        cur.execute(
+            self._sql("SELECT now()::text, EXISTS (SELECT FROM {s}.days WHERE harvest_date = %s)"),
+            (stats.harvest_date,),
+        )
+        changed_at, republished = cur.fetchone()
+        if not republished:
+            return
+        records = changes.diff_day(stats.harvest_date, old, new, stats.reason, stats.run_id, changed_at)
+        psycopg2.extras.execute_values(
+            cur,
+            self._sql("INSERT INTO {s}.changes (changed_at, harvest_date, recordset_id, doc) VALUES %s"),
+            [(r["changed_at"], r["harvest_date"], r["recordset_id"], json.dumps(r)) for r in records],
+            page_size=1000,
+        )
+
+    def changes(self, since: date | None = None, recordset_id: str | None = None) -> list[dict[str, Any]]:
+        if not self._initialized():
+            return []
+        with self._transaction("reading changes") as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{self.schema}.changes",))
+            if cur.fetchone() != (True,):  # a store made before the change ledger, not yet re-initialised
+                return []
+            cur.execute(
+                self._sql(
+                    "SELECT doc FROM {s}.changes WHERE changed_at >= COALESCE(%s::date, '-infinity') "
+                    "AND (%s::text IS NULL OR recordset_id = %s) "
+                    "ORDER BY changed_at, harvest_date, recordset_id"
+                ),
+                (since, recordset_id, recordset_id),
+            )
+            return [doc for (doc,) in cur]
+
     def _update_totals(self, cur: Any, day: date, old: dict[str, Summary], new: dict[str, Summary]) -> None:
         affected = sorted(old.keys() | new.keys())
         # FOR UPDATE locks only rows that exist: create the missing ones first, or two days publishing a
@@ -342,6 +387,20 @@ class PostgresStore(ClosedOnExit):
         )
         if deletes:
             cur.execute(self._sql("DELETE FROM {s}.totals WHERE recordset_id = ANY(%s)"), (deletes,))
+
+    def rewrite_totals(self, documents: Sequence[Document], gone: Sequence[str]) -> None:
+        self._require_schema()
+        with self._transaction("rewriting totals") as cur:
+            psycopg2.extras.execute_values(
+                cur,
+                self._sql(
+                    "INSERT INTO {s}.totals (recordset_id, doc) VALUES %s "
+                    "ON CONFLICT (recordset_id) DO UPDATE SET doc = EXCLUDED.doc"
+                ),
+                [(doc["recordset_id"], dumps(doc)) for doc in documents],
+                page_size=1000,
+            )
+            cur.execute(self._sql("DELETE FROM {s}.totals WHERE recordset_id = ANY(%s)"), (list(gone),))
 
     def _stream(self, sql: str, params: Any) -> Iterator[Any]:
         self._require_schema()

@@ -20,10 +20,11 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .. import changes
 from ..config import Config
 from ..documents import add_terms, by_count, daily_document_id
 from ..errors import StoreError
@@ -118,6 +119,9 @@ def runs_mapping() -> dict[str, Any]:
             "started_at": {"type": "date"},
             "outcome": {"type": "keyword"},
             "command": {"type": "keyword"},
+            # change records (changes.py)
+            "recordset_id": {"type": "keyword"},
+            "changed_at": {"type": "date"},
         },
     }
 
@@ -322,9 +326,9 @@ class SearchStore(ClosedOnExit):
     def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
         self._require_indexes()
         day = stats.harvest_date
-        self._request(
-            "DELETE", f"/{quote(self.runs_index)}/_doc/day-{day}", params={"refresh": "true"}, ok=(404,)
-        )
+        marker_path = f"/{quote(self.runs_index)}/_doc/day-{day}"
+        republished = bool(self._request("GET", marker_path, ok=(404,)))
+        self._request("DELETE", marker_path, params={"refresh": "true"}, ok=(404,))
         self._refresh(self.daily)
         summary_fields = [f"{rt}.{ty}.{f}" for rt, ty in BLOCKS for f in ("count", "total", "geocodes")]
         old = {
@@ -359,6 +363,8 @@ class SearchStore(ClosedOnExit):
         )
         # Phase 3: add the new documents to their totals.
         self._merge_totals(new, lambda t, s: None if t.includes(day) else with_day(t, day, s))
+        if republished:
+            self._record_changes(stats, old, new)
         self._refresh(self.daily, self.totals_index)
         marker = {"kind": "day", **stats.as_dict()}
         self._request("PUT", f"/{quote(self.runs_index)}/_doc/day-{day}", marker, params={"refresh": "true"})
@@ -392,6 +398,50 @@ class SearchStore(ClosedOnExit):
         )
         self._refresh(self.daily, self.totals_index)
         return len(old)
+
+    def _record_changes(self, stats: DayStats, old: dict[str, Summary], new: dict[str, Summary]) -> None:
+        """Log what a republish changed, as documents of kind "change" in the runs index.
+
+        Written after the totals, before the day's marker. A publish that fails in between is
+        redone by the next run, which finds the new numbers in place and records nothing: on
+        these stores a change can go unrecorded then (PostgreSQL records it in the day's
+        transaction)."""
+        changed_at = datetime.now(UTC).isoformat()
+        records = changes.diff_day(stats.harvest_date, old, new, stats.reason, stats.run_id, changed_at)
+        self._check(
+            self._bulk(
+                (
+                    {
+                        "index": {
+                            "_index": self.runs_index,
+                            "_id": f"change-{stats.run_id}-{stats.harvest_date}-{r['recordset_id']}",
+                        }
+                    },
+                    {"kind": "change", **r},
+                )
+                for r in records
+            )
+        )
+
+    def changes(self, since: date | None = None, recordset_id: str | None = None) -> list[dict[str, Any]]:
+        # Filtered here (changes are few): a runs index made before the change ledger does not map
+        # recordset_id and changed_at, so it can sort on them (unmapped_type) but not filter.
+        if not self._initialized():
+            return []
+        self._refresh(self.runs_index)
+        records = [
+            {k: v for k, v in hit["_source"].items() if k != "kind"}
+            for hit in self._scan(
+                self.runs_index,
+                {"term": {"kind": "change"}},
+                [
+                    {"harvest_date": "asc"},
+                    {"recordset_id": {"order": "asc", "unmapped_type": "keyword"}},
+                    {"changed_at": {"order": "asc", "unmapped_type": "date"}},
+                ],
+            )
+        ]
+        return changes.selected(records, since, recordset_id)
 
     def _merge_totals(
         self, summaries: dict[str, Summary], merge: Callable[[Totals, Summary], Totals | None]
@@ -429,6 +479,19 @@ class SearchStore(ClosedOnExit):
                     )
                 log.info("%d totals changed meanwhile, re-reading", len(conflicts))
                 pending = sorted(conflicts)
+
+    def rewrite_totals(self, documents: Sequence[Document], gone: Sequence[str]) -> None:
+        self._require_indexes()
+        self._check(
+            self._bulk(
+                ({"index": {"_index": self.totals_index, "_id": d["recordset_id"]}}, d) for d in documents
+            )
+        )
+        self._check(
+            self._bulk(({"delete": {"_index": self.totals_index, "_id": rs}}, None) for rs in gone),
+            allowed=(404,),
+        )
+        self._refresh(self.totals_index)
 
     def _get_totals(self, recordsets: list[str]) -> dict[str, tuple[Totals, tuple[int, int] | None]]:
         if not recordsets:

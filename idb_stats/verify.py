@@ -1,0 +1,343 @@
+"""verify: recompute published days from the source and compare them with the store, exactly.
+
+Three checks:
+  - documents: each day's documents, recomputed from the source, field by field against the
+    store's (the data is deterministic, so any difference is real);
+  - totals: every recordset's totals document against the sum of its daily documents;
+  - ledger: a day marked complete holds as many documents as its figures say, and documents
+    exist only for marked days.
+A day whose source rows are gone cannot be recomputed: it is "unverifiable" and never touched.
+
+Memory stays bounded: the recomputed documents and the store's export of a day are both ordered
+by recordset and compared as they stream; the totals check keeps one running Totals per
+recordset; differences go to a callback as they are found.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from . import runner
+from .config import Config
+from .documents import build_documents
+from .model import DayStats
+from .ports import Document, Store, TelemetrySource
+from .source import PostgresTelemetrySource
+from .stores import open_store
+from .totals import Totals, summarize, with_day
+
+log = logging.getLogger("idb_stats")
+
+# The whole store, for the totals check: no harvest date lies outside these.
+EARLIEST, LATEST = date(1970, 1, 1), date(2999, 12, 31)
+
+
+class _Missing:
+    """Stands for a field or document present on one side only."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: Any = _Missing()
+
+
+def diff(expected: Any, actual: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """Every leaf where two JSON values differ, as (path, expected, actual); exact, so 1 != 1.0
+    and a list differs element by element."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key in sorted(expected.keys() | actual.keys()):
+            yield from diff(
+                expected.get(key, MISSING), actual.get(key, MISSING), f"{path}.{key}" if path else key
+            )
+    elif isinstance(expected, list) and isinstance(actual, list):
+        for i in range(max(len(expected), len(actual))):
+            yield from diff(
+                expected[i] if i < len(expected) else MISSING,
+                actual[i] if i < len(actual) else MISSING,
+                f"{path}[{i}]",
+            )
+    elif type(expected) is not type(actual) or expected != actual:
+        yield path, expected, actual
+
+
+def by_recordset(
+    expected: Iterable[Document], actual: Iterable[Document]
+) -> Iterator[tuple[str, Document | None, Document | None]]:
+    """Pair two streams sorted by recordset_id (code point order on both sides)."""
+    left, right = iter(expected), iter(actual)
+    a, b = next(left, None), next(right, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a["recordset_id"] < b["recordset_id"]):
+            assert a is not None
+            yield a["recordset_id"], a, None
+            a = next(left, None)
+        elif a is None or b["recordset_id"] < a["recordset_id"]:
+            yield b["recordset_id"], None, b
+            b = next(right, None)
+        else:
+            yield a["recordset_id"], a, b
+            a, b = next(left, None), next(right, None)
+
+
+@dataclass(frozen=True)
+class Difference:
+    check: str  # documents, totals or ledger
+    harvest_date: str | None
+    recordset_id: str | None
+    path: str
+    expected: Any
+    actual: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "harvest_date": self.harvest_date,
+            "recordset_id": self.recordset_id,
+            "path": self.path,
+            "expected": repr(self.expected) if self.expected is MISSING else self.expected,
+            "actual": repr(self.actual) if self.actual is MISSING else self.actual,
+        }
+
+
+@dataclass
+class DayResult:
+    harvest_date: date
+    outcome: str = "agrees"  # agrees, differs or unverifiable
+    documents: int = 0  # in the store
+    differences: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "harvest_date": self.harvest_date.isoformat(),
+            "outcome": self.outcome,
+            "documents": self.documents,
+            "differences": self.differences,
+        }
+
+
+@dataclass
+class Report:
+    days: list[DayResult] = field(default_factory=list)
+    totals_checked: int = 0
+    totals_differing: list[str] = field(default_factory=list)
+    differences: int = 0
+
+    @property
+    def differing_days(self) -> list[date]:
+        return [d.harvest_date for d in self.days if d.outcome == "differs"]
+
+    @property
+    def unverifiable_days(self) -> list[date]:
+        return [d.harvest_date for d in self.days if d.outcome == "unverifiable"]
+
+    @property
+    def agrees(self) -> bool:
+        return self.differences == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "days": [d.as_dict() for d in self.days],
+            "totals_checked": self.totals_checked,
+            "totals_differing": self.totals_differing,
+            "differences": self.differences,
+            "differing_days": [d.isoformat() for d in self.differing_days],
+            "unverifiable_days": [d.isoformat() for d in self.unverifiable_days],
+        }
+
+
+# Called with every difference as it is found, and whether it was found after a repair.
+OnDifference = Callable[[Difference, bool], None]
+
+
+@dataclass
+class _Sums:
+    """One pass over every daily document: the totals they add up to and documents per day."""
+
+    totals: dict[str, Totals] = field(default_factory=dict)
+    per_day: Counter[date] = field(default_factory=Counter)
+
+
+def _sum_store(store: Store) -> _Sums:
+    sums = _Sums()
+    for doc in store.export(EARLIEST, LATEST):
+        day, recordset_id = date.fromisoformat(doc["harvest_date"]), doc["recordset_id"]
+        sums.totals[recordset_id] = with_day(
+            sums.totals.get(recordset_id) or Totals(recordset_id), day, summarize(doc)
+        )
+        sums.per_day[day] += 1
+    return sums
+
+
+def _divergent_totals(store: Store, sums: _Sums) -> Iterator[tuple[str, Document | None, Document | None]]:
+    """(recordset, expected, stored) of every totals document that is not the sum of its days."""
+    expected = (sums.totals[rs].to_doc() for rs in sorted(sums.totals))
+    for recordset_id, wanted, stored in by_recordset(expected, store.totals()):
+        if wanted != stored:
+            yield recordset_id, wanted, stored
+
+
+class Verifier:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        source: TelemetrySource,
+        on_difference: OnDifference,
+        after_repair: bool = False,
+    ):
+        self.config = config
+        self.store = store
+        self.source = source
+        self.on_difference = on_difference
+        self.after_repair = after_repair
+
+    def run(self, first: date | None, last: date | None, sample: int | list[date] | None) -> Report:
+        """Check totals, and the days of the range (all, a random sample of `sample` days, or
+        exactly the days listed)."""
+        report = Report()
+        sums = _sum_store(self.store)
+        self._check_totals(sums, report)
+        marked = self.store.completed_days()
+        days = sorted(
+            d
+            for d in marked.keys() | sums.per_day.keys()
+            if (first is None or d >= first) and (last is None or d <= last)
+        )
+        if isinstance(sample, list):
+            days = sorted(set(sample))
+        elif sample is not None and sample < len(days):
+            days = sorted(random.sample(days, sample))
+        for day in days:
+            result = self._check_day(day, marked.get(day), sums.per_day.get(day, 0))
+            report.days.append(result)
+            report.differences += result.differences
+        return report
+
+    def _report(self, difference: Difference) -> None:
+        self.on_difference(difference, self.after_repair)
+
+    def _check_totals(self, sums: _Sums, report: Report) -> None:
+        report.totals_checked = len(sums.totals)
+        for recordset_id, wanted, stored in _divergent_totals(self.store, sums):
+            report.totals_differing.append(recordset_id)
+            for path, expected, actual in diff(wanted or MISSING, stored or MISSING):
+                report.differences += 1
+                self._report(Difference("totals", None, recordset_id, path, expected, actual))
+
+    def _check_day(self, day: date, marker: dict[str, Any] | None, stored: int) -> DayResult:
+        result = DayResult(day, documents=stored)
+        iso = day.isoformat()
+
+        def found(check: str, recordset_id: str | None, path: str, expected: Any, actual: Any) -> None:
+            result.differences += 1
+            self._report(Difference(check, iso, recordset_id, path, expected, actual))
+
+        if marker is None:
+            found("ledger", None, "marked complete", True, False)
+        elif int(marker.get("recordsets", 0)) != stored:
+            found("ledger", None, "recordsets", int(marker.get("recordsets", 0)), stored)
+        with self.source.read_day(day) as telemetry:
+            if telemetry.report.rows == 0:
+                if stored or (marker and marker.get("recordsets")):
+                    result.outcome = "unverifiable"
+                    return result
+            else:
+                recomputed = build_documents(
+                    telemetry.cells(), day, DayStats(day), self.config.breakdown_limit
+                )
+                for recordset_id, wanted, have in by_recordset(recomputed, self.store.export(day, day)):
+                    if wanted is None or have is None:
+                        found("documents", recordset_id, "document", wanted is not None, have is not None)
+                    else:
+                        for path, expected, actual in diff(wanted, have):
+                            found("documents", recordset_id, path, expected, actual)
+        result.outcome = "differs" if result.differences else "agrees"
+        return result
+
+
+@dataclass
+class Outcome:
+    report: Report
+    repaired_days: list[date] = field(default_factory=list)
+    rebuilt_totals: list[str] = field(default_factory=list)
+    after_repair: Report | None = None
+
+    @property
+    def final(self) -> Report:
+        return self.after_repair or self.report
+
+
+def verify(
+    config: Config,
+    first: date | None = None,
+    last: date | None = None,
+    sample: int | None = None,
+    repair: bool = False,
+    on_difference: OnDifference = lambda d, after_repair: None,
+    lock_timeout: float | None = None,
+) -> Outcome:
+    """Compare, and with repair: republish differing days (reason repair), rebuild totals that
+    are not the sum of their days, then compare again."""
+    source = PostgresTelemetrySource(config)
+    store = open_store(config)
+    try:
+        report = Verifier(config, store, source, on_difference).run(first, last, sample)
+        outcome = Outcome(report)
+        if not repair or report.agrees:
+            return outcome
+        timeout = config.lock_timeout if lock_timeout is None else lock_timeout
+        with runner.run_lock(config, store.identity, timeout):
+            outcome.repaired_days, outcome.rebuilt_totals = _repair(config, store, source, report)
+        outcome.after_repair = Verifier(config, store, source, on_difference, after_repair=True).run(
+            first, last, sorted(d.harvest_date for d in report.days)
+        )
+        return outcome
+    finally:
+        source.close()
+        store.close()
+
+
+def _repair(
+    config: Config, store: Store, source: TelemetrySource, report: Report
+) -> tuple[list[date], list[str]]:
+    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    run: dict[str, Any] = {
+        "run_id": run_id,
+        "command": "verify --repair",
+        "started_at": runner.now_iso(),
+        "finished_at": None,
+        "outcome": "running",
+        "days": [],
+        "error": None,
+    }
+    store.record_run(run)
+    repaired = []
+    for day in report.differing_days:
+        stats = runner.process_day(config, source, store, day, run_id, reason="repair")
+        run["days"].append(stats.as_dict())
+        repaired.append(day)
+        log.info(
+            "%s: republished (repair)",
+            day,
+            extra={"fields": {"harvest_date": day.isoformat(), "reason": "repair"}},
+        )
+    # Republishing swaps a day's old contribution for its new one, so totals that were wrong
+    # before stay wrong: rebuild those from the documents.
+    sums = _sum_store(store)
+    divergent = list(_divergent_totals(store, sums))
+    store.rewrite_totals(
+        [wanted for _, wanted, _ in divergent if wanted is not None],
+        [rs for rs, wanted, _ in divergent if wanted is None],
+    )
+    rebuilt = [rs for rs, _, _ in divergent]
+    run.update(outcome="ok", finished_at=runner.now_iso(), rebuilt_totals=rebuilt)
+    store.record_run(run)
+    return repaired, rebuilt
