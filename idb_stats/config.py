@@ -308,6 +308,14 @@ def _validate(v: dict[str, Any], problems: list[str]) -> None:
             name = v[f"store.{setting}"]
             if name is not None and not _INDEX_NAME.match(name):
                 problems.append(f"store.{setting}: {name!r} is not a valid index name (lowercase, no spaces)")
+        # Each role needs an index of its own: their templates would overwrite one another's mapping.
+        roles: dict[str, list[str]] = {}
+        for setting in ("daily_index", "totals_index", "runs_index", "api_index"):
+            if v[f"store.{setting}"]:
+                roles.setdefault(v[f"store.{setting}"], []).append(f"store.{setting}")
+        for name, settings in roles.items():
+            if len(settings) > 1:
+                problems.append(f"{' and '.join(settings)}: share index {name!r}; give each its own index")
         if v["store.password"] and not v["store.username"]:
             problems.append("store.password: a password needs store.username")
         if v["store.ca_bundle"] and not Path(v["store.ca_bundle"]).is_file():
