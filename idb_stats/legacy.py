@@ -68,10 +68,12 @@ def _whole(value: Any, where: str) -> int:
 
 
 def _sort_key(entry: dict[str, Any], key: str) -> tuple[int, str]:
-    # The ranking order of every list (count desc, then term); null terms and geos rank as "".
+    # The ranking order of every list: count desc, then the term, or the geocode's canonical JSON
+    # (as documents.geocode_list orders them); a null term or geo ranks as "".
     term = entry.get(key)
-    text = term if isinstance(term, str) else (json.dumps(term, sort_keys=True) if term else "")
-    return (-entry["count"], text)
+    if term is None or isinstance(term, str):
+        return (-entry["count"], term or "")
+    return (-entry["count"], json.dumps(term, sort_keys=True, separators=(",", ":")))
 
 
 def _entries(value: Any, key: str, where: str) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -20,6 +20,7 @@ from . import planning
 from .config import Config
 from .documents import build_documents
 from .errors import DataQualityError, IdbStatsError, LockHeld
+from .legacy import DayOutcome
 from .model import DayStats
 from .ports import Store, TelemetrySource
 from .source import PostgresTelemetrySource, connect
@@ -245,12 +246,15 @@ def _run_parallel(
 
 def status(config: Config) -> dict[str, Any]:
     """What an operator or a monitor needs: last complete day, lag, holes, the latest runs."""
+    from .adopt import adopted_days
+
     store = open_store(config)
     try:
         complete = store.completed_days()
         current = today(config)
         last = max(complete, default=None)
-        first = min(complete, default=None)
+        # Adopted history has the original's gaps: count missing days from where collection took over.
+        first = max(adopted_days(complete), default=min(complete, default=None))
         runs = store.runs(limit=1)
         snapshots = store.snapshots()
         last_snapshot = max(snapshots, default=None)
@@ -317,39 +321,34 @@ def api_stats(config: Config, lock_timeout: float | None = None) -> dict[str, An
         store.close()
 
 
-def import_documents(config: Config, documents: Iterator[dict[str, Any]]) -> list[DayStats]:
-    """Load daily documents (an NDJSON export) into the store, one harvest date at a time.
+def import_documents(
+    config: Config,
+    documents: Iterable[Any],
+    duplicates: str = "refuse",
+    on_rejected: Callable[[int, str], None] | None = None,
+) -> list[DayOutcome]:
+    """Load daily documents (NDJSON lines or parsed, ours or the original's) into the store.
 
-    Each day of the input replaces that day in the store, so totals stay exact.
+    Each day of the input replaces that day in the store, so totals stay exact; legacy shapes are
+    normalised and duplicates resolved by adopt.normalised_import, which accounts for every line.
     """
-    from itertools import groupby
+    from .adopt import normalised_import
 
     store = open_store(config)
     run_id = f"import-{uuid.uuid4().hex[:8]}"
-    published: list[DayStats] = []
+    outcomes: list[DayOutcome] = []
     try:
         with run_lock(config, store.identity, config.lock_timeout):
             store.init()
-            for day_text, group in groupby(documents, key=lambda d: d["harvest_date"]):
-                day = date.fromisoformat(day_text)
-                stats = DayStats(day, run_id)
-                if any(p.harvest_date == day for p in published):
-                    raise IdbStatsError(
-                        f"import: documents of {day} are not contiguous; sort by harvest_date first"
+            for outcome, docs in normalised_import(documents, duplicates, on_rejected or (lambda n, r: None)):
+                if docs:
+                    store.publish_day(
+                        DayStats(outcome.harvest_date, run_id, recordsets=len(docs)), iter(docs)
                     )
-
-                def counted(
-                    docs: Iterator[dict[str, Any]], stats: DayStats = stats
-                ) -> Iterator[dict[str, Any]]:
-                    for doc in docs:
-                        stats.recordsets += 1
-                        yield doc
-
-                store.publish_day(stats, counted(group))
-                published.append(stats)
+                outcomes.append(outcome)
     finally:
         store.close()
-    return published
+    return outcomes
 
 
 def source_reachable(config: Config) -> None:

@@ -15,13 +15,14 @@ conflict the document is re-read and the merge redone. The day is marked complet
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -666,6 +667,66 @@ class SearchStore:
             kind: [{"term": term, "count": n} for term, n in by_count(counts)[:limit]]
             for kind, counts in sums.items()
         }
+
+    # --- adopting an index the original collector wrote (see adopt.py) -------------------------
+
+    def index_state(self, name: str) -> tuple[str, list[str]]:
+        """("alias", [indexes]), ("index", []) or ("absent", [])."""
+        aliases = self._request("GET", f"/_alias/{quote(name)}", ok=(404,))
+        if aliases and all(name in v.get("aliases", {}) for v in aliases.values()):
+            return "alias", sorted(aliases)
+        if self._request("HEAD", f"/{quote(name)}", ok=(404,)):
+            return "index", []
+        return "absent", []
+
+    def count(self, index: str) -> int:
+        self._refresh(index)
+        return int(self._request("GET", f"/{quote(index)}/_count")["count"])
+
+    def legacy_days(self, index: str) -> dict[date, int]:
+        """Documents per UTC day of harvest_date, whatever its stored form (date, date-time)."""
+        histogram = {"field": "harvest_date", "calendar_interval": "day", "min_doc_count": 1}
+        body = {"size": 0, "aggs": {"days": {"date_histogram": histogram}}}
+        buckets = self._request("POST", f"/{quote(index)}/_search", body)["aggregations"]["days"]["buckets"]
+        return {datetime.fromtimestamp(b["key"] / 1000, UTC).date(): int(b["doc_count"]) for b in buckets}
+
+    def legacy_documents(
+        self, index: str, day: date, source: Any = True
+    ) -> Iterator[tuple[tuple[int, str], dict[str, Any]]]:
+        """Every document of a UTC day, whatever its _id, with (sequence number, id) for
+        "last written" order. A scroll: search_after would need a unique sort key, and two
+        documents of the same recordset and day are exactly what must not be skipped."""
+        body: dict[str, Any] = {
+            "query": {"range": {"harvest_date": {"gte": day.isoformat(), "lt": (day + ONE_DAY).isoformat()}}},
+            "sort": ["_doc"],
+            "size": PAGE,
+            "_source": source,
+            "seq_no_primary_term": True,
+        }
+        response = self._request("POST", f"/{quote(index)}/_search", body, params={"scroll": "5m"})
+        scroll_id = response.get("_scroll_id")
+        try:
+            while True:
+                hits = response["hits"]["hits"]
+                for hit in hits:
+                    yield (int(hit.get("_seq_no", 0)), hit["_id"]), hit.get("_source", {})
+                if len(hits) < PAGE or not scroll_id:
+                    return
+                response = self._request("POST", "/_search/scroll", {"scroll": "5m", "scroll_id": scroll_id})
+                scroll_id = response.get("_scroll_id", scroll_id)
+        finally:
+            if scroll_id:
+                with contextlib.suppress(StoreError):
+                    self._request("DELETE", "/_search/scroll", {"scroll_id": [scroll_id]}, ok=(404,))
+
+    def replace_index_with_alias(self, name: str, target: str) -> None:
+        """In one atomic request, delete index `name` and give `target` the alias `name`.
+
+        An alias cannot take the name of a live index, so both happen together: readers of
+        `name` see the old index until the moment they see the new one.
+        """
+        actions = [{"add": {"index": target, "alias": name}}, {"remove_index": {"index": name}}]
+        self._request("POST", "/_aliases", {"actions": actions})
 
     def close(self) -> None:
         self.client.close()
