@@ -89,7 +89,9 @@ class Legacy:
             }
         # A duplicate pair from a repeated run: the second one written differs (keep-last keeps it).
         first_of_day1 = next(
-            i for i, d in enumerate(kept) if d["harvest_date"] == days[1] and d["records"]["search"]["geocodes"]
+            i
+            for i, d in enumerate(kept)
+            if d["harvest_date"] == days[1] and d["records"]["search"]["geocodes"]
         )
         self.duplicate = (kept[first_of_day1]["recordset_id"], days[1])
         second = copy.deepcopy(originals[first_of_day1])
