@@ -273,7 +273,7 @@ def _verify(reader: Any, store: Store, target: str, legacy_index: str, documents
         )
     now = reader.count(legacy_index)
     if now != documents_at_start:
-        raise IdbStatsError(
+        raise IncompatibleIndex(
             f"adopt: {legacy_index!r} changed during adoption ({documents_at_start} -> {now} documents): "
             "stop the original collector's timer, then run `idb-stats adopt` again"
         )

@@ -27,9 +27,10 @@ from .stores import open_store
 log = logging.getLogger("idb_stats")
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_CODES_HELP = """Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 configuration, 4 telemetry
-database unreachable, 5 store unreachable or write not acknowledged, 6 too many skipped rows,
-7 lock held by another run, 8 status: lagging, 9 catch-up span too long."""
+EXIT_CODES_HELP = """Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 configuration (or an index
+with another mapping: run adopt), 4 telemetry database unreachable, 5 store unreachable or write not
+acknowledged, 6 too many skipped rows (or duplicate documents under --duplicates refuse), 7 lock
+held by another run, 8 status: lagging, 9 catch-up span too long."""
 
 
 class DateType(click.ParamType):
