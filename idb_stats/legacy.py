@@ -15,6 +15,7 @@ the operator's policy to the documents of one (recordset, day).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -62,7 +63,14 @@ def is_size_snapshot(doc: dict[str, Any]) -> bool:
 
 
 def _whole(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
+    # json.loads accepts NaN and Infinity: neither is a count.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value != int(value)
+        or value < 0
+    ):
         raise NotADailyDocument("bad_count", f"{where} = {value!r}"[:80])
     return int(value)
 
