@@ -201,6 +201,36 @@ def test_init_exits_3_naming_the_differences(make_config: MakeConfig, legacy: Le
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("store_kind", ["opensearch"], indirect=True)
+def test_adopt_command_dry_run_refuse_then_keep_last(
+    make_config: MakeConfig, legacy: Legacy, tmp_path: Any
+) -> None:
+    config = make_config()
+    toml = tmp_path / "config.toml"
+    toml.write_text(
+        "[store]\n"
+        + "".join(
+            f'{role}_index = "{getattr(config, role + "_index")}"\n'
+            for role in ("daily", "totals", "runs", "api")
+        )
+    )
+    env = {
+        "IDB_STATS_SOURCE_DSN": config.source_dsn or "",
+        "IDB_STATS_STORE": "opensearch",
+        "IDB_STATS_STORE_URL": legacy.url,
+    }
+    plan = run("adopt", "--config", str(toml), "--dry-run", env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["duplicate_recordset_days"] == 1
+    refused = run("adopt", "--config", str(toml), env=env)
+    assert refused.returncode == 6 and legacy.duplicate[0] in refused.stderr
+    done = run("adopt", "--config", str(toml), "--duplicates", "keep-last", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["alias_switched"] is True
+    assert f"adopted {legacy.days[1]}: " in done.stderr and "1 recordsets had duplicates" in done.stderr
+    assert run("init", "--config", str(toml), env=env).returncode == 0
+
+
 @SEARCH
 def test_search_errors_carry_their_root_cause(make_config: MakeConfig, legacy: Legacy) -> None:
     config = make_config()
