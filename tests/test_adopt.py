@@ -18,7 +18,7 @@ from test_store_contract import HARVEST, assert_consistent, collect, load_week
 from idb_stats import runner
 from idb_stats.adopt import DuplicateDocuments, adopt
 from idb_stats.config import Config, load_config
-from idb_stats.errors import ConfigError, IncompatibleIndex, StoreError
+from idb_stats.errors import ConfigError, IdbStatsError, IncompatibleIndex, StoreError
 from idb_stats.model import BLOCKS, RECORD_TYPES
 from idb_stats.stores import open_store
 
@@ -417,3 +417,40 @@ def test_check_config_refuses_roles_sharing_an_index() -> None:
             environ={},
         )
     assert "store.daily_index and store.api_index: share index 'stats'" in str(refused.value)
+
+
+@pytest.mark.parametrize("store_kind", ["elasticsearch"], indirect=True)
+def test_publish_over_random_ids_cut_at_every_request_then_rerun(
+    make_config: MakeConfig, dsn: str, es_proxy: Any
+) -> None:
+    load_week(dsn)
+    config = make_config(**{"store.bulk_max_retries": 0})
+    collect(config, first=HARVEST[0], last=HARVEST[-1])
+    clean = export_all(config)
+    day = HARVEST[1]
+    upstream = f"{es_proxy.upstream.scheme}://{es_proxy.upstream.netloc}"  # osmem, below the proxy
+    for doc in [d for d in clean if d["harvest_date"] == day.isoformat()][:3]:
+        http(upstream, "POST", f"/{config.daily_index}/_doc", doc)  # the original's timer, still running
+    http(upstream, "POST", f"/{config.daily_index}/_refresh")
+    es_proxy.requests.clear()
+    collect(config, day=day)
+    steps = len(es_proxy.requests)
+    for step in range(steps):
+        for doc in [d for d in clean if d["harvest_date"] == day.isoformat()][:2]:
+            http(upstream, "POST", f"/{config.daily_index}/_doc", doc)
+        http(upstream, "POST", f"/{config.daily_index}/_refresh")
+        seen = [0]
+
+        def fault(method: str, path: str, body: bytes, step: int = step, seen: list[int] = seen) -> Any:
+            seen[0] += 1
+            return ("drop" if step % 2 else "drop_after") if seen[0] == step + 1 else None
+
+        es_proxy.fault = fault
+        try:
+            with pytest.raises(IdbStatsError):
+                collect(config, day=day)
+        finally:
+            es_proxy.fault = None
+    collect(config, day=day)
+    assert export_all(config) == clean
+    assert_consistent(clean, totals_of(config))
