@@ -159,7 +159,8 @@ def adopt(
             return report
         target_config = replace(config, daily_index=target_index or "") if search_target else config
         store = open_store(target_config)
-        lock_identity = reader.identity if same_cluster else open_store(config).identity
+        # The lock collect-stats takes for this configuration's store, so neither runs beside the other.
+        lock_identity = store.identity if not search_target else _identity(config)
         try:
             with run_lock(config, lock_identity, config.lock_timeout):
                 _refuse_foreign_totals(store, reader, target_config, search_target)
@@ -185,6 +186,14 @@ def adopt(
         return report
     finally:
         reader.close()
+
+
+def _identity(config: Config) -> str:
+    store = open_store(config)
+    try:
+        return store.identity
+    finally:
+        store.close()
 
 
 def _plan_duplicates(reader: Any, index: str, days: dict[date, int]) -> dict[date, dict[str, int]]:
