@@ -20,6 +20,7 @@ from . import __version__, checks, cohort, interrupt, ndjson, runner
 from .config import STORE_KINDS, Config, has_password, load_config
 from .errors import ConfigError, ExitCode, IdbStatsError, SourceRowsGone, UsageError, VerifyDifferences
 from .interrupt import Interrupted
+from .legacy import DUPLICATE_POLICIES, DayOutcome
 from .logs import ProgressBar, sd_notify, setup_logging
 from .model import DayStats
 from .planning import Plan
@@ -30,8 +31,9 @@ log = logging.getLogger("idb_stats")
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CODES_HELP = """Exit codes: 0 ok, 1 unexpected error, 2 usage (bad arguments or input file,
-a harvest date not over yet), 3 configuration (also a failed check-config --connect), 4 telemetry
-database unreachable, 5 store unreachable or write not acknowledged, 6 too many skipped rows,
+a harvest date not over yet), 3 configuration (also a failed check-config --connect, or an index
+with another mapping: run adopt), 4 telemetry database unreachable, 5 store unreachable or write
+not acknowledged, 6 too many skipped rows (or duplicate documents under --duplicates refuse),
 7 lock held by another run, 8 status: lagging, 9 catch-up span too long, 10 a day's source rows
 are gone while the store holds its documents (--allow-empty), 11 verify found differences,
 130/143 stopped by SIGINT/SIGTERM (run recorded as interrupted)."""
@@ -299,15 +301,41 @@ def export(config: Config, first: date | None, last: date | None, output: Any) -
         store.close()
 
 
-@cli.command("import")
+def duplicates_option(func: F) -> F:
+    return click.option(
+        "--duplicates",
+        type=click.Choice(DUPLICATE_POLICIES),
+        default="refuse",
+        show_default=True,
+        help="Several documents of one recordset and day (the original collector made them): "
+        "refuse (list them), keep-last (the last written) or sum.",
+    )(func)
+
+
+def log_outcome(verb: str, outcome: DayOutcome) -> None:
+    fields = outcome.as_dict()
+    details = [f"{outcome.read} read", f"{outcome.written} written"]
+    if outcome.duplicates:
+        details.append(f"{len(outcome.duplicates)} recordsets had duplicates")
+    if outcome.filled_blocks:
+        details.append(f"{outcome.filled_blocks} missing blocks filled with zeros")
+    if outcome.rejected:
+        details.append("rejected " + ", ".join(f"{r}: {n}" for r, n in outcome.rejected.items()))
+    log.info("%s %s: %s", verb, outcome.harvest_date, ", ".join(details), extra={"fields": fields})
+
+
+@cli.command("import", epilog=EXIT_CODES_HELP)
 @config_options
 @click.argument("source_file", type=click.File("rb"), default="-")
+@duplicates_option
 @click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
-def import_(config: Config, source_file: Any, lock_timeout: float | None) -> None:
+def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: float | None) -> None:
     """Load an NDJSON export into the store; each harvest date in it replaces that day.
 
-    The whole file is checked first (a bad line is named by its number), so a malformed file
-    writes nothing.
+    The whole file is checked first (a line that is not a daily document is named by its number),
+    so a malformed file writes nothing. Exports of the original collector are accepted: date-time
+    harvest dates, counts as doubles and missing blocks are normalised; every line is accounted
+    for, per day.
     """
     if not source_file.seekable():  # a pipe: keep a copy to read twice
         spool = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - lives as long as the command
@@ -323,16 +351,88 @@ def import_(config: Config, source_file: Any, lock_timeout: float | None) -> Non
     source_file.seek(0)
     if lock_timeout is not None:
         config = dataclasses.replace(config, lock_timeout=lock_timeout)
-    docs = (json.loads(line) for line in source_file if line.strip())
-    for stats in runner.import_documents(config, docs):
-        log.info(
-            "imported %s: %d documents",
-            stats.harvest_date,
-            stats.recordsets,
-            extra={
-                "fields": {"harvest_date": stats.harvest_date.isoformat(), "recordsets": stats.recordsets}
-            },
+    rejected: list[int] = []
+
+    def on_rejected(line: int, reason: str) -> None:
+        rejected.append(line)
+        log.warning(
+            "line %d not imported: %s", line, reason, extra={"fields": {"line": line, "reason": reason}}
         )
+
+    lines = (raw.decode() for raw in source_file)  # check_export has read them as UTF-8
+    outcomes = runner.import_documents(config, lines, duplicates, on_rejected)
+    for outcome in outcomes:
+        log_outcome("imported", outcome)
+    log.info(
+        "import: %d days, %d documents written, %d lines rejected",
+        len(outcomes),
+        sum(o.written for o in outcomes),
+        len(rejected),
+    )
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@config_options
+@click.option("--index", "legacy_index", help="The original collector's index [default: store.daily_index].")
+@click.option(
+    "--target", help="Elasticsearch/OpenSearch: the new index to create [default: <store.daily_index>-v2]."
+)
+@click.option(
+    "--from-store",
+    type=click.Choice(["elasticsearch", "opensearch"]),
+    help="Adopting into PostgreSQL: the kind of cluster holding the original index.",
+)
+@click.option("--from-url", help="Adopting into PostgreSQL: that cluster's URL (no credentials in it).")
+@duplicates_option
+@click.option("--dry-run", is_flag=True, help="Print the plan and the counts; write nothing.")
+def adopt(
+    config: Config,
+    legacy_index: str | None,
+    target: str | None,
+    from_store: str | None,
+    from_url: str | None,
+    duplicates: str,
+    dry_run: bool,
+) -> None:
+    """Take over the original collector's index: copy it into this version's shape and ids.
+
+    Every document is read whatever its id, normalised, and its day published with totals and a
+    day marker. On Elasticsearch/OpenSearch the copy goes to a new index, then one atomic request
+    deletes the original index and gives its name to the copy as an alias, so the portal keeps
+    reading it. Re-run to finish an interrupted adoption. See docs/migrating.md.
+    """
+    from dataclasses import replace
+
+    from .adopt import adopt as run_adopt
+
+    search_store = config.store in ("elasticsearch", "opensearch")
+    if search_store and (from_store or from_url):
+        raise click.UsageError(
+            "--from-store/--from-url are for adopting into PostgreSQL; the index is read from store.url"
+        )
+    if not search_store and not (from_store and from_url):
+        raise click.UsageError(
+            "adopting into PostgreSQL needs --from-store and --from-url (the original's cluster)"
+        )
+    if from_url and (has_password(from_url) or not from_url.startswith(("http://", "https://"))):
+        raise click.UsageError(
+            "--from-url: an http(s):// URL without credentials (put them in the configuration)"
+        )
+    legacy_name = legacy_index or config.daily_index
+    if search_store:
+        legacy_config = replace(config, daily_index=legacy_name)
+    else:
+        assert from_store is not None
+        legacy_config = replace(config, store=from_store, store_url=from_url, daily_index=legacy_name)
+    report = run_adopt(
+        config,
+        legacy_config,
+        (target or f"{config.daily_index}-v2") if search_store else None,
+        duplicates,
+        dry_run,
+        lambda outcome: log_outcome("would adopt" if dry_run else "adopted", outcome),
+    )
+    click.echo(json.dumps(report.as_dict(), indent=2, default=str))
 
 
 @cli.command()

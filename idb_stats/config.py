@@ -649,6 +649,13 @@ def _validate_together(v: dict[str, Any], problems: list[str]) -> None:
         url = v["store_url"] or ""
         if not re.match(r"^https?://", url):
             problems.append(f"store.url: the {v['store']} store needs an http(s):// URL, got {redact(url)!r}")
+        # Each role needs an index of its own: their templates would overwrite one another's mapping.
+        roles: dict[str, list[str]] = {}
+        for attribute in ("daily_index", "totals_index", "runs_index", "api_index"):
+            roles.setdefault(v[attribute], []).append(f"store.{attribute}")
+        for name, settings in roles.items():
+            if len(settings) > 1:
+                problems.append(f"{' and '.join(settings)}: share index {name!r}; give each its own index")
         if v["store_password"] and not v["store_username"]:
             problems.append("store.password: a password needs store.username")
         if v["ca_bundle"] and not Path(v["ca_bundle"]).is_file():

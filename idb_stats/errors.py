@@ -55,6 +55,12 @@ class StoreError(IdbStatsError):
     exit_code = ExitCode.STORE_FAILED
 
 
+class IncompatibleIndex(IdbStatsError):
+    """A live index has a mapping this version cannot use (e.g. one the original collector made)."""
+
+    exit_code = ExitCode.CONFIG
+
+
 class DataQualityError(IdbStatsError):
     exit_code = ExitCode.DATA_QUALITY
 

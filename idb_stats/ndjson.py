@@ -7,13 +7,14 @@ from collections.abc import Iterable
 from datetime import date
 
 from .errors import UsageError
+from .legacy import NotADailyDocument, legacy_day
 
 
 def check_export(lines: Iterable[bytes], name: str) -> int:
     """Raise UsageError naming the first line that is not a daily document, or whose harvest date
     comes back after other days (import publishes one day at a time); return the documents."""
-    current: str | None = None
-    finished: set[str] = set()
+    current: date | None = None
+    finished: set[date] = set()
     documents = 0
     for number, raw in enumerate(lines, 1):
         try:
@@ -33,16 +34,12 @@ def check_export(lines: Iterable[bytes], name: str) -> int:
             ) from None
         except RecursionError:  # "[[[[..." deeper than the parser's stack
             raise UsageError(f"{where}: JSON nested too deeply; nothing was imported") from None
-        if not (
-            isinstance(doc, dict)
-            and isinstance(doc.get("recordset_id"), str)
-            and _is_date(doc.get("harvest_date"))
-        ):
+        day = _harvest_day(doc)
+        if day is None:
             raise UsageError(
                 f"{where}: not a daily document (an object with recordset_id and harvest_date "
                 "YYYY-MM-DD, as `idb-stats export` writes); nothing was imported"
             )
-        day = doc["harvest_date"]
         if day != current:
             if day in finished:
                 raise UsageError(
@@ -56,11 +53,11 @@ def check_export(lines: Iterable[bytes], name: str) -> int:
     return documents
 
 
-def _is_date(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
+def _harvest_day(doc: object) -> date | None:
+    """The day of a daily document, ours or the original collector's (a date-time, epoch ms)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("recordset_id"), str):
+        return None
     try:
-        date.fromisoformat(value)
-    except ValueError:
-        return False
-    return len(value) == 10
+        return legacy_day(doc.get("harvest_date"))
+    except NotADailyDocument:
+        return None

@@ -11,17 +11,19 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from . import fingerprint, interrupt, planning
+from .adopt import adopted_days
 from .config import Config
-from .documents import build_documents
+from .documents import Document, build_documents
 from .errors import DataQualityError, IdbStatsError, LockHeld, SourceRowsGone
 from .interrupt import Interrupted
+from .legacy import DayOutcome
 from .model import DayStats
 from .ports import Store, TelemetrySource
 from .source import PostgresTelemetrySource, connect
@@ -78,8 +80,16 @@ def refuse_open_days(selection: Selection, closed: date) -> None:
         planning.refuse_unclosed(first, closed)
 
 
+def tracked_days(complete: dict[date, dict[str, Any]]) -> set[date]:
+    """The complete days gaps are counted among: from the last adopted day on, when the store
+    adopted the original collector's history (its gaps are the original's, not ours to fill)."""
+    start = max(adopted_days(complete), default=None)
+    return {d for d in complete if start is None or d >= start}
+
+
 def plan(config: Config, selection: Selection, store: Store, source: TelemetrySource) -> planning.Plan:
-    complete = set(store.completed_days())
+    completed = store.completed_days()
+    complete = set(completed)
     closed = last_closed(config)
     reprocess = selection.reprocess or "all"
     if selection.day is not None:
@@ -94,7 +104,7 @@ def plan(config: Config, selection: Selection, store: Store, source: TelemetrySo
         reprocess = selection.reprocess or "missing"
     else:
         return planning.catch_up(
-            complete, settled_day(config), config.max_catch_up_days, selection.force_span
+            tracked_days(completed), settled_day(config), config.max_catch_up_days, selection.force_span
         )
     days, not_closed = planning.split_closed(candidates, closed)
     if not_closed:
@@ -526,16 +536,15 @@ def status(config: Config) -> dict[str, Any]:
     store = open_store(config)
     try:
         complete = store.completed_days()
-        days = set(complete)
+        days = tracked_days(complete)
         closed = last_closed(config)
-        last = max(days, default=None)
+        last = max(complete, default=None)
         first = min(days, default=None)
         through = planning.complete_through(days, closed)
         runs = store.runs(limit=20)
         checked = next((r for r in runs if "recheck" in r and r.get("outcome") != "running"), None)
         snapshots = store.snapshots()
         last_snapshot = max(snapshots, default=None)
-        runs = store.runs(limit=1)
         return {
             "store": config.store,
             "today": closed.isoformat(),
@@ -592,49 +601,53 @@ def api_stats(config: Config, lock_timeout: float | None = None) -> dict[str, An
         store.close()
 
 
-def import_documents(
-    config: Config, documents: Iterator[dict[str, Any]], lock_timeout: float | None = None
-) -> list[DayStats]:
-    """Load daily documents (an NDJSON export) into the store, one harvest date at a time.
+def timed(docs: Iterable[Document], stats: DayStats, started: float) -> Iterator[Document]:
+    """The documents, and the day's seconds set once they are all read: before the store marks the
+    day complete with its stats."""
+    for doc in docs:
+        interrupt.check()
+        yield doc
+    stats.seconds = time.monotonic() - started
 
-    Each day of the input replaces that day in the store, so totals stay exact.
+
+def import_documents(
+    config: Config,
+    documents: Iterable[Any],
+    duplicates: str = "refuse",
+    on_rejected: Callable[[int, str], None] | None = None,
+    lock_timeout: float | None = None,
+) -> list[DayOutcome]:
+    """Load daily documents (NDJSON lines or parsed, ours or the original's) into the store.
+
+    Each day of the input replaces that day in the store, so totals stay exact; legacy shapes are
+    normalised and duplicates resolved by adopt.normalised_import, which accounts for every line.
     """
-    from itertools import groupby
+    from .adopt import normalised_import
 
     store = open_store(config)
     run = new_run("import")
-    published: list[DayStats] = []
+    outcomes: list[DayOutcome] = []
     try:
         timeout = config.lock_timeout if lock_timeout is None else lock_timeout
         with run_lock(config, store.identity, timeout, run, store):
             store.init()
             with ledger_entry(store, run):
-                for day_text, group in groupby(documents, key=lambda d: d["harvest_date"]):
-                    day = date.fromisoformat(day_text)
-                    stats = DayStats(day, run["run_id"], reason="import")
-                    if any(p.harvest_date == day for p in published):
-                        raise IdbStatsError(
-                            f"import: documents of {day} are not contiguous; sort by harvest_date first"
-                        )
-
+                for outcome, docs in normalised_import(
+                    documents, duplicates, on_rejected or (lambda n, r: None)
+                ):
+                    interrupt.check()
                     started = time.monotonic()
-
-                    def counted(
-                        docs: Iterator[dict[str, Any]], stats: DayStats = stats, started: float = started
-                    ) -> Iterator[dict[str, Any]]:
-                        for doc in docs:
-                            interrupt.check()
-                            stats.recordsets += 1
-                            yield doc
-                        stats.seconds = time.monotonic() - started  # before the store marks the day
-
-                    store.publish_day(stats, counted(group))
+                    stats = DayStats(
+                        outcome.harvest_date, run["run_id"], recordsets=len(docs), reason="import"
+                    )
+                    if docs:
+                        store.publish_day(stats, timed(docs, stats, started))
                     stats.seconds = time.monotonic() - started
-                    published.append(stats)
-                    run["days"].append(stats.as_dict())
+                    run["days"].append({**stats.as_dict(), **outcome.as_dict()})
+                    outcomes.append(outcome)
     finally:
         store.close()
-    return published
+    return outcomes
 
 
 def forget_day(config: Config, day: date, lock_timeout: float | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import Config
-from .search import HTTPFailure, SearchStore, Unreachable
+from .search import HTTPFailure, SearchStore, Unreachable, error_detail
 
 
 class ElasticsearchStore(SearchStore):
@@ -40,7 +40,7 @@ class ElasticsearchStore(SearchStore):
         try:
             response = self.client.perform_request(method, path, params=params, headers=headers, body=body)
         except ApiError as exc:
-            raise HTTPFailure(exc.meta.status, str(exc.body)[:500]) from None
+            raise HTTPFailure(exc.meta.status, error_detail(exc.body)) from None
         except TransportError as exc:
             raise Unreachable(str(exc)) from None
         return 200 <= response.meta.status < 300 if method == "HEAD" else response.body

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import Config
-from .search import HTTPFailure, SearchStore, Unreachable
+from .search import HTTPFailure, SearchStore, Unreachable, error_detail
 
 
 class OpenSearchStore(SearchStore):
@@ -39,4 +39,4 @@ class OpenSearchStore(SearchStore):
         except ConnectionError as exc:
             raise Unreachable(str(exc.error or exc)) from None
         except TransportError as exc:
-            raise HTTPFailure(int(exc.status_code), str(exc.error)) from None
+            raise HTTPFailure(int(exc.status_code), error_detail(exc.info or exc.error)) from None

@@ -6,7 +6,8 @@ Publishing a day keeps, for every recordset r, the invariant
     D is listed in totals(r)  <=>  totals(r) include exactly the current daily document (r, D)
 through three idempotent phases, so a crash anywhere is repaired by publishing the day again:
   1. for each existing daily document of D whose totals list D: subtract it, unlist D;
-  2. overwrite the day's documents, delete those of recordsets gone from the day;
+  2. overwrite the day's documents, delete every other document of the day (recordsets gone from
+     it, and documents under any other id: the original collector's random ids and duplicates);
   3. for each new document: add it to its totals and list D.
 Totals are read-merge-written with optimistic concurrency (if_seq_no/if_primary_term): on a
 conflict the document is re-read and the merge redone. The day is marked complete last.
@@ -14,6 +15,7 @@ conflict the document is re-read and the merge redone. The day is marked complet
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,10 +29,10 @@ from urllib.parse import quote, urlsplit
 from .. import changes
 from ..config import Config
 from ..documents import add_terms, by_count, daily_document_id
-from ..errors import StoreError
+from ..errors import IncompatibleIndex, StoreError
 from ..model import BLOCKS, COUNT_FIELDS, RECORD_TYPES, UNKNOWN_COUNTRY, DayStats
 from ..ports import ClosedOnExit, Document
-from ..totals import Summary, Totals, summarize, with_day, without_day
+from ..totals import ONE_DAY, Summary, Totals, summarize, with_day, without_day
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +43,34 @@ TOTALS_CHUNK = 500
 SERIES_RECORDSETS = 10_000
 
 
+# Days are stored as plain dates, but range bounds are parsed with the field's format, and real
+# clients (the portal's stats page) send ISO date-times such as 2023-11-01T04:00:00.000Z.
+DAY_FORMAT = "strict_date_optional_time||epoch_millis"
+
+
 class HTTPFailure(Exception):
     def __init__(self, status: int, detail: str):
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
+
+
+def error_detail(body: Any) -> str:
+    """An error response in one line: its type and the root cause's reason, which says what to fix."""
+    if isinstance(body, (bytes, str)):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return str(body)[:500]
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return str(body)[:500]
+    causes = error.get("root_cause") or []
+    cause = causes[0] if causes and isinstance(causes[0], dict) else error
+    parts = [str(error.get("type", "error"))]
+    for reason in (cause.get("reason"), error.get("reason")):
+        if reason and reason not in parts:
+            parts.append(str(reason))
+    return ": ".join(parts)[:1000]
 
 
 class Unreachable(Exception):
@@ -79,7 +105,7 @@ def daily_mapping() -> dict[str, Any]:
         "dynamic": False,
         "properties": {
             "recordset_id": {"type": "keyword"},
-            "harvest_date": {"type": "date", "format": "strict_date"},
+            "harvest_date": {"type": "date", "format": DAY_FORMAT},
             **{
                 rt: {"properties": {ty: _block_mapping() for _, ty in BLOCKS if _ == rt}}
                 for rt in RECORD_TYPES
@@ -100,8 +126,8 @@ def totals_mapping() -> dict[str, Any]:
         "dynamic": False,
         "properties": {
             "recordset_id": {"type": "keyword"},
-            "first_harvest_date": {"type": "date", "format": "strict_date"},
-            "last_harvest_date": {"type": "date", "format": "strict_date"},
+            "first_harvest_date": {"type": "date", "format": DAY_FORMAT},
+            "last_harvest_date": {"type": "date", "format": DAY_FORMAT},
             "days": {"type": "long"},
             "harvest_dates": {"type": "object", "enabled": False},
             **{rt: {"properties": {ty: block for _, ty in BLOCKS if _ == rt}} for rt in RECORD_TYPES},
@@ -115,7 +141,7 @@ def runs_mapping() -> dict[str, Any]:
         "properties": {
             "kind": {"type": "keyword"},
             "run_id": {"type": "keyword"},
-            "harvest_date": {"type": "date", "format": "strict_date"},
+            "harvest_date": {"type": "date", "format": DAY_FORMAT},
             "started_at": {"type": "date"},
             "outcome": {"type": "keyword"},
             "command": {"type": "keyword"},
@@ -132,11 +158,38 @@ def api_mapping() -> dict[str, Any]:
         "properties": {
             "recordset_id": {"type": "keyword"},
             "harvest_date": {"type": "date"},
-            "snapshot_date": {"type": "date", "format": "strict_date"},
+            "snapshot_date": {"type": "date", "format": DAY_FORMAT},
             "records_count": {"type": "long"},
             "mediarecords_count": {"type": "long"},
         },
     }
+
+
+# What a date field without a format parses: the same as DAY_FORMAT.
+DEFAULT_DATE_FORMAT = "strict_date_optional_time||epoch_millis"
+
+
+def mapping_differences(required: dict[str, Any], live: dict[str, Any], path: str = "") -> list[str]:
+    """Each field of the required mapping that the live one maps otherwise (a field it lacks is
+    no difference: init adds it)."""
+    differences = []
+    live_fields = live.get("properties", {})
+    for name, want in required.get("properties", {}).items():
+        field = f"{path}{name}"
+        got = live_fields.get(name)
+        want_type = want.get("type", "object")
+        if got is None:
+            continue  # added in place by init (PUT _mapping): a new field conflicts with nothing
+        got_type = got.get("type", "object")
+        if got_type != want_type:
+            differences.append(f"{field}: is {got_type}, needs {want_type}")
+        elif want.get("enabled") is False and got.get("enabled", True) is not False:
+            differences.append(f"{field}: is indexed, needs to be stored only (enabled: false)")
+        elif "format" in want and got.get("format", DEFAULT_DATE_FORMAT) != want["format"]:
+            differences.append(f"{field}: format {got.get('format')}, needs {want['format']}")
+        elif "properties" in want:
+            differences += mapping_differences(want, got, f"{field}.")
+    return differences
 
 
 class SearchStore(ClosedOnExit):
@@ -274,25 +327,59 @@ class SearchStore(ClosedOnExit):
 
     # --- schema ------------------------------------------------------------------------------
 
-    def init(self) -> None:
-        for name, index, mapping in (
+    def _roles(self) -> list[tuple[str, str, dict[str, Any]]]:
+        return [
             ("daily", self.daily, daily_mapping()),
             ("totals", self.totals_index, totals_mapping()),
             ("runs", self.runs_index, runs_mapping()),
             ("api", self.api_index, api_mapping()),
-        ):
-            template = {
-                "index_patterns": [index],
-                "priority": 200,
-                "template": {"settings": {"number_of_shards": 1}, "mappings": mapping},
-            }
-            self._request("PUT", f"/_index_template/idb-stats-{quote(index)}", template)
-            if not self._request("HEAD", f"/{quote(index)}", ok=(404,)):
-                self._request("PUT", f"/{quote(index)}", {}, ok=(400,))  # 400: created meanwhile
-            log.debug("%s index %s ready (%s)", self.kind, index, name)
-        # Fields added to the ledger's mapping since an index was made (command, for `status`).
-        ledger_fields = {"properties": runs_mapping()["properties"]}
-        self._request("PUT", f"/{quote(self.runs_index)}/_mapping", ledger_fields)
+        ]
+
+    def init(self) -> None:
+        # Every live index is checked before anything is written: a mapping made by the original
+        # collector (or an older version) would make queries fail later with a bare HTTP 500.
+        problems = [
+            f"index {index!r} ({role}): {difference}"
+            for role, index, mapping in self._roles()
+            for difference in self.index_differences(index, mapping)
+        ]
+        if problems:
+            raise IncompatibleIndex(
+                "the store's indexes do not have the mapping idb-stats needs:\n"
+                + "\n".join(f"  - {p}" for p in problems)
+                + f"\nmigrate them with `idb-stats adopt` (copies {self.daily!r} into a new index with "
+                "this mapping and points an alias of the same name at it; see docs/migrating.md)"
+            )
+        for role, index, mapping in self._roles():
+            self._ensure_index(index, mapping)
+            log.debug("%s index %s ready (%s)", self.kind, index, role)
+
+    def _ensure_index(self, index: str, mapping: dict[str, Any]) -> None:
+        template = {
+            "index_patterns": [index],
+            "priority": 200,
+            "template": {"settings": {"number_of_shards": 1}, "mappings": mapping},
+        }
+        self._request("PUT", f"/_index_template/idb-stats-{quote(index)}", template)
+        if not self._request("HEAD", f"/{quote(index)}", ok=(404,)):
+            self._request("PUT", f"/{quote(index)}", {}, ok=(400,))  # 400: created meanwhile
+        else:
+            # Fields a newer version added (the ledger's command, change records): a live index
+            # gets them in place; index_differences has already refused any conflicting field.
+            self._request("PUT", f"/{quote(index)}/_mapping", {"properties": mapping["properties"]})
+
+    def index_differences(self, index: str, mapping: dict[str, Any]) -> list[str]:
+        """How a live index (or the index behind an alias) differs from the mapping; [] if absent."""
+        live = self._request("GET", f"/{quote(index)}/_mapping", ok=(404,))
+        if not live:
+            return []
+        differences: list[str] = []
+        for concrete in live.values():
+            mappings = concrete.get("mappings", {})
+            if "properties" not in mappings and len(mappings) == 1:  # a pre-7 cluster: under a type
+                mappings = next(iter(mappings.values()))
+            differences += mapping_differences(mapping, mappings)
+        return differences
 
     def _initialized(self) -> bool:
         return bool(self._request("HEAD", f"/{quote(self.api_index)}", ok=(404,)))
@@ -331,15 +418,21 @@ class SearchStore(ClosedOnExit):
         self._request("DELETE", marker_path, params={"refresh": "true"}, ok=(404,))
         self._refresh(self.daily)
         summary_fields = [f"{rt}.{ty}.{f}" for rt, ty in BLOCKS for f in ("count", "total", "geocodes")]
-        old = {
-            hit["_source"]["recordset_id"]: summarize(hit["_source"])
-            for hit in self._scan(
-                self.daily,
-                {"term": {"harvest_date": day.isoformat()}},
-                [{"recordset_id": "asc"}],
-                ["recordset_id", *summary_fields],
-            )
-        }
+        # Totals hold at most the document with the deterministic id; any other document of the
+        # day (the original collector's random ids, its duplicates, a recordset gone from the day)
+        # is in no totals and is deleted below. A range, so a legacy date-time of the day matches too.
+        old: dict[str, Summary] = {}
+        present: set[str] = set()
+        for hit in self._scan(
+            self.daily,
+            {"range": {"harvest_date": {"gte": day.isoformat(), "lt": (day + ONE_DAY).isoformat()}}},
+            [{"recordset_id": "asc"}],
+            ["recordset_id", *summary_fields],
+        ):
+            present.add(hit["_id"])
+            recordset_id = hit["_source"].get("recordset_id")
+            if recordset_id is not None and hit["_id"] == daily_document_id(recordset_id, day):
+                old[recordset_id] = summarize(hit["_source"])
         # Phase 1: take the day out of the totals that list it.
         self._merge_totals(old, lambda t, s: without_day(t, day, s) if t.includes(day) else None)
         # Phase 2: the new documents replace the day.
@@ -354,10 +447,10 @@ class SearchStore(ClosedOnExit):
                 )
 
         self._check(self._bulk(index_actions()))
-        gone = sorted(old.keys() - new.keys())
+        written = {daily_document_id(rs, day) for rs in new}
         self._check(
             self._bulk(
-                ({"delete": {"_index": self.daily, "_id": daily_document_id(rs, day)}}, None) for rs in gone
+                ({"delete": {"_index": self.daily, "_id": i}}, None) for i in sorted(present - written)
             ),
             allowed=(404,),
         )
@@ -706,6 +799,66 @@ class SearchStore(ClosedOnExit):
             kind: [{"term": term, "count": n} for term, n in by_count(counts)[:limit]]
             for kind, counts in sums.items()
         }
+
+    # --- adopting an index the original collector wrote (see adopt.py) -------------------------
+
+    def index_state(self, name: str) -> tuple[str, list[str]]:
+        """("alias", [indexes]), ("index", []) or ("absent", [])."""
+        aliases = self._request("GET", f"/_alias/{quote(name)}", ok=(404,))
+        if aliases and all(name in v.get("aliases", {}) for v in aliases.values()):
+            return "alias", sorted(aliases)
+        if self._request("HEAD", f"/{quote(name)}", ok=(404,)):
+            return "index", []
+        return "absent", []
+
+    def count(self, index: str) -> int:
+        self._refresh(index)
+        return int(self._request("GET", f"/{quote(index)}/_count")["count"])
+
+    def legacy_days(self, index: str) -> dict[date, int]:
+        """Documents per UTC day of harvest_date, whatever its stored form (date, date-time)."""
+        histogram = {"field": "harvest_date", "calendar_interval": "day", "min_doc_count": 1}
+        body = {"size": 0, "aggs": {"days": {"date_histogram": histogram}}}
+        buckets = self._request("POST", f"/{quote(index)}/_search", body)["aggregations"]["days"]["buckets"]
+        return {datetime.fromtimestamp(b["key"] / 1000, UTC).date(): int(b["doc_count"]) for b in buckets}
+
+    def legacy_documents(
+        self, index: str, day: date, source: Any = True
+    ) -> Iterator[tuple[tuple[int, str], dict[str, Any]]]:
+        """Every document of a UTC day, whatever its _id, with (sequence number, id) for
+        "last written" order. A scroll: search_after would need a unique sort key, and two
+        documents of the same recordset and day are exactly what must not be skipped."""
+        body: dict[str, Any] = {
+            "query": {"range": {"harvest_date": {"gte": day.isoformat(), "lt": (day + ONE_DAY).isoformat()}}},
+            "sort": ["_doc"],
+            "size": PAGE,
+            "_source": source,
+            "seq_no_primary_term": True,
+        }
+        response = self._request("POST", f"/{quote(index)}/_search", body, params={"scroll": "5m"})
+        scroll_id = response.get("_scroll_id")
+        try:
+            while True:
+                hits = response["hits"]["hits"]
+                for hit in hits:
+                    yield (int(hit.get("_seq_no", 0)), hit["_id"]), hit.get("_source", {})
+                if len(hits) < PAGE or not scroll_id:
+                    return
+                response = self._request("POST", "/_search/scroll", {"scroll": "5m", "scroll_id": scroll_id})
+                scroll_id = response.get("_scroll_id", scroll_id)
+        finally:
+            if scroll_id:
+                with contextlib.suppress(StoreError):
+                    self._request("DELETE", "/_search/scroll", {"scroll_id": [scroll_id]}, ok=(404,))
+
+    def replace_index_with_alias(self, name: str, target: str) -> None:
+        """In one atomic request, delete index `name` and give `target` the alias `name`.
+
+        An alias cannot take the name of a live index, so both happen together: readers of
+        `name` see the old index until the moment they see the new one.
+        """
+        actions = [{"add": {"index": target, "alias": name}}, {"remove_index": {"index": name}}]
+        self._request("POST", "/_aliases", {"actions": actions})
 
     def close(self) -> None:
         self.client.close()
