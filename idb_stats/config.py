@@ -73,7 +73,12 @@ SCHEMA: dict[str, tuple[type, Any]] = {
 }
 
 SECRET_SETTINGS = {"source.dsn", "store.url", "store.password", "store.api_key", "api.dsn"}
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+# A table or schema name: letters, digits and _, not starting with a digit; tables may be
+# schema-qualified. Names are quoted wherever they are used, so case is kept ("Stats" is not
+# stats) and reserved words (user, order) work.
+_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
+_IDENTIFIER = re.compile(rf"^{_NAME}$")
+_TABLE_NAME = re.compile(rf"^({_NAME}\.)?{_NAME}$")
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -287,11 +292,15 @@ def _validate(v: dict[str, Any], problems: list[str]) -> None:
             "source.dsn: no telemetry database given (set [source] dsn or dsn_file, IDB_STATS_SOURCE_DSN, "
             "or a source-dsn credential)"
         )
-    for setting in ("source.stats_table", "source.queries_table", "store.schema", "api.uuids_table"):
-        if v[setting] is not None and not _IDENTIFIER.match(v[setting]):
+    for setting in ("source.stats_table", "source.queries_table", "api.uuids_table"):
+        if v[setting] is not None and not _TABLE_NAME.match(v[setting]):
             problems.append(
-                f"{setting}: {v[setting]!r} is not a plain SQL name (letters, digits, _; schema.name)"
+                f"{setting}: {v[setting]!r} is not a table name (letters, digits, _; optionally schema.name)"
             )
+    if v["store.schema"] is not None and not _IDENTIFIER.match(v["store.schema"]):
+        problems.append(
+            f"store.schema: {v['store.schema']!r} is not a schema name (letters, digits, _; no dot)"
+        )
     if v["source.timezone"] is not None:
         try:
             ZoneInfo(v["source.timezone"])

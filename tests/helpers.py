@@ -57,7 +57,7 @@ def reference(dsn: str, harvest_date: date, limit: int = 0) -> tuple[list[dict[s
             "ORDER BY s.id",
             (start, end),
         )
-        rows = [TelemetryRow(*r[:4], load_json(r[4]), load_json(r[5])) for r in cur]
+        rows = [TelemetryRow(r[0], r[1], r[2], r[3], load_json(r[4]), load_json(r[5])) for r in cur]
     conn.close()
     return aggregate(rows, harvest_date, limit)
 
