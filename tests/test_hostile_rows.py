@@ -13,7 +13,7 @@ from typing import Any
 import psycopg2
 import pytest
 from conftest import MakeConfig
-from helpers import reference
+from helpers import insert_rows, random_rows, reference
 from test_cli import run
 from test_store_contract import assert_consistent
 
@@ -23,7 +23,7 @@ from idb_stats.documents import build_documents
 from idb_stats.errors import ConfigError, DataQualityError
 from idb_stats.model import MAX_HITS, SKIP_REASONS, DayStats
 from idb_stats.rules import TelemetryRow, load_json, skip_reason
-from idb_stats.source import SKIP_REASON_SQL, PostgresTelemetrySource
+from idb_stats.source import SKIP_REASON_SQL, PostgresTelemetrySource, quoted_name
 from idb_stats.stores import open_store
 from idb_stats.stores.postgres import copy_line
 
@@ -328,3 +328,86 @@ def test_days_follow_source_timezone_whatever_the_session_zone(
     else:
         assert counts == {date(2021, 3, 15): (144, 144), date(2021, 11, 8): (144, 144)}
         assert min(dates) == date(2021, 3, 14)
+
+
+@pytest.mark.parametrize(
+    ("stats_table", "queries_table", "store_schema"),
+    [
+        ("Stats", "Queries", "IdbStats"),
+        ("telemetry.stats", "telemetry.queries", "idb_stats"),
+        ("order", "select", "user"),
+    ],
+)
+def test_configured_names_are_read_exactly(
+    dsn: str, stats_table: str, queries_table: str, store_schema: str
+) -> None:
+    """Case kept, schema-qualified and reserved-word names: the configured tables are read (not a
+    same-named lowercase one), and a store in such a schema works for init and every query."""
+    insert_rows(dsn, random_rows(3, DAY, n=60, bad=False))
+    expected = reference(dsn, HARVEST)[0]
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA telemetry")
+        for name, original in ((stats_table, "stats"), (queries_table, "queries")):
+            cur.execute(f"CREATE TABLE {quoted_name(name, conn)} AS SELECT * FROM {original}")
+        # A decoy in the lowercase tables: reading them instead would show.
+        cur.execute("DELETE FROM stats")
+        cur.execute(
+            "INSERT INTO stats (date, type, record_type, payload) VALUES (%s, 'search', 'records', %s)",
+            (AT, json.dumps({"decoy": 1})),
+        )
+    conn.close()
+    config = load_config(
+        overrides={
+            "source.dsn": dsn,
+            "source.stats_table": stats_table,
+            "source.queries_table": queries_table,
+            "store.schema": store_schema,
+        },
+        environ={},
+    )
+    for _ in range(2):  # init runs on an existing store too
+        collect_day(config)
+    daily, totals = store_snapshot(config)
+    assert daily == expected
+    assert_consistent(daily, totals)
+    store = open_store(config)
+    try:
+        some = daily[0]["recordset_id"]
+        assert set(store.completed_days()) == {HARVEST}
+        assert store.runs()[0]["outcome"] == "ok"
+        assert store.series([some], None, None, "month")[0]["recordset_id"] == some
+        assert store.top_countries([], None, None, 3)
+        assert (
+            store.top_terms(some, None, None, 3)["items"] or store.top_terms(some, None, None, 3)["queries"]
+        )
+        assert store.write_snapshot(HARVEST, [{"recordset_id": "a\tb\nc\\", "records_count": 1}]) == 1
+        assert store.snapshots() == {HARVEST: 1}
+    finally:
+        store.close()
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT recordset_id FROM {quoted_name(store_schema, conn)}.api_snapshots")
+        assert cur.fetchall() == [("a\tb\nc\\",)]
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "accepted"),
+    [
+        ("source.stats_table", "telemetry.stats", True),
+        ("source.stats_table", "Stats", True),
+        ("source.stats_table", "a.b.c", False),
+        ("source.stats_table", 'stats"; DROP TABLE x; --', False),
+        ("api.uuids_table", "ingest.uuids", True),
+        ("store.schema", "Upper_Case", True),
+        ("store.schema", "idb.stats", False),
+        ("store.schema", "x" * 64, False),
+    ],
+)
+def test_configured_names_are_validated_once(setting: str, value: str, accepted: bool) -> None:
+    overrides = {"source.dsn": "dbname=x", setting: value}
+    if accepted:
+        assert load_config(overrides=overrides, environ={})
+    else:
+        with pytest.raises(ConfigError, match=setting.replace(".", r"\.")):
+            load_config(overrides=overrides, environ={})
