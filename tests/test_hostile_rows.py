@@ -237,6 +237,13 @@ def test_hit_sums_beyond_bigint_stay_exact(dsn: str) -> None:
     insert_raw(conn, [("search", "records", '{"country": "US"}', entry(RS, str(MAX_HITS)))] * 1100)
     conn.close()
     config = load_config(overrides={"source.dsn": dsn}, environ={})
+    # A store made before counts were numeric: the run's init widens the column.
+    store = open_store(config)
+    store.init()
+    store.close()
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE idb_stats.daily ALTER COLUMN counts TYPE bigint[]")
+    conn.close()
     collect_day(config)
     daily, totals = store_snapshot(config)
     assert daily == reference(dsn, HARVEST)[0]
