@@ -34,32 +34,40 @@ FETCH_ROWS = 100
 # Why a row is skipped, or NULL when the rules accept it: rules.skip_reason in SQL, check for
 # check in the same order. Only reads columns of the stats row, so PostgreSQL filters rows before
 # any payload is expanded. jsonpath runs in strict mode, as lax mode would unwrap [5] into 5; it
-# is silent, so a path applied to a non-object is no match instead of an error.
-SKIP_REASON_SQL = f"""
+# is silent, so a path applied to a non-object is no match instead of an error. jsonpath cannot
+# measure a string, so {oversized} (a row with a LONG_ENTRY) is given in two forms below.
+SKIP_REASON_TEMPLATE = f"""
 CASE
   WHEN s.record_type IS NULL OR s.record_type NOT IN ('records', 'mediarecords') THEN 'unknown_record_type'
   WHEN s.type IS NULL OR s.type NOT IN ('search', 'seen', 'mapping', 'view', 'download') THEN 'unknown_type'
   WHEN s.ip_geocode IS NOT NULL AND jsonb_typeof(s.ip_geocode) NOT IN ('object', 'null')
     THEN 'geocode_not_object'
-  WHEN jsonb_path_exists(s.ip_geocode, 'strict $.* ? (@.type() != "string")', '{{}}', true)
+  WHEN jsonb_path_exists(s.ip_geocode, 'strict $.* ? (@.type() != "string")', '{{{{}}}}', true)
     THEN 'bad_geocode_value'
   WHEN s.payload IS NULL OR jsonb_typeof(s.payload) <> 'object' THEN 'payload_not_object'
   WHEN s.payload ? '' THEN 'empty_key'
-  WHEN s.type IN ('view', 'seen') THEN
-    CASE
-      WHEN jsonb_path_exists(s.payload, 'strict $.* ? (@.type() != "string" || @ == "")', '{{}}', true)
-        THEN 'bad_recordset_value'
-      WHEN EXISTS (SELECT FROM jsonb_each_text(s.payload) e
-                   WHERE octet_length(e.key) > {MAX_ID_BYTES} OR octet_length(e.value) > {MAX_ID_BYTES})
-        THEN 'oversized_id'
-    END
-  WHEN jsonb_path_exists(
+  WHEN s.type IN ('view', 'seen') AND jsonb_path_exists(
+      s.payload, 'strict $.* ? (@.type() != "string" || @ == "")', '{{{{}}}}', true)
+    THEN 'bad_recordset_value'
+  WHEN s.type NOT IN ('view', 'seen') AND jsonb_path_exists(
       s.payload,
-      'strict $.* ? (@.type() != "number" || @ < 0 || @ > {MAX_HITS} || @.floor() != @)', '{{}}', true)
+      'strict $.* ? (@.type() != "number" || @ < 0 || @ > {MAX_HITS} || @.floor() != @)', '{{{{}}}}', true)
     THEN 'bad_hit_count'
-  WHEN EXISTS (SELECT FROM jsonb_object_keys(s.payload) k WHERE octet_length(k) > {MAX_ID_BYTES})
-    THEN 'oversized_id'
+  WHEN {{oversized}} THEN 'oversized_id'
 END"""
+# An entry holding an id longer than MAX_ID_BYTES: a key, or a view/seen value (a recordset id;
+# other values are hit counts). The skip report finds such rows with a join, which keeps its scan
+# parallel: as a subquery inside the CASE it took the report from 0.9 s to 4.4 s on 100,000 rows,
+# as the join 2.2 s (both on a loaded machine). SKIP_REASON_SQL holds the self-contained form, for
+# the cell queries' fallback and the tests.
+PAYLOAD_ENTRIES = "jsonb_each_text(CASE WHEN jsonb_typeof(s.payload) = 'object' THEN s.payload END) e"
+LONG_ENTRY = (
+    f"(octet_length(e.key) > {MAX_ID_BYTES} "
+    f"OR (s.type IN ('view', 'seen') AND octet_length(e.value) > {MAX_ID_BYTES}))"
+)
+SKIP_REASON_SQL = SKIP_REASON_TEMPLATE.format(
+    oversized=f"EXISTS (SELECT FROM {PAYLOAD_ENTRIES} WHERE {LONG_ENTRY})"
+)
 
 # The day's cells come from two aggregations run at once on two connections, one per core: the
 # items, and the geocodes and queries together (one GROUPING SETS query for all three kinds is a
@@ -139,7 +147,10 @@ STREAM_SETTINGS = (
 # the (costly) jsonpath checks on every row.
 SKIPS_SQL = """
 SELECT reason, count(*), (array_agg(id ORDER BY id) FILTER (WHERE reason IS NOT NULL))[1:{cap}]
-FROM (SELECT s.id, {reason} AS reason FROM {stats} s WHERE s.date >= %(start)s AND s.date < %(end)s) r
+FROM (SELECT s.id, {reason} AS reason FROM {stats} s LEFT JOIN (
+        SELECT DISTINCT s.id FROM {stats} s CROSS JOIN LATERAL {entries}
+        WHERE s.date >= %(start)s AND s.date < %(end)s AND {long_entry}) long_ids ON long_ids.id = s.id
+      WHERE s.date >= %(start)s AND s.date < %(end)s) r
 GROUP BY reason"""
 
 # A loose index scan: one probe of the date index per day instead of reading every row.
@@ -259,7 +270,11 @@ class PostgresTelemetrySource:
             "queries": quoted_name(config.queries_table, self._conn),
         }
         self._skips_sql = SKIPS_SQL.format(
-            cap=max(SKIPPED_IDS_CAP, EXAMPLE_IDS), reason=SKIP_REASON_SQL, **self._names
+            cap=max(SKIPPED_IDS_CAP, EXAMPLE_IDS),
+            reason=SKIP_REASON_TEMPLATE.format(oversized="long_ids.id IS NOT NULL"),
+            entries=PAYLOAD_ENTRIES,
+            long_entry=LONG_ENTRY,
+            **self._names,
         )
         self._dates_sql = HARVEST_DATES_SQL.format(**self._names)
 
