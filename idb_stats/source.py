@@ -180,8 +180,14 @@ def set_time_zone(conn: psycopg2.extensions.connection, zone: str) -> None:
     `date` is timestamptz, so the session's zone is source.timezone."""
     autocommit = conn.autocommit
     conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SET TIME ZONE %s", (zone,))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET TIME ZONE %s", (zone,))
+    except psycopg2.DataError as exc:
+        conn.close()
+        raise ConfigError(
+            [f"source.timezone: the telemetry database does not know {zone!r} ({str(exc).strip()})"]
+        ) from None
     conn.autocommit = autocommit
 
 

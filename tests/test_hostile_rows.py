@@ -23,7 +23,7 @@ from idb_stats.documents import build_documents
 from idb_stats.errors import ConfigError, DataQualityError
 from idb_stats.model import MAX_HITS, SKIP_REASONS, DayStats
 from idb_stats.rules import TelemetryRow, load_json, skip_reason
-from idb_stats.source import SKIP_REASON_SQL, PostgresTelemetrySource, quoted_name
+from idb_stats.source import SKIP_REASON_SQL, PostgresTelemetrySource, quoted_name, set_time_zone
 from idb_stats.stores import open_store
 from idb_stats.stores.postgres import copy_line
 
@@ -418,3 +418,13 @@ def test_configured_names_are_validated_once(setting: str, value: str, accepted:
     else:
         with pytest.raises(ConfigError, match=setting.replace(".", r"\.")):
             load_config(overrides=overrides, environ={})
+
+
+def test_a_zone_the_telemetry_database_does_not_know_is_a_configuration_error(dsn: str) -> None:
+    # Validation asks Python's zone database; the server's may lack a zone (older tzdata).
+    conn = psycopg2.connect(dsn)
+    with pytest.raises(
+        ConfigError, match=r"source\.timezone: the telemetry database does not know 'Mars/Olympus'"
+    ):
+        set_time_zone(conn, "Mars/Olympus")
+    assert conn.closed
