@@ -17,7 +17,6 @@ from datetime import date
 from typing import Any
 
 import psycopg2
-import psycopg2.errorcodes
 import psycopg2.extensions
 from psycopg2 import sql
 
@@ -32,8 +31,8 @@ SKIPPED_IDS_CAP = 50_000
 FETCH_ROWS = 100
 
 # Why a row is skipped, or NULL when the rules accept it: rules.skip_reason in SQL, check for
-# check in the same order. Only reads columns of the stats row, so PostgreSQL filters rows before
-# any payload is expanded. jsonpath runs in strict mode, as lax mode would unwrap [5] into 5; it
+# check in the same order. Apart from the id lengths, only reads columns of the stats row, so no
+# payload is expanded for it. jsonpath runs in strict mode, as lax mode would unwrap [5] into 5; it
 # is silent, so a path applied to a non-object is no match instead of an error. jsonpath cannot
 # measure a string, so {oversized} (a row with a LONG_ENTRY) is given in two forms below.
 SKIP_REASON_TEMPLATE = f"""
