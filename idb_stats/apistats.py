@@ -11,7 +11,7 @@ from typing import Any
 
 from .config import Config
 from .errors import ConfigError
-from .source import connect
+from .source import connect, quoted_name
 
 COUNT_SQL = """
 SELECT parent::text,
@@ -37,7 +37,7 @@ def snapshot_documents(config: Config, taken_at: datetime) -> Iterator[dict[str,
         conn.set_session(readonly=True)
         with conn, conn.cursor(name="api_stats") as cur:
             cur.itersize = 5000
-            cur.execute(COUNT_SQL.format(uuids=config.uuids_table))
+            cur.execute(COUNT_SQL.format(uuids=quoted_name(config.uuids_table, conn)))
             stamp = taken_at.isoformat(timespec="seconds")
             for parent, records, mediarecords in cur:
                 yield {

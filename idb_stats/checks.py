@@ -16,7 +16,7 @@ import psycopg2
 
 from .config import Config, redact
 from .errors import ConfigError, ExitCode, IdbStatsError, SourceUnreachable, StoreError
-from .source import connect
+from .source import connect, quoted_name
 from .stores import open_store
 
 # What the PostgreSQL store keeps (stores/postgres.py SCHEMA_SQL) and what publishing does to it.
@@ -73,7 +73,8 @@ def _postgres_tables(endpoint: str, dsn: str, tables: dict[str, str]) -> list[Ch
             role, database = cur.fetchone()
             results = [Check(endpoint, True, f"connected to {database} as {role}")]
             for table, setting in tables.items():
-                if not _value(cur, "SELECT to_regclass(%s) IS NOT NULL", table):
+                quoted = quoted_name(table, cur.connection)  # case and reserved words kept, as read
+                if not _value(cur, "SELECT to_regclass(%s) IS NOT NULL", quoted):
                     results.append(
                         Check(
                             endpoint,
@@ -81,7 +82,7 @@ def _postgres_tables(endpoint: str, dsn: str, tables: dict[str, str]) -> list[Ch
                             f"no table {table} in {database} ({setting}); is this the right database?",
                         )
                     )
-                elif not _value(cur, "SELECT has_table_privilege(%s, 'SELECT')", table):
+                elif not _value(cur, "SELECT has_table_privilege(%s, 'SELECT')", quoted):
                     results.append(
                         Check(
                             endpoint, False, f"{role} may not read {table}: GRANT SELECT ON {table} TO {role}"
@@ -129,14 +130,15 @@ def _postgres_store(config: Config) -> list[Check]:
                 )
             for table in STORE_TABLES:
                 qualified = f"{schema}.{table}"
-                if not _value(cur, "SELECT to_regclass(%s) IS NOT NULL", qualified):
+                regclass = quoted_name(qualified, cur.connection)  # case kept, as the store reads it
+                if not _value(cur, "SELECT to_regclass(%s) IS NOT NULL", regclass):
                     continue  # init creates it
                 if table == "daily":
                     need(
                         _value(
                             cur,
                             "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = %s::regclass",
-                            qualified,
+                            regclass,
                         ),
                         f"{qualified} owned",
                         f"{role} does not own {qualified} "
@@ -146,7 +148,7 @@ def _postgres_store(config: Config) -> list[Check]:
                 lacking = [
                     p
                     for p in STORE_PRIVILEGES
-                    if not _value(cur, "SELECT has_table_privilege(%s, %s)", qualified, p)
+                    if not _value(cur, "SELECT has_table_privilege(%s, %s)", regclass, p)
                 ]
                 need(
                     not lacking,

@@ -35,8 +35,11 @@ DEFAULT_CONFIG_PATH = Path("/etc/idb-stats/config.toml")
 STORE_KINDS = ("postgres", "elasticsearch", "opensearch")
 SEARCH_STORE_KINDS = ("elasticsearch", "opensearch")
 
-# A plain SQL name, optionally schema-qualified.
-SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+# A table or schema name: letters, digits and _, not starting with a digit, at most 63 bytes
+# (PostgreSQL's limit); tables may be schema-qualified. Names are quoted wherever they are used,
+# so case is kept ("Stats" is not stats) and reserved words (user, order) work.
+NAME = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
+SQL_NAME = re.compile(rf"^({NAME}\.)?{NAME}$")
 INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 SECTION_HELP = {
@@ -233,8 +236,8 @@ class Config:
         "store.schema",
         "idb_stats",
         help="The schema holding the statistics tables.",
-        pattern=re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"),
-        pattern_help="a plain SQL name (letters, digits, _)",
+        pattern=re.compile(rf"^{NAME}$"),
+        pattern_help="a schema name (letters, digits, _; no dot)",
         stores=("postgres",),
     )
     daily_index: str = _setting(

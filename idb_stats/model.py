@@ -21,16 +21,25 @@ OTHER_TERM = "__other__"
 RANKED_KINDS = ("items", "queries")
 UNKNOWN_COUNTRY = "unknown"
 
-# Why a telemetry row was skipped; the SQL in the source assigns exactly these.
+# Why a telemetry row was skipped, in the order the rules check them; rules.skip_reason and the
+# SQL in the source assign exactly these (README "What is counted" says what each means).
 SKIP_REASONS = (
     "unknown_record_type",
     "unknown_type",
     "geocode_not_object",
+    "bad_geocode_value",
     "payload_not_object",
     "empty_key",
     "bad_recordset_value",
     "bad_hit_count",
+    "oversized_id",
 )
+# Hit counts are integers in [0, MAX_HITS]: exact in a double, as the search engines sum them.
+MAX_HITS = 2**53 - 1
+# The longest record or recordset id kept, in UTF-8 bytes: a search engine's document id (the
+# recordset id, "-" and the harvest date) is at most 512 bytes, and PostgreSQL's btree keys far
+# less than a megabyte-long id.
+MAX_ID_BYTES = 500
 
 
 def event_window(harvest_date: date) -> tuple[date, date]:

@@ -7,21 +7,39 @@ row-at-a-time baseline of the benchmark.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from .documents import Document, build_document, canonical_geo
-from .model import EVENT_TYPES, PER_RECORD_TYPES, RECORD_TYPES, Cell, SkipReason, SkipReport
+from .model import (
+    EVENT_TYPES,
+    MAX_HITS,
+    MAX_ID_BYTES,
+    PER_RECORD_TYPES,
+    RECORD_TYPES,
+    Cell,
+    SkipReason,
+    SkipReport,
+)
 
-MAX_HITS = 2**53 - 1
+
+def load_json(text: str | None) -> Any:
+    """A jsonb column's text as the rules read it: numbers as exact Decimals, as PostgreSQL holds
+    them (a float would take 1e-400 for 0 and 2**53 + 0.5 for an integer, and an int of
+    1e5000's 5,001 digits is beyond Python's limit)."""
+    return None if text is None else json.loads(text, parse_int=Decimal, parse_float=Decimal)
 
 
 @dataclass(frozen=True)
 class TelemetryRow:
+    """One telemetry row; ip_geocode and payload as load_json reads them (None for SQL NULL)."""
+
     id: int
-    type: str
+    type: str | None
     record_type: str | None
     query_hash: str | None
     ip_geocode: Any
@@ -29,13 +47,17 @@ class TelemetryRow:
 
 
 def skip_reason(row: TelemetryRow) -> str | None:
-    """Why the rules skip a row, or None when they accept it. Checked in this order."""
+    """Why the rules skip a row, or None when they accept it. Checked in this order, which is
+    the order of model.SKIP_REASONS; source.SKIP_REASON_SQL states the same in SQL."""
     if row.record_type not in RECORD_TYPES:
         return "unknown_record_type"
     if row.type not in EVENT_TYPES:
         return "unknown_type"
     if row.ip_geocode is not None and not isinstance(row.ip_geocode, dict):
         return "geocode_not_object"
+    # Geocodes are grouped by their JSON text: only strings have one spelling (1.0 and 1.00 do not).
+    if row.ip_geocode is not None and any(not isinstance(v, str) for v in row.ip_geocode.values()):
+        return "bad_geocode_value"
     if not isinstance(row.payload, dict):
         return "payload_not_object"
     if "" in row.payload:
@@ -44,13 +66,23 @@ def skip_reason(row: TelemetryRow) -> str | None:
     if row.type in PER_RECORD_TYPES:
         if any(not isinstance(v, str) or v == "" for v in values):
             return "bad_recordset_value"
-    elif any(not _is_hit_count(v) for v in values):
-        return "bad_hit_count"
+        ids: Iterable[str] = (*row.payload, *values)
+    else:
+        if any(not _is_hit_count(v) for v in values):
+            return "bad_hit_count"
+        ids = row.payload
+    if any(_utf8_length(i) > MAX_ID_BYTES for i in ids):
+        return "oversized_id"
     return None
 
 
+def _utf8_length(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def _is_hit_count(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """An integral number in [0, MAX_HITS]; 3.0 is 3 hits, true is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         return False
     return 0 <= value <= MAX_HITS and value == int(value)
 
@@ -77,7 +109,7 @@ def aggregate(
             if len(skip.example_ids) < max_examples:
                 skip.example_ids.append(row.id)
             continue
-        assert row.record_type is not None
+        assert row.record_type is not None and row.type is not None
         geo = canonical_geo(row.ip_geocode)
         for key, value in row.payload.items():
             if row.type in PER_RECORD_TYPES:

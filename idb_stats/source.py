@@ -18,11 +18,12 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+from psycopg2 import sql
 
 from . import fingerprint, interrupt
 from .config import Config, scrub
-from .errors import ConfigError, SourceUnreachable
-from .model import Cell, SkipReason, SkipReport, event_window
+from .errors import ConfigError, DataQualityError, IdbStatsError, SourceUnreachable
+from .model import MAX_HITS, MAX_ID_BYTES, Cell, SkipReason, SkipReport, event_window
 
 EXAMPLE_IDS = 5
 SKIPPED_IDS_CAP = 50_000
@@ -30,23 +31,43 @@ SKIPPED_IDS_CAP = 50_000
 # small: 5,000 rows at a time held a third of a day's lists, 30 MB more than 100 rows do.
 FETCH_ROWS = 100
 
-# Why a row is skipped, or NULL when the rules accept it. Only reads columns of the stats row,
-# so PostgreSQL filters rows before any payload is expanded.
-SKIP_REASON_SQL = """
+# Why a row is skipped, or NULL when the rules accept it: rules.skip_reason in SQL, check for
+# check in the same order. Apart from the id lengths, only reads columns of the stats row, so no
+# payload is expanded for it. jsonpath runs in strict mode, as lax mode would unwrap [5] into 5; it
+# is silent, so a path applied to a non-object is no match instead of an error. jsonpath cannot
+# measure a string, so {oversized} (a row with a LONG_ENTRY) is given in two forms below.
+SKIP_REASON_TEMPLATE = f"""
 CASE
   WHEN s.record_type IS NULL OR s.record_type NOT IN ('records', 'mediarecords') THEN 'unknown_record_type'
-  WHEN s.type NOT IN ('search', 'seen', 'mapping', 'view', 'download') THEN 'unknown_type'
+  WHEN s.type IS NULL OR s.type NOT IN ('search', 'seen', 'mapping', 'view', 'download') THEN 'unknown_type'
   WHEN s.ip_geocode IS NOT NULL AND jsonb_typeof(s.ip_geocode) NOT IN ('object', 'null')
     THEN 'geocode_not_object'
-  WHEN jsonb_typeof(s.payload) <> 'object' THEN 'payload_not_object'
+  WHEN jsonb_path_exists(s.ip_geocode, 'strict $.* ? (@.type() != "string")', '{{{{}}}}', true)
+    THEN 'bad_geocode_value'
+  WHEN s.payload IS NULL OR jsonb_typeof(s.payload) <> 'object' THEN 'payload_not_object'
   WHEN s.payload ? '' THEN 'empty_key'
-  WHEN s.type IN ('view', 'seen') THEN
-    CASE WHEN jsonb_path_exists(s.payload, '$.* ? (@.type() != "string" || @ == "")')
-      THEN 'bad_recordset_value' END
-  WHEN jsonb_path_exists(
-      s.payload, '$.* ? (@.type() != "number" || @ < 0 || @ > 9007199254740991 || @.floor() != @)')
+  WHEN s.type IN ('view', 'seen') AND jsonb_path_exists(
+      s.payload, 'strict $.* ? (@.type() != "string" || @ == "")', '{{{{}}}}', true)
+    THEN 'bad_recordset_value'
+  WHEN s.type NOT IN ('view', 'seen') AND jsonb_path_exists(
+      s.payload,
+      'strict $.* ? (@.type() != "number" || @ < 0 || @ > {MAX_HITS} || @.floor() != @)', '{{{{}}}}', true)
     THEN 'bad_hit_count'
+  WHEN {{oversized}} THEN 'oversized_id'
 END"""
+# An entry holding an id longer than MAX_ID_BYTES: a key, or a view/seen value (a recordset id;
+# other values are hit counts). The skip report finds such rows with a join, which keeps its scan
+# parallel: as a subquery inside the CASE it took the report from 0.9 s to 4.4 s on 100,000 rows,
+# as the join 2.2 s (both on a loaded machine). SKIP_REASON_SQL holds the self-contained form, for
+# the cell queries' fallback and the tests.
+PAYLOAD_ENTRIES = "jsonb_each_text(CASE WHEN jsonb_typeof(s.payload) = 'object' THEN s.payload END) e"
+LONG_ENTRY = (
+    f"(octet_length(e.key) > {MAX_ID_BYTES} "
+    f"OR (s.type IN ('view', 'seen') AND octet_length(e.value) > {MAX_ID_BYTES}))"
+)
+SKIP_REASON_SQL = SKIP_REASON_TEMPLATE.format(
+    oversized=f"EXISTS (SELECT FROM {PAYLOAD_ENTRIES} WHERE {LONG_ENTRY})"
+)
 
 # The day's cells come from two aggregations run at once on two connections, one per core: the
 # items, and the geocodes and queries together (one GROUPING SETS query for all three kinds is a
@@ -76,10 +97,12 @@ ORDER BY rs COLLATE "C"
 # PostgreSQL from flattening, so they are computed once per row, not per entry.
 # Every accepted entry has a geocode ({} when unknown), so the geocode cells also give count and
 # total. Views are not broken down by query; rows without a query have no query cell.
+# Hits are summed as numeric (sum of bigint), never cast back: 1,100 entries of 2**53 - 1 hits
+# exceed bigint. The stream reads numeric as int (_CellStream), so sums stay exact.
 PLACES_AND_QUERIES_SQL = f"""
 WITH cells AS (
   SELECT rs, record_type, type, grouping(geo) = 0 AS is_geo, COALESCE(geo, query_hash) AS key,
-         sum(entries)::bigint AS entries, sum(hits)::bigint AS n
+         sum(entries)::bigint AS entries, sum(hits) AS n
   FROM (SELECT s.payload, s.record_type, s.type,
                CASE WHEN jsonb_typeof(s.ip_geocode) = 'object' THEN s.ip_geocode::text
                     ELSE '{{{{}}}}' END AS geo,
@@ -101,7 +124,7 @@ WITH cells AS (
 SELECT * FROM (
   SELECT rs, record_type, type, 'geo', key, entries, n FROM cells WHERE is_geo
   UNION ALL
-  SELECT rs, record_type, type, 'queries', {RANKED_LIST}, sum(entries)::bigint, sum(n)::bigint
+  SELECT rs, record_type, type, 'queries', {RANKED_LIST}, sum(entries)::bigint, sum(n)
   FROM cells WHERE NOT is_geo GROUP BY rs, record_type, type
 ) kinds
 ORDER BY rs COLLATE "C"
@@ -124,7 +147,10 @@ STREAM_SETTINGS = (
 # the (costly) jsonpath checks on every row.
 SKIPS_SQL = """
 SELECT reason, count(*), (array_agg(id ORDER BY id) FILTER (WHERE reason IS NOT NULL))[1:{cap}]
-FROM (SELECT s.id, {reason} AS reason FROM {stats} s WHERE s.date >= %(start)s AND s.date < %(end)s) r
+FROM (SELECT s.id, {reason} AS reason FROM {stats} s LEFT JOIN (
+        SELECT DISTINCT s.id FROM {stats} s CROSS JOIN LATERAL {entries}
+        WHERE s.date >= %(start)s AND s.date < %(end)s AND {long_entry}) long_ids ON long_ids.id = s.id
+      WHERE s.date >= %(start)s AND s.date < %(end)s) r
 GROUP BY reason"""
 
 # A loose index scan: one probe of the date index per day instead of reading every row.
@@ -135,6 +161,52 @@ WITH RECURSIVE days(day) AS (
   SELECT (SELECT min(date)::date FROM {stats} WHERE date >= days.day + 1) FROM days WHERE days.day IS NOT NULL
 )
 SELECT day + 1 FROM days WHERE day IS NOT NULL"""
+
+
+# The cells' sums are numeric (exact beyond bigint) and always integral.
+_NUMERIC_AS_INT = psycopg2.extensions.new_type(
+    psycopg2.extensions.DECIMAL.values, "NUMERIC_AS_INT", lambda text, _: None if text is None else int(text)
+)
+
+
+def quoted_name(name: str, conn: psycopg2.extensions.connection) -> str:
+    """A configured table name (`stats` or `schema.stats`, validated by config) quoted as given,
+    so case and reserved words are kept."""
+    return sql.Identifier(*name.split(".")).as_string(conn)
+
+
+def set_time_zone(conn: psycopg2.extensions.connection, zone: str) -> None:
+    """Day bounds are dates: PostgreSQL turns them into instants in the session's time zone when
+    `date` is timestamptz, so the session's zone is source.timezone."""
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET TIME ZONE %s", (zone,))
+    except psycopg2.DataError as exc:
+        conn.close()
+        raise ConfigError(
+            [f"source.timezone: the telemetry database does not know {zone!r} ({str(exc).strip()})"]
+        ) from None
+    conn.autocommit = autocommit
+
+
+def read_error(exc: psycopg2.Error, what: str, dsn: str) -> IdbStatsError:
+    """A failed telemetry query as the operator should see it: unreachable (exit 4) only when the
+    connection failed; a row PostgreSQL could not process is a data problem (exit 6); a missing
+    table or column is a configuration problem (exit 3)."""
+    detail = scrub(str(exc).strip(), dsn)
+    code = exc.pgcode or ""
+    if code[:2] in ("22", "54"):  # data exception, program limit exceeded
+        return DataQualityError(
+            f"{what}: a telemetry row could not be processed ({detail}); nothing was written for "
+            "this day. The rules should have skipped it: please report it with this message"
+        )
+    if code[:2] == "42":  # undefined table or column, no privilege
+        return ConfigError([f"source: {what}: {detail} (check source.stats_table and source.queries_table)"])
+    if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        return SourceUnreachable(f"{what}: the telemetry database went away: {detail}")
+    return DataQualityError(f"{what}: the telemetry database refused the query: {detail}")
 
 
 def connect(dsn: str, purpose: str) -> psycopg2.extensions.connection:
@@ -154,16 +226,18 @@ class _CellStream:
     of every stream is started at once, from threads, and the streams' work shares the cores.
     """
 
-    def __init__(self, dsn: str, snapshot: str, sql: str) -> None:
+    def __init__(self, dsn: str, snapshot: str, query: str, zone: str) -> None:
         self._conn = connect(dsn, "telemetry")
         try:
+            psycopg2.extensions.register_type(_NUMERIC_AS_INT, self._conn)
             self._conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with self._conn.cursor() as cur:
                 cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
-                cur.execute("; ".join(STREAM_SETTINGS))  # one round trip
+                settings = (*STREAM_SETTINGS, cur.mogrify("SET LOCAL TIME ZONE %s", (zone,)).decode())
+                cur.execute("; ".join(settings))  # one round trip
             self._cursor = self._conn.cursor(name="cells")
             self._cursor.itersize = FETCH_ROWS
-            self._cursor.execute(sql)
+            self._cursor.execute(query)
         except BaseException:
             self._conn.close()
             raise
@@ -195,12 +269,22 @@ class PostgresTelemetryDay:
 class PostgresTelemetrySource:
     def __init__(self, config: Config):
         self._dsn = config.source_dsn
+        self._zone = config.timezone
         self._conn = connect(config.source_dsn, "telemetry")
+        set_time_zone(self._conn, self._zone)
         self._conn.set_session(readonly=True, autocommit=False)
-        self._names = {"stats": config.stats_table, "queries": config.queries_table}
+        self._configured_names = (config.stats_table, config.queries_table)
+        self._names = {
+            "stats": quoted_name(config.stats_table, self._conn),
+            "queries": quoted_name(config.queries_table, self._conn),
+        }
         self._require_tables()
         self._skips_sql = SKIPS_SQL.format(
-            cap=max(SKIPPED_IDS_CAP, EXAMPLE_IDS), reason=SKIP_REASON_SQL, **self._names
+            cap=max(SKIPPED_IDS_CAP, EXAMPLE_IDS),
+            reason=SKIP_REASON_TEMPLATE.format(oversized="long_ids.id IS NOT NULL"),
+            entries=PAYLOAD_ENTRIES,
+            long_entry=LONG_ENTRY,
+            **self._names,
         )
         self._dates_sql = HARVEST_DATES_SQL.format(**self._names)
         self._fingerprint_sql = fingerprint.DAY_SQL.format(**self._names)
@@ -218,7 +302,7 @@ class PostgresTelemetrySource:
         missing = [
             f"{table} ({setting})"
             for table, setting, gone in zip(
-                self._names.values(), ("source.stats_table", "source.queries_table"), absent, strict=True
+                self._configured_names, ("source.stats_table", "source.queries_table"), absent, strict=True
             )
             if gone
         ]
@@ -238,7 +322,8 @@ class PostgresTelemetrySource:
         window = {"start": start, "end": end}
         self._conn.set_session(isolation_level="REPEATABLE READ")
         try:
-            with self._conn, self._conn.cursor() as cur:
+            reading = self._reading(f"reading the telemetry of {harvest_date}")
+            with reading, self._conn, self._conn.cursor() as cur:
                 # The exporting transaction stays open until every stream has imported its snapshot.
                 cur.execute("SELECT pg_export_snapshot()")
                 (snapshot,) = cur.fetchone() or ("",)
@@ -256,36 +341,44 @@ class PostgresTelemetrySource:
                 else:
                     accepted = f"({SKIP_REASON_SQL}) IS NULL"
                 queries = [
-                    cur.mogrify(sql.format(accepted=accepted, **self._names), window).decode()
-                    for sql in (ITEMS_SQL, PLACES_AND_QUERIES_SQL)
+                    cur.mogrify(template.format(accepted=accepted, **self._names), window).decode()
+                    for template in (ITEMS_SQL, PLACES_AND_QUERIES_SQL)
                 ]
                 # In the same snapshot as the cells, so the fingerprint is that of the rows counted.
                 cur.execute(fingerprint.SETTINGS)
                 cur.execute(self._fingerprint_sql, window)
                 day_fingerprint = fingerprint.from_row(cur.fetchone() or (0,) * 6)
-                yield PostgresTelemetryDay(report, day_fingerprint, lambda: self._merged(snapshot, queries))
+                yield PostgresTelemetryDay(
+                    report,
+                    day_fingerprint,
+                    lambda: self._merged(snapshot, queries, f"aggregating {harvest_date}"),
+                )
         finally:
             self._conn.set_session(isolation_level="DEFAULT")
 
-    def _merged(self, snapshot: str, queries: list[str]) -> Iterator[Cell]:
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except psycopg2.Error as exc:
+            raise read_error(exc, what, self._dsn) from None
+
+    def _merged(self, snapshot: str, queries: list[str], what: str) -> Iterator[Cell]:
         """The cells of every kind, computed at once on separate connections, merged by recordset."""
         streams: list[_CellStream] = []
         try:
-            streams += (_CellStream(self._dsn, snapshot, sql) for sql in queries)
-            with ThreadPoolExecutor(len(streams)) as pool:
-                list(pool.map(_CellStream.prefetch, streams))
-            # Cells are tuples led by the recordset id, so their own order is the merge order.
-            yield from heapq.merge(*(stream.cells() for stream in streams))
-        except psycopg2.Error as exc:
-            raise SourceUnreachable(
-                f"reading telemetry failed: {scrub(str(exc).strip(), self._dsn)}"
-            ) from None
+            with self._reading(what):
+                streams += (_CellStream(self._dsn, snapshot, query, self._zone) for query in queries)
+                with ThreadPoolExecutor(len(streams)) as pool:
+                    list(pool.map(_CellStream.prefetch, streams))
+                # Cells are tuples led by the recordset id, so their own order is the merge order.
+                yield from heapq.merge(*(stream.cells() for stream in streams))
         finally:
             for stream in streams:
                 stream.close()
 
     def harvest_dates(self) -> list[date]:
-        with self._conn, self._conn.cursor() as cur:
+        with self._reading("listing the days with telemetry"), self._conn, self._conn.cursor() as cur:
             cur.execute(self._dates_sql)
             return [row[0] for row in cur]
 
@@ -293,15 +386,10 @@ class PostgresTelemetrySource:
         """The current fingerprint of each of these harvest dates (None: no rows), one grouped query."""
         if not days:
             return {}
-        try:
-            with self._conn, self._conn.cursor() as cur:
-                cur.execute(fingerprint.SETTINGS)
-                cur.execute(self._fingerprints_sql, fingerprint.days_params(days))
-                found = {row[0]: fingerprint.from_row(row[1:]) for row in cur}
-        except psycopg2.Error as exc:
-            raise SourceUnreachable(
-                f"re-checking telemetry failed: {scrub(str(exc).strip(), self._dsn)}"
-            ) from None
+        with self._reading("re-checking published days"), self._conn, self._conn.cursor() as cur:
+            cur.execute(fingerprint.SETTINGS)
+            cur.execute(self._fingerprints_sql, fingerprint.days_params(days))
+            found = {row[0]: fingerprint.from_row(row[1:]) for row in cur}
         return {day: found.get(day) for day in days}
 
     def close(self) -> None:

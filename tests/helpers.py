@@ -18,7 +18,7 @@ import psycopg2
 from idb_stats import runner, synthetic
 from idb_stats.config import Config
 from idb_stats.model import BLOCKS
-from idb_stats.rules import TelemetryRow, aggregate
+from idb_stats.rules import TelemetryRow, aggregate, load_json
 from idb_stats.stores import open_store
 from idb_stats.synthetic import fake_uuid
 
@@ -64,11 +64,12 @@ def reference(dsn: str, harvest_date: date, limit: int = 0) -> tuple[list[dict[s
     conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT s.id, s.type, s.record_type, q.query_hash, s.ip_geocode, s.payload FROM stats s "
-            "LEFT JOIN queries q ON q.id = s.query_id WHERE s.date >= %s AND s.date < %s ORDER BY s.id",
+            "SELECT s.id, s.type, s.record_type, q.query_hash, s.ip_geocode::text, s.payload::text "
+            "FROM stats s LEFT JOIN queries q ON q.id = s.query_id WHERE s.date >= %s AND s.date < %s "
+            "ORDER BY s.id",
             (start, end),
         )
-        rows = [TelemetryRow(*r) for r in cur]
+        rows = [TelemetryRow(r[0], r[1], r[2], r[3], load_json(r[4]), load_json(r[5])) for r in cur]
     conn.close()
     return aggregate(rows, harvest_date, limit)
 
@@ -124,6 +125,10 @@ def random_rows(seed: int, day: date, n: int = 150, bad: bool = True) -> list[Ro
             (start + timedelta(hours=7), "search", "records", None, None, {some_rs: -1}),
             (start + timedelta(hours=7), "download", "records", None, None, {some_rs: 1.5}),
             (start + timedelta(hours=8), "mapping", "mediarecords", None, None, {some_rs: "12"}),
+            (start + timedelta(hours=8), "search", "records", None, None, {some_rs: [5]}),
+            (start + timedelta(hours=8), "seen", "records", None, None, {fake_uuid(2, 1): [some_rs]}),
+            (start + timedelta(hours=9), "search", "records", None, {"country": 7}, {some_rs: 1}),
+            (start + timedelta(hours=9), "view", "records", None, None, {"r" * 501: some_rs}),
         ]
     return rows
 

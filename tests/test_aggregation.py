@@ -48,7 +48,7 @@ def test_every_skip_reason_is_counted_with_examples(dsn: str) -> None:
         report = telemetry.report
     source.close()
     assert set(report.reasons) == set(SKIP_REASONS)
-    assert report.reasons["bad_hit_count"].rows == 3
+    assert report.reasons["bad_hit_count"].rows == 4
     assert report.reasons["unknown_record_type"].rows == 2
     assert all(r.example_ids for r in report.reasons.values())
 

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg2
 import psycopg2.errorcodes
 import psycopg2.extras
+from psycopg2.sql import Identifier
 
 from .. import changes
 from ..config import Config
@@ -35,7 +36,7 @@ CREATE TABLE IF NOT EXISTS {s}.daily (
   recordset_id text COLLATE "C" NOT NULL,
   doc json NOT NULL,
   summary jsonb NOT NULL,
-  counts bigint[] NOT NULL,
+  counts numeric[] NOT NULL,
   countries jsonb NOT NULL,
   terms jsonb NOT NULL,
   PRIMARY KEY (harvest_date, recordset_id));
@@ -67,9 +68,15 @@ CREATE TABLE IF NOT EXISTS {s}.api_snapshots (
 """
 
 
-def _copy_line(*columns: str) -> str:
-    # COPY text format: backslash is the escape character; JSON never holds raw tabs or newlines.
-    return "\t".join(c.replace("\\", "\\\\") for c in columns) + "\n"
+# COPY's text format gives meaning to four characters in a column: backslash (escapes, \N for
+# NULL, \. for the end of data), tab (next column), newline and carriage return (next row).
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_line(*columns: str) -> str:
+    """One row of COPY text, every column escaped, so any id or text arrives exactly as given
+    (a NUL, which no PostgreSQL text can hold, is refused by the server)."""
+    return "\t".join(column.translate(_COPY_ESCAPES) for column in columns) + "\n"
 
 
 def dumps(doc: Document) -> str:
@@ -92,9 +99,9 @@ def range_filter(recordsets: Sequence[str]) -> str:
 # Stores made before the read columns existed get them in `init`, computed from doc and summary
 # with the same rules as read_columns.
 READ_COLUMNS_SQL = f"""
-ALTER TABLE {{s}}.daily ADD COLUMN counts bigint[], ADD COLUMN countries jsonb, ADD COLUMN terms jsonb;
+ALTER TABLE {{s}}.daily ADD COLUMN counts numeric[], ADD COLUMN countries jsonb, ADD COLUMN terms jsonb;
 UPDATE {{s}}.daily SET
-  counts = ARRAY[{", ".join(f"(summary->'{rt}'->'{ty}'->>'{f}')::bigint" for rt, ty, f in COUNT_FIELDS)}],
+  counts = ARRAY[{", ".join(f"(summary->'{rt}'->'{ty}'->>'{f}')::numeric" for rt, ty, f in COUNT_FIELDS)}],
   countries = (
     SELECT COALESCE(jsonb_object_agg(country, hits), '{{{{}}}}') FROM (
       SELECT c.key AS country, sum(c.value::bigint) AS hits
@@ -148,6 +155,7 @@ class PostgresStore(ClosedOnExit):
         self._conn = self._connect()
         where = f"{self._server_identity()}/{self.schema}"
         self.identity = "postgres:" + hashlib.sha256(where.encode()).hexdigest()[:16]
+        self._quoted_schema = Identifier(self.schema).as_string(self._conn)
         self._schema_current = False
 
     def _connect(self) -> psycopg2.extensions.connection:
@@ -182,7 +190,7 @@ class PostgresStore(ClosedOnExit):
             return _dsn_identity(self._dsn)
 
     def _sql(self, template: str) -> str:
-        return template.format(s=self.schema)
+        return template.format(s=self._quoted_schema)
 
     @contextlib.contextmanager
     def _transaction(self, what: str, cursor_factory: Any = None) -> Iterator[Any]:
@@ -209,19 +217,30 @@ class PostgresStore(ClosedOnExit):
         with self._transaction("init") as cur:
             # Two first runs racing to create the schema would collide on the catalog.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"idb-stats init {self.schema}",))
-            if self._schema_state(cur) == "outdated":
+            state = self._schema_state(cur)
+            if state == "outdated":
                 cur.execute(self._sql(READ_COLUMNS_SQL))
             cur.execute(self._sql(SCHEMA_SQL))
+            if state == "narrow-counts":
+                cur.execute(self._sql("ALTER TABLE {s}.daily ALTER COLUMN counts TYPE numeric[]"))
 
     def _schema_state(self, cur: Any) -> str:
-        """missing, outdated (made before the read columns) or current."""
+        """missing, outdated (made before the read columns), narrow-counts (counts as bigint[],
+        which 1,100 hit counts of 2**53 - 1 overflow) or current. Both need `init`."""
         cur.execute(
-            "SELECT to_regclass(%s) IS NOT NULL, EXISTS (SELECT FROM information_schema.columns "
+            "SELECT to_regclass(%s) IS NOT NULL, "
+            "(SELECT udt_name FROM information_schema.columns WHERE table_schema = %s "
+            "AND table_name = 'daily' AND column_name = 'counts'), "
+            "EXISTS (SELECT FROM information_schema.columns "
             "WHERE table_schema = %s AND table_name = 'daily' AND column_name = 'terms')",
-            (f"{self.schema}.api_snapshots", self.schema),
+            (f"{self._quoted_schema}.api_snapshots", self.schema, self.schema),
         )
-        exists, current = cur.fetchone()
-        return "current" if current else "outdated" if exists else "missing"
+        exists, counts_type, read_columns = cur.fetchone()
+        if not exists:
+            return "missing"
+        if not read_columns:
+            return "outdated"
+        return "narrow-counts" if counts_type == "_int8" else "current"
 
     def _initialized(self) -> bool:
         with self._transaction("reading the store schema") as cur:
@@ -236,7 +255,7 @@ class PostgresStore(ClosedOnExit):
         self._schema_current = state == "current"
         if state == "missing":
             raise StoreError(f"the store schema {self.schema!r} does not exist yet: run `idb-stats init`")
-        if state == "outdated":
+        if state in ("outdated", "narrow-counts"):
             raise StoreError(
                 f"the store schema {self.schema!r} was made by an older idb-stats: "
                 "run `idb-stats init` to add the columns this version reads"
@@ -297,7 +316,7 @@ class PostgresStore(ClosedOnExit):
             for doc in documents:
                 summary = summarize(doc)
                 summaries[doc["recordset_id"]] = summary
-                line = _copy_line(
+                line = copy_line(
                     doc["harvest_date"],
                     doc["recordset_id"],
                     dumps(doc),
@@ -337,7 +356,7 @@ class PostgresStore(ClosedOnExit):
         if not self._initialized():
             return []
         with self._transaction("reading changes") as cur:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{self.schema}.changes",))
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{self._quoted_schema}.changes",))
             if cur.fetchone() != (True,):  # a store made before the change ledger, not yet re-initialised
                 return []
             cur.execute(
@@ -476,7 +495,7 @@ class PostgresStore(ClosedOnExit):
             cur.execute(self._sql("DELETE FROM {s}.api_snapshots WHERE snapshot_date = %s"), (snapshot_date,))
             buffer = io.StringIO()
             for doc in documents:
-                buffer.write(_copy_line(snapshot_date.isoformat(), doc["recordset_id"], dumps(doc)))
+                buffer.write(copy_line(snapshot_date.isoformat(), doc["recordset_id"], dumps(doc)))
                 written += 1
             buffer.seek(0)
             cur.copy_expert(copy_sql, buffer)

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from idb_stats.documents import term_list
-from idb_stats.model import OTHER_TERM, SKIP_REASONS
+from idb_stats.model import MAX_ID_BYTES, OTHER_TERM, SKIP_REASONS
 from idb_stats.rules import TelemetryRow, aggregate, skip_reason
 
 DAY = date(2020, 2, 18)
@@ -60,10 +60,12 @@ BROKEN = {
     "unknown_record_type": row("search", {"rs": 1}, record_type="publishers"),
     "unknown_type": row("facet", {"rs": 1}),
     "geocode_not_object": row("search", {"rs": 1}, geo="US"),
+    "bad_geocode_value": row("search", {"rs": 1}, geo={"country": 7}),
     "payload_not_object": row("view", ["r1", "rs"]),
     "empty_key": row("search", {"": 1}),
     "bad_recordset_value": row("seen", {"r1": 5}),
     "bad_hit_count": row("search", {"rs": 1.5}),
+    "oversized_id": row("search", {"r" * (MAX_ID_BYTES + 1): 1}),
 }
 
 

@@ -1,0 +1,198 @@
+"""Property: hostile rows mixed into a valid day never inject, never block, and are each counted
+under the reason rules.py gives them, on a real PostgreSQL.
+
+The suite runs a few dozen examples; IDB_STATS_HOSTILE_EXAMPLES=10000 runs the long search.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg2
+import pytest
+from helpers import QUERIES, assert_consistent, insert_rows, random_rows, reference
+from hostile import DAY, HARVEST, collect_day, sql_and_rules_reasons, store_snapshot
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from idb_stats import embedded
+from idb_stats.config import Config, load_config
+from idb_stats.documents import build_documents
+from idb_stats.errors import DataQualityError
+from idb_stats.model import MAX_HITS, PER_RECORD_TYPES, DayStats
+from idb_stats.rules import load_json
+from idb_stats.source import PostgresTelemetrySource
+
+EXAMPLES = int(os.environ.get("IDB_STATS_HOSTILE_EXAMPLES", "20"))
+STORE_SCHEMA = "hostile"
+MIDNIGHT = datetime(DAY.year, DAY.month, DAY.day)
+
+# Text an attacker would try: COPY and SQL metacharacters, control characters, unicode beyond
+# the BMP, ids on either side of the size limit. NUL is left out: no jsonb can hold it.
+SPECIAL = [
+    "\\.", "\\N", "\\", "\t", "\n", "\r", "\r\n", "'", '"', "'; DROP TABLE stats; --", "\\x00",
+    "X\t{}\t{}\t{1}\t{}\t{}\n2020-01-01\tVICTIM", "\u2028", "\ufeff", "💥", "é" * 250, "é" * 251,
+    "k" * 500, "k" * 501, "k" * 5000, "__other__", "",
+]  # fmt: skip
+texts = st.one_of(
+    st.sampled_from(SPECIAL),
+    st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12),
+)
+# Numbers as JSON text, so PostgreSQL sees literals Python's json would not write (1e5000).
+NUMBER_LITERALS = [
+    "0", "-0", "1", "3.0", "3.00", "1e2", "1E+2", "-1", "0.5", "1e-400", "1e5000", "-1e5000",
+    str(MAX_HITS), str(MAX_HITS + 1), str(MAX_HITS) + ".0", "9007199254740990.5", "3.0000000000000001",
+]  # fmt: skip
+numbers = st.one_of(
+    st.sampled_from(NUMBER_LITERALS),
+    st.integers(min_value=-(2**64), max_value=2**64).map(str),
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),
+)
+scalars = st.one_of(numbers, texts.map(json.dumps), st.sampled_from(["true", "false", "null"]))
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3).map(lambda items: "[" + ",".join(items) + "]"),
+        st.lists(st.tuples(texts, inner), max_size=3).map(lambda pairs: json_object(pairs)),
+    ),
+    max_leaves=6,
+)
+
+
+def json_object(pairs: list[tuple[str, str]]) -> str:
+    """A JSON object from keys and values already written as JSON text."""
+    return "{" + ",".join(json.dumps(key) + ":" + value for key, value in pairs) + "}"
+
+
+hit_values = st.one_of(numbers, json_values)
+id_values = st.one_of(texts.map(json.dumps), json_values)
+payloads = st.one_of(
+    st.lists(st.tuples(texts, hit_values), max_size=4).map(json_object),
+    st.lists(st.tuples(texts, id_values), max_size=4).map(json_object),
+    st.lists(st.tuples(texts, st.sampled_from(["1", "2", '"rs-a"', '"rs-b"'])), max_size=4).map(json_object),
+    json_values,
+    st.none(),
+)
+geocodes = st.one_of(
+    st.none(),
+    st.just("null"),
+    st.lists(
+        st.tuples(st.sampled_from(["country", "region", "city", "x"]), texts.map(json.dumps)), max_size=3
+    ).map(json_object),
+    json_values,
+)
+hostile_rows = st.tuples(
+    st.sampled_from([MIDNIGHT, MIDNIGHT + timedelta(hours=9), MIDNIGHT + timedelta(days=1, microseconds=-1)]),
+    st.sampled_from(["search", "seen", "mapping", "view", "download", "facet", None]),
+    st.sampled_from(["records", "mediarecords", "publishers", None]),
+    st.sampled_from([None, *QUERIES[:2]]),
+    geocodes,
+    payloads,
+)
+
+
+class HostileDay:
+    """One database for every example: the valid day stays, each example's rows are replaced."""
+
+    def __init__(self, server: embedded.EmbeddedPostgres) -> None:
+        self.dsn = server.create_database(f"h_{uuid.uuid4().hex[:12]}")
+        insert_rows(self.dsn, random_rows(7, DAY, n=40, bad=False))
+        self.conn = psycopg2.connect(self.dsn)
+        self.conn.autocommit = True
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "ALTER TABLE stats ALTER COLUMN type DROP NOT NULL, ALTER COLUMN payload DROP NOT NULL"
+            )
+            cur.execute("SELECT max(id) FROM stats")
+            (self.last_valid_id,) = cur.fetchone() or (0,)
+        self.config = self.config_with(share=1.0)
+        collect_day(self.config)
+        self.valid_documents = {doc["recordset_id"]: doc for doc in store_snapshot(self.config)[0]}
+
+    def config_with(self, share: float) -> Config:
+        overrides = {"source.dsn": self.dsn, "store.schema": STORE_SCHEMA, "collect.max_skipped_share": share}
+        return load_config(overrides=overrides, environ={})
+
+    def replace_hostile(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        """Insert this example's rows instead of the last one's (and empty the store); their ids."""
+        ids = []
+        with self.conn.cursor() as cur:
+            cur.execute("DELETE FROM stats WHERE id > %s", (self.last_valid_id,))
+            cur.execute(f"DROP SCHEMA IF EXISTS {STORE_SCHEMA} CASCADE")
+            for at, event_type, record_type, query_hash, geo, payload in rows:
+                cur.execute(
+                    "INSERT INTO stats (date, type, record_type, query_id, ip_geocode, payload) VALUES "
+                    "(%s, %s, %s, (SELECT id FROM queries WHERE query_hash = %s), %s::jsonb, %s::jsonb)",
+                    (at, event_type, record_type, query_hash, geo, payload),
+                )
+                cur.execute("SELECT lastval()")
+                ids.append((cur.fetchone() or (0,))[0])
+        return ids
+
+
+@pytest.fixture(scope="module")
+def hostile_day(pg_server: embedded.EmbeddedPostgres) -> Iterator[HostileDay]:
+    day = HostileDay(pg_server)
+    yield day
+    day.conn.close()
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+@given(rows=st.lists(hostile_rows, min_size=1, max_size=6), share=st.sampled_from([0.0, 0.1, 1.0]))
+def test_hostile_rows_are_counted_or_skipped_never_injected(
+    hostile_day: HostileDay, rows: list[tuple[Any, ...]], share: float
+) -> None:
+    ids = hostile_day.replace_hostile(rows)
+    dsn = hostile_day.dsn
+
+    # The SQL path and rules.py agree on every row, and on the whole day.
+    sql, rules = sql_and_rules_reasons(dsn)
+    assert sql == rules
+    expected_docs, expected_report = reference(dsn, HARVEST)
+    source = PostgresTelemetrySource(hostile_day.config)
+    try:
+        with source.read_day(HARVEST) as telemetry:
+            report = telemetry.report
+            docs = list(build_documents(telemetry.cells(), HARVEST, DayStats(HARVEST)))
+    finally:
+        source.close()
+    assert docs == expected_docs
+    assert report.as_dict() == expected_report.as_dict() and report.rows == expected_report.rows
+
+    # A run exits ok, or refuses the day (exit 6) and writes nothing; twice gives the same store.
+    config = hostile_day.config_with(share)
+    if report.skipped_share > share:
+        with pytest.raises(DataQualityError):
+            collect_day(config)
+        assert store_snapshot(config)[0] == []
+        return
+    for _ in range(2):
+        (stats,) = collect_day(config)
+        assert stats.rows == report.rows and stats.skipped == report.skipped
+        daily, totals = store_snapshot(config)
+        assert daily == expected_docs
+        assert_consistent(daily, totals)
+    # The valid rows' documents are unchanged, but for recordsets an accepted hostile row names.
+    named: set[str] = set()
+    for row_id, (_, event_type, _, _, _, payload) in zip(ids, rows, strict=True):
+        if sql[row_id] is None:
+            entries = load_json(payload)
+            named |= set(entries.values()) if event_type in PER_RECORD_TYPES else set(entries)
+    stored = {doc["recordset_id"]: doc for doc in daily}
+    assert set(stored) == set(hostile_day.valid_documents) | named
+    for recordset, doc in hostile_day.valid_documents.items():
+        if recordset not in named:
+            assert stored[recordset] == doc
