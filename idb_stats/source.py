@@ -1,6 +1,6 @@
 """The PostgreSQL telemetry source: the aggregation rules pushed into PostgreSQL.
 
-The rules (see model.py and README) are applied in SQL: a skip report, then two aggregations
+The rules (see model.py and README) are applied in SQL: a skip report, then three aggregations
 run at once and streamed in recordset order, all from one snapshot. Python only merges the
 streams and assembles one recordset at a time. The source tables are only ever read.
 See docs/performance.md for the measurements behind this shape.
@@ -47,9 +47,9 @@ CASE
     THEN 'bad_hit_count'
 END"""
 
-# The day's cells come from two aggregations run at once on two connections, one per core: the
-# items, and the geocodes and queries together (one GROUPING SETS query for all three kinds is a
-# single process and several times slower). Each is ordered by recordset in byte order, which is
+# The day's cells come from three aggregations run at once on three connections: the items, the
+# geocodes and the queries (one GROUPING SETS query for all three kinds is a single process and
+# several times slower). Each is ordered by recordset in byte order, which is
 # Python's str order, so the streams merge without a sort.
 # view/seen payloads map record uuid -> recordset uuid (one entry = one record, one hit);
 # search/mapping/download payloads map recordset uuid -> hits.
@@ -68,23 +68,18 @@ GROUP BY rs, record_type, type
 ORDER BY rs COLLATE "C"
 """
 
-# Geocode and query cells in one aggregation. Both are columns of the row, not of the entry, so
-# each row's entries are first summed per recordset: a page of seen records collapses into a few
-# (recordset, entries) pairs, 4.1 M entries into 0.7 M on the benchmark day. One pass over the
-# payloads then feeds both groupings. Row-level columns come from a subquery that OFFSET 0 keeps
-# PostgreSQL from flattening, so they are computed once per row, not per entry.
-# Every accepted entry has a geocode ({} when unknown), so the geocode cells also give count and
-# total. Views are not broken down by query; rows without a query have no query cell.
-PLACES_AND_QUERIES_SQL = f"""
-WITH cells AS (
-  SELECT rs, record_type, type, grouping(geo) = 0 AS is_geo, COALESCE(geo, query_hash) AS key,
-         sum(entries)::bigint AS entries, sum(hits)::bigint AS n
+# Geocode and query cells come from each row's entries summed per recordset: both are columns of
+# the row, not of the entry, so a page of seen records collapses into a few (recordset, entries)
+# pairs (4.1 M entries into 0.7 M on the default day). Row-level columns come from a subquery that
+# OFFSET 0 keeps PostgreSQL from flattening, so they are computed once per row, not per entry.
+# (Not an f-string: its braces are the placeholders read_day fills.)
+ROW_ENTRIES = """
   FROM (SELECT s.payload, s.record_type, s.type,
                CASE WHEN jsonb_typeof(s.ip_geocode) = 'object' THEN s.ip_geocode::text
-                    ELSE '{{{{}}}}' END AS geo,
+                    ELSE '{{}}' END AS geo,
                CASE WHEN s.type <> 'view' THEN q.query_hash END AS query_hash
-        FROM {{stats}} s LEFT JOIN {{queries}} q ON q.id = s.query_id
-        WHERE s.date >= %(start)s AND s.date < %(end)s AND {{accepted}} OFFSET 0) r
+        FROM {stats} s LEFT JOIN {queries} q ON q.id = s.query_id
+        WHERE s.date >= %(start)s AND s.date < %(end)s AND {accepted} OFFSET 0) r
   CROSS JOIN LATERAL (
     -- view/seen: record uuid -> recordset uuid, one hit each
     SELECT e.value AS rs, count(*) AS entries, count(*) AS hits
@@ -93,22 +88,32 @@ WITH cells AS (
     -- search/mapping/download: recordset uuid -> hits (3.0 is a valid count)
     SELECT e.key, 1, e.value::numeric::bigint
     FROM jsonb_each_text(r.payload) e WHERE r.type NOT IN ('view', 'seen')
-  ) per_row
-  GROUP BY GROUPING SETS ((rs, record_type, type, geo), (rs, record_type, type, query_hash))
-  HAVING grouping(geo) = 0 OR query_hash IS NOT NULL
-)
-SELECT * FROM (
-  SELECT rs, record_type, type, 'geo', key, entries, n FROM cells WHERE is_geo
-  UNION ALL
-  SELECT rs, record_type, type, 'queries', {RANKED_LIST}, sum(entries)::bigint, sum(n)::bigint
-  FROM cells WHERE NOT is_geo GROUP BY rs, record_type, type
-) kinds
+  ) per_row"""
+# Geocodes and queries are two aggregations on two connections, not one GROUPING SETS: on the wide
+# day (issue 18, 50,000 rows) the GROUPING SETS query took 14.8 s and a 360 MB hash table (it
+# spilled at 200,000 rows), the two apart 3.4 s and 3.3 s with 147 MB each.
+# Every accepted entry has a geocode ({} when unknown), so the geocode cells also give count and
+# total.
+GEOCODES_SQL = f"""
+SELECT rs, record_type, type, 'geo', geo, sum(entries)::bigint, sum(hits)::bigint
+{ROW_ENTRIES}
+GROUP BY rs, record_type, type, geo
+ORDER BY rs COLLATE "C"
+"""
+# Views are not broken down by query; rows without a query have no query cell.
+QUERIES_SQL = f"""
+SELECT rs, record_type, type, 'queries', {RANKED_LIST}, sum(entries)::bigint, sum(n)::bigint
+FROM (SELECT rs, record_type, type, query_hash AS key, sum(entries) AS entries, sum(hits) AS n
+      {ROW_ENTRIES}
+      WHERE query_hash IS NOT NULL
+      GROUP BY rs, record_type, type, query_hash) cells
+GROUP BY rs, record_type, type
 ORDER BY rs COLLATE "C"
 """
 
 # The planner guesses 100 entries per payload and so millions of groups; left alone it picks
 # sort-based aggregation that spills to disk. Hash aggregation fits in memory by far. A cursor
-# gets no parallel workers anyway; the two streams are the parallelism.
+# gets no parallel workers anyway; the streams are the parallelism.
 STREAM_SETTINGS = (
     "SET LOCAL jit = off",
     "SET LOCAL enable_sort = off",
@@ -226,7 +231,7 @@ class PostgresTelemetrySource:
                     accepted = f"({SKIP_REASON_SQL}) IS NULL"
                 queries = [
                     cur.mogrify(sql.format(accepted=accepted, **self._names), window).decode()
-                    for sql in (ITEMS_SQL, PLACES_AND_QUERIES_SQL)
+                    for sql in (ITEMS_SQL, GEOCODES_SQL, QUERIES_SQL)
                 ]
                 yield PostgresTelemetryDay(report, lambda: self._merged(snapshot, queries))
         finally:
