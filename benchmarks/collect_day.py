@@ -135,7 +135,7 @@ def _load_day(dsn: str, spec: synthetic.Spec, day: date, query_ids: dict[str, in
         conn.close()
 
 
-def load(dsn: str, days: list[tuple[date, int]], seed: int, shape: synthetic.Shape) -> int:
+def load(dsn: str, days: list[tuple[date, int]], seed: int, shape: synthetic.Shape = synthetic.TODAY) -> int:
     """Create the telemetry tables and fill the given (calendar day, rows) on both cores."""
     conn = psycopg2.connect(dsn)
     spec = synthetic.Spec(first_day=FIRST_EVENT_DAY, seed=seed, shape=shape)
