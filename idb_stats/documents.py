@@ -9,7 +9,7 @@ from datetime import date
 from itertools import groupby
 from typing import Any
 
-from .model import BLOCKS, OTHER_TERM, RANKED_KINDS, RECORD_TYPES, Cell, DayStats
+from .model import BLOCKS, GEOCODE_LIST_KIND, OTHER_TERM, RANKED_KINDS, RECORD_TYPES, Cell, DayStats
 
 Document = dict[str, Any]
 
@@ -107,8 +107,16 @@ def build_document(
     counts: dict[tuple[str, str], list[int]] = {block: [0, 0] for block in BLOCKS}
     for cell in cells:
         block = (cell.record_type, cell.type)
-        if cell.kind == "geo":
-            lists[block]["geo"][_canonical_geo_text(cell.key)] = cell.hits
+        if cell.kind == "geo" or cell.kind == GEOCODE_LIST_KIND:
+            geocodes = lists[block]["geo"]
+            pairs = (
+                [(cell.key, cell.hits)]
+                if cell.kind == "geo"
+                else ((g, n) for g, _, n in json.loads(cell.key))
+            )
+            for text, hits in pairs:
+                key = _canonical_geo_text(text)
+                geocodes[key] = geocodes.get(key, 0) + hits
             # Every entry carries a geocode ({} when unknown), so the geo cells add up to count and total.
             counts[block][0] += cell.entries
             counts[block][1] += cell.hits
