@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -195,6 +196,13 @@ def server_counters(server: embedded.EmbeddedPostgres) -> ServerCost:
     return ServerCost(int(files or 0), int(size or 0), ticks / os.sysconf("SC_CLK_TCK"))
 
 
+def children_cpu_seconds() -> float:
+    """CPU seconds of this script's exited children (a measured step's own CPU time, apart from
+    the server's): on a shared machine, wall time includes waiting for a core."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def server_cost(server: embedded.EmbeddedPostgres, before: ServerCost) -> ServerCost:
     after = server_counters(server)
     return ServerCost(
@@ -288,12 +296,14 @@ def run_shape(
             print(floors[-1].line() + f"  server {floor_cost.cpu_seconds:.1f} CPU s")
             store = server.create_database(f"store_{shape.name}_{run}")
             before = server_counters(server)
+            own_cpu = children_cpu_seconds()
             seconds, rss = collect(source, store, "--date", str(harvest))
+            own_cpu = children_cpu_seconds() - own_cpu
             collect_costs.append(server_cost(server, before))
             collects.append(Measure("3 collect-stats end to end", seconds, rss, entries))
             print(
                 collects[-1].line()
-                + f"  server {collect_costs[-1].cpu_seconds:.1f} CPU s,"
+                + f"  own {own_cpu:.1f} CPU s, server {collect_costs[-1].cpu_seconds:.1f} CPU s,"
                 + f" temp {collect_costs[-1].temp_files} files {collect_costs[-1].temp_bytes / 1e6:.1f} MB"
             )
         baseline_out = work / "baseline.ndjson"
