@@ -83,8 +83,10 @@ ROW_ENTRIES = """
         FROM {stats} s LEFT JOIN {queries} q ON q.id = s.query_id
         WHERE s.date >= %(start)s AND s.date < %(end)s AND {accepted} OFFSET 0) r
   CROSS JOIN LATERAL (
-    -- view/seen: record uuid -> recordset uuid, one hit each
-    SELECT e.value AS rs, count(*) AS entries, count(*) AS hits
+    -- view/seen: record uuid -> recordset uuid, one hit each. entries as int4: its sum keeps an
+    -- int8 by value, where a bigint sum allocates an int128 state per group; the geocode hash
+    -- table of the wide day (200,000 rows, 1.39 M groups) went from 524 MB and a spill to 426 MB.
+    SELECT e.value AS rs, count(*)::int AS entries, count(*) AS hits
     FROM jsonb_each_text(r.payload) e WHERE r.type IN ('view', 'seen') GROUP BY e.value
     UNION ALL
     -- search/mapping/download: recordset uuid -> hits (3.0 is a valid count)
