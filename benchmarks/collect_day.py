@@ -1,18 +1,22 @@
-"""Benchmark: aggregate one day of synthetic telemetry three ways, on the same data.
+"""Benchmark: aggregate one day of synthetic telemetry three ways, on the same data, per shape of day.
 
-    python benchmarks/collect_day.py [--rows-per-day 200000] [--days 6] [--seed 1] [--scale]
+    python benchmarks/collect_day.py [--shape today|wide|all] [--rows-per-day 200000] [--repeat 2]
+                                     [--no-double] [--days 1] [--seed 1]
 
-Starts a throwaway PostgreSQL, loads `--days` days of seeded synthetic telemetry and measures,
-each in its own process so that peak RSS belongs to that step alone:
+Starts a throwaway PostgreSQL (log_temp_files=0) and, for each shape of day (idb_stats.synthetic
+SHAPES: today's and the wide one of issue 18), loads seeded synthetic telemetry into a database of
+its own and measures, each in its own process so that peak RSS belongs to that step alone:
 
 1. floor     one SQL pass expanding every payload entry of the day (count only);
 2. baseline  the rules applied row at a time in Python over a server-side cursor (idb_stats.rules),
              one document per recordset, nothing written: what the original collector did;
 3. collect   `idb-stats collect-stats --date D` end to end into the PostgreSQL store.
 
-Then checks that the store holds exactly the baseline's documents, runs collect-stats over all
-days with --jobs 1 and --jobs 2, and with --scale runs step 3 on a day with twice the rows.
-Prints wall seconds, payload entries per second, peak RSS and the ratios the targets refer to.
+The floor and collect-stats run --repeat times, alternated. For collect-stats it also prints its
+own CPU seconds, the server's CPU seconds and the temporary files PostgreSQL wrote
+(pg_stat_database). Then checks that the store holds exactly the baseline's documents, runs
+collect-stats on a day of twice the rows (unless --no-double), and with --days N > 1 compares
+--jobs 1 and --jobs 2 over N days. Ends with a table of both shapes side by side.
 """
 
 from __future__ import annotations
