@@ -73,3 +73,32 @@ def test_midnight_belongs_to_the_next_harvest_date(dsn: str) -> None:
         totals[harvest] = docs[0]["records"]["search"]["total"]
     source.close()
     assert totals == {date(2020, 2, 18): 11, date(2020, 2, 19): 100}
+
+
+def test_geocodes_that_read_the_same_are_added_together(dsn: str) -> None:
+    # Two geocodes PostgreSQL keeps apart (jsonb numerics are exact) but that read as the same
+    # object in JSON (both 0.1 as a double): the rules add their hits under one geocode.
+    from datetime import datetime
+
+    import psycopg2
+
+    rs = "rs-geo"
+    insert_rows(
+        dsn,
+        [
+            (datetime(2020, 2, 17, 1), "search", "records", None, {"lat": 0.1}, {rs: 2}),
+            (datetime(2020, 2, 17, 2), "search", "records", None, {"lat": 0.1}, {rs: 5}),
+        ],
+    )
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("""UPDATE stats SET ip_geocode = '{"lat": 0.10000000000000001}' WHERE id = 2""")
+    conn.close()
+    harvest = date(2020, 2, 18)
+    expected_docs, _ = reference(dsn, harvest)
+    source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
+    with source.read_day(harvest) as telemetry:
+        docs = list(build_documents(telemetry.cells(), harvest, DayStats(harvest)))
+    source.close()
+    assert docs[0]["records"]["search"]["geocodes"] == [{"geo": {"lat": 0.1}, "count": 7}]
+    assert docs == expected_docs
