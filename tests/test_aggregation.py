@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pytest
@@ -101,4 +102,31 @@ def test_geocodes_that_read_the_same_are_added_together(dsn: str) -> None:
         docs = list(build_documents(telemetry.cells(), harvest, DayStats(harvest)))
     source.close()
     assert docs[0]["records"]["search"]["geocodes"] == [{"geo": {"lat": 0.1}, "count": 7}]
+    assert docs == expected_docs
+
+
+@pytest.mark.parametrize("shape", ["today", "wide"])
+def test_sql_matches_rules_on_every_shape_of_day(dsn: str, shape: str) -> None:
+    # The benchmark's shapes of day, small: on the wide one a search hits many recordsets, pages
+    # mix recordsets and thousands of geocodes each make a cell of their own.
+    import psycopg2
+
+    from idb_stats import synthetic
+
+    spec = synthetic.Spec(
+        first_day=date(2020, 2, 17), days=1, rows_per_day=1_500, shape=synthetic.SHAPES[shape]
+    )
+    conn = psycopg2.connect(dsn)
+    synthetic.load(conn, spec)
+    conn.close()
+    harvest = date(2020, 2, 18)
+    expected_docs, _ = reference(dsn, harvest)
+    source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
+    with source.read_day(harvest) as telemetry:
+        docs = list(build_documents(telemetry.cells(), harvest, DayStats(harvest)))
+    source.close()
+    geocodes = {
+        json.dumps(g["geo"]) for d in docs for block in d["records"].values() for g in block["geocodes"]
+    }
+    assert len(geocodes) > (500 if shape == "wide" else 3)
     assert docs == expected_docs
