@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from datetime import date
 from itertools import groupby
 from typing import Any
 
-from .model import BLOCKS, OTHER_TERM, RANKED_KINDS, RECORD_TYPES, Cell, DayStats
+from .model import BLOCKS, GEOCODE_LIST_KIND, OTHER_TERM, RANKED_KINDS, RECORD_TYPES, Cell, DayStats
 
 Document = dict[str, Any]
 
@@ -44,7 +45,31 @@ def term_list(counts: dict[str, int], limit: int = 0) -> list[dict[str, Any]]:
 
 def geocode_list(counts: dict[str, int], limit: int = 0) -> list[dict[str, Any]]:
     """Like term_list, keyed by the canonical JSON of the geocode object."""
-    return cut_term_list([{"geo": json.loads(key), "count": count} for key, count in by_count(counts)], limit)
+    return cut_term_list(
+        [{"geo": _geo_object(key), "count": count} for key, count in by_count(counts)], limit
+    )
+
+
+# A day has at most some thousands of distinct geocodes but a geocode cell per recordset and block
+# that saw it (440,000 on the wide day of 50,000 rows), so each geocode's text is parsed and
+# canonicalised once: parsing every cell was 8.6 s of the 11 s Python spent on that day.
+GEO_CACHE = 65_536
+
+
+@functools.lru_cache(maxsize=GEO_CACHE)
+def _canonical_geo_text(text: str) -> str:
+    return canonical_geo(json.loads(text))
+
+
+@functools.lru_cache(maxsize=GEO_CACHE)
+def _parsed_geo(key: str) -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads(key)
+    return parsed
+
+
+def _geo_object(key: str) -> dict[str, Any]:
+    # A copy per document, so a document never shares a mutable object with another.
+    return dict(_parsed_geo(key))
 
 
 def _breakdown(
@@ -82,8 +107,16 @@ def build_document(
     counts: dict[tuple[str, str], list[int]] = {block: [0, 0] for block in BLOCKS}
     for cell in cells:
         block = (cell.record_type, cell.type)
-        if cell.kind == "geo":
-            lists[block]["geo"][canonical_geo(json.loads(cell.key))] = cell.hits
+        if cell.kind == "geo" or cell.kind == GEOCODE_LIST_KIND:
+            geocodes = lists[block]["geo"]
+            pairs = (
+                [(cell.key, cell.hits)]
+                if cell.kind == "geo"
+                else ((g, n) for g, _, n in json.loads(cell.key))
+            )
+            for text, hits in pairs:
+                key = _canonical_geo_text(text)
+                geocodes[key] = geocodes.get(key, 0) + hits
             # Every entry carries a geocode ({} when unknown), so the geo cells add up to count and total.
             counts[block][0] += cell.entries
             counts[block][1] += cell.hits

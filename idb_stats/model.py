@@ -19,6 +19,8 @@ COUNT_FIELDS = tuple((rt, ty, f) for rt, ty in BLOCKS for f in ("count", "total"
 OTHER_TERM = "__other__"
 # Cell kinds that carry a whole ranked breakdown list (see Cell).
 RANKED_KINDS = ("items", "queries")
+# Cell kind that carries a block's whole geocode list, unranked (see Cell).
+GEOCODE_LIST_KIND = "geocodes"
 UNKNOWN_COUNTRY = "unknown"
 
 # Why a telemetry row was skipped, in the order the rules check them; rules.skip_reason and the
@@ -78,7 +80,9 @@ class Cell(NamedTuple):
     kind is "geo" (key: canonical JSON of the geocode; entries and hits), "item" (key: record uuid)
     or "query" (key: query hash); hits is the value the rules add to the breakdown lists.
     A source may instead send a block's whole list at once: kind "items" or "queries", key the
-    list as JSON, already in term_list's order ([{"term": …, "count": …}, …]; no limit applied).
+    list as JSON, already in term_list's order ([{"term": …, "count": …}, …]; no limit applied),
+    or kind "geocodes": key the block's geocodes as a JSON list of [geocode JSON text, entries,
+    hits] in any order, entries and hits the block's count and total.
     """
 
     recordset_id: str

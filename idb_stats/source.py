@@ -1,6 +1,6 @@
 """The PostgreSQL telemetry source: the aggregation rules pushed into PostgreSQL.
 
-The rules (see model.py and README) are applied in SQL: a skip report, then two aggregations
+The rules (see model.py and README) are applied in SQL: a skip report, then three aggregations
 run at once and streamed in recordset order, all from one snapshot. Python only merges the
 streams and assembles one recordset at a time. The source tables are only ever read.
 See docs/performance.md for the measurements behind this shape.
@@ -28,8 +28,10 @@ from .model import MAX_HITS, MAX_ID_BYTES, Cell, SkipReason, SkipReport, event_w
 EXAMPLE_IDS = 5
 SKIPPED_IDS_CAP = 50_000
 # A row may hold a block's whole item list (megabytes for a busy recordset), so fetches are
-# small: 5,000 rows at a time held a third of a day's lists, 30 MB more than 100 rows do.
-FETCH_ROWS = 100
+# small: 5,000 rows at a time held a third of a day's lists, 30 MB more than 100 rows do. With
+# three streams of lists (items, geocodes, queries) 100 rows each put collect-stats at 98 MB on
+# today's day of 50,000 rows and 146 MB on the wide one; 20 rows each at 67 MB and 103 MB.
+FETCH_ROWS = 20
 
 # Why a row is skipped, or NULL when the rules accept it: rules.skip_reason in SQL, check for
 # check in the same order. Apart from the id lengths, only reads columns of the stats row, so no
@@ -69,9 +71,9 @@ SKIP_REASON_SQL = SKIP_REASON_TEMPLATE.format(
     oversized=f"EXISTS (SELECT FROM {PAYLOAD_ENTRIES} WHERE {LONG_ENTRY})"
 )
 
-# The day's cells come from two aggregations run at once on two connections, one per core: the
-# items, and the geocodes and queries together (one GROUPING SETS query for all three kinds is a
-# single process and several times slower). Each is ordered by recordset in byte order, which is
+# The day's cells come from three aggregations run at once on three connections: the items, the
+# geocodes and the queries (one GROUPING SETS query for all three kinds is a single process and
+# several times slower). Each is ordered by recordset in byte order, which is
 # Python's str order, so the streams merge without a sort.
 # view/seen payloads map record uuid -> recordset uuid (one entry = one record, one hit);
 # search/mapping/download payloads map recordset uuid -> hits.
@@ -90,49 +92,61 @@ GROUP BY rs, record_type, type
 ORDER BY rs COLLATE "C"
 """
 
-# Geocode and query cells in one aggregation. Both are columns of the row, not of the entry, so
-# each row's entries are first summed per recordset: a page of seen records collapses into a few
-# (recordset, entries) pairs, 4.1 M entries into 0.7 M on the benchmark day. One pass over the
-# payloads then feeds both groupings. Row-level columns come from a subquery that OFFSET 0 keeps
-# PostgreSQL from flattening, so they are computed once per row, not per entry.
-# Every accepted entry has a geocode ({} when unknown), so the geocode cells also give count and
-# total. Views are not broken down by query; rows without a query have no query cell.
-# Hits are summed as numeric (sum of bigint), never cast back: 1,100 entries of 2**53 - 1 hits
-# exceed bigint. The stream reads numeric as int (_CellStream), so sums stay exact.
-PLACES_AND_QUERIES_SQL = f"""
-WITH cells AS (
-  SELECT rs, record_type, type, grouping(geo) = 0 AS is_geo, COALESCE(geo, query_hash) AS key,
-         sum(entries)::bigint AS entries, sum(hits) AS n
+# Geocode and query cells come from each row's entries summed per recordset: both are columns of
+# the row, not of the entry, so a page of seen records collapses into a few (recordset, entries)
+# pairs (4.1 M entries into 0.7 M on the default day). Row-level columns come from a subquery that
+# OFFSET 0 keeps PostgreSQL from flattening, so they are computed once per row, not per entry.
+# (Not an f-string: its braces are the placeholders read_day fills.)
+ROW_ENTRIES = """
   FROM (SELECT s.payload, s.record_type, s.type,
                CASE WHEN jsonb_typeof(s.ip_geocode) = 'object' THEN s.ip_geocode::text
-                    ELSE '{{{{}}}}' END AS geo,
+                    ELSE '{{}}' END AS geo,
                CASE WHEN s.type <> 'view' THEN q.query_hash END AS query_hash
-        FROM {{stats}} s LEFT JOIN {{queries}} q ON q.id = s.query_id
-        WHERE s.date >= %(start)s AND s.date < %(end)s AND {{accepted}} OFFSET 0) r
+        FROM {stats} s LEFT JOIN {queries} q ON q.id = s.query_id
+        WHERE s.date >= %(start)s AND s.date < %(end)s AND {accepted} OFFSET 0) r
   CROSS JOIN LATERAL (
-    -- view/seen: record uuid -> recordset uuid, one hit each
-    SELECT e.value AS rs, count(*) AS entries, count(*) AS hits
+    -- view/seen: record uuid -> recordset uuid, one hit each. entries as int4: its sum keeps an
+    -- int8 by value, where a bigint sum allocates an int128 state per group; the geocode hash
+    -- table of the wide day (200,000 rows, 1.39 M groups) went from 524 MB and a spill to 426 MB.
+    SELECT e.value AS rs, count(*)::int AS entries, count(*) AS hits
     FROM jsonb_each_text(r.payload) e WHERE r.type IN ('view', 'seen') GROUP BY e.value
     UNION ALL
     -- search/mapping/download: recordset uuid -> hits (3.0 is a valid count)
     SELECT e.key, 1, e.value::numeric::bigint
     FROM jsonb_each_text(r.payload) e WHERE r.type NOT IN ('view', 'seen')
-  ) per_row
-  GROUP BY GROUPING SETS ((rs, record_type, type, geo), (rs, record_type, type, query_hash))
-  HAVING grouping(geo) = 0 OR query_hash IS NOT NULL
-)
-SELECT * FROM (
-  SELECT rs, record_type, type, 'geo', key, entries, n FROM cells WHERE is_geo
-  UNION ALL
-  SELECT rs, record_type, type, 'queries', {RANKED_LIST}, sum(entries)::bigint, sum(n)
-  FROM cells WHERE NOT is_geo GROUP BY rs, record_type, type
-) kinds
+  ) per_row"""
+# Geocodes and queries are two aggregations on two connections, not one GROUPING SETS: on the wide
+# day (issue 18, 50,000 rows) the GROUPING SETS query took 14.8 s and a 360 MB hash table (it
+# spilled at 200,000 rows), the two apart 3.4 s and 3.3 s with 147 MB each.
+# A block's geocodes leave PostgreSQL as one JSON list of [geocode, entries, hits], unranked
+# (documents rank by the canonical JSON, which Python makes): the wide day has 440,000 geocode
+# cells at 50,000 rows, which took 4,400 fetches one cell a row. Every accepted entry has a
+# geocode ({} when unknown), so a block's geocodes also give its count and total.
+GEOCODES_SQL = f"""
+SELECT rs, record_type, type, 'geocodes', json_agg(json_build_array(geo, entries, n))::text,
+       sum(entries)::bigint, sum(n)
+FROM (SELECT rs, record_type, type, geo, sum(entries) AS entries, sum(hits) AS n
+      {ROW_ENTRIES}
+      GROUP BY rs, record_type, type, geo) cells
+GROUP BY rs, record_type, type
+ORDER BY rs COLLATE "C"
+"""
+# Views are not broken down by query; rows without a query have no query cell.
+# Hits are summed as numeric (sum of bigint), never cast back: 1,100 entries of 2**53 - 1 hits
+# exceed bigint. The stream reads numeric as int (_CellStream), so sums stay exact.
+QUERIES_SQL = f"""
+SELECT rs, record_type, type, 'queries', {RANKED_LIST}, sum(entries)::bigint, sum(n)
+FROM (SELECT rs, record_type, type, query_hash AS key, sum(entries) AS entries, sum(hits) AS n
+      {ROW_ENTRIES}
+      WHERE query_hash IS NOT NULL
+      GROUP BY rs, record_type, type, query_hash) cells
+GROUP BY rs, record_type, type
 ORDER BY rs COLLATE "C"
 """
 
 # The planner guesses 100 entries per payload and so millions of groups; left alone it picks
 # sort-based aggregation that spills to disk. Hash aggregation fits in memory by far. A cursor
-# gets no parallel workers anyway; the two streams are the parallelism.
+# gets no parallel workers anyway; the streams are the parallelism.
 STREAM_SETTINGS = (
     "SET LOCAL jit = off",
     "SET LOCAL enable_sort = off",
@@ -152,6 +166,11 @@ FROM (SELECT s.id, {reason} AS reason FROM {stats} s LEFT JOIN (
         WHERE s.date >= %(start)s AND s.date < %(end)s AND {long_entry}) long_ids ON long_ids.id = s.id
       WHERE s.date >= %(start)s AND s.date < %(end)s) r
 GROUP BY reason"""
+
+# The skip report sorts every row of the day by reason (for the ids' order), in two parallel
+# workers and the leader. At the default 4 MB each, a wide day of 50,000 rows wrote 30 MB of
+# temporary files (issue 18); the sort holds about 600 bytes a row, 120 MB at 200,000 rows.
+SKIPS_WORK_MEM = "SET LOCAL work_mem = '256MB'"
 
 # A loose index scan: one probe of the date index per day instead of reading every row.
 HARVEST_DATES_SQL = """
@@ -327,6 +346,7 @@ class PostgresTelemetrySource:
                 # The exporting transaction stays open until every stream has imported its snapshot.
                 cur.execute("SELECT pg_export_snapshot()")
                 (snapshot,) = cur.fetchone() or ("",)
+                cur.execute(SKIPS_WORK_MEM)
                 cur.execute(self._skips_sql, window)
                 report, skipped_ids = SkipReport(), []
                 for reason, rows, ids in cur:
@@ -342,7 +362,7 @@ class PostgresTelemetrySource:
                     accepted = f"({SKIP_REASON_SQL}) IS NULL"
                 queries = [
                     cur.mogrify(template.format(accepted=accepted, **self._names), window).decode()
-                    for template in (ITEMS_SQL, PLACES_AND_QUERIES_SQL)
+                    for template in (ITEMS_SQL, GEOCODES_SQL, QUERIES_SQL)
                 ]
                 # In the same snapshot as the cells, so the fingerprint is that of the rows counted.
                 cur.execute(fingerprint.SETTINGS)

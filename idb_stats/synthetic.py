@@ -2,6 +2,12 @@
 
 Seeded, so the same arguments give the same rows. Popularity of recordsets and queries is
 Zipf-skewed and the type mix resembles a portal's: mostly searches and records seen.
+
+What a day looks like beyond its size is a Shape. TODAY is what this generator has always made
+(few recordsets per search, a steep curve of queries, six geocodes, one client); WIDE is a day
+like a real portal's, after the one measured in issue 18: searches over the whole portal return
+hits from many recordsets, result pages mix recordsets, queries are many and evenly used, and
+geocodes go down to the city.
 """
 
 from __future__ import annotations
@@ -46,6 +52,63 @@ def _zipf_weights(n: int, s: float = 1.1) -> list[float]:
     return list(accumulate(1.0 / (rank**s) for rank in range(1, n + 1)))
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What a day looks like, whatever its number of rows."""
+
+    name: str
+    # search/mapping/download: a payload draws int(search_scale * Pareto(search_alpha)) recordsets
+    # (at most 200; a recordset drawn twice counts once).
+    search_scale: float = 1.0
+    search_alpha: float = 1.3
+    # seen: a page of 1..page_max records, switching to another recordset before each record
+    # with this probability (0: a page from one recordset, 1: every record from anywhere).
+    page_max: int = 100
+    page_switch: float = 0.2
+    # a page starts at record int(Pareto(record_alpha)) of its recordset: the lower, the more
+    # distinct records a day sees.
+    record_alpha: float = 1.2
+    queries: int = 20_000
+    query_skew: float = 1.1  # Zipf exponent of query popularity; 0 is evenly spread
+    # 0: the six fixed GEOCODES; otherwise a pool of this many, mostly down to the city.
+    geocodes: int = 0
+    addresses: int = 1  # distinct client addresses
+
+
+TODAY = Shape("today")
+# Issue 18's day (200,000 rows): 8.7 recordsets per search/mapping/download row, 47.4 records
+# per seen page, about 4.7k of 5k queries used and evenly, thousands of geocodes.
+WIDE = Shape(
+    "wide",
+    search_scale=4.6,
+    search_alpha=1.6,
+    page_max=94,
+    page_switch=0.5,
+    record_alpha=0.6,
+    queries=5_000,
+    query_skew=0.3,
+    geocodes=5_000,
+    addresses=20_000,
+)
+SHAPES = {shape.name: shape for shape in (TODAY, WIDE)}
+
+
+def geocode_pool(size: int) -> list[dict[str, str] | None]:
+    """`size` distinct geocodes, deterministic: mostly country, region and city, some country
+    only, plus {} and None (unknown)."""
+    pool: list[dict[str, str] | None] = [{}, None]
+    countries = [f"{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(120)]
+    index = 0
+    while len(pool) < size:
+        country = countries[index % len(countries)]
+        if index % 10 == 0:
+            pool.append({"country": country})
+        else:
+            pool.append({"country": country, "region": f"R{index % 37}", "city": f"City {index}"})
+        index += 1
+    return pool
+
+
 @dataclass
 class Spec:
     first_day: date  # calendar day of the first events (harvest date first_day + 1)
@@ -53,10 +116,14 @@ class Spec:
     rows_per_day: int = 2_000
     recordsets: int = 1_600
     records_per_recordset: int = 5_000
-    queries: int = 20_000
     seed: int = 1
     midnight_share: float = 0.01
     no_query_share: float = 0.05
+    shape: Shape = TODAY
+
+    @property
+    def queries(self) -> int:
+        return self.shape.queries
 
 
 class Generator:
@@ -65,7 +132,8 @@ class Generator:
         self.rng = random.Random(spec.seed)
         self.recordsets = [fake_uuid(1, i) for i in range(spec.recordsets)]
         self.rs_weights = _zipf_weights(spec.recordsets)
-        self.q_weights = _zipf_weights(spec.queries)
+        self.q_weights = _zipf_weights(spec.queries, spec.shape.query_skew)
+        self.geocodes = GEOCODES if spec.shape.geocodes == 0 else geocode_pool(spec.shape.geocodes)
         self.types = list(TYPE_MIX)
         self.type_weights = list(accumulate(TYPE_MIX.values()))
 
@@ -79,15 +147,15 @@ class Generator:
         return min(self._pick(self.rs_weights), self.spec.recordsets - 1)
 
     def _payload(self, event_type: str) -> dict[str, Any]:
-        rng = self.rng
+        rng, shape = self.rng, self.spec.shape
         if event_type in ("view", "seen"):
-            # A result page: 1-100 distinct records, runs of them from the same recordset.
-            size = 1 if event_type == "view" else rng.randint(1, 100)
+            # A result page: distinct records, runs of them from the same recordset.
+            size = 1 if event_type == "view" else rng.randint(1, shape.page_max)
             rs = self._recordset()
-            first = int(rng.paretovariate(1.2))  # popular records come first
+            first = int(rng.paretovariate(shape.record_alpha))  # popular records come first
             payload = {}
             for position in range(size):
-                if rng.random() < 0.2:
+                if rng.random() < shape.page_switch:
                     rs = self._recordset()
                 record = (
                     rs * self.spec.records_per_recordset
@@ -95,11 +163,18 @@ class Generator:
                 )
                 payload[fake_uuid(2, record)] = self.recordsets[rs]
             return payload
-        size = min(int(rng.paretovariate(1.3)), 200)
+        size = min(int(shape.search_scale * rng.paretovariate(shape.search_alpha)), 200)
         return {self.recordsets[self._recordset()]: int(rng.paretovariate(1.1)) for _ in range(size)}
 
-    def rows(self, day: date) -> Iterator[tuple[datetime, str, str, int | None, Any, dict[str, Any]]]:
-        """(date, type, record_type, query index or None, geocode, payload) for one calendar day."""
+    def address(self) -> str:
+        if self.spec.shape.addresses == 1:
+            return "127.0.0.1"
+        index = self.rng.randrange(self.spec.shape.addresses)
+        return f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}"
+
+    def rows(self, day: date) -> Iterator[tuple[datetime, str, str, int | None, Any, dict[str, Any], str]]:
+        """(date, type, record_type, query index or None, geocode, payload, client address) for
+        one calendar day."""
         rng, spec = self.rng, self.spec
         rng.seed(spec.seed * 1_000_003 + day.toordinal())  # each day on its own: days can load in parallel
         start = datetime(day.year, day.month, day.day)
@@ -116,8 +191,8 @@ class Generator:
                 if rng.random() < spec.no_query_share
                 else min(self._pick(self.q_weights), spec.queries - 1)
             )
-            geo = GEOCODES[rng.randrange(len(GEOCODES))]
-            yield at, event_type, record_type, query, geo, self._payload(event_type)
+            geo = self.geocodes[rng.randrange(len(self.geocodes))]
+            yield at, event_type, record_type, query, geo, self._payload(event_type), self.address()
 
 
 def create_schema(conn: Any, stats: str = "stats", queries: str = "queries") -> None:
@@ -144,12 +219,12 @@ def load_day(conn: Any, spec: Spec, day: date, query_ids: dict[str, int], stats:
     gen = Generator(spec)
     buffer = io.StringIO()
     written = 0
-    for at, event_type, record_type, query, geo, payload in gen.rows(day):
+    for at, event_type, record_type, query, geo, payload, address in gen.rows(day):
         query_id = "\\N" if query is None else str(query_ids[gen.query_hash(query)])
         geo_text = "\\N" if geo is None else json.dumps(geo)
         buffer.write(
             f"{at.isoformat(sep=' ')}\t{event_type}\t{record_type}\t{query_id}\t"
-            f"search-api\t127.0.0.1\t{geo_text}\t{json.dumps(payload)}\n"
+            f"search-api\t{address}\t{geo_text}\t{json.dumps(payload)}\n"
         )
         written += 1
     buffer.seek(0)
