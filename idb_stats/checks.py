@@ -14,8 +14,9 @@ from typing import Any
 
 import psycopg2
 
-from .config import Config, redact
+from .config import Config
 from .errors import ConfigError, ExitCode, IdbStatsError, SourceUnreachable, StoreError
+from .secrets import redact
 from .source import connect, quoted_name
 from .stores import open_store
 

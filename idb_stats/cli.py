@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__, checks, cohort, interrupt, ndjson, runner
-from .config import STORE_KINDS, Config, has_password, load_config
+from .config import STORE_KINDS, Config, load_config
 from .errors import ConfigError, ExitCode, IdbStatsError, SourceRowsGone, UsageError, VerifyDifferences
 from .interrupt import Interrupted
 from .legacy import DUPLICATE_POLICIES, DayOutcome
@@ -25,6 +25,7 @@ from .logs import ProgressBar, sd_notify, setup_logging
 from .model import DayStats
 from .planning import Plan
 from .report import build_report
+from .secrets import has_password
 from .stores import open_store
 
 log = logging.getLogger("idb_stats")
@@ -779,8 +780,8 @@ def check_config(config: Config, connect: bool) -> None:
 def sample_config(markdown: bool) -> None:
     """Print a configuration file listing every setting with its default and help (the source of
     deploy/config.example.toml), or with --markdown the settings table of docs/configuration.md."""
-    from .config import sample_config as sample
-    from .config import settings_table
+    from .settings_docs import sample_config as sample
+    from .settings_docs import settings_table
 
     click.echo(settings_table() if markdown else sample(), nl=False)
 

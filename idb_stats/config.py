@@ -4,8 +4,9 @@ Every setting is declared once, as a field of `Config` carrying a `Setting`: its
 environment variable, credential file, whether it is secret, its bounds and its help text. The
 file schema, the validation of single values, the redaction in `check-config`, the sample
 configuration (`deploy/config.example.toml`) and the settings table (`docs/configuration.md`) are
-all derived from those declarations (`idb-stats sample-config` writes the last two). Rules that
-tie several settings together are in `_validate_together`.
+all derived from those declarations (settings_docs.py; `idb-stats sample-config` writes the last
+two). Rules that tie several settings together are in `_validate_together`. Redaction itself is
+secrets.py. The module is long because the declarations are: one block per setting.
 
 Validation collects every problem before failing, so an operator fixes a config in one pass.
 Secrets (DSN passwords, API keys) come from the file, credential files or the environment —
@@ -16,20 +17,16 @@ from __future__ import annotations
 
 import os
 import re
-import textwrap
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, get_type_hints
-from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import psycopg2
-import psycopg2.extensions
-
 from .errors import ConfigError
+from .secrets import Secret, dsn_problem, redact
 
 DEFAULT_CONFIG_PATH = Path("/etc/idb-stats/config.toml")
 STORE_KINDS = ("postgres", "elasticsearch", "opensearch")
@@ -72,125 +69,6 @@ class Setting:
 
 def _setting(key: str, default: Any = None, **declaration: Any) -> Any:
     return field(default=default, metadata={"setting": Setting(key, **declaration)})
-
-
-class Secret(str):
-    """A string that never shows itself in repr, logs or tracebacks."""
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-
-def redact(value: str | None) -> str:
-    """A DSN or URL with any password replaced by ***, found by parsing it, not by pattern.
-
-    URLs (scheme://...) lose the password of their user info and any `password` query
-    parameter; key/value DSNs are parsed as libpq does and rebuilt. Text that parses as
-    neither is not shown at all: a fragment of it could be a password.
-    """
-    if not value:
-        return ""
-    if "://" in value:
-        return _redact_url(value)
-    try:
-        params = psycopg2.extensions.parse_dsn(value)
-    except psycopg2.ProgrammingError:
-        return "*** (not a valid DSN, not shown)"
-    # In the operator's order where it can be told (cosmetic: every value comes from the parse).
-    keys = sorted(params, key=lambda key: value.find(key))
-    return " ".join(f"{key}=***" if key == "password" else f"{key}={_dsn_quote(params[key])}" for key in keys)
-
-
-def scrub(message: str, dsn: str) -> str:
-    """An error message with the DSN's password taken out wherever it appears (libpq's messages
-    name hosts and ports, not passwords, but nothing is left to that)."""
-    password = _password_of(dsn)
-    if password:
-        for spelling in {password, quote(password, safe="")}:
-            message = message.replace(spelling, "***")
-    return message
-
-
-def _password_of(dsn: str) -> str | None:
-    if "://" in dsn:
-        parts = _split_url(dsn)
-        if parts is None:
-            return None
-        in_query = [text for key, text in parse_qsl(parts.query) if key.lower() == "password"]
-        return parts.password or (in_query[0] if in_query else None)
-    try:
-        return psycopg2.extensions.parse_dsn(dsn).get("password")
-    except psycopg2.ProgrammingError:
-        return None
-
-
-def _redact_url(url: str) -> str:
-    parts = _split_url(url)
-    if parts is None:
-        return "*** (not a valid URL, not shown)"
-    password = parts.password
-    netloc = parts.netloc
-    if password is not None or "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.partition(":")[0]
-        netloc = f"{user}:***@{hostport}" if password is not None else f"{user}@{hostport}"
-    query = urlencode(
-        [
-            (key, "***" if key.lower() == "password" else text)
-            for key, text in parse_qsl(parts.query, keep_blank_values=True)
-        ],
-        safe="*",
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-def _split_url(url: str) -> SplitResult | None:
-    """The URL's parts, or None when a reserved character left unencoded in the user info (/, ?,
-    #, a second @) makes the split ambiguous: then a fragment of a password could sit anywhere."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        return None
-    if parts.fragment or "@" in parts.path + parts.query:
-        return None
-    return parts
-
-
-def _dsn_quote(text: str) -> str:
-    """A key/value DSN value as libpq reads it back: quoted when empty or holding space, ' or \\."""
-    if text and not any(c.isspace() or c in "'\\" for c in text):
-        return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def has_password(value: str) -> bool:
-    """Whether a DSN or URL carries a password in any spelling: user info, a `password` query
-    parameter or a password= key. Unparseable text that mentions a password counts as one."""
-    if "://" in value:
-        parts = _split_url(value)
-        if parts is None:
-            return "password" in value.lower() or "@" in value
-        return parts.password is not None or any(
-            key.lower() == "password" for key, _ in parse_qsl(parts.query)
-        )
-    try:
-        return "password" in psycopg2.extensions.parse_dsn(value)
-    except psycopg2.ProgrammingError:
-        return "password" in value.lower()
-
-
-def dsn_problem(setting: str, dsn: str) -> str | None:
-    """Why libpq cannot parse a PostgreSQL DSN, told without showing any of it, or None."""
-    try:
-        psycopg2.extensions.parse_dsn(dsn)
-    except psycopg2.ProgrammingError:
-        return (
-            f"{setting}: the DSN cannot be parsed (not shown: it may hold a password); a value with "
-            "spaces or quotes must be single-quoted (password='a b', \\' for a quote) or, in a "
-            "postgresql:// URL, percent-encoded (%20 for a space)"
-        )
-    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -673,86 +551,3 @@ def _check_dsns(v: dict[str, Any], problems: list[str]) -> None:
     for key, dsn in dsns.items():
         if dsn and (problem := dsn_problem(key, dsn)):
             problems.append(problem)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, timedelta):
-        return f'"{format_duration(value)}"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
-
-
-def _where_from(declared: DeclaredSetting) -> list[str]:
-    where = []
-    if declared.env:
-        where.append(f"env {declared.env}")
-    if declared.credential:
-        where.append(f"credential file {declared.credential}")
-    return where
-
-
-def sample_config() -> str:
-    """deploy/config.example.toml: every setting with its help, default or example."""
-    lines = [
-        "# idb-stats configuration (generated by `idb-stats sample-config`; every setting is listed",
-        "# with its default). Secrets go in /etc/idb-stats/credentials/ (loaded by systemd as",
-        "# credentials), never in this file or on command lines.",
-    ]
-    section = ""
-    for declared in SETTINGS:
-        current, name = declared.key.split(".")
-        if current != section:
-            section = current
-            lines += ["", f"# {SECTION_HELP[section]}", f"[{section}]"]
-        notes = declared.help
-        if declared.stores != STORE_KINDS:
-            notes += f" ({' and '.join(declared.stores)} only)"
-        if where := _where_from(declared):
-            notes += f" Also: {', '.join(where)}."
-        lines += [f"# {line}" for line in textwrap.wrap(notes, 96)]
-        if declared.secret:
-            if declared.from_file:
-                lines.append(f"# {name}_file = {declared.example}")
-            else:
-                lines.append(f"# {name} = {declared.example}")
-        elif declared.default is None:
-            lines.append(f"# {name} = {declared.example}")
-        else:
-            lines.append(f"{name} = {_toml_value(declared.default)}")
-    return "\n".join(lines) + "\n"
-
-
-def settings_table() -> str:
-    """docs/configuration.md: one row per setting."""
-    rows = [
-        "# Configuration settings",
-        "",
-        "Generated by `idb-stats sample-config --markdown` from the declarations in",
-        "`idb_stats/config.py`; `deploy/config.example.toml` is generated from the same declarations.",
-        "Layers, lowest first: defaults, the TOML file (`--config`, else `/etc/idb-stats/config.toml`),",
-        "credential files in `$CREDENTIALS_DIRECTORY`, the environment, flags. Secret settings are",
-        "redacted by `check-config` and refused on the command line; `<key>_file` names a file that",
-        "holds the value where the table says so.",
-        "",
-        "| setting | type | default | also from | stores | what it is |",
-        "|---|---|---|---|---|---|",
-    ]
-    for declared in SETTINGS:
-        default = "" if declared.default is None else f"`{_toml_value(declared.default)}`"
-        where = _where_from(declared)
-        if declared.from_file:
-            where.append(f"`{declared.key.split('.')[1]}_file`")
-        if declared.secret:
-            where.append("secret")
-        stores = "all" if declared.stores == STORE_KINDS else ", ".join(declared.stores)
-        optional = declared.optional and declared.default is None
-        kind = ("duration" if declared.kind is timedelta else declared.kind.__name__) + (
-            " (optional)" if optional else ""
-        )
-        rows.append(
-            f"| `{declared.key}` | {kind} | {default} | {', '.join(where)} | {stores} | {declared.help} |"
-        )
-    return "\n".join(rows) + "\n"

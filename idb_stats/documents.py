@@ -20,10 +20,6 @@ def daily_document_id(recordset_id: str, harvest_date: date | str) -> str:
     return f"{recordset_id}-{day}"
 
 
-def empty_block() -> dict[str, Any]:
-    return {"count": 0, "total": 0, "items": [], "queries": [], "geocodes": []}
-
-
 def by_count(counts: dict[str, int]) -> list[tuple[str, int]]:
     """(key, count) pairs, largest count first, ties by key: the order of every ranked list."""
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -10,8 +10,6 @@ RECORD_TYPES = ("records", "mediarecords")
 EVENT_TYPES = ("search", "seen", "mapping", "view", "download")
 # Events whose payload maps record uuid -> recordset uuid (one entry = one record).
 PER_RECORD_TYPES = ("view", "seen")
-# Events whose payload maps recordset uuid -> number of hits.
-PER_RECORDSET_TYPES = ("search", "mapping", "download")
 BLOCKS = tuple((rt, ty) for rt in RECORD_TYPES for ty in EVENT_TYPES)
 # The additive figures of a block, in the order series columns and stored counts use.
 COUNT_FIELDS = tuple((rt, ty, f) for rt, ty in BLOCKS for f in ("count", "total"))

@@ -21,9 +21,10 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from . import fingerprint, interrupt
-from .config import Config, scrub
+from .config import Config
 from .errors import ConfigError, DataQualityError, IdbStatsError, SourceUnreachable
 from .model import MAX_HITS, MAX_ID_BYTES, Cell, SkipReason, SkipReport, event_window
+from .secrets import scrub
 
 EXAMPLE_IDS = 5
 SKIPPED_IDS_CAP = 50_000

@@ -10,7 +10,7 @@ from helpers import run
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from idb_stats.config import redact
+from idb_stats.secrets import redact
 
 # Passwords as operators type them: quotes, @, spaces, backslashes, %, = and non-ASCII.
 PASSWORDS = st.text(

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from idb_stats.config import SETTINGS, Config, load_config, sample_config, settings_table
+from idb_stats.config import SETTINGS, Config, load_config
 from idb_stats.errors import ConfigError
+from idb_stats.settings_docs import sample_config, settings_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
