@@ -248,7 +248,7 @@ def _adopt_day(
     except DuplicatesRefused as exc:  # written meanwhile by a collector that still runs
         raise DuplicateDocuments(f"duplicates appeared during adoption: {exc}") from None
     if resolved:
-        stats = DayStats(day, run_id, recordsets=len(resolved))
+        stats = DayStats(day, run_id, recordsets=len(resolved), reason="adopt")
         store.publish_day(stats, iter(resolved))
         outcome.written = len(resolved)
     if snapshots:
