@@ -66,6 +66,13 @@ def _value(cur: Any, sql: str, *params: Any) -> Any:
     return cur.fetchone()[0]
 
 
+def _failed(endpoint: str, exc: Exception) -> Check:
+    """An endpoint that could not be reached or queried: the rest of its checks cannot run."""
+    if isinstance(exc, SourceUnreachable):
+        return Check(endpoint, False, str(exc))
+    return Check(endpoint, False, f"check failed: {str(exc).strip().splitlines()[0]}")
+
+
 def _postgres_tables(endpoint: str, dsn: str, tables: dict[str, str]) -> list[Check]:
     """Reach a database the commands only read, and check SELECT on each of its tables."""
     try:
@@ -92,10 +99,8 @@ def _postgres_tables(endpoint: str, dsn: str, tables: dict[str, str]) -> list[Ch
                 else:
                     results.append(Check(endpoint, True, f"{table}: SELECT granted"))
             return results
-    except SourceUnreachable as exc:
-        return [Check(endpoint, False, str(exc))]
-    except psycopg2.Error as exc:
-        return [Check(endpoint, False, f"check failed: {str(exc).strip().splitlines()[0]}")]
+    except (SourceUnreachable, psycopg2.Error) as exc:
+        return [_failed(endpoint, exc)]
 
 
 def _postgres_store(config: Config) -> list[Check]:
@@ -158,10 +163,8 @@ def _postgres_store(config: Config) -> list[Check]:
                     f"GRANT {', '.join(lacking)} ON {qualified} TO {role}",
                 )
             return results
-    except SourceUnreachable as exc:
-        return [Check(endpoint, False, str(exc))]
-    except psycopg2.Error as exc:
-        return [Check(endpoint, False, f"check failed: {str(exc).strip().splitlines()[0]}")]
+    except (SourceUnreachable, psycopg2.Error) as exc:
+        return [_failed(endpoint, exc)]
 
 
 def _search_store(config: Config) -> list[Check]:

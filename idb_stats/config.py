@@ -71,6 +71,18 @@ def _setting(key: str, default: Any = None, **declaration: Any) -> Any:
     return field(default=default, metadata={"setting": Setting(key, **declaration)})
 
 
+def _index_setting(key: str, default: str, help: str) -> Any:
+    pattern_help = "a valid index name (lowercase, no spaces)"
+    return _setting(
+        key, default, help=help, pattern=INDEX_NAME, pattern_help=pattern_help, stores=SEARCH_STORE_KINDS
+    )
+
+
+def _table_setting(key: str, default: str, help: str) -> Any:
+    pattern_help = "a plain SQL name (letters, digits, _; schema.name)"
+    return _setting(key, default, help=help, pattern=SQL_NAME, pattern_help=pattern_help)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     source_dsn: str = _setting(
@@ -82,19 +94,11 @@ class Config:
         from_file=True,
         example='"/etc/idb-stats/source-dsn"',
     )
-    stats_table: str = _setting(
-        "source.stats_table",
-        "stats",
-        help="Telemetry events table (schema.name allowed).",
-        pattern=SQL_NAME,
-        pattern_help="a plain SQL name (letters, digits, _; schema.name)",
+    stats_table: str = _table_setting(
+        "source.stats_table", "stats", "Telemetry events table (schema.name allowed)."
     )
-    queries_table: str = _setting(
-        "source.queries_table",
-        "queries",
-        help="Search queries table, joined for query hashes.",
-        pattern=SQL_NAME,
-        pattern_help="a plain SQL name (letters, digits, _; schema.name)",
+    queries_table: str = _table_setting(
+        "source.queries_table", "queries", "Search queries table, joined for query hashes."
     )
     timezone: str = _setting(
         "source.timezone", "UTC", help="Time zone the `date` column is read in; days start at its midnight."
@@ -118,37 +122,11 @@ class Config:
         pattern_help="a schema name (letters, digits, _; no dot)",
         stores=("postgres",),
     )
-    daily_index: str = _setting(
-        "store.daily_index",
-        "stats",
-        help="Daily documents index.",
-        pattern=INDEX_NAME,
-        pattern_help="a valid index name (lowercase, no spaces)",
-        stores=SEARCH_STORE_KINDS,
-    )
-    totals_index: str = _setting(
-        "store.totals_index",
-        "stats-totals",
-        help="Totals documents index.",
-        pattern=INDEX_NAME,
-        pattern_help="a valid index name (lowercase, no spaces)",
-        stores=SEARCH_STORE_KINDS,
-    )
-    runs_index: str = _setting(
-        "store.runs_index",
-        "stats-runs",
-        help="Run ledger and day markers index.",
-        pattern=INDEX_NAME,
-        pattern_help="a valid index name (lowercase, no spaces)",
-        stores=SEARCH_STORE_KINDS,
-    )
-    api_index: str = _setting(
-        "store.api_index",
-        "stats-api",
-        help="Recordset size snapshots index (api-stats).",
-        pattern=INDEX_NAME,
-        pattern_help="a valid index name (lowercase, no spaces)",
-        stores=SEARCH_STORE_KINDS,
+    daily_index: str = _index_setting("store.daily_index", "stats", "Daily documents index.")
+    totals_index: str = _index_setting("store.totals_index", "stats-totals", "Totals documents index.")
+    runs_index: str = _index_setting("store.runs_index", "stats-runs", "Run ledger and day markers index.")
+    api_index: str = _index_setting(
+        "store.api_index", "stats-api", "Recordset size snapshots index (api-stats)."
     )
     store_username: str | None = _setting(
         "store.username",
@@ -261,13 +239,7 @@ class Config:
         from_file=True,
         example='"/etc/idb-stats/api-dsn"',
     )
-    uuids_table: str = _setting(
-        "api.uuids_table",
-        "uuids",
-        help="The ingest database's uuids table.",
-        pattern=SQL_NAME,
-        pattern_help="a plain SQL name (letters, digits, _; schema.name)",
-    )
+    uuids_table: str = _table_setting("api.uuids_table", "uuids", "The ingest database's uuids table.")
     notify_command: str | None = _setting(
         "notify.command",
         help="Shell command run when a unit fails (IDB_STATS_FAILED_UNIT, IDB_STATS_FAILED_RESULT set).",
