@@ -78,6 +78,14 @@ def _index_setting(key: str, default: str, help: str) -> Any:
     )
 
 
+def _secret_setting(key: str, credential: str, help: str, **declaration: Any) -> Any:
+    """A secret read from a credential file, a `<key>_file` or the configuration, never argv."""
+    example = f'"/etc/idb-stats/{credential}"'
+    return _setting(
+        key, help=help, credential=credential, secret=True, from_file=True, example=example, **declaration
+    )
+
+
 def _table_setting(key: str, default: str, help: str) -> Any:
     pattern_help = "a plain SQL name (letters, digits, _; schema.name)"
     return _setting(key, default, help=help, pattern=SQL_NAME, pattern_help=pattern_help)
@@ -85,14 +93,8 @@ def _table_setting(key: str, default: str, help: str) -> Any:
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    source_dsn: str = _setting(
-        "source.dsn",
-        help="libpq DSN or URL of the telemetry database.",
-        env="IDB_STATS_SOURCE_DSN",
-        credential="source-dsn",
-        secret=True,
-        from_file=True,
-        example='"/etc/idb-stats/source-dsn"',
+    source_dsn: str = _secret_setting(
+        "source.dsn", "source-dsn", "libpq DSN or URL of the telemetry database.", env="IDB_STATS_SOURCE_DSN"
     )
     stats_table: str = _table_setting(
         "source.stats_table", "stats", "Telemetry events table (schema.name allowed)."
@@ -134,22 +136,13 @@ class Config:
         example='"idb-stats"',
         stores=SEARCH_STORE_KINDS,
     )
-    store_password: str | None = _setting(
-        "store.password",
-        help="Password for store.username.",
-        credential="store-password",
-        secret=True,
-        from_file=True,
-        example='"/etc/idb-stats/store-password"',
-        stores=SEARCH_STORE_KINDS,
+    store_password: str | None = _secret_setting(
+        "store.password", "store-password", "Password for store.username.", stores=SEARCH_STORE_KINDS
     )
-    store_api_key: str | None = _setting(
+    store_api_key: str | None = _secret_setting(
         "store.api_key",
-        help="API key (instead of username and password).",
-        credential="store-api-key",
-        secret=True,
-        from_file=True,
-        example='"/etc/idb-stats/store-api-key"',
+        "store-api-key",
+        "API key (instead of username and password).",
         stores=SEARCH_STORE_KINDS,
     )
     ca_bundle: str | None = _setting(
@@ -230,14 +223,8 @@ class Config:
         timedelta(0),
         help='How long after its window closes a harvest date may be collected ("30min", "2h", "1d").',
     )
-    api_dsn: str | None = _setting(
-        "api.dsn",
-        help="libpq DSN of the ingest database (api-stats).",
-        env="IDB_STATS_API_DSN",
-        credential="api-dsn",
-        secret=True,
-        from_file=True,
-        example='"/etc/idb-stats/api-dsn"',
+    api_dsn: str | None = _secret_setting(
+        "api.dsn", "api-dsn", "libpq DSN of the ingest database (api-stats).", env="IDB_STATS_API_DSN"
     )
     uuids_table: str = _table_setting("api.uuids_table", "uuids", "The ingest database's uuids table.")
     notify_command: str | None = _setting(
