@@ -33,6 +33,7 @@ from .legacy import (
     resolve_duplicates,
 )
 from .model import DayStats
+from .pg import run_lock
 from .ports import Store
 from .stores import open_store
 
@@ -105,7 +106,6 @@ def adopt(
 
     target_index: the new index when config's store is a search store (None for PostgreSQL).
     """
-    from .runner import run_lock
     from .stores.search import SearchStore
 
     legacy_index = legacy_config.daily_index

@@ -16,7 +16,8 @@ import psycopg2
 
 from .config import Config, redact
 from .errors import ConfigError, ExitCode, IdbStatsError, SourceUnreachable, StoreError
-from .source import connect, quoted_name
+from .pg import connect
+from .source import quoted_name
 from .stores import open_store
 
 # What the PostgreSQL store keeps (stores/postgres.py SCHEMA_SQL) and what publishing does to it.
