@@ -19,8 +19,10 @@ from typing import Any
 from collect_day import FIRST_EVENT_DAY, load
 from osmem_server import OsmemServer
 
-from idb_stats import embedded, runner
+from idb_stats import embedded
+from idb_stats.collect import Selection, collect
 from idb_stats.config import load_config
+from idb_stats.importing import import_documents
 from idb_stats.model import BLOCKS
 from idb_stats.stores import open_store, search
 
@@ -58,7 +60,7 @@ def main() -> None:
             dsn, [(FIRST_EVENT_DAY + timedelta(days=i), args.rows_per_day) for i in range(args.days)], seed=1
         )
         source_config = load_config(overrides={"source.dsn": dsn}, environ={})
-        runner.collect(source_config, runner.Selection(first=first, last=last), jobs=2)
+        collect(source_config, Selection(first=first, last=last), jobs=2)
         store = open_store(source_config)
         docs = list(store.export(first, last))
         store.close()
@@ -85,7 +87,7 @@ def main() -> None:
                 environ={},
             )
             started = time.monotonic()
-            runner.import_documents(config, iter(docs))
+            import_documents(config, iter(docs))
             seconds = time.monotonic() - started
             stats = osmem.request("GET", f"/{prefix}-stats/_stats/store")
             print(

@@ -33,6 +33,7 @@ from .legacy import (
     resolve_duplicates,
 )
 from .model import DayStats
+from .pg import run_lock
 from .ports import Store
 from .stores import open_store
 
@@ -105,7 +106,6 @@ def adopt(
 
     target_index: the new index when config's store is a search store (None for PostgreSQL).
     """
-    from .runner import run_lock
     from .stores.search import SearchStore
 
     legacy_index = legacy_config.daily_index
@@ -158,10 +158,9 @@ def adopt(
                     on_day(outcome)
             return report
         target_config = replace(config, daily_index=target_index or "") if search_target else config
-        store = open_store(target_config)
-        # The lock collect-stats takes for this configuration's store, so neither runs beside the other.
-        lock_identity = store.identity if not search_target else _identity(config)
-        try:
+        with open_store(target_config) as store:
+            # The lock collect-stats takes for this configuration's store, so neither runs beside the other.
+            lock_identity = store.identity if not search_target else _identity(config)
             with run_lock(config, lock_identity, config.lock_timeout):
                 _refuse_foreign_totals(store, reader, target_config, search_target)
                 store.init()
@@ -181,19 +180,14 @@ def adopt(
                 if same_cluster and target_index:
                     reader.replace_index_with_alias(legacy_index, target_index)
                     report.alias_switched = True
-        finally:
-            store.close()
         return report
     finally:
         reader.close()
 
 
 def _identity(config: Config) -> str:
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         return store.identity
-    finally:
-        store.close()
 
 
 def _plan_duplicates(reader: Any, index: str, days: dict[date, int]) -> dict[date, dict[str, int]]:

@@ -1,17 +1,22 @@
-"""The daily recordset size snapshot: records and media records per recordset, counted live.
+"""The api-stats use case: the daily recordset size snapshot, records and media records per
+recordset counted live, written to the store.
 
 The uuids table only has the present, so a missed day cannot be rebuilt: run it every day.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .config import Config
 from .errors import ConfigError
-from .source import connect, quoted_name
+from .ledger import ledger_entry, new_run
+from .pg import connect, run_lock
+from .source import quoted_name
+from .stores import open_store
 
 COUNT_SQL = """
 SELECT parent::text,
@@ -48,3 +53,23 @@ def snapshot_documents(config: Config, taken_at: datetime) -> Iterator[dict[str,
                 }
     finally:
         conn.close()
+
+
+def api_stats(config: Config, lock_timeout: float | None = None) -> dict[str, Any]:
+    """Take today's recordset size snapshot; a second run the same (UTC) day replaces it."""
+    taken_at = datetime.now(UTC)
+    run = new_run("api-stats")
+    timeout = config.lock_timeout if lock_timeout is None else lock_timeout
+    with open_store(config) as store, run_lock(config, store.identity, timeout, run, store):
+        store.init()
+        with ledger_entry(store, run):
+            started = time.monotonic()
+            written = store.write_snapshot(taken_at.date(), snapshot_documents(config, taken_at))
+            summary = {
+                "snapshot_date": taken_at.date().isoformat(),
+                "recordsets": written,
+                "seconds": round(time.monotonic() - started, 3),
+                "run_id": run["run_id"],
+            }
+            run["snapshot"] = summary
+        return summary

@@ -16,8 +16,9 @@ import psycopg2
 
 from .config import Config
 from .errors import ConfigError, ExitCode, IdbStatsError, SourceUnreachable, StoreError
+from .pg import connect
 from .secrets import redact
-from .source import connect, quoted_name
+from .source import quoted_name
 from .stores import open_store
 
 # What the PostgreSQL store keeps (stores/postgres.py SCHEMA_SQL) and what publishing does to it.

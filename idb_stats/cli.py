@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, checks, cohort, interrupt, ndjson, runner
+from . import __version__, apistats, checks, cohort, collect, forget, importing, interrupt, ndjson
+from . import status as store_status  # the `status` command below takes the plain name
 from .config import STORE_KINDS, Config, load_config
 from .errors import ConfigError, ExitCode, IdbStatsError, SourceRowsGone, UsageError, VerifyDifferences
 from .interrupt import Interrupted
@@ -222,7 +223,7 @@ def collect_stats(
     """
     if sum(x for x in (day is not None, first is not None or last is not None, all_days)) > 1:
         raise click.UsageError("use one of --date, --from/--to, --all")
-    selection = runner.Selection(day, first, last, all_days, reprocess, force_span)
+    selection = collect.Selection(day, first, last, all_days, reprocess, force_span)
     bar: ProgressBar | None = None
     rows = [0]
 
@@ -251,7 +252,7 @@ def collect_stats(
         if bar:
             bar.update(done, str(stats.harvest_date))
 
-    result = runner.collect(
+    result = collect.collect(
         config,
         selection,
         dry_run=dry_run,
@@ -278,11 +279,8 @@ def _human(n: int) -> str:
 @config_options
 def init(config: Config) -> None:
     """Create the store's schema, indexes or templates (safe to repeat)."""
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         store.init()
-    finally:
-        store.close()
     click.echo(f"{config.store} store ready")
 
 
@@ -295,11 +293,8 @@ def export(config: Config, first: date | None, last: date | None, output: Any) -
     if first is None or last is None:
         raise click.UsageError("export needs --from and --to")
     log.debug("exporting %s to %s", first, last)
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         write_ndjson(store.export(first, last), output)
-    finally:
-        store.close()
 
 
 def duplicates_option(func: F) -> F:
@@ -361,7 +356,7 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
         )
 
     lines = (raw.decode() for raw in source_file)  # check_export has read them as UTF-8
-    outcomes = runner.import_documents(config, lines, duplicates, on_rejected)
+    outcomes = importing.import_documents(config, lines, duplicates, on_rejected)
     for outcome in outcomes:
         log_outcome("imported", outcome)
     log.info(
@@ -445,11 +440,8 @@ def totals(config: Config, recordsets: tuple[str, ...], output: Any) -> None:
 
     Named recordsets without statistics are listed on standard error; none known at all exits 2.
     """
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         written = {doc["recordset_id"] for doc in _written(store.totals(recordsets), output)}
-    finally:
-        store.close()
     _report_unknown(recordsets, [r for r in recordsets if r not in written])
 
 
@@ -507,14 +499,11 @@ def show(
     ids = cohort.read_recordsets(recordsets, recordsets_file.readlines() if recordsets_file else [])
     if not ids:
         raise click.UsageError("name at least one recordset, as an argument or in --recordsets-file")
-    store = open_store(config)
-    try:
+    with open_store(config) as store:
         unknown = cohort.unknown_recordsets(store, ids)
         if len(unknown) == len(ids):
             _report_unknown(ids, unknown)
         result = cohort.query(store, ids, first, last, interval, summed, top)
-    finally:
-        store.close()
     output.write(cohort.FORMATTERS[fmt](result))
     _report_unknown(ids, unknown)
 
@@ -572,7 +561,7 @@ def report(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(config: Config, max_lag: int | None, as_json: bool) -> None:
     """Last complete day, lag, missing days, the last run and the last size snapshot."""
-    info = runner.status(config)
+    info = store_status.status(config)
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
     else:
@@ -745,7 +734,7 @@ def forget_day(config: Config, harvest_date: date, lock_timeout: float | None) -
     completion mark (recorded in the run ledger). The day is missing again: the next catch-up
     redoes it once its window has closed. Also undoes a day published before it was over.
     """
-    removed = runner.forget_day(config, harvest_date, lock_timeout)
+    removed = forget.forget_day(config, harvest_date, lock_timeout)
     click.echo(f"forgot {harvest_date}: {plural(removed, 'document')} removed, totals adjusted")
 
 
@@ -806,7 +795,7 @@ def api_stats(config: Config, lock_timeout: float | None) -> None:
     Counts the ingest database's uuids table (not deleted, by parent); a second run on the same
     UTC day replaces that day's snapshot.
     """
-    summary = runner.api_stats(config, lock_timeout)
+    summary = apistats.api_stats(config, lock_timeout)
     log.info(
         "size snapshot %s: %d recordsets, %.1f s",
         summary["snapshot_date"],

@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 from datetime import date, timedelta
 
-from . import embedded, runner, synthetic
+from . import embedded, synthetic
+from .collect import Selection, collect
 from .config import load_config
 from .interrupt import Interrupted
 from .stores import open_store
@@ -38,7 +39,7 @@ def run(days: int, rows_per_day: int, keep_running: bool, echo: Callable[[str], 
         config = load_config(overrides={"source.dsn": dsn}, environ={})
         first, last = first_day + timedelta(days=1), first_day + timedelta(days=days)
         started = time.monotonic()
-        result = runner.collect(config, runner.Selection(first=first, last=last))
+        result = collect(config, Selection(first=first, last=last))
         echo(
             f"collect-stats --from {first} --to {last}: {len(result.days)} days in "
             f"{time.monotonic() - started:.1f} s"

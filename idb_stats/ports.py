@@ -1,4 +1,4 @@
-"""The small interfaces the runner wires together: a telemetry source and a statistics store."""
+"""The small interfaces the use cases wire together: a telemetry source and a statistics store."""
 
 from __future__ import annotations
 

@@ -20,10 +20,11 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from . import fingerprint, interrupt
+from . import fingerprint
 from .config import Config
 from .errors import ConfigError, DataQualityError, IdbStatsError, SourceUnreachable
 from .model import MAX_HITS, MAX_ID_BYTES, Cell, SkipReason, SkipReport, event_window
+from .pg import connect
 from .secrets import scrub
 
 EXAMPLE_IDS = 5
@@ -227,16 +228,6 @@ def read_error(exc: psycopg2.Error, what: str, dsn: str) -> IdbStatsError:
     if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
         return SourceUnreachable(f"{what}: the telemetry database went away: {detail}")
     return DataQualityError(f"{what}: the telemetry database refused the query: {detail}")
-
-
-def connect(dsn: str, purpose: str) -> psycopg2.extensions.connection:
-    """Connect, turning failure into an error that names the server but never the password."""
-    try:
-        conn = psycopg2.connect(dsn, application_name=f"idb-stats {purpose}", connect_timeout=10)
-    except psycopg2.OperationalError as exc:
-        detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, dsn)
-        raise SourceUnreachable(f"cannot connect to the {purpose} database: {detail}") from None
-    return interrupt.track(conn)  # a signal cancels its running query
 
 
 class _CellStream:

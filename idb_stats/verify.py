@@ -15,6 +15,7 @@ recordset; differences go to a callback as they are found.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import uuid
@@ -24,10 +25,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from . import runner
+from .collect import process_day
 from .config import Config
 from .documents import build_documents
+from .ledger import now_iso
 from .model import DayStats
+from .pg import run_lock
 from .ports import Document, Store, TelemetrySource
 from .source import PostgresTelemetrySource
 from .stores import open_store
@@ -286,23 +289,18 @@ def verify(
 ) -> Outcome:
     """Compare, and with repair: republish differing days (reason repair), rebuild totals that
     are not the sum of their days, then compare again."""
-    source = PostgresTelemetrySource(config)
-    store = open_store(config)
-    try:
+    with contextlib.closing(PostgresTelemetrySource(config)) as source, open_store(config) as store:
         report = Verifier(config, store, source, on_difference).run(first, last, sample)
         outcome = Outcome(report)
         if not repair or report.agrees:
             return outcome
         timeout = config.lock_timeout if lock_timeout is None else lock_timeout
-        with runner.run_lock(config, store.identity, timeout):
+        with run_lock(config, store.identity, timeout):
             outcome.repaired_days, outcome.rebuilt_totals = _repair(config, store, source, report)
         outcome.after_repair = Verifier(config, store, source, on_difference, after_repair=True).run(
             first, last, sorted(d.harvest_date for d in report.days)
         )
         return outcome
-    finally:
-        source.close()
-        store.close()
 
 
 def _repair(
@@ -312,7 +310,7 @@ def _repair(
     run: dict[str, Any] = {
         "run_id": run_id,
         "command": "verify --repair",
-        "started_at": runner.now_iso(),
+        "started_at": now_iso(),
         "finished_at": None,
         "outcome": "running",
         "days": [],
@@ -321,7 +319,7 @@ def _repair(
     store.record_run(run)
     repaired = []
     for day in report.differing_days:
-        stats = runner.process_day(config, source, store, day, run_id, reason="repair")
+        stats = process_day(config, source, store, day, run_id, reason="repair")
         run["days"].append(stats.as_dict())
         repaired.append(day)
         log.info(
@@ -338,6 +336,6 @@ def _repair(
         [rs for rs, wanted, _ in divergent if wanted is None],
     )
     rebuilt = [rs for rs, _, _ in divergent]
-    run.update(outcome="ok", finished_at=runner.now_iso(), rebuilt_totals=rebuilt)
+    run.update(outcome="ok", finished_at=now_iso(), rebuilt_totals=rebuilt)
     store.record_run(run)
     return repaired, rebuilt

@@ -15,7 +15,9 @@ from typing import Any
 
 import psycopg2
 
-from idb_stats import runner, synthetic
+import idb_stats.collect
+from idb_stats import synthetic
+from idb_stats.collect import RunResult, Selection
 from idb_stats.config import Config
 from idb_stats.model import BLOCKS
 from idb_stats.rules import TelemetryRow, aggregate, load_json
@@ -176,8 +178,8 @@ def assert_consistent(daily: list[dict[str, Any]], totals: list[dict[str, Any]])
             assert sum(c["count"] for c in t[rt][ty]["countries"]) == e["blocks"][(rt, ty)][1]
 
 
-def collect(config: Any, **selection: Any) -> runner.RunResult:
-    return runner.collect(config, runner.Selection(**selection))
+def collect(config: Any, **selection: Any) -> RunResult:
+    return idb_stats.collect.collect(config, Selection(**selection))
 
 
 def published(make_config: MakeConfig, dsn: str) -> tuple[Any, list[dict[str, Any]]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg2
 
-from idb_stats import runner
+from idb_stats.collect import Selection, collect
 from idb_stats.model import DayStats
 from idb_stats.rules import TelemetryRow, load_json, skip_reason
 from idb_stats.source import SKIP_REASON_SQL
@@ -36,7 +36,7 @@ def sql_and_rules_reasons(dsn: str) -> tuple[dict[int, str | None], dict[int, st
 
 
 def collect_day(config: Any) -> list[DayStats]:
-    return runner.collect(config, runner.Selection(day=HARVEST)).days
+    return collect(config, Selection(day=HARVEST)).days
 
 
 def store_snapshot(config: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

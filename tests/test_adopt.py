@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from helpers import HARVEST, MakeConfig, assert_consistent, collect, load_week, other_store, run
 
-from idb_stats import runner
+import idb_stats.collect
+from idb_stats import status as store_status
 from idb_stats.adopt import DuplicateDocuments, adopt
 from idb_stats.config import Config, load_config
 from idb_stats.errors import ConfigError, IdbStatsError, IncompatibleIndex, StoreError
+from idb_stats.importing import import_documents
 from idb_stats.model import BLOCKS, RECORD_TYPES
 from idb_stats.stores import open_store
 
@@ -269,10 +271,10 @@ def test_adopt_copies_every_document_switches_the_alias_and_collection_continues
     assert daily == expected
     assert_consistent(daily, totals_of(config))
     # status counts gaps only from the last adopted day; a plain run continues the day after it.
-    info = runner.status(config)
+    info = store_status.status(config)
     assert info["missing_days"] == [] and info["last_complete_harvest_date"] == legacy.days[-1].isoformat()
     store = open_store(config)
-    plan = runner.plan(config, runner.Selection(force_span=True), store, None)  # type: ignore[arg-type]
+    plan = idb_stats.collect.plan(config, idb_stats.collect.Selection(force_span=True), store, None)  # type: ignore[arg-type]
     store.close()
     assert plan.days[0] == legacy.days[-1] + timedelta(days=1)
     # A re-run finds the work done.
@@ -349,7 +351,7 @@ def test_adopt_into_postgres(make_config: MakeConfig, dsn: str, osmem_url: str) 
     daily = export_all(config)
     assert daily == sorted(legacy.expected, key=lambda d: (d["harvest_date"], d["recordset_id"]))
     assert_consistent(daily, totals_of(config))
-    assert runner.status(config)["missing_days"] == []
+    assert store_status.status(config)["missing_days"] == []
 
 
 @SEARCH
@@ -389,15 +391,15 @@ def test_import_of_legacy_lines_accounts_for_every_line(make_config: MakeConfig,
     target = other_store(make_config, "imported")
     rejected: list[tuple[int, str]] = []
     with pytest.raises(DuplicateDocuments):
-        runner.import_documents(target, lines, "refuse", lambda n, r: rejected.append((n, r)))
+        import_documents(target, lines, "refuse", lambda n, r: rejected.append((n, r)))
     assert export_all(target) == []
-    outcomes = runner.import_documents(target, lines, "keep-last", lambda n, r: rejected.append((n, r)))
+    outcomes = import_documents(target, lines, "keep-last", lambda n, r: rejected.append((n, r)))
     assert (3, "not_json") in rejected
     assert sum(o.read for o in outcomes) + 1 == len(lines)
     assert outcomes[0].duplicates == {first["recordset_id"]: 2}
     assert export_all(target) == clean
     assert_consistent(clean, totals_of(target))
-    runner.import_documents(target, lines, "sum", lambda n, r: None)
+    import_documents(target, lines, "sum", lambda n, r: None)
     summed = export_all(target)
     assert summed[0]["records"]["search"]["count"] == 2 * clean[0]["records"]["search"]["count"]
     assert_consistent(summed, totals_of(target))

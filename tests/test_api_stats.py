@@ -9,7 +9,8 @@ from typing import Any
 import psycopg2
 from helpers import MakeConfig
 
-from idb_stats import runner
+from idb_stats import status as store_status
+from idb_stats.apistats import api_stats
 from idb_stats.stores import open_store
 
 
@@ -55,7 +56,7 @@ def snapshot_docs(config: Any) -> list[dict[str, Any]]:
 def test_snapshot_counts_and_replaces_same_day(make_config: MakeConfig, dsn: str) -> None:
     expected = fill_uuids(dsn)
     config = make_config(**{"api.dsn": dsn})
-    first = runner.api_stats(config)
+    first = api_stats(config)
     # A recordset loses its records: the same day's second run replaces the snapshot.
     conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:
@@ -63,11 +64,11 @@ def test_snapshot_counts_and_replaces_same_day(make_config: MakeConfig, dsn: str
         cur.execute("UPDATE uuids SET deleted = true WHERE parent = %s", (gone,))
     conn.close()
     del expected[gone]
-    second = runner.api_stats(config)
+    second = api_stats(config)
     assert first["snapshot_date"] == second["snapshot_date"] == datetime.now(UTC).date().isoformat()
     docs = snapshot_docs(config)
     assert {d["recordset_id"]: (d["records_count"], d["mediarecords_count"]) for d in docs} == expected
     assert all(d["harvest_date"].startswith(second["snapshot_date"]) for d in docs)
-    status = runner.status(config)
+    status = store_status.status(config)
     assert status["last_snapshot"] == second["snapshot_date"] and status["snapshot_missing_today"] is False
     assert status["snapshot_recordsets"] == len(expected)

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from helpers import HARVEST, ROOT, insert_rows, load_week, reference, run
 
-from idb_stats import runner
 from idb_stats.cli import cli
+from idb_stats.collect import Selection, collect
 from idb_stats.config import load_config
+from idb_stats.pg import run_lock
 from idb_stats.stores import open_store
 
 
@@ -106,7 +107,7 @@ def test_skipped_rows_over_threshold_exit_6_and_write_nothing(dsn: str) -> None:
     assert result.returncode == 6
     assert "bad_hit_count" in result.stderr and "nothing was written" in result.stderr
     config = load_config(overrides={"source.dsn": dsn, "collect.max_skipped_share": 0.5}, environ={})
-    runner.collect(config, runner.Selection(day=date(2020, 2, 18)))
+    collect(config, Selection(day=date(2020, 2, 18)))
     store = open_store(config)
     assert store.completed_days()[date(2020, 2, 18)]["skipped"] == 1
     store.close()
@@ -139,7 +140,7 @@ def test_lock_held_exits_7(dsn: str) -> None:
     load_week(dsn)
     config = load_config(overrides={"source.dsn": dsn}, environ={})
     store = open_store(config)
-    with runner.run_lock(config, store.identity, 0):
+    with run_lock(config, store.identity, 0):
         result = run(
             "collect-stats", "-d", str(HARVEST[0]), "--lock-timeout", "0.5", env={"IDB_STATS_SOURCE_DSN": dsn}
         )

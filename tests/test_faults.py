@@ -20,15 +20,17 @@ from helpers import (
 )
 from proxies import ElasticsearchProxy, TcpCutProxy
 
-from idb_stats import runner
+import idb_stats.collect
+from idb_stats.collect import RunResult, Selection
 from idb_stats.errors import IdbStatsError, LockHeld
+from idb_stats.pg import run_lock
 from idb_stats.stores import open_store
 
 DAY = HARVEST[1]
 
 
-def collect(config: Any, **selection: Any) -> runner.RunResult:
-    return runner.collect(config, runner.Selection(**selection))
+def collect(config: Any, **selection: Any) -> RunResult:
+    return idb_stats.collect.collect(config, Selection(**selection))
 
 
 def prepare(dsn: str, config: Any) -> None:
@@ -182,7 +184,7 @@ def test_totals_conflict_is_reread_and_merged(
 def test_two_runs_at_once_serialize_on_the_lock(make_config: MakeConfig, dsn: str) -> None:
     load_week(dsn)
     config = make_config()
-    runner.collect(config, runner.Selection(day=HARVEST[0]))  # init
+    idb_stats.collect.collect(config, Selection(day=HARVEST[0]))  # init
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -205,8 +207,8 @@ def test_second_run_exits_with_lock_code_when_it_cannot_wait(make_config: MakeCo
     load_week(dsn)
     config = make_config()
     store = open_store(config)
-    with runner.run_lock(config, store.identity, 0), pytest.raises(LockHeld) as caught:
-        runner.collect(config, runner.Selection(day=HARVEST[0]), lock_timeout=0.3)
+    with run_lock(config, store.identity, 0), pytest.raises(LockHeld) as caught:
+        idb_stats.collect.collect(config, Selection(day=HARVEST[0]), lock_timeout=0.3)
     store.close()
     assert caught.value.exit_code == 7
     collect(config, day=HARVEST[0])  # the lock is free again
@@ -215,5 +217,5 @@ def test_second_run_exits_with_lock_code_when_it_cannot_wait(make_config: MakeCo
 def test_parallel_days_equal_serial(make_config: MakeConfig, dsn: str) -> None:
     load_week(dsn)
     config = make_config()
-    runner.collect(config, runner.Selection(first=HARVEST[0], last=HARVEST[-1]), jobs=2)
+    idb_stats.collect.collect(config, Selection(first=HARVEST[0], last=HARVEST[-1]), jobs=2)
     assert snapshot(config) == clean_run(make_config)

@@ -27,7 +27,9 @@ from helpers import (
     window,
 )
 
-from idb_stats import fingerprint, planning, runner
+import idb_stats.collect
+from idb_stats import fingerprint, planning
+from idb_stats import status as store_status
 from idb_stats.errors import SourceRowsGone
 from idb_stats.logs import fields_of
 from idb_stats.source import PostgresTelemetrySource
@@ -238,7 +240,7 @@ def test_catch_up_republishes_exactly_the_changed_days(make_config: MakeConfig, 
         }
     }
     assert catch_up["recheck"]["republished"] == [h.isoformat() for h in harvest[:3]]
-    shown = runner.status(config)["last_recheck"]
+    shown = store_status.status(config)["last_recheck"]
     assert shown["republished"] == [h.isoformat() for h in harvest[:3]] and len(shown["stale"]) == 4
 
     # Nothing is stale any more but the day whose rows are gone, which is never emptied.
@@ -285,7 +287,7 @@ def test_rerunning_a_day_whose_rows_are_gone_is_refused(make_config: MakeConfig,
     assert_consistent(daily, totals)
 
     # --allow-empty empties it, on purpose.
-    runner.collect(config, runner.Selection(day=gone), allow_empty=True)
+    idb_stats.collect.collect(config, idb_stats.collect.Selection(day=gone), allow_empty=True)
     daily, totals = snapshot(config)
     assert not [d for d in daily if d["harvest_date"] == gone.isoformat()]
     assert_consistent(daily, totals)

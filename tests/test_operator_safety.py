@@ -29,10 +29,15 @@ from helpers import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idb_stats import embedded, planning, runner
+from idb_stats import embedded, planning
+from idb_stats.collect import Selection, collect, process_day
 from idb_stats.config import load_config
 from idb_stats.errors import LockHeld
+from idb_stats.forget import forget_day
+from idb_stats.ledger import new_run
 from idb_stats.model import DayStats
+from idb_stats.pg import run_lock
+from idb_stats.source import PostgresTelemetrySource
 from idb_stats.stores import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,11 +161,9 @@ def test_failed_day_in_a_parallel_run_is_retried_and_fails_max_lag(dsn: str, tmp
 def test_forget_day_removes_documents_totals_and_mark(make_config: MakeConfig, dsn: str) -> None:
     load_week(dsn)
     config = make_config()
-    runner.collect(config, runner.Selection(first=HARVEST[0], last=HARVEST[-1]))
+    collect(config, Selection(first=HARVEST[0], last=HARVEST[-1]))
     before, _ = snapshot(config)
-    assert runner.forget_day(config, HARVEST[1]) == len(
-        [d for d in before if d["harvest_date"] == str(HARVEST[1])]
-    )
+    assert forget_day(config, HARVEST[1]) == len([d for d in before if d["harvest_date"] == str(HARVEST[1])])
     daily, totals = snapshot(config)
     assert daily == [d for d in before if d["harvest_date"] != str(HARVEST[1])]
     assert_consistent(daily, totals)  # totals are exactly the sum of the days left
@@ -173,10 +176,10 @@ def test_forget_day_removes_documents_totals_and_mark(make_config: MakeConfig, d
         )
     finally:
         store.close()
-    assert runner.forget_day(config, HARVEST[1]) == 0  # safe to repeat
-    runner.collect(config, runner.Selection(day=HARVEST[1]))
+    assert forget_day(config, HARVEST[1]) == 0  # safe to repeat
+    collect(config, Selection(day=HARVEST[1]))
     clean = other_store(make_config, "clean")
-    runner.collect(clean, runner.Selection(first=HARVEST[0], last=HARVEST[-1]))
+    collect(clean, Selection(first=HARVEST[0], last=HARVEST[-1]))
     assert snapshot(config) == snapshot(clean)
 
 
@@ -188,8 +191,8 @@ def test_forget_day_undoes_a_day_published_before_it_was_over(dsn: str) -> None:
     tomorrow = TODAY + timedelta(days=1)
     store = open_store(config)
     store.init()
-    source = runner.PostgresTelemetrySource(config)
-    runner.process_day(config, source, store, tomorrow, "older-version")  # bypasses the planner
+    source = PostgresTelemetrySource(config)
+    process_day(config, source, store, tomorrow, "older-version")  # bypasses the planner
     source.close()
     store.close()
     status = json.loads(cli("status", "--json", env=env).stdout)
@@ -230,13 +233,13 @@ def test_lock_key_does_not_depend_on_how_the_dsn_is_spelled(
         identities.add(store.identity)
         store.close()
     assert len(identities) == 1
-    holder = runner.new_run("api-stats")
+    holder = new_run("api-stats")
     first, *others = configs
     store = open_store(first)
-    with runner.run_lock(first, store.identity, 0, holder, store):
+    with run_lock(first, store.identity, 0, holder, store):
         for other in others:
             with pytest.raises(LockHeld) as caught:
-                runner.collect(other, runner.Selection(day=HARVEST[0]), lock_timeout=0.2)
+                collect(other, Selection(day=HARVEST[0]), lock_timeout=0.2)
             message = str(caught.value)
             assert f"api-stats run {holder['run_id']}" in message and "connected from" in message
     store.close()

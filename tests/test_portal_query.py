@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from helpers import HARVEST, MakeConfig, load_week, snapshot
 
-from idb_stats import runner
+from idb_stats.collect import Selection, collect
 from idb_stats.stores import open_store
 
 FIELDS = [
@@ -25,7 +25,7 @@ FIELDS = [
 def test_portal_date_histogram_matches_export(make_config: MakeConfig, dsn: str) -> None:
     load_week(dsn)
     config = make_config()
-    runner.collect(config, runner.Selection(first=HARVEST[0], last=HARVEST[-1]))
+    collect(config, Selection(first=HARVEST[0], last=HARVEST[-1]))
     daily, _ = snapshot(config)
     query = {
         "size": 0,
@@ -103,7 +103,7 @@ def test_portal_stats_page_query_with_iso_bounds(
 ) -> None:
     load_week(dsn)
     config = make_config()
-    runner.collect(config, runner.Selection(first=HARVEST[0], last=HARVEST[-1]))
+    collect(config, Selection(first=HARVEST[0], last=HARVEST[-1]))
     daily, _ = snapshot(config)
     recordset = daily[0]["recordset_id"] if one_recordset else None
     # As the stats page sends it: a local midnight in UTC. 2020-02-18 (stored as that day's

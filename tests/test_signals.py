@@ -17,8 +17,9 @@ from typing import Any
 import psycopg2
 import pytest
 
-from idb_stats import embedded, runner, synthetic
+from idb_stats import embedded, synthetic
 from idb_stats.config import load_config
+from idb_stats.pg import lock_name
 from idb_stats.stores import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,7 +112,7 @@ def lock_is_free(config: Any) -> bool:
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (runner.lock_name(identity),))
+            cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock_name(identity),))
             return cur.fetchone() == (True,)
     finally:
         conn.close()

@@ -21,7 +21,7 @@ from helpers import (
     snapshot,
 )
 
-from idb_stats import runner
+from idb_stats.importing import import_documents
 from idb_stats.model import BLOCKS
 from idb_stats.stores import open_store
 
@@ -106,7 +106,7 @@ def test_export_import_round_trip(make_config: MakeConfig, dsn: str, tmp_path: A
     collect(config, first=HARVEST[0], last=HARVEST[-1])
     daily, totals = snapshot(config)
     target = other_store(make_config, "restored")
-    published = runner.import_documents(target, iter(json.loads(json.dumps(d)) for d in daily))
+    published = import_documents(target, iter(json.loads(json.dumps(d)) for d in daily))
     assert [p.harvest_date for p in published] == HARVEST
     assert snapshot(target) == (daily, totals)
 

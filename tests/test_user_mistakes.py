@@ -17,9 +17,10 @@ from helpers import HARVEST, ROOT, load_week, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idb_stats import ndjson, runner
+from idb_stats import ndjson
 from idb_stats.config import load_config
 from idb_stats.errors import UsageError
+from idb_stats.pg import run_lock
 from idb_stats.stores import open_store
 
 # Nothing listens on port 1: a command that connected would exit 4, not the code under test.
@@ -247,7 +248,7 @@ def test_import_waits_for_the_lock_as_long_as_told(dsn: str, tmp_path: Path) -> 
     dump.write_text(run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[0]), env=env).stdout)
     config = load_config(overrides={"source.dsn": dsn}, environ={})
     store = open_store(config)
-    with runner.run_lock(config, store.identity, 0):
+    with run_lock(config, store.identity, 0):
         result = run("import", "--lock-timeout", "0.5", str(dump), env=env)
     store.close()
     assert result.returncode == 7 and "waited 0.5 s" in result.stderr

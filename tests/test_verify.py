@@ -13,8 +13,9 @@ from helpers import HARVEST, MakeConfig, execute, published, snapshot, window
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idb_stats import runner, verify
+from idb_stats import verify
 from idb_stats.documents import daily_document_id
+from idb_stats.importing import import_documents
 from idb_stats.stores import open_store
 
 
@@ -196,7 +197,7 @@ def test_import_of_changed_documents_is_recorded_as_import(make_config: MakeConf
     config, daily = published(make_config, dsn)
     day = [d for d in daily if d["harvest_date"] == HARVEST[0].isoformat()]
     day[0]["records"]["view"]["count"] += 2
-    runner.import_documents(config, iter(day))
+    import_documents(config, iter(day))
     store = open_store(config)
     try:
         recorded = store.changes()

@@ -21,8 +21,8 @@ from ..config import Config
 from ..documents import add_terms
 from ..errors import StoreError
 from ..model import BLOCKS, COUNT_FIELDS, OTHER_TERM, DayStats
+from ..pg import connect
 from ..ports import ClosedOnExit, Document
-from ..source import connect
 from ..totals import Summary, Totals, replace_day, summarize
 
 COPY_BATCH_BYTES = 4_000_000

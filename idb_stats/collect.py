@@ -1,4 +1,5 @@
-"""The one place that wires telemetry source -> pure core -> store, for every command."""
+"""The collect-stats use case: which days to run, each day from telemetry through the pure core to
+the store, in this process or in worker processes, and the re-check of recently published days."""
 
 from __future__ import annotations
 
@@ -8,10 +9,8 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
 import time
-import uuid
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -20,13 +19,14 @@ from typing import Any
 from . import fingerprint, interrupt, planning
 from .adopt import adopted_days
 from .config import Config
-from .documents import Document, build_documents
-from .errors import DataQualityError, IdbStatsError, LockHeld, SourceRowsGone
+from .documents import build_documents
+from .errors import DataQualityError, SourceRowsGone
 from .interrupt import Interrupted
-from .legacy import DayOutcome
+from .ledger import ledger_entry, new_run
 from .model import DayStats
+from .pg import run_lock
 from .ports import Store, TelemetrySource
-from .source import PostgresTelemetrySource, connect
+from .source import PostgresTelemetrySource
 from .stores import open_store
 
 log = logging.getLogger("idb_stats")
@@ -63,10 +63,6 @@ def is_catch_up(selection: Selection) -> bool:
         and selection.last is None
         and not selection.all_days
     )
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")  # orders runs of one second
 
 
 def refuse_open_days(selection: Selection, closed: date) -> None:
@@ -113,125 +109,6 @@ def plan(config: Config, selection: Selection, store: Store, source: TelemetrySo
             f"(last closed: {closed})"
         )
     return planning.Plan(planning.select(days, complete, reprocess), why, not_closed)
-
-
-def lock_name(store_identity: str) -> str:
-    """The text whose hash is the run lock's advisory lock key."""
-    return f"idb-stats {store_identity}"
-
-
-@contextlib.contextmanager
-def run_lock(
-    config: Config,
-    store_identity: str,
-    timeout: float,
-    run: dict[str, Any] | None = None,
-    ledger: Store | None = None,
-) -> Iterator[None]:
-    """One run per store: an advisory lock held by a source connection, freed if the run dies.
-
-    The connection's application_name carries the run's command and id, so a run that finds the
-    lock taken can say who holds it (and the ledger, how long since).
-    """
-    who = f"lock {run['command']} {run['run_id']}" if run else "lock"
-    conn = connect(config.source_dsn, who)
-    conn.autocommit = True
-    try:
-        deadline = time.monotonic() + timeout
-        with conn.cursor() as cur:
-            while True:
-                cur.execute(
-                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock_name(store_identity),)
-                )
-                if cur.fetchone() == (True,):
-                    break
-                if time.monotonic() >= deadline:
-                    holder = _lock_holder(cur, store_identity, ledger)
-                    raise LockHeld(
-                        f"another idb-stats run holds the lock for this store ({holder}; waited "
-                        f"{timeout:g} s): wait for it to finish, or raise --lock-timeout to wait longer"
-                    )
-                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-        yield
-    finally:
-        conn.close()
-
-
-def _lock_holder(cur: Any, store_identity: str, ledger: Store | None) -> str:
-    """Who holds the run lock: its session as the server sees it, and its run in the ledger."""
-    cur.execute("SELECT hashtextextended(%s, 0)", (lock_name(store_identity),))
-    (key,) = cur.fetchone()
-    # A bigint advisory key shows in pg_locks as two oids: the high and the low 32 bits.
-    cur.execute(
-        "SELECT a.application_name, COALESCE(host(a.client_addr), 'local socket'), a.backend_start "
-        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid AND l.objid = %s::oid "
-        "AND l.objsubid = 1 "
-        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
-    )
-    row = cur.fetchone()
-    if row is None:
-        return "holder not visible to this role"
-    application, client, since = row
-    session = f"connected from {client} since {since:%Y-%m-%d %H:%M:%S %Z}"
-    named = application.removeprefix("idb-stats lock").split()
-    if len(named) != 2:
-        return f"session {application!r} {session}"
-    command, run_id = named
-    holder = f"{command} run {run_id}, {session}"
-    if ledger is not None:
-        with contextlib.suppress(Exception):  # the ledger only adds detail to the message
-            run = next((r for r in ledger.runs(limit=50) if r.get("run_id") == run_id), None)
-            if run:
-                holder += f", host {run.get('host')} pid {run.get('pid')}"
-    return holder
-
-
-def new_run(command: str, **fields: Any) -> dict[str, Any]:
-    """A ledger entry, still running."""
-    return {
-        "run_id": f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
-        "command": command,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started_at": now_iso(),
-        "finished_at": None,
-        "seconds": None,
-        "outcome": "running",
-        "days": [],
-        "error": None,
-        **fields,
-    }
-
-
-@contextlib.contextmanager
-def ledger_entry(store: Store | None, run: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Record the run as running, then as ok, failed or interrupted (store None: a dry run)."""
-    started = time.monotonic()
-    if store is not None:
-        store.record_run(run)
-    try:
-        yield run
-    except BaseException as exc:
-        signum = exc.signum if isinstance(exc, Interrupted) else interrupt.received()
-        run["outcome"] = "interrupted" if signum else "failed"
-        known = isinstance(exc, IdbStatsError | Interrupted)
-        run["error"] = str(exc) if known else f"{type(exc).__name__}: {exc}"
-        if signum and not isinstance(exc, Interrupted):
-            run["error"] = f"interrupted by {signal.Signals(signum).name} ({run['error']})"
-        run["finished_at"], run["seconds"] = now_iso(), round(time.monotonic() - started, 3)
-        if store is not None:
-            with contextlib.suppress(Exception):  # the original error is the one to report
-                store.record_run(run)
-        if signum and not isinstance(exc, Interrupted):
-            # The signal cancelled a query: report the interruption, not the cancelled query.
-            raise Interrupted(signum) from exc
-        raise
-    run["outcome"], run["finished_at"] = "ok", now_iso()
-    run["seconds"] = round(time.monotonic() - started, 3)
-    if store is not None:
-        store.record_run(run)
 
 
 def process_day(
@@ -389,9 +266,7 @@ def collect(
     refuse_open_days(selection, last_closed(config))
     run = new_run(command, dry_run=dry_run, plan=None)
     run_id = run["run_id"]
-    source = PostgresTelemetrySource(config)
-    store = open_store(config)
-    try:
+    with contextlib.closing(PostgresTelemetrySource(config)) as source, open_store(config) as store:
         lock = (
             contextlib.nullcontext()
             if dry_run
@@ -480,9 +355,6 @@ def collect(
                         f"their documents; see the errors above); {len(done)} other days were published"
                     )
             return RunResult(run_id, day_plan, done, stale)
-    finally:
-        source.close()
-        store.close()
 
 
 def _run_parallel(
@@ -526,143 +398,3 @@ def _run_parallel(
                     finished(future.result())
         if error is not None:
             raise error
-
-
-RUN_COMMANDS = ("collect-stats", "api-stats", "import", "forget-day")
-
-
-def status(config: Config) -> dict[str, Any]:
-    """What an operator or a monitor needs: last complete day, lag, holes, each command's last run."""
-    store = open_store(config)
-    try:
-        complete = store.completed_days()
-        days = tracked_days(complete)
-        closed = last_closed(config)
-        last = max(complete, default=None)
-        first = min(days, default=None)
-        through = planning.complete_through(days, closed)
-        runs = store.runs(limit=20)
-        checked = next((r for r in runs if "recheck" in r and r.get("outcome") != "running"), None)
-        snapshots = store.snapshots()
-        last_snapshot = max(snapshots, default=None)
-        return {
-            "store": config.store,
-            "today": closed.isoformat(),
-            "last_closed_harvest_date": closed.isoformat(),
-            "last_complete_harvest_date": last.isoformat() if last else None,
-            "complete_through": through.isoformat() if through else None,
-            # Counted from the first hole, so a failed day makes the store lag until it is redone.
-            "lag_days": (closed - through).days if through else None,
-            "complete_days": len(complete),
-            "missing_days": [
-                d.isoformat() for d in planning.missing_days(days, first, min(last or closed, closed))
-            ],
-            "not_closed_days": sorted(d.isoformat() for d in days if d > closed),
-            "last_day": complete[last] if last else None,
-            "last_run": runs[0] if runs else None,
-            "last_runs": {command: run for command in RUN_COMMANDS if (run := store.last_run(command))},
-            # The latest catch-up's re-check of published days: found stale, and republished.
-            "last_recheck": (
-                {"run_id": checked["run_id"], "started_at": checked["started_at"], **checked["recheck"]}
-                if checked
-                else None
-            ),
-            "last_snapshot": last_snapshot.isoformat() if last_snapshot else None,
-            "snapshot_missing_today": bool(snapshots) and last_snapshot != datetime.now(UTC).date(),
-            "snapshot_recordsets": snapshots.get(last_snapshot) if last_snapshot else None,
-        }
-    finally:
-        store.close()
-
-
-def api_stats(config: Config, lock_timeout: float | None = None) -> dict[str, Any]:
-    """Take today's recordset size snapshot; a second run the same (UTC) day replaces it."""
-    from .apistats import snapshot_documents
-
-    taken_at = datetime.now(UTC)
-    run = new_run("api-stats")
-    store = open_store(config)
-    try:
-        timeout = config.lock_timeout if lock_timeout is None else lock_timeout
-        with run_lock(config, store.identity, timeout, run, store):
-            store.init()
-            with ledger_entry(store, run):
-                started = time.monotonic()
-                written = store.write_snapshot(taken_at.date(), snapshot_documents(config, taken_at))
-                summary = {
-                    "snapshot_date": taken_at.date().isoformat(),
-                    "recordsets": written,
-                    "seconds": round(time.monotonic() - started, 3),
-                    "run_id": run["run_id"],
-                }
-                run["snapshot"] = summary
-            return summary
-    finally:
-        store.close()
-
-
-def timed(docs: Iterable[Document], stats: DayStats, started: float) -> Iterator[Document]:
-    """The documents, and the day's seconds set once they are all read: before the store marks the
-    day complete with its stats."""
-    for doc in docs:
-        interrupt.check()
-        yield doc
-    stats.seconds = time.monotonic() - started
-
-
-def import_documents(
-    config: Config,
-    documents: Iterable[Any],
-    duplicates: str = "refuse",
-    on_rejected: Callable[[int, str], None] | None = None,
-    lock_timeout: float | None = None,
-) -> list[DayOutcome]:
-    """Load daily documents (NDJSON lines or parsed, ours or the original's) into the store.
-
-    Each day of the input replaces that day in the store, so totals stay exact; legacy shapes are
-    normalised and duplicates resolved by adopt.normalised_import, which accounts for every line.
-    """
-    from .adopt import normalised_import
-
-    store = open_store(config)
-    run = new_run("import")
-    outcomes: list[DayOutcome] = []
-    try:
-        timeout = config.lock_timeout if lock_timeout is None else lock_timeout
-        with run_lock(config, store.identity, timeout, run, store):
-            store.init()
-            with ledger_entry(store, run):
-                for outcome, docs in normalised_import(
-                    documents, duplicates, on_rejected or (lambda n, r: None)
-                ):
-                    interrupt.check()
-                    started = time.monotonic()
-                    stats = DayStats(
-                        outcome.harvest_date, run["run_id"], recordsets=len(docs), reason="import"
-                    )
-                    if docs:
-                        store.publish_day(stats, timed(docs, stats, started))
-                    stats.seconds = time.monotonic() - started
-                    run["days"].append({**stats.as_dict(), **outcome.as_dict()})
-                    outcomes.append(outcome)
-    finally:
-        store.close()
-    return outcomes
-
-
-def forget_day(config: Config, day: date, lock_timeout: float | None = None) -> int:
-    """Take a harvest date out of the store: documents, totals and completion marker, so it is
-    missing again (the next catch-up redoes it once its window has closed). Returns the documents
-    removed."""
-    store = open_store(config)
-    run = new_run("forget-day", plan=f"forget harvest date {day}")
-    try:
-        timeout = config.lock_timeout if lock_timeout is None else lock_timeout
-        with run_lock(config, store.identity, timeout, run, store):
-            store.init()
-            with ledger_entry(store, run):
-                removed = store.forget_day(day)
-                run["days"].append({"harvest_date": day.isoformat(), "recordsets": removed})
-            return removed
-    finally:
-        store.close()

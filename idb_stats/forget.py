@@ -1,0 +1,24 @@
+"""The forget-day use case: one harvest date taken out of the store, so the catch-up redoes it."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from .config import Config
+from .ledger import ledger_entry, new_run
+from .pg import run_lock
+from .stores import open_store
+
+
+def forget_day(config: Config, day: date, lock_timeout: float | None = None) -> int:
+    """Take a harvest date out of the store: documents, totals and completion marker, so it is
+    missing again (the next catch-up redoes it once its window has closed). Returns the documents
+    removed."""
+    run = new_run("forget-day", plan=f"forget harvest date {day}")
+    timeout = config.lock_timeout if lock_timeout is None else lock_timeout
+    with open_store(config) as store, run_lock(config, store.identity, timeout, run, store):
+        store.init()
+        with ledger_entry(store, run):
+            removed = store.forget_day(day)
+            run["days"].append({"harvest_date": day.isoformat(), "recordsets": removed})
+        return removed
