@@ -2,8 +2,8 @@
 
 It is handed a SearchTransport (transport.py) that sends one request; elasticsearch.py and
 opensearch.py wrap their official clients as one. The index mappings live in mappings.py. This
-module stays above 300 lines because the publish protocol, the reads and the adopt support all
-work on the same four indexes through the same few helpers (_scan, _refresh, _merge_totals).
+module stays above 300 lines because the publish protocol, ledger, reads and adopt support are one
+Store over the same four indexes and shared helpers (_scan, _refresh, _require_indexes).
 
 Publishing a day keeps, for every recordset r, the invariant
     D is listed in totals(r)  <=>  totals(r) include exactly the current daily document (r, D)
