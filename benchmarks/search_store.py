@@ -24,7 +24,7 @@ from idb_stats.collect import Selection, collect
 from idb_stats.config import load_config
 from idb_stats.importing import import_documents
 from idb_stats.model import BLOCKS
-from idb_stats.stores import open_store, search
+from idb_stats.stores import mappings, open_store
 
 
 def indexed_block_mapping(stored: Any) -> Any:
@@ -69,10 +69,10 @@ def main() -> None:
             f"{len(docs)} daily documents over {args.days} days ({args.rows_per_day} rows/day), "
             f"{terms_in(docs)} breakdown terms, about {size / 1e6:.0f} MB of JSON"
         )
-        shipped = search._block_mapping
+        shipped = mappings._block_mapping
         url = osmem.url
         for variant in ("stored", "indexed"):
-            search._block_mapping = shipped if variant == "stored" else indexed_block_mapping(shipped)
+            mappings._block_mapping = shipped if variant == "stored" else indexed_block_mapping(shipped)
             prefix = f"bench-{variant}"
             config = load_config(
                 overrides={
@@ -94,7 +94,7 @@ def main() -> None:
                 f"items/queries {variant:<8} {seconds:6.1f} s  {len(docs) / seconds:7.0f} documents/s  "
                 f"{terms_in(docs) / seconds / 1e3:6.0f}k terms/s  index store: {_store_size(stats)}"
             )
-        search._block_mapping = shipped
+        mappings._block_mapping = shipped
     finally:
         osmem.close()
         server.stop()

@@ -237,7 +237,7 @@ def test_search_errors_carry_their_root_cause(make_config: MakeConfig, legacy: L
     store: Any = open_store(config)
     body = {"size": 0, "aggs": {"g": {"nested": {"path": "records.search.geocodes"}}}}
     with pytest.raises(StoreError) as failed:
-        store._request("POST", f"/{config.daily_index}/_search", body)
+        store.http.request("POST", f"/{config.daily_index}/_search", body)
     store.close()
     assert "records.search.geocodes" in str(failed.value) and "nested" in str(failed.value)
 
@@ -259,7 +259,7 @@ def test_adopt_copies_every_document_switches_the_alias_and_collection_continues
     # The portal's name now reads the copy: one document per recordset and day, ids deterministic.
     store: Any = open_store(config)
     assert store.index_state(config.daily_index) == ("alias", [target])
-    hits = store._request("POST", f"/{config.daily_index}/_search", {"size": 1000})["hits"]["hits"]
+    hits = store.http.request("POST", f"/{config.daily_index}/_search", {"size": 1000})["hits"]["hits"]
     assert sorted(h["_id"] for h in hits) == sorted(
         f"{d['recordset_id']}-{d['harvest_date']}" for d in legacy.expected
     )
@@ -370,7 +370,7 @@ def test_publishing_a_day_replaces_documents_under_other_ids(make_config: MakeCo
     collect(config, day=HARVEST[1])
     store: Any = open_store(config)
     body = {"size": 1000, "query": {"term": {"harvest_date": day}}}
-    hits = store._request("POST", f"/{config.daily_index}/_search", body)["hits"]["hits"]
+    hits = store.http.request("POST", f"/{config.daily_index}/_search", body)["hits"]["hits"]
     store.close()
     assert sorted(h["_id"] for h in hits) == sorted(f"{d['recordset_id']}-{day}" for d in of_day)
     assert export_all(config) == clean

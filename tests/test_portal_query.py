@@ -46,7 +46,7 @@ def test_portal_date_histogram_matches_export(make_config: MakeConfig, dsn: str)
         },
     }
     store: Any = open_store(config)
-    response = store._request("POST", f"/{config.daily_index}/_search", query)
+    response = store.http.request("POST", f"/{config.daily_index}/_search", query)
     store.close()
     got = {
         (day["key_as_string"], rs["key"], f): int(rs[f]["value"])
@@ -110,7 +110,7 @@ def test_portal_stats_page_query_with_iso_bounds(
     # midnight UTC) falls before 04:00 and is left out.
     query = portal_stats_query("2020-02-18T04:00:00.000Z", "now", "month", recordset, inverted)
     store: Any = open_store(config)
-    response = store._request("POST", f"/{config.daily_index}/_search", query)
+    response = store.http.request("POST", f"/{config.daily_index}/_search", query)
     store.close()
     fdh = response["aggregations"]["fdh"]
     # (period, recordset, the bucket holding the sums)

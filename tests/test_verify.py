@@ -42,12 +42,12 @@ def tamper(config: Any, dsn: str, table: str, key: dict[str, Any], path: list[st
             index, doc_id = config.daily_index, daily_document_id(key["recordset_id"], key["harvest_date"])
         else:
             index, doc_id = config.totals_index, key["recordset_id"]
-        doc = store._request("GET", f"/{index}/_doc/{doc_id}")["_source"]  # type: ignore[attr-defined]
+        doc = store.http.request("GET", f"/{index}/_doc/{doc_id}")["_source"]  # type: ignore[attr-defined]
         holder = doc
         for name in path[:-1]:
             holder = holder[name]
         holder[path[-1]] += delta
-        store._request("PUT", f"/{index}/_doc/{doc_id}", doc, params={"refresh": "true"})  # type: ignore[attr-defined]
+        store.http.request("PUT", f"/{index}/_doc/{doc_id}", doc, params={"refresh": "true"})  # type: ignore[attr-defined]
         return int(holder[path[-1]])
     finally:
         store.close()
@@ -59,7 +59,7 @@ def forget_marker(config: Any, dsn: str, day: date) -> None:
         return
     store = open_store(config)
     try:
-        store._request("DELETE", f"/{config.runs_index}/_doc/day-{day}", params={"refresh": "true"})  # type: ignore[attr-defined]
+        store.http.request("DELETE", f"/{config.runs_index}/_doc/day-{day}", params={"refresh": "true"})  # type: ignore[attr-defined]
     finally:
         store.close()
 

@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # mypy checks every backend against the protocol; at run time
 # kind -> "module:factory", imported on demand so a deployment needs only its store's client.
 STORE_FACTORIES = {
     "postgres": "idb_stats.stores.postgres:PostgresStore",
-    "elasticsearch": "idb_stats.stores.elasticsearch:ElasticsearchStore",
-    "opensearch": "idb_stats.stores.opensearch:OpenSearchStore",
+    "elasticsearch": "idb_stats.stores.elasticsearch:open_elasticsearch",
+    "opensearch": "idb_stats.stores.opensearch:open_opensearch",
 }
 
 

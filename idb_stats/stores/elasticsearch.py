@@ -1,34 +1,26 @@
-"""The Elasticsearch store (official client, 8.x and 9.x servers); the rest lives in search.py."""
+"""The Elasticsearch store (official client, 8.x and 9.x servers): the client wrapped as a
+transport; the store logic lives in search.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..config import Config
-from .search import HTTPFailure, SearchStore, Unreachable, error_detail
+from .search import SearchStore
+from .transport import HTTPFailure, Unreachable, error_detail
 
 
 class ElasticsearchStore(SearchStore):
     kind = "elasticsearch"
 
-    def _build_client(self, config: Config) -> Any:
-        from elasticsearch import Elasticsearch
 
-        options: dict[str, Any] = {
-            "request_timeout": config.request_timeout,
-            "max_retries": 0,
-            "retry_on_timeout": False,
-            "verify_certs": config.verify_certs,
-        }
-        if config.ca_bundle:
-            options["ca_certs"] = config.ca_bundle
-        if config.store_api_key:
-            options["api_key"] = config.store_api_key
-        elif config.store_username:
-            options["basic_auth"] = (config.store_username, config.store_password or "")
-        return Elasticsearch(config.store_url, **options)
+class ElasticsearchTransport:
+    """One request through an Elasticsearch client, its errors as HTTPFailure/Unreachable."""
 
-    def _send(self, method: str, path: str, params: dict[str, Any] | None, body: Any, ndjson: bool) -> Any:
+    def __init__(self, client: Any):
+        self.client = client
+
+    def send(self, method: str, path: str, params: dict[str, Any] | None, body: Any, ndjson: bool) -> Any:
         from elasticsearch import ApiError, TransportError
 
         kind = "x-ndjson" if ndjson else "json"
@@ -44,3 +36,28 @@ class ElasticsearchStore(SearchStore):
         except TransportError as exc:
             raise Unreachable(str(exc)) from None
         return 200 <= response.meta.status < 300 if method == "HEAD" else response.body
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def build_client(config: Config) -> Any:
+    from elasticsearch import Elasticsearch
+
+    options: dict[str, Any] = {
+        "request_timeout": config.request_timeout,
+        "max_retries": 0,
+        "retry_on_timeout": False,
+        "verify_certs": config.verify_certs,
+    }
+    if config.ca_bundle:
+        options["ca_certs"] = config.ca_bundle
+    if config.store_api_key:
+        options["api_key"] = config.store_api_key
+    elif config.store_username:
+        options["basic_auth"] = (config.store_username, config.store_password or "")
+    return Elasticsearch(config.store_url, **options)
+
+
+def open_elasticsearch(config: Config) -> ElasticsearchStore:
+    return ElasticsearchStore(config, ElasticsearchTransport(build_client(config)))

@@ -1,6 +1,9 @@
-"""The Elasticsearch/OpenSearch store: one implementation over plain REST calls.
+"""The Elasticsearch/OpenSearch store logic: one implementation over plain REST calls.
 
-Subclasses only build their client and translate its errors (see elasticsearch.py, opensearch.py).
+It is handed a SearchTransport (transport.py) that sends one request; elasticsearch.py and
+opensearch.py wrap their official clients as one. The index mappings live in mappings.py. This
+module stays above 300 lines because the publish protocol, ledger, reads and adopt support are one
+Store over the same four indexes and shared helpers (_scan, _refresh, _require_indexes).
 
 Publishing a day keeps, for every recordset r, the invariant
     D is listed in totals(r)  <=>  totals(r) include exactly the current daily document (r, D)
@@ -17,10 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
-import random
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
@@ -30,182 +30,31 @@ from .. import changes
 from ..config import Config
 from ..documents import add_terms, by_count, daily_document_id
 from ..errors import IncompatibleIndex, StoreError
-from ..model import BLOCKS, COUNT_FIELDS, RECORD_TYPES, UNKNOWN_COUNTRY, DayStats
+from ..model import BLOCKS, COUNT_FIELDS, UNKNOWN_COUNTRY, DayStats
 from ..ports import ClosedOnExit, Document
 from ..totals import ONE_DAY, Summary, Totals, summarize, with_day, without_day
+from .mappings import api_mapping, daily_mapping, mapping_differences, runs_mapping, totals_mapping
+from .transport import BulkAction, RetryingRequests, SearchTransport, check_bulk
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUSES = {429, 502, 503, 504}
 PAGE = 1000
 TOTALS_CHUNK = 500
 # Recordset buckets per period when a series is asked for all recordsets at once.
 SERIES_RECORDSETS = 10_000
 
 
-# Days are stored as plain dates, but range bounds are parsed with the field's format, and real
-# clients (the portal's stats page) send ISO date-times such as 2023-11-01T04:00:00.000Z.
-DAY_FORMAT = "strict_date_optional_time||epoch_millis"
-
-
-class HTTPFailure(Exception):
-    def __init__(self, status: int, detail: str):
-        super().__init__(f"HTTP {status}: {detail}")
-        self.status = status
-
-
-def error_detail(body: Any) -> str:
-    """An error response in one line: its type and the root cause's reason, which says what to fix."""
-    if isinstance(body, (bytes, str)):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            return str(body)[:500]
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return str(body)[:500]
-    causes = error.get("root_cause") or []
-    cause = causes[0] if causes and isinstance(causes[0], dict) else error
-    parts = [str(error.get("type", "error"))]
-    for reason in (cause.get("reason"), error.get("reason")):
-        if reason and reason not in parts:
-            parts.append(str(reason))
-    return ": ".join(parts)[:1000]
-
-
-class Unreachable(Exception):
-    pass
-
-
-def _block_mapping() -> dict[str, Any]:
-    # nested, so hits can be summed by country across a document's geocodes.
-    geocodes: dict[str, Any] = {
-        "type": "nested",
-        "properties": {
-            "geo": {"properties": {k: {"type": "keyword"} for k in ("country", "region", "city")}},
-            "term": {"type": "keyword"},
-            "count": {"type": "long"},
-        },
-    }
-    return {
-        "properties": {
-            "count": {"type": "long"},
-            "total": {"type": "long"},
-            # The breakdowns of records and queries hold most of a document's terms (about 1.7M a day
-            # on a busy portal) and nothing queries them inside the index: keep them in _source only.
-            "items": {"type": "object", "enabled": False},
-            "queries": {"type": "object", "enabled": False},
-            "geocodes": geocodes,
-        }
-    }
-
-
-def daily_mapping() -> dict[str, Any]:
-    return {
-        "dynamic": False,
-        "properties": {
-            "recordset_id": {"type": "keyword"},
-            "harvest_date": {"type": "date", "format": DAY_FORMAT},
-            **{
-                rt: {"properties": {ty: _block_mapping() for _, ty in BLOCKS if _ == rt}}
-                for rt in RECORD_TYPES
-            },
-        },
-    }
-
-
-def totals_mapping() -> dict[str, Any]:
-    block = {
-        "properties": {
-            "count": {"type": "long"},
-            "total": {"type": "long"},
-            "countries": {"properties": {"country": {"type": "keyword"}, "count": {"type": "long"}}},
-        }
-    }
-    return {
-        "dynamic": False,
-        "properties": {
-            "recordset_id": {"type": "keyword"},
-            "first_harvest_date": {"type": "date", "format": DAY_FORMAT},
-            "last_harvest_date": {"type": "date", "format": DAY_FORMAT},
-            "days": {"type": "long"},
-            "harvest_dates": {"type": "object", "enabled": False},
-            **{rt: {"properties": {ty: block for _, ty in BLOCKS if _ == rt}} for rt in RECORD_TYPES},
-        },
-    }
-
-
-def runs_mapping() -> dict[str, Any]:
-    return {
-        "dynamic": False,
-        "properties": {
-            "kind": {"type": "keyword"},
-            "run_id": {"type": "keyword"},
-            "harvest_date": {"type": "date", "format": DAY_FORMAT},
-            "started_at": {"type": "date"},
-            "outcome": {"type": "keyword"},
-            "command": {"type": "keyword"},
-            # change records (changes.py)
-            "recordset_id": {"type": "keyword"},
-            "changed_at": {"type": "date"},
-        },
-    }
-
-
-def api_mapping() -> dict[str, Any]:
-    return {
-        "dynamic": False,
-        "properties": {
-            "recordset_id": {"type": "keyword"},
-            "harvest_date": {"type": "date"},
-            "snapshot_date": {"type": "date", "format": DAY_FORMAT},
-            "records_count": {"type": "long"},
-            "mediarecords_count": {"type": "long"},
-        },
-    }
-
-
-# What a date field without a format parses: the same as DAY_FORMAT.
-DEFAULT_DATE_FORMAT = "strict_date_optional_time||epoch_millis"
-
-
-def mapping_differences(required: dict[str, Any], live: dict[str, Any], path: str = "") -> list[str]:
-    """Each field of the required mapping that the live one maps otherwise (a field it lacks is
-    no difference: init adds it)."""
-    differences = []
-    live_fields = live.get("properties", {})
-    for name, want in required.get("properties", {}).items():
-        field = f"{path}{name}"
-        got = live_fields.get(name)
-        want_type = want.get("type", "object")
-        if got is None:
-            continue  # added in place by init (PUT _mapping): a new field conflicts with nothing
-        got_type = got.get("type", "object")
-        if got_type != want_type:
-            differences.append(f"{field}: is {got_type}, needs {want_type}")
-        elif want.get("enabled") is False and got.get("enabled", True) is not False:
-            differences.append(f"{field}: is indexed, needs to be stored only (enabled: false)")
-        elif "format" in want and got.get("format", DEFAULT_DATE_FORMAT) != want["format"]:
-            differences.append(f"{field}: format {got.get('format')}, needs {want['format']}")
-        elif "properties" in want:
-            differences += mapping_differences(want, got, f"{field}.")
-    return differences
-
-
 class SearchStore(ClosedOnExit):
     kind = "search"
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, transport: SearchTransport):
         self.config = config
         self.daily = config.daily_index
         self.totals_index = config.totals_index
         self.runs_index = config.runs_index
         self.api_index = config.api_index
         self._identity: str | None = None
-        self.max_retries = config.bulk_max_retries
-        self.chunk_bytes = config.bulk_chunk_bytes
-        self.sleep: Callable[[float], None] = time.sleep
-        self.client = self._build_client(config)
+        self.http = RetryingRequests(transport, self.kind, config.bulk_max_retries, config.bulk_chunk_bytes)
 
     @property
     def identity(self) -> str:
@@ -213,7 +62,7 @@ class SearchStore(ClosedOnExit):
         reaches it; asked once, when the run lock is first needed."""
         if self._identity is None:
             # GET / needs the cluster `monitor` privilege; a key without it keys the lock by URL.
-            about = self._request("GET", "/", ok=(401, 403))
+            about = self.http.request("GET", "/", ok=(401, 403))
             url = urlsplit(self.config.store_url or "")
             cluster = (
                 [str(about.get("cluster_uuid")), str(about.get("cluster_name"))]
@@ -231,99 +80,6 @@ class SearchStore(ClosedOnExit):
             )
             self._identity = f"{self.kind}:" + hashlib.sha256(where.encode()).hexdigest()[:16]
         return self._identity
-
-    # --- what subclasses provide -------------------------------------------------------------
-
-    def _build_client(self, config: Config) -> Any:
-        raise NotImplementedError
-
-    def _send(self, method: str, path: str, params: dict[str, Any] | None, body: Any, ndjson: bool) -> Any:
-        """One request; raises HTTPFailure for an HTTP error status, Unreachable for no answer."""
-        raise NotImplementedError
-
-    # --- transport with bounded retries ------------------------------------------------------
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        params: dict[str, Any] | None = None,
-        ndjson: bool = False,
-        ok: Sequence[int] = (),
-    ) -> Any:
-        for attempt in range(self.max_retries + 1):
-            try:
-                return self._send(method, path, params, body, ndjson)
-            except HTTPFailure as exc:
-                if exc.status in ok:
-                    return None
-                if exc.status not in RETRY_STATUSES or attempt == self.max_retries:
-                    raise StoreError(f"{self.kind} {method} {path}: {exc}") from None
-                log.warning("%s %s %s: %s, retrying", self.kind, method, path, exc)
-            except Unreachable as exc:
-                if attempt == self.max_retries:
-                    raise StoreError(f"{self.kind} store unreachable: {exc}") from None
-                log.warning("%s %s %s: %s, retrying", self.kind, method, path, exc)
-            self._backoff(attempt)
-        raise AssertionError("unreachable")
-
-    def _backoff(self, attempt: int) -> None:
-        # Exponential with jitter, capped: 0.1 s, 0.2 s, 0.4 s ... 10 s.
-        self.sleep(min(10.0, 0.1 * 2**attempt) * (0.5 + random.random() / 2))
-
-    def _bulk(self, actions: Iterable[tuple[dict[str, Any], dict[str, Any] | None]]) -> list[dict[str, Any]]:
-        """Send actions in chunks; retry items refused with a retryable status. Returns every item result."""
-        results: list[dict[str, Any]] = []
-        chunk: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
-        size = 0
-        for action in actions:
-            chunk.append(action)
-            size += len(json.dumps(action[1])) if action[1] is not None else 64
-            if size >= self.chunk_bytes:
-                results.extend(self._bulk_chunk(chunk))
-                chunk, size = [], 0
-        if chunk:
-            results.extend(self._bulk_chunk(chunk))
-        return results
-
-    def _bulk_chunk(self, chunk: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> list[dict[str, Any]]:
-        final: dict[int, dict[str, Any]] = {}
-        todo = list(range(len(chunk)))
-        for attempt in range(self.max_retries + 1):
-            lines = []
-            for i in todo:
-                meta, source = chunk[i]
-                lines.append(json.dumps(meta))
-                if source is not None:
-                    lines.append(json.dumps(source, separators=(",", ":"), ensure_ascii=False))
-            response = self._request("POST", "/_bulk", "\n".join(lines) + "\n", ndjson=True)
-            retry = []
-            for i, item in zip(todo, response["items"], strict=True):
-                result = next(iter(item.values()))
-                if result.get("status") in RETRY_STATUSES:
-                    retry.append(i)
-                else:
-                    final[i] = result
-            if not retry:
-                break
-            if attempt == self.max_retries:
-                raise StoreError(
-                    f"{self.kind}: {len(retry)} bulk items still refused after {attempt + 1} attempts"
-                )
-            todo = retry
-            self._backoff(attempt)
-        return [final[i] for i in range(len(chunk))]
-
-    @staticmethod
-    def _check(results: list[dict[str, Any]], allowed: Sequence[int] = ()) -> None:
-        failed = [r for r in results if r.get("status", 500) >= 300 and r.get("status") not in allowed]
-        if failed:
-            example = failed[0]
-            raise StoreError(
-                f"{len(failed)} bulk items not acknowledged, e.g. {example.get('_id')}: "
-                f"{example.get('status')} {example.get('error')}"
-            )
 
     # --- schema ------------------------------------------------------------------------------
 
@@ -360,17 +116,17 @@ class SearchStore(ClosedOnExit):
             "priority": 200,
             "template": {"settings": {"number_of_shards": 1}, "mappings": mapping},
         }
-        self._request("PUT", f"/_index_template/idb-stats-{quote(index)}", template)
-        if not self._request("HEAD", f"/{quote(index)}", ok=(404,)):
-            self._request("PUT", f"/{quote(index)}", {}, ok=(400,))  # 400: created meanwhile
+        self.http.request("PUT", f"/_index_template/idb-stats-{quote(index)}", template)
+        if not self.http.request("HEAD", f"/{quote(index)}", ok=(404,)):
+            self.http.request("PUT", f"/{quote(index)}", {}, ok=(400,))  # 400: created meanwhile
         else:
             # Fields a newer version added (the ledger's command, change records): a live index
             # gets them in place; index_differences has already refused any conflicting field.
-            self._request("PUT", f"/{quote(index)}/_mapping", {"properties": mapping["properties"]})
+            self.http.request("PUT", f"/{quote(index)}/_mapping", {"properties": mapping["properties"]})
 
     def index_differences(self, index: str, mapping: dict[str, Any]) -> list[str]:
         """How a live index (or the index behind an alias) differs from the mapping; [] if absent."""
-        live = self._request("GET", f"/{quote(index)}/_mapping", ok=(404,))
+        live = self.http.request("GET", f"/{quote(index)}/_mapping", ok=(404,))
         if not live:
             return []
         differences: list[str] = []
@@ -382,7 +138,7 @@ class SearchStore(ClosedOnExit):
         return differences
 
     def _initialized(self) -> bool:
-        return bool(self._request("HEAD", f"/{quote(self.api_index)}", ok=(404,)))
+        return bool(self.http.request("HEAD", f"/{quote(self.api_index)}", ok=(404,)))
 
     def _require_indexes(self) -> None:
         if not self._initialized():
@@ -399,14 +155,14 @@ class SearchStore(ClosedOnExit):
             body: dict[str, Any] = {"query": query, "sort": sort, "size": PAGE, "_source": source}
             if after is not None:
                 body["search_after"] = after
-            hits = self._request("POST", f"/{quote(index)}/_search", body)["hits"]["hits"]
+            hits = self.http.request("POST", f"/{quote(index)}/_search", body)["hits"]["hits"]
             yield from hits
             if len(hits) < PAGE:
                 return
             after = hits[-1]["sort"]
 
     def _refresh(self, *indexes: str) -> None:
-        self._request("POST", f"/{','.join(quote(i) for i in indexes)}/_refresh")
+        self.http.request("POST", f"/{','.join(quote(i) for i in indexes)}/_refresh")
 
     # --- publishing a day ----------------------------------------------------------------------
 
@@ -414,8 +170,8 @@ class SearchStore(ClosedOnExit):
         self._require_indexes()
         day = stats.harvest_date
         marker_path = f"/{quote(self.runs_index)}/_doc/day-{day}"
-        republished = bool(self._request("GET", marker_path, ok=(404,)))
-        self._request("DELETE", marker_path, params={"refresh": "true"}, ok=(404,))
+        republished = bool(self.http.request("GET", marker_path, ok=(404,)))
+        self.http.request("DELETE", marker_path, params={"refresh": "true"}, ok=(404,))
         self._refresh(self.daily)
         summary_fields = [f"{rt}.{ty}.{f}" for rt, ty in BLOCKS for f in ("count", "total", "geocodes")]
         # Totals hold at most the document with the deterministic id; any other document of the
@@ -438,7 +194,7 @@ class SearchStore(ClosedOnExit):
         # Phase 2: the new documents replace the day.
         new: dict[str, Summary] = {}
 
-        def index_actions() -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+        def index_actions() -> Iterator[BulkAction]:
             for doc in documents:
                 new[doc["recordset_id"]] = summarize(doc)
                 yield (
@@ -446,10 +202,10 @@ class SearchStore(ClosedOnExit):
                     doc,
                 )
 
-        self._check(self._bulk(index_actions()))
+        check_bulk(self.http.bulk(index_actions()))
         written = {daily_document_id(rs, day) for rs in new}
-        self._check(
-            self._bulk(
+        check_bulk(
+            self.http.bulk(
                 ({"delete": {"_index": self.daily, "_id": i}}, None) for i in sorted(present - written)
             ),
             allowed=(404,),
@@ -460,14 +216,16 @@ class SearchStore(ClosedOnExit):
             self._record_changes(stats, old, new)
         self._refresh(self.daily, self.totals_index)
         marker = {"kind": "day", **stats.as_dict()}
-        self._request("PUT", f"/{quote(self.runs_index)}/_doc/day-{day}", marker, params={"refresh": "true"})
+        self.http.request(
+            "PUT", f"/{quote(self.runs_index)}/_doc/day-{day}", marker, params={"refresh": "true"}
+        )
 
     def forget_day(self, harvest_date: date) -> int:
         """Unmark the day first, so a failure part-way leaves it missing; then the same idempotent
         phases as a publish with no documents: out of the totals, documents deleted."""
         self._require_indexes()
         day = harvest_date
-        self._request(
+        self.http.request(
             "DELETE", f"/{quote(self.runs_index)}/_doc/day-{day}", params={"refresh": "true"}, ok=(404,)
         )
         self._refresh(self.daily)
@@ -482,8 +240,8 @@ class SearchStore(ClosedOnExit):
             )
         }
         self._merge_totals(old, lambda t, s: without_day(t, day, s) if t.includes(day) else None)
-        self._check(
-            self._bulk(
+        check_bulk(
+            self.http.bulk(
                 ({"delete": {"_index": self.daily, "_id": daily_document_id(rs, day)}}, None)
                 for rs in sorted(old)
             ),
@@ -501,8 +259,8 @@ class SearchStore(ClosedOnExit):
         transaction)."""
         changed_at = datetime.now(UTC).isoformat()
         records = changes.diff_day(stats.harvest_date, old, new, stats.reason, stats.run_id, changed_at)
-        self._check(
-            self._bulk(
+        check_bulk(
+            self.http.bulk(
                 (
                     {
                         "index": {
@@ -546,9 +304,9 @@ class SearchStore(ClosedOnExit):
         recordsets = sorted(summaries)
         for start in range(0, len(recordsets), TOTALS_CHUNK):
             pending = recordsets[start : start + TOTALS_CHUNK]
-            for attempt in range(self.max_retries + 1):
+            for attempt in range(self.http.max_retries + 1):
                 current = self._get_totals(pending)
-                actions: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+                actions: list[BulkAction] = []
                 for rs in pending:
                     totals, version = current.get(rs, (Totals(rs), None))
                     merged = merge(totals, summaries[rs])
@@ -561,12 +319,12 @@ class SearchStore(ClosedOnExit):
                         actions.append(({"delete": meta}, None))
                     else:
                         actions.append(({"index" if version else "create": meta}, merged.to_doc()))
-                results = self._bulk(actions)
+                results = self.http.bulk(actions)
                 conflicts = [r["_id"] for r in results if r.get("status") == 409]
-                self._check([r for r in results if r.get("status") != 409], allowed=(404,))
+                check_bulk([r for r in results if r.get("status") != 409], allowed=(404,))
                 if not conflicts:
                     break
-                if attempt == self.max_retries:
+                if attempt == self.http.max_retries:
                     raise StoreError(
                         f"{self.kind}: totals of {len(conflicts)} recordsets kept changing under us"
                     )
@@ -575,13 +333,13 @@ class SearchStore(ClosedOnExit):
 
     def rewrite_totals(self, documents: Sequence[Document], gone: Sequence[str]) -> None:
         self._require_indexes()
-        self._check(
-            self._bulk(
+        check_bulk(
+            self.http.bulk(
                 ({"index": {"_index": self.totals_index, "_id": d["recordset_id"]}}, d) for d in documents
             )
         )
-        self._check(
-            self._bulk(({"delete": {"_index": self.totals_index, "_id": rs}}, None) for rs in gone),
+        check_bulk(
+            self.http.bulk(({"delete": {"_index": self.totals_index, "_id": rs}}, None) for rs in gone),
             allowed=(404,),
         )
         self._refresh(self.totals_index)
@@ -589,7 +347,7 @@ class SearchStore(ClosedOnExit):
     def _get_totals(self, recordsets: list[str]) -> dict[str, tuple[Totals, tuple[int, int] | None]]:
         if not recordsets:
             return {}
-        response = self._request("POST", f"/{quote(self.totals_index)}/_mget", {"ids": recordsets})
+        response = self.http.request("POST", f"/{quote(self.totals_index)}/_mget", {"ids": recordsets})
         return {
             d["_id"]: (Totals.from_doc(d["_source"]), (d["_seq_no"], d["_primary_term"]))
             for d in response["docs"]
@@ -620,7 +378,7 @@ class SearchStore(ClosedOnExit):
 
     def record_run(self, run: dict[str, Any]) -> None:
         self._require_indexes()
-        self._request(
+        self.http.request(
             "PUT",
             f"/{quote(self.runs_index)}/_doc/run-{run['run_id']}",
             {"kind": "run", **run},
@@ -631,7 +389,7 @@ class SearchStore(ClosedOnExit):
         if not self._initialized():
             return []
         body = {"query": {"term": {"kind": "run"}}, "sort": [{"started_at": "desc"}], "size": limit}
-        hits = self._request("POST", f"/{quote(self.runs_index)}/_search", body)["hits"]["hits"]
+        hits = self.http.request("POST", f"/{quote(self.runs_index)}/_search", body)["hits"]["hits"]
         return [{k: v for k, v in h["_source"].items() if k != "kind"} for h in hits]
 
     def last_run(self, command: str) -> dict[str, Any] | None:
@@ -642,14 +400,14 @@ class SearchStore(ClosedOnExit):
             "sort": [{"started_at": "desc"}],
             "size": 1,
         }
-        hits = self._request("POST", f"/{quote(self.runs_index)}/_search", body)["hits"]["hits"]
+        hits = self.http.request("POST", f"/{quote(self.runs_index)}/_search", body)["hits"]["hits"]
         return {k: v for k, v in hits[0]["_source"].items() if k != "kind"} if hits else None
 
     def write_snapshot(self, snapshot_date: date, documents: Iterable[Document]) -> int:
         self._require_indexes()
         written: set[str] = set()
 
-        def actions() -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+        def actions() -> Iterator[BulkAction]:
             for doc in documents:
                 written.add(doc["recordset_id"])
                 yield (
@@ -662,7 +420,7 @@ class SearchStore(ClosedOnExit):
                     {**doc, "snapshot_date": snapshot_date.isoformat()},
                 )
 
-        self._check(self._bulk(actions()))
+        check_bulk(self.http.bulk(actions()))
         self._refresh(self.api_index)
         stale = [
             hit["_id"]
@@ -674,8 +432,8 @@ class SearchStore(ClosedOnExit):
             )
             if hit["_source"]["recordset_id"] not in written
         ]
-        self._check(
-            self._bulk(({"delete": {"_index": self.api_index, "_id": i}}, None) for i in stale),
+        check_bulk(
+            self.http.bulk(({"delete": {"_index": self.api_index, "_id": i}}, None) for i in stale),
             allowed=(404,),
         )
         self._refresh(self.api_index)
@@ -685,9 +443,9 @@ class SearchStore(ClosedOnExit):
         if not self._initialized():
             return {}
         body = {"size": 0, "aggs": {"days": {"terms": {"field": "snapshot_date", "size": 10000}}}}
-        buckets = self._request("POST", f"/{quote(self.api_index)}/_search", body)["aggregations"]["days"][
-            "buckets"
-        ]
+        buckets = self.http.request("POST", f"/{quote(self.api_index)}/_search", body)["aggregations"][
+            "days"
+        ]["buckets"]
         return {date.fromisoformat(b.get("key_as_string", "")[:10]): b["doc_count"] for b in buckets}
 
     def _filter(self, recordsets: Sequence[str], first: date | None, last: date | None) -> dict[str, Any]:
@@ -730,7 +488,7 @@ class SearchStore(ClosedOnExit):
                 }
             },
         }
-        response = self._request("POST", f"/{quote(self.daily)}/_search", body)
+        response = self.http.request("POST", f"/{quote(self.daily)}/_search", body)
         rows = []
         for period in response["aggregations"]["period"]["buckets"]:
             day = date.fromisoformat(period["key_as_string"][:10])
@@ -769,7 +527,7 @@ class SearchStore(ClosedOnExit):
             size = len(recordsets) or SERIES_RECORDSETS
             aggs = {"rs": {"terms": {"field": "recordset_id", "size": size}, "aggs": aggs}}
         body = {"size": 0, "query": self._filter(recordsets, first, last), "aggs": aggs}
-        response = self._request("POST", f"/{quote(self.daily)}/_search", body)["aggregations"]
+        response = self.http.request("POST", f"/{quote(self.daily)}/_search", body)["aggregations"]
         groups = [(b["key"], b) for b in response["rs"]["buckets"]] if by_recordset else [(None, response)]
         rows = []
         for recordset_id, group in groups:
@@ -804,22 +562,24 @@ class SearchStore(ClosedOnExit):
 
     def index_state(self, name: str) -> tuple[str, list[str]]:
         """("alias", [indexes]), ("index", []) or ("absent", [])."""
-        aliases = self._request("GET", f"/_alias/{quote(name)}", ok=(404,))
+        aliases = self.http.request("GET", f"/_alias/{quote(name)}", ok=(404,))
         if aliases and all(name in v.get("aliases", {}) for v in aliases.values()):
             return "alias", sorted(aliases)
-        if self._request("HEAD", f"/{quote(name)}", ok=(404,)):
+        if self.http.request("HEAD", f"/{quote(name)}", ok=(404,)):
             return "index", []
         return "absent", []
 
     def count(self, index: str) -> int:
         self._refresh(index)
-        return int(self._request("GET", f"/{quote(index)}/_count")["count"])
+        return int(self.http.request("GET", f"/{quote(index)}/_count")["count"])
 
     def legacy_days(self, index: str) -> dict[date, int]:
         """Documents per UTC day of harvest_date, whatever its stored form (date, date-time)."""
         histogram = {"field": "harvest_date", "calendar_interval": "day", "min_doc_count": 1}
         body = {"size": 0, "aggs": {"days": {"date_histogram": histogram}}}
-        buckets = self._request("POST", f"/{quote(index)}/_search", body)["aggregations"]["days"]["buckets"]
+        buckets = self.http.request("POST", f"/{quote(index)}/_search", body)["aggregations"]["days"][
+            "buckets"
+        ]
         return {datetime.fromtimestamp(b["key"] / 1000, UTC).date(): int(b["doc_count"]) for b in buckets}
 
     def legacy_documents(
@@ -835,7 +595,7 @@ class SearchStore(ClosedOnExit):
             "_source": source,
             "seq_no_primary_term": True,
         }
-        response = self._request("POST", f"/{quote(index)}/_search", body, params={"scroll": "5m"})
+        response = self.http.request("POST", f"/{quote(index)}/_search", body, params={"scroll": "5m"})
         scroll_id = response.get("_scroll_id")
         try:
             while True:
@@ -844,12 +604,14 @@ class SearchStore(ClosedOnExit):
                     yield (int(hit.get("_seq_no", 0)), hit["_id"]), hit.get("_source", {})
                 if len(hits) < PAGE or not scroll_id:
                     return
-                response = self._request("POST", "/_search/scroll", {"scroll": "5m", "scroll_id": scroll_id})
+                response = self.http.request(
+                    "POST", "/_search/scroll", {"scroll": "5m", "scroll_id": scroll_id}
+                )
                 scroll_id = response.get("_scroll_id", scroll_id)
         finally:
             if scroll_id:
                 with contextlib.suppress(StoreError):
-                    self._request("DELETE", "/_search/scroll", {"scroll_id": [scroll_id]}, ok=(404,))
+                    self.http.request("DELETE", "/_search/scroll", {"scroll_id": [scroll_id]}, ok=(404,))
 
     def replace_index_with_alias(self, name: str, target: str) -> None:
         """In one atomic request, delete index `name` and give `target` the alias `name`.
@@ -858,7 +620,7 @@ class SearchStore(ClosedOnExit):
         `name` see the old index until the moment they see the new one.
         """
         actions = [{"add": {"index": target, "alias": name}}, {"remove_index": {"index": name}}]
-        self._request("POST", "/_aliases", {"actions": actions})
+        self.http.request("POST", "/_aliases", {"actions": actions})
 
     def close(self) -> None:
-        self.client.close()
+        self.http.close()
