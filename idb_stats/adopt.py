@@ -9,6 +9,7 @@ counts gaps only from where collection continues, and collect-stats catches up f
 the last adopted one. Days already adopted are skipped, so an interrupted adoption is finished by
 running it again. Last, when the target is a search index, one atomic `_aliases` request deletes
 the original index and gives its name to the new one, so the portal keeps reading `stats`.
+Long because adoption is one protocol (plan, per-day copy, check, alias switch) best read whole.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The command line: parse, call the library, print, exit. Nothing else touches click or exits."""
+"""The command line: parse, call the library, print, exit. Nothing else touches click or exits.
+
+Long because it is every command's options, help and output in one click group (17 commands);
+each command body only parses, calls one use case and prints.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The collect-stats use case: which days to run, each day from telemetry through the pure core to
-the store, in this process or in worker processes, and the re-check of recently published days."""
+the store, in this process or in worker processes, and the re-check of recently published days.
+Long because those four share one run (its plan, ledger entry, lock and interruption)."""
 
 from __future__ import annotations
 

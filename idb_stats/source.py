@@ -3,7 +3,8 @@
 The rules (see model.py and README) are applied in SQL: a skip report, then three aggregations
 run at once and streamed in recordset order, all from one snapshot. Python only merges the
 streams and assembles one recordset at a time. The source tables are only ever read.
-See docs/performance.md for the measurements behind this shape.
+See docs/performance.md for the measurements behind this shape. Long because each SQL text
+sits here with the measurement that chose it.
 """
 
 from __future__ import annotations

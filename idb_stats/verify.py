@@ -11,6 +11,7 @@ A day whose source rows are gone cannot be recomputed: it is "unverifiable" and 
 Memory stays bounded: the recomputed documents and the store's export of a day are both ordered
 by recordset and compared as they stream; the totals check keeps one running Totals per
 recordset; differences go to a callback as they are found.
+Long because its three checks share one streamed pass over the store.
 """
 
 from __future__ import annotations

@@ -63,6 +63,9 @@ json_values = st.recursive(
     max_leaves=6,
 )
 
+# A generated search over hostile days on a real server: deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 
 def json_object(pairs: list[tuple[str, str]]) -> str:
     """A JSON object from keys and values already written as JSON text."""

@@ -27,6 +27,9 @@ FIRST_EVENTS = date(2024, 3, 1)
 HARVEST = [FIRST_EVENTS + timedelta(days=1), FIRST_EVENTS + timedelta(days=2)]
 ROWS_PER_DAY = 60_000  # a few seconds of aggregation a day: long enough to be stopped mid-flight
 
+# Real processes on days big enough to be mid-flight when signalled: deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def big_dsn(pg_server: embedded.EmbeddedPostgres) -> str:

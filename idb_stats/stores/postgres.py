@@ -1,4 +1,9 @@
-"""The PostgreSQL store, the embedded default: a day is published in one transaction."""
+"""The PostgreSQL store, the embedded default: a day is published in one transaction.
+
+Long because it is the whole Store protocol on one backend (publish with totals, ledger, change
+records, forget, reads for show/report) with its schema and the upgrade of older stores; the SQL
+of each operation sits beside the method that runs it.
+"""
 
 from __future__ import annotations
 
