@@ -282,34 +282,12 @@ def collect(
         with lock:
             if not dry_run:
                 store.init()
-            day_plan = plan(config, selection, store, source)
-            complete = store.completed_days()
-            reasons = {d: "rerun" if d in complete else "collect" for d in day_plan.days}
-            stale: list[fingerprint.Stale] = []
-            if is_catch_up(selection) and config.recheck_days > 0:
-                stale = recheck(config, store, source, day_plan.days)
-                late = [s.harvest_date for s in stale if not s.rows_gone]
-                reasons.update((d, "late_rows") for d in late)
-                if late:
-                    day_plan = planning.Plan(
-                        sorted({*day_plan.days, *late}),
-                        f"{day_plan.reason}; {len(late)} published days with changed source rows",
-                    )
+            day_plan, reasons, stale = _plan_with_recheck(config, selection, store, source)
             if on_plan:
                 on_plan(day_plan)
             run["plan"] = day_plan.reason
             if is_catch_up(selection):
-                run["recheck"] = {
-                    "stale": [
-                        {
-                            "harvest_date": s.harvest_date.isoformat(),
-                            "row_delta": s.row_delta,
-                            "rows_gone": s.rows_gone,
-                        }
-                        for s in stale
-                    ],
-                    "republished": [s.harvest_date.isoformat() for s in stale if not s.rows_gone],
-                }
+                run["recheck"] = _recheck_record(stale)
             done: list[DayStats] = []
             refused: list[SourceRowsGone] = []
 
@@ -347,15 +325,51 @@ def collect(
                             refuse(exc)
                         else:
                             finished(stats)
-                # The other days ran; the run fails with the refusal (exit 10).
-                if len(refused) == 1:
-                    raise refused[0]
-                if refused:
-                    raise SourceRowsGone(
-                        f"{len(refused)} days were refused (their source rows are gone and the store holds "
-                        f"their documents; see the errors above); {len(done)} other days were published"
-                    )
+                _raise_refusals(refused, published=len(done))
             return RunResult(run_id, day_plan, done, stale)
+
+
+def _plan_with_recheck(
+    config: Config, selection: Selection, store: Store, source: PostgresTelemetrySource
+) -> tuple[planning.Plan, dict[date, str], list[fingerprint.Stale]]:
+    """The plan, each day's reason for the change ledger, and (plain catch-up) the published days
+    whose source rows changed, which join the plan as late_rows."""
+    day_plan = plan(config, selection, store, source)
+    complete = store.completed_days()
+    reasons = {d: "rerun" if d in complete else "collect" for d in day_plan.days}
+    stale: list[fingerprint.Stale] = []
+    if is_catch_up(selection) and config.recheck_days > 0:
+        stale = recheck(config, store, source, day_plan.days)
+        late = [s.harvest_date for s in stale if not s.rows_gone]
+        reasons.update((d, "late_rows") for d in late)
+        if late:
+            day_plan = planning.Plan(
+                sorted({*day_plan.days, *late}),
+                f"{day_plan.reason}; {len(late)} published days with changed source rows",
+            )
+    return day_plan, reasons, stale
+
+
+def _recheck_record(stale: list[fingerprint.Stale]) -> dict[str, Any]:
+    """The re-check as the run ledger keeps it (status shows the latest)."""
+    return {
+        "stale": [
+            {"harvest_date": s.harvest_date.isoformat(), "row_delta": s.row_delta, "rows_gone": s.rows_gone}
+            for s in stale
+        ],
+        "republished": [s.harvest_date.isoformat() for s in stale if not s.rows_gone],
+    }
+
+
+def _raise_refusals(refused: list[SourceRowsGone], published: int) -> None:
+    """The other days ran; the run fails with the refusal (exit 10)."""
+    if len(refused) == 1:
+        raise refused[0]
+    if refused:
+        raise SourceRowsGone(
+            f"{len(refused)} days were refused (their source rows are gone and the store holds "
+            f"their documents; see the errors above); {published} other days were published"
+        )
 
 
 def _run_parallel(
