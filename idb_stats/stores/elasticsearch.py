@@ -7,7 +7,7 @@ from typing import Any
 
 from ..config import Config
 from .search import SearchStore
-from .transport import HTTPFailure, Unreachable, error_detail
+from .transport import HTTPFailure, Unreachable, client_options, error_detail
 
 
 class ElasticsearchStore(SearchStore):
@@ -44,14 +44,7 @@ class ElasticsearchTransport:
 def build_client(config: Config) -> Any:
     from elasticsearch import Elasticsearch
 
-    options: dict[str, Any] = {
-        "request_timeout": config.request_timeout,
-        "max_retries": 0,
-        "retry_on_timeout": False,
-        "verify_certs": config.verify_certs,
-    }
-    if config.ca_bundle:
-        options["ca_certs"] = config.ca_bundle
+    options = client_options(config, "request_timeout")
     if config.store_api_key:
         options["api_key"] = config.store_api_key
     elif config.store_username:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..config import Config
 from .search import SearchStore
-from .transport import HTTPFailure, Unreachable, error_detail
+from .transport import HTTPFailure, Unreachable, client_options, error_detail
 
 
 class OpenSearchStore(SearchStore):
@@ -40,14 +40,7 @@ class OpenSearchTransport:
 def build_client(config: Config) -> Any:
     from opensearchpy import OpenSearch
 
-    options: dict[str, Any] = {
-        "timeout": config.request_timeout,
-        "max_retries": 0,
-        "retry_on_timeout": False,
-        "verify_certs": config.verify_certs,
-    }
-    if config.ca_bundle:
-        options["ca_certs"] = config.ca_bundle
+    options = client_options(config, "timeout")
     if config.store_api_key:
         options["headers"] = {"Authorization": f"ApiKey {config.store_api_key}"}
     elif config.store_username:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
+from ..config import Config
 from ..errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,20 @@ class SearchTransport(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def client_options(config: Config, timeout_option: str) -> dict[str, Any]:
+    """What both official clients are given: one attempt per call (RetryingRequests retries,
+    with backoff, what is worth retrying) and the TLS settings. Authentication differs by client."""
+    options: dict[str, Any] = {
+        timeout_option: config.request_timeout,
+        "max_retries": 0,
+        "retry_on_timeout": False,
+        "verify_certs": config.verify_certs,
+    }
+    if config.ca_bundle:
+        options["ca_certs"] = config.ca_bundle
+    return options
 
 
 def error_detail(body: Any) -> str:
