@@ -3,6 +3,7 @@ messages, and recognised so the command line can refuse them."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg2
@@ -16,6 +17,15 @@ class Secret(str):
         return "Secret('***')"
 
 
+# A URL starts with its scheme; "://" elsewhere (a password such as '0://' in a key/value DSN)
+# does not make one.
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _is_url(value: str) -> bool:
+    return URL_SCHEME.match(value.strip()) is not None
+
+
 def redact(value: str | None) -> str:
     """A DSN or URL with any password replaced by ***, found by parsing it, not by pattern.
 
@@ -25,7 +35,7 @@ def redact(value: str | None) -> str:
     """
     if not value:
         return ""
-    if "://" in value:
+    if _is_url(value):
         return _redact_url(value)
     try:
         params = psycopg2.extensions.parse_dsn(value)
@@ -47,7 +57,7 @@ def scrub(message: str, dsn: str) -> str:
 
 
 def _password_of(dsn: str) -> str | None:
-    if "://" in dsn:
+    if _is_url(dsn):
         parts = _split_url(dsn)
         if parts is None:
             return None
@@ -102,7 +112,7 @@ def _dsn_quote(text: str) -> str:
 def has_password(value: str) -> bool:
     """Whether a DSN or URL carries a password in any spelling: user info, a `password` query
     parameter or a password= key. Unparseable text that mentions a password counts as one."""
-    if "://" in value:
+    if _is_url(value):
         parts = _split_url(value)
         if parts is None:
             return "password" in value.lower() or "@" in value
