@@ -14,10 +14,17 @@ from typing import Any
 
 import pytest
 from helpers import MakeConfig
+from hypothesis import settings
 from proxies import ElasticsearchProxy
 
 from idb_stats import embedded
 from idb_stats.config import Config, load_config
+
+# CI runs the same examples every time (a submission lands on a green run, not a lucky one);
+# locally each run draws new examples, which is how the property tests find new cases.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 STORE_KINDS = ["postgres", "opensearch", "elasticsearch"]
 REAL_CLUSTERS = {"opensearch": "IDB_STATS_TEST_OPENSEARCH_URL", "elasticsearch": "IDB_STATS_TEST_ES_URL"}
