@@ -347,7 +347,8 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
         if source_file.name in ("<stdin>", "-") or isinstance(source_file.name, int)
         else source_file.name
     )
-    log.debug("%s: %s", name, plural(ndjson.check_export(source_file, name), "document"))
+    checked = ndjson.check_export(source_file, name, collect.last_closed(config))
+    log.debug("%s: %s", name, plural(checked, "document"))
     source_file.seek(0)
     if lock_timeout is not None:
         config = dataclasses.replace(config, lock_timeout=lock_timeout)
@@ -848,6 +849,9 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(ExitCode.UNEXPECTED)
+    except click.FileError as exc:  # an -o or input path that cannot be opened: a usage mistake
+        exc.show()
+        sys.exit(ExitCode.USAGE)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -7,12 +7,14 @@ from collections.abc import Iterable
 from datetime import date
 
 from .errors import UsageError
-from .legacy import NotADailyDocument, legacy_day
+from .legacy import NotADailyDocument, legacy_day, normalise
 
 
-def check_export(lines: Iterable[bytes], name: str) -> int:
-    """Raise UsageError naming the first line that is not a daily document, or whose harvest date
-    comes back after other days (import publishes one day at a time); return the documents."""
+def check_export(lines: Iterable[bytes], name: str, last_closed: date | None = None) -> int:
+    """Raise UsageError naming the first line that is not a daily document (or one normalise()
+    refuses: a day replaced without it would lose that recordset), whose harvest date is not over
+    yet (after last_closed), or whose day comes back after other days (import publishes one day
+    at a time); return the documents."""
     current: date | None = None
     finished: set[date] = set()
     documents = 0
@@ -40,6 +42,15 @@ def check_export(lines: Iterable[bytes], name: str) -> int:
                 f"{where}: not a daily document (an object with recordset_id and harvest_date "
                 "YYYY-MM-DD, as `idb-stats export` writes); nothing was imported"
             )
+        if last_closed is not None and day > last_closed:
+            raise UsageError(
+                f"{where}: harvest date {day} is not over yet (the last closed one is {last_closed}); "
+                "nothing was imported"
+            )
+        try:
+            normalise(doc)
+        except NotADailyDocument as exc:
+            raise UsageError(f"{where}: {exc}; nothing was imported") from None
         if day != current:
             if day in finished:
                 raise UsageError(

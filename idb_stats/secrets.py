@@ -127,6 +127,13 @@ def has_password(value: str) -> bool:
 
 def dsn_problem(setting: str, dsn: str) -> str | None:
     """Why libpq cannot parse a PostgreSQL DSN, told without showing any of it, or None."""
+    if _is_url(dsn) and urlsplit(dsn).netloc.count("@") > 1:
+        # libpq splits the user info at the first @, urllib at the last: the two would disagree
+        # on where the password ends, and a piece of it would be shown as a host name.
+        return (
+            f"{setting}: the URL's user info holds an unencoded @ (not shown: it may be in the "
+            "password); percent-encode it as %40"
+        )
     try:
         psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError:

@@ -286,3 +286,58 @@ def test_import_refuses_deep_nesting_and_bytes_that_are_not_utf8(dsn: str, tmp_p
         result = run("import", str(bad), env={"IDB_STATS_SOURCE_DSN": dsn})
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unencoded_at_in_a_url_password_is_refused_without_showing_it(dsn: str) -> None:
+    # libpq splits the user info at the first @: "ter2@127.0.0.1" would be shown as a host name.
+    url = "postgresql://postgres:hun@ter2@127.0.0.1:1/db"
+    for command in (["check-config", "--connect"], ["collect-stats", "-d", str(HARVEST[0])]):
+        result = run(*command, env={"IDB_STATS_SOURCE_DSN": url})
+        assert result.returncode == 3 and "%40" in result.stderr, result.stderr
+        assert "ter2" not in result.stdout + result.stderr and "hun" not in result.stdout + result.stderr
+
+
+def test_import_refuses_a_day_not_over_and_a_document_it_cannot_take_writing_nothing(
+    dsn: str, tmp_path: Path
+) -> None:
+    env = collected(dsn)
+    exported = run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1]), env=env).stdout
+    lines = exported.splitlines()
+    future, negative = json.loads(lines[-1]), json.loads(lines[1])
+    future["harvest_date"] = "2099-01-01"
+    negative["records"]["search"]["count"] = -5
+    restore = tmp_path / "restore.toml"
+    restore.write_text('[store]\nschema = "restored"\n')
+    for bad, needle in ((future, "not over yet"), (negative, "bad_count")):
+        file = tmp_path / "bad.ndjson"
+        file.write_text("\n".join([*lines[:1], json.dumps(bad), *lines[2:]]) + "\n")
+        result = run("import", str(file), "--config", str(restore), env=env)
+        assert result.returncode == 2 and "line 2" in result.stderr and needle in result.stderr, result.stderr
+        assert "nothing was imported" in result.stderr
+        empty = run(
+            "export", "--from", str(HARVEST[0]), "--to", "2099-01-01", "--config", str(restore), env=env
+        )
+        assert empty.stdout == ""
+
+
+def test_output_that_cannot_be_written_is_a_usage_error_and_a_closed_pipe_is_quiet(dsn: str) -> None:
+    env = collected(dsn)
+    days = ["--from", str(HARVEST[0]), "--to", str(HARVEST[-1])]
+    unwritable = run("export", *days, "-o", "/nonexistent/dir/x", env=env)
+    assert unwritable.returncode == 2 and "Traceback" not in unwritable.stderr, unwritable.stderr
+    base = {k: v for k, v in os.environ.items() if not k.startswith("IDB_STATS_")}
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "idb_stats.cli", "export", *days],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**base, **env},
+        cwd=ROOT,
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.readline()
+    reader.stdout.close()  # what `| head -1` does
+    errors = reader.stderr.read().decode()
+    # click ends a command whose reader went away (EPIPE) at once, with exit 1 and nothing said;
+    # the store's half-read stream must not add a traceback on its way out.
+    code = reader.wait(timeout=120)
+    assert errors == "", (code, errors)

@@ -434,6 +434,8 @@ class PostgresStore(ClosedOnExit):
                 cur.execute(self._sql(sql), params)
                 yield from cur
         except psycopg2.Error as exc:
+            if self._conn.closed:  # the store was closed with the stream left unread: nothing lost
+                return
             raise StoreError(f"reading the store failed: {str(exc).strip()}") from None
 
     def export(self, first: date, last: date) -> Iterator[Document]:
