@@ -66,6 +66,12 @@ def is_catch_up(selection: Selection) -> bool:
     )
 
 
+# A day refused for its data: in a range or a catch-up the other days go on, and the run fails
+# with it at the end (a bad day no longer holds back every day after it).
+DayRefused = SourceRowsGone | DataQualityError
+DAY_REFUSALS = (SourceRowsGone, DataQualityError)
+
+
 def refuse_open_days(selection: Selection, closed: date) -> None:
     """Days asked for by date whose window is still open are refused before anything is touched;
     a range that merely runs past the last closed day is cut there by `plan`."""
@@ -289,7 +295,7 @@ def collect(
             if is_catch_up(selection):
                 run["recheck"] = _recheck_record(stale)
             done: list[DayStats] = []
-            refused: list[SourceRowsGone] = []
+            refused: list[DayRefused] = []
 
             def finished(stats: DayStats) -> None:
                 done.append(stats)
@@ -297,7 +303,7 @@ def collect(
                 if on_day:
                     on_day(stats, len(done), len(day_plan.days))
 
-            def refuse(exc: SourceRowsGone) -> None:
+            def refuse(exc: DayRefused) -> None:
                 # Ranges and --all report such a day and go on with the others.
                 if len(day_plan.days) > 1:
                     log.error("%s", exc)
@@ -321,7 +327,7 @@ def collect(
                                 reasons[day],
                                 allow_empty,
                             )
-                        except SourceRowsGone as exc:
+                        except DAY_REFUSALS as exc:
                             refuse(exc)
                         else:
                             finished(stats)
@@ -361,14 +367,17 @@ def _recheck_record(stale: list[fingerprint.Stale]) -> dict[str, Any]:
     }
 
 
-def _raise_refusals(refused: list[SourceRowsGone], published: int) -> None:
-    """The other days ran; the run fails with the refusal (exit 10)."""
+def _raise_refusals(refused: list[DayRefused], published: int) -> None:
+    """The other days ran; the run fails with the refusal: exit 6 when a day broke the rules too
+    often, else 10 (rows gone)."""
     if len(refused) == 1:
         raise refused[0]
     if refused:
-        raise SourceRowsGone(
-            f"{len(refused)} days were refused (their source rows are gone and the store holds "
-            f"their documents; see the errors above); {published} other days were published"
+        days = "; ".join(str(exc).split(":")[0] for exc in refused)
+        worst = DataQualityError if any(isinstance(e, DataQualityError) for e in refused) else SourceRowsGone
+        raise worst(
+            f"{len(refused)} days were refused ({days}; see the errors above: fix or skip their rows, "
+            f"raise collect.max_skipped_share, or --allow-empty); {published} other days were published"
         )
 
 
@@ -379,7 +388,7 @@ def _run_parallel(
     dry_run: bool,
     jobs: int,
     finished: Callable[[DayStats], None],
-    refuse: Callable[[SourceRowsGone], None],
+    refuse: Callable[[DayRefused], None],
     reasons: dict[date, str],
     allow_empty: bool,
 ) -> None:
@@ -405,7 +414,7 @@ def _run_parallel(
             for future in completed:
                 pending.remove(future)
                 failure = future.exception()
-                if isinstance(failure, SourceRowsGone):
+                if isinstance(failure, DAY_REFUSALS):
                     refuse(failure)
                 elif failure is not None:
                     error = error or failure

@@ -9,11 +9,12 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import psycopg2
 import pytest
-from helpers import HARVEST, ROOT, load_week, run
+from helpers import HARVEST, ROOT, insert_rows, load_week, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -341,3 +342,20 @@ def test_output_that_cannot_be_written_is_a_usage_error_and_a_closed_pipe_is_qui
     # the store's half-read stream must not add a traceback on its way out.
     code = reader.wait(timeout=120)
     assert errors == "", (code, errors)
+
+
+def test_a_day_that_breaks_the_rules_does_not_hold_back_the_rest_of_a_range(dsn: str) -> None:
+    # Harvest date 2020-02-17: every row's geocode is not an object; 2020-02-18: a good day.
+    insert_rows(
+        dsn,
+        [
+            (datetime(2020, 2, 16, 5), "search", "records", None, "US", {"rs": 1}),
+            (datetime(2020, 2, 17, 5), "search", "records", None, {"country": "US"}, {"rs": 2}),
+        ],
+    )
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    result = run("collect-stats", "--from", "2020-02-17", "--to", "2020-02-18", env=env)
+    assert result.returncode == 6 and "2020-02-17" in result.stderr, result.stderr
+    status = json.loads(run("status", "--json", env=env).stdout)
+    assert status["last_complete_harvest_date"] == "2020-02-18"  # the good day after it was published
+    assert run("export", "--from", "2020-02-18", "--to", "2020-02-18", env=env).stdout.count("\n") == 1
