@@ -27,6 +27,7 @@ from typing import Any
 from osmem_server import OsmemServer
 
 from idb_stats import embedded
+from idb_stats.legacy import original_mapping
 from idb_stats.model import BLOCKS, RECORD_TYPES
 
 FIRST_DAY = date(2016, 1, 1)
@@ -40,27 +41,6 @@ MEASURED_CLI = (
     "finally:\n"
     "    print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
 )
-
-
-def legacy_mapping() -> dict[str, Any]:
-    listed = {"properties": {"count": {"type": "double"}, "term": {"type": "keyword"}}}
-    geo = {"properties": {k: {"type": "keyword"} for k in ("country", "region", "city")}}
-    block = {
-        "properties": {
-            "count": {"type": "double"},
-            "total": {"type": "double"},
-            "items": listed,
-            "queries": listed,
-            "geocodes": {"properties": {"count": {"type": "double"}, "geo": geo}},
-        }
-    }
-    return {
-        "properties": {
-            "recordset_id": {"type": "keyword"},
-            "harvest_date": {"type": "date"},
-            **{rt: {"properties": {ty: block for r, ty in BLOCKS if r == rt}} for rt in RECORD_TYPES},
-        }
-    }
 
 
 def legacy_document(rng: random.Random, recordset: int, day: date) -> dict[str, Any]:
@@ -132,7 +112,7 @@ def main() -> None:
     try:
         dsn = server.create_database("telemetry")
         url = osmem.url
-        request(url, "PUT", "/stats", json.dumps({"mappings": legacy_mapping()}).encode())
+        request(url, "PUT", "/stats", json.dumps({"mappings": original_mapping()}).encode())
         started = time.monotonic()
         total = 0
         lines: list[str] = []

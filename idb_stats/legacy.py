@@ -210,3 +210,27 @@ def resolve_duplicates(docs: list[Document], policy: str, outcome: DayOutcome) -
         for group in groups.values()
     ]
     return sorted(resolved, key=lambda d: d["recordset_id"])
+
+
+def original_mapping() -> dict[str, Any]:
+    """The index mapping the original collector left (idb-backend idb/stats: ES 2-era `string`
+    fields with a keyword analyzer, here `keyword`; doubles; geocodes as plain objects). Tests
+    and the adopt benchmark build legacy indexes with it."""
+    listed = {"properties": {"count": {"type": "double"}, "term": {"type": "keyword"}}}
+    geo = {"properties": {k: {"type": "keyword"} for k in ("country", "region", "city")}}
+    block = {
+        "properties": {
+            "count": {"type": "double"},
+            "total": {"type": "double"},
+            "items": listed,
+            "queries": listed,
+            "geocodes": {"properties": {"count": {"type": "double"}, "geo": geo}},
+        }
+    }
+    return {
+        "properties": {
+            "recordset_id": {"type": "keyword"},
+            "harvest_date": {"type": "date"},
+            **{rt: {"properties": {ty: block for r, ty in BLOCKS if r == rt}} for rt in RECORD_TYPES},
+        }
+    }

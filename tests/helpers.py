@@ -231,3 +231,13 @@ def execute(dsn: str, sql: str, params: Any = None) -> int:
 def window(harvest_date: date) -> dict[str, datetime]:
     start = datetime.combine(harvest_date - timedelta(days=1), datetime.min.time())
     return {"start": start, "end": start + timedelta(days=1)}
+
+
+def query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()

@@ -19,32 +19,30 @@ from idb_stats.adopt import DuplicateDocuments, adopt
 from idb_stats.config import Config, load_config
 from idb_stats.errors import ConfigError, IdbStatsError, IncompatibleIndex, StoreError
 from idb_stats.importing import import_documents
-from idb_stats.model import BLOCKS, RECORD_TYPES
+from idb_stats.legacy import original_mapping
+from idb_stats.model import BLOCKS
 from idb_stats.stores import open_store
 
 SEARCH = pytest.mark.parametrize("store_kind", ["opensearch", "elasticsearch"], indirect=True)
 
 
-def legacy_mapping() -> dict[str, Any]:
-    """The original's mapping (idb-backend idb/stats), `string` + keyword analyzer as `keyword`."""
-    listed = {"properties": {"count": {"type": "double"}, "term": {"type": "keyword"}}}
-    geo = {"properties": {k: {"type": "keyword"} for k in ("country", "region", "city")}}
-    block = {
-        "properties": {
-            "count": {"type": "double"},
-            "total": {"type": "double"},
-            "items": listed,
-            "queries": listed,
-            "geocodes": {"properties": {"count": {"type": "double"}, "geo": geo}},
-        }
+def cli_setup(config: Config, legacy: Legacy, tmp_path: Any) -> tuple[Any, dict[str, str]]:
+    """A config file naming this test's indexes, and the environment pointing at the legacy
+    cluster: the CLI as an operator runs it."""
+    toml = tmp_path / "config.toml"
+    toml.write_text(
+        "[store]\n"
+        + "".join(
+            f'{role}_index = "{getattr(config, role + "_index")}"\n'
+            for role in ("daily", "totals", "runs", "api")
+        )
+    )
+    env = {
+        "IDB_STATS_SOURCE_DSN": config.source_dsn or "",
+        "IDB_STATS_STORE": "opensearch",
+        "IDB_STATS_STORE_URL": legacy.url,
     }
-    return {
-        "properties": {
-            "recordset_id": {"type": "keyword"},
-            "harvest_date": {"type": "date"},
-            **{rt: {"properties": {ty: block for r, ty in BLOCKS if r == rt}} for rt in RECORD_TYPES},
-        }
-    }
+    return toml, env
 
 
 def http(url: str, method: str, path: str, body: Any = None) -> Any:
@@ -101,7 +99,7 @@ class Legacy:
         self.expected[first_of_day1]["records"]["search"]["count"] += 5
         self.expected[first_of_day1]["records"]["search"]["total"] += 50
         self.expected[first_of_day1]["records"]["search"]["geocodes"][0]["count"] += 50
-        http(url, "PUT", f"/{index}", {"mappings": legacy_mapping()})
+        http(url, "PUT", f"/{index}", {"mappings": original_mapping()})
         for doc in [*originals, second]:
             http(url, "POST", f"/{index}/_doc", doc)  # no id: the server makes one, as for the original
         # The original kept its record-count snapshots in the same index.
@@ -182,19 +180,7 @@ def test_init_refuses_the_original_mapping_listing_differences(
 @pytest.mark.parametrize("store_kind", ["opensearch"], indirect=True)
 def test_init_exits_3_naming_the_differences(make_config: MakeConfig, legacy: Legacy, tmp_path: Any) -> None:
     config = make_config()
-    toml = tmp_path / "config.toml"
-    toml.write_text(
-        "[store]\n"
-        + "".join(
-            f'{role}_index = "{getattr(config, role + "_index")}"\n'
-            for role in ("daily", "totals", "runs", "api")
-        )
-    )
-    env = {
-        "IDB_STATS_SOURCE_DSN": config.source_dsn or "",
-        "IDB_STATS_STORE": "opensearch",
-        "IDB_STATS_STORE_URL": legacy.url,
-    }
+    toml, env = cli_setup(config, legacy, tmp_path)
     result = run("init", "--config", str(toml), env=env)
     assert result.returncode == 3, result.stderr
     assert "is object, needs nested" in result.stderr and "idb-stats adopt" in result.stderr
@@ -206,19 +192,7 @@ def test_adopt_command_dry_run_refuse_then_keep_last(
     make_config: MakeConfig, legacy: Legacy, tmp_path: Any
 ) -> None:
     config = make_config()
-    toml = tmp_path / "config.toml"
-    toml.write_text(
-        "[store]\n"
-        + "".join(
-            f'{role}_index = "{getattr(config, role + "_index")}"\n'
-            for role in ("daily", "totals", "runs", "api")
-        )
-    )
-    env = {
-        "IDB_STATS_SOURCE_DSN": config.source_dsn or "",
-        "IDB_STATS_STORE": "opensearch",
-        "IDB_STATS_STORE_URL": legacy.url,
-    }
+    toml, env = cli_setup(config, legacy, tmp_path)
     plan = run("adopt", "--config", str(toml), "--dry-run", env=env)
     assert plan.returncode == 0, plan.stderr
     assert json.loads(plan.stdout)["duplicate_recordset_days"] == 1

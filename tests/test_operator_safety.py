@@ -23,6 +23,7 @@ from helpers import (
     insert_rows,
     load_week,
     other_store,
+    query,
     random_rows,
     snapshot,
 )
@@ -54,16 +55,6 @@ def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.Com
         cwd=ROOT,
         timeout=timeout,
     )
-
-
-def query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 # --- 1. only closed harvest dates are published ----------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+from helpers import query
 
 from idb_stats import embedded, synthetic
 from idb_stats.config import load_config
@@ -42,16 +43,6 @@ def big_dsn(pg_server: embedded.EmbeddedPostgres) -> str:
         cur.execute("ANALYZE")
     conn.close()
     return dsn
-
-
-def query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
