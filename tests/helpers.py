@@ -3,12 +3,13 @@ compute what the rules say they aggregate to, the collected test week, and the C
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -241,3 +242,20 @@ def query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
             return cur.fetchall()
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def request_lost(proxy: Any, step: int) -> Iterator[None]:
+    """Through the Elasticsearch proxy, lose request number `step` (from 0): alternately the
+    request itself, or the server's answer after it applied the request."""
+    seen = [0]
+
+    def fault(method: str, path: str, body: bytes) -> Any:
+        seen[0] += 1
+        return ("drop" if step % 2 else "drop_after") if seen[0] == step + 1 else None
+
+    proxy.fault = fault
+    try:
+        yield
+    finally:
+        proxy.fault = None

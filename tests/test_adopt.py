@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from helpers import HARVEST, MakeConfig, assert_consistent, collect, load_week, other_store, run
+from helpers import HARVEST, MakeConfig, assert_consistent, collect, load_week, other_store, request_lost, run
 
 import idb_stats.collect
 from idb_stats import status as store_status
@@ -413,18 +413,8 @@ def test_publish_over_random_ids_cut_at_every_request_then_rerun(
         for doc in [d for d in clean if d["harvest_date"] == day.isoformat()][:2]:
             http(upstream, "POST", f"/{config.daily_index}/_doc", doc)
         http(upstream, "POST", f"/{config.daily_index}/_refresh")
-        seen = [0]
-
-        def fault(method: str, path: str, body: bytes, step: int = step, seen: list[int] = seen) -> Any:
-            seen[0] += 1
-            return ("drop" if step % 2 else "drop_after") if seen[0] == step + 1 else None
-
-        es_proxy.fault = fault
-        try:
-            with pytest.raises(IdbStatsError):
-                collect(config, day=day)
-        finally:
-            es_proxy.fault = None
+        with request_lost(es_proxy, step), pytest.raises(IdbStatsError):
+            collect(config, day=day)
     collect(config, day=day)
     assert export_all(config) == clean
     assert_consistent(clean, totals_of(config))

@@ -16,6 +16,7 @@ from helpers import (
     load_week,
     other_store,
     random_rows,
+    request_lost,
     snapshot,
 )
 from proxies import ElasticsearchProxy, TcpCutProxy
@@ -86,19 +87,8 @@ def test_search_store_request_dropped_at_every_step_then_rerun(
     steps = len(es_proxy.requests)
     assert steps > 8
     for step in range(steps):
-        seen = [0]
-
-        def fault(method: str, path: str, body: bytes, step: int = step, seen: list[int] = seen) -> Any:
-            seen[0] += 1
-            # Alternate: lose the request, or let the server apply it and lose the answer.
-            return ("drop" if step % 2 else "drop_after") if seen[0] == step + 1 else None
-
-        es_proxy.fault = fault
-        try:
-            with pytest.raises(IdbStatsError):
-                collect(config, day=DAY)
-        finally:
-            es_proxy.fault = None
+        with request_lost(es_proxy, step), pytest.raises(IdbStatsError):
+            collect(config, day=DAY)
     collect(config, first=HARVEST[0], last=HARVEST[-1])
     got = snapshot(config)
     assert got == clean_run(make_config)
