@@ -17,6 +17,9 @@ class TelemetryDay(Protocol):
 
     report: SkipReport  # rows of the day's window, and those the rules skip, by reason with example ids
     fingerprint: dict[str, Any] | None  # of the rows read (fingerprint.py); None when there are none
+    # The day's tables that cells of kind "geocodes" and "queries" name entries of (see Cell).
+    geocodes: list[dict[str, Any]]
+    queries: list[str]
 
     def cells(self) -> Iterator[Cell]:
         """The day's aggregated cells, grouped by recordset (streamed, not held in memory)."""

@@ -23,8 +23,9 @@ from psycopg2 import sql
 
 from . import fingerprint
 from .config import Config
+from .documents import geocode_table
 from .errors import ConfigError, DataQualityError, IdbStatsError, SourceUnreachable
-from .model import MAX_HITS, MAX_ID_BYTES, Cell, SkipReason, SkipReport, event_window
+from .model import BLOCKS, MAX_HITS, MAX_ID_BYTES, Cell, SkipReason, SkipReport, event_window
 from .pg import connect
 from .secrets import scrub
 
@@ -77,7 +78,9 @@ SKIP_REASON_SQL = SKIP_REASON_TEMPLATE.format(
 # The day's cells come from three aggregations run at once on three connections: the items, the
 # geocodes and the queries (one GROUPING SETS query for all three kinds is a single process and
 # several times slower). Each is ordered by recordset in byte order, which is
-# Python's str order, so the streams merge without a sort.
+# Python's str order, so the streams merge without a sort. Recordset and record ids are taken
+# COLLATE "C" where they are read, so every sort and grouping on them is bytewise whatever the
+# database's collation (a portal's en_US.UTF-8 would compare them with strcoll).
 # view/seen payloads map record uuid -> recordset uuid (one entry = one record, one hit);
 # search/mapping/download payloads map recordset uuid -> hits.
 # Item and query lists leave PostgreSQL whole, one per block, as JSON in the documents' order
@@ -87,65 +90,114 @@ RANKED_LIST = """
 json_agg(json_build_object('term', key, 'count', n) ORDER BY n DESC, key COLLATE "C")::text"""
 ITEMS_SQL = f"""
 SELECT rs, record_type, type, 'items', {RANKED_LIST}, sum(n)::bigint, sum(n)::bigint
-FROM (SELECT e.value AS rs, s.record_type, s.type, e.key, count(*) AS n
+FROM (SELECT e.value COLLATE "C" AS rs, s.record_type, s.type, e.key, count(*) AS n
       FROM {{stats}} s CROSS JOIN LATERAL jsonb_each_text(s.payload) e
       WHERE s.date >= %(start)s AND s.date < %(end)s AND s.type IN ('view', 'seen') AND {{accepted}}
-      GROUP BY e.value, s.record_type, s.type, e.key) items
+      GROUP BY 1, s.record_type, s.type, e.key) items
 GROUP BY rs, record_type, type
-ORDER BY rs COLLATE "C"
+ORDER BY rs
 """
 
 # Geocode and query cells come from each row's entries summed per recordset: both are columns of
 # the row, not of the entry, so a page of seen records collapses into a few (recordset, entries)
-# pairs (4.1 M entries into 0.7 M on the default day). Row-level columns come from a subquery that
-# OFFSET 0 keeps PostgreSQL from flattening, so they are computed once per row, not per entry.
+# pairs (4.1 M entries into 0.7 M on the default day). The row subquery selects the row's
+# block (record type and type as one small int) and {row_columns}; OFFSET 0 keeps PostgreSQL from
+# flattening it, so they are computed once per row, not per entry.
+# Every grouping value is small and by value, so the hash tables hold the most cells before they
+# spill (issue 18: 2.4 M cells of the wide day of 400,000 rows spilled 595 MB at work_mem 256 MB):
+# - the block as an int2, not two texts; geocodes and queries by rank (below), not their text;
+# - hits summed as two int4 halves (hits < 2**53, so each half < 2**31), whose sums are int8 by
+#   value; a bigint sum keeps an int128 state allocated per cell. The halves are joined again as
+#   numeric, exact beyond bigint (1,100 entries of 2**53 - 1 hits exceed it);
+# - entries as int4, for the same reason.
+# On the wide day of 200,000 rows the cells' hash table went from 295 MB to 213 MB, and the step
+# from 3.4 s to 2.6 s.
 # (Not an f-string: its braces are the placeholders read_day fills.)
-ROW_ENTRIES = """
-  FROM (SELECT s.payload, s.record_type, s.type,
-               CASE WHEN jsonb_typeof(s.ip_geocode) = 'object' THEN s.ip_geocode::text
-                    ELSE '{{}}' END AS geo,
-               CASE WHEN s.type <> 'view' THEN q.query_hash END AS query_hash
-        FROM {stats} s LEFT JOIN {queries} q ON q.id = s.query_id
-        WHERE s.date >= %(start)s AND s.date < %(end)s AND {accepted} OFFSET 0) r
+BLOCK_CODE = " ".join(
+    ["CASE"]
+    + [f"WHEN s.record_type = '{rt}' AND s.type = '{ty}' THEN {code}" for code, (rt, ty) in enumerate(BLOCKS)]
+    + ["END::int2"]
+)
+BLOCK_NAMES = (
+    f"(ARRAY{[rt for rt, _ in BLOCKS]})[block + 1] AS record_type, "
+    f"(ARRAY{[ty for _, ty in BLOCKS]})[block + 1] AS type"
+)
+HALF = 2**31
+assert MAX_HITS < HALF * HALF, "hits are summed as two int4 halves"
+ROW_ENTRIES = f"""
+  FROM (SELECT s.payload, s.type, {BLOCK_CODE} AS block, {{row_columns}}
+        FROM {{stats}} s
+        WHERE s.date >= %(start)s AND s.date < %(end)s AND {{accepted}} {{row_filter}} OFFSET 0) r
+  {{row_join}}
   CROSS JOIN LATERAL (
-    -- view/seen: record uuid -> recordset uuid, one hit each. entries as int4: its sum keeps an
-    -- int8 by value, where a bigint sum allocates an int128 state per group; the geocode hash
-    -- table of the wide day (200,000 rows, 1.39 M groups) went from 524 MB and a spill to 426 MB.
-    SELECT e.value AS rs, count(*)::int AS entries, count(*) AS hits
+    -- view/seen: record uuid -> recordset uuid, one hit each
+    SELECT e.value COLLATE "C" AS rs, count(*)::int AS entries, 0 AS hits_high, count(*)::int AS hits_low
     FROM jsonb_each_text(r.payload) e WHERE r.type IN ('view', 'seen') GROUP BY e.value
     UNION ALL
     -- search/mapping/download: recordset uuid -> hits (3.0 is a valid count)
-    SELECT e.key, 1, e.value::numeric::bigint
-    FROM jsonb_each_text(r.payload) e WHERE r.type NOT IN ('view', 'seen')
+    SELECT e.key COLLATE "C", 1, (h >> 31)::int, (h & {HALF - 1})::int
+    FROM jsonb_each_text(r.payload) e, LATERAL (SELECT e.value::numeric::bigint AS h) hits
+    WHERE r.type NOT IN ('view', 'seen')
   ) per_row"""
-# Geocodes and queries are two aggregations on two connections, not one GROUPING SETS: on the wide
-# day (issue 18, 50,000 rows) the GROUPING SETS query took 14.8 s and a 360 MB hash table (it
-# spilled at 200,000 rows), the two apart 3.4 s and 3.3 s with 147 MB each.
-# A block's geocodes leave PostgreSQL as one JSON list of [geocode, entries, hits], unranked
-# (documents rank by the canonical JSON, which Python makes): the wide day has 440,000 geocode
-# cells at 50,000 rows, which took 4,400 fetches one cell a row. Every accepted entry has a
-# geocode ({} when unknown), so a block's geocodes also give its count and total.
+# A block's cells leave PostgreSQL as one JSON list of [rank, hits], unranked (a hash aggregate
+# keeps no order; ranking them in PostgreSQL sorted every cell: 1.4 s more on the wide day's
+# geocodes); Python ranks them (documents.ranked_pairs). The block's sums of entries and hits are
+# its count and total when every entry has a value (geocodes: {{}} when unknown).
+CELL_LISTS = f"""
+SELECT * FROM (
+  SELECT rs, {BLOCK_NAMES}, '{{kind}}',
+         json_agg(CASE WHEN high = 0 THEN json_build_array(rank, low)
+                       ELSE json_build_array(rank, high::numeric * {HALF} + low) END)::text,
+         sum(entries)::bigint, sum(high)::numeric * {HALF} + sum(low)
+  FROM (SELECT rs, block, t.rank, sum(entries) AS entries, sum(hits_high) AS high, sum(hits_low) AS low
+        {{row_entries}}
+        GROUP BY rs, block, t.rank) cells
+  GROUP BY rs, block
+  -- planned on its own, so the lists are built by hashing: sorting the cells to group them
+  -- instead (what the planner picks to serve the ORDER BY) spilled 190 MB on the wide day of
+  -- 400,000 rows; the lists, one row per block, are sorted after.
+  OFFSET 0) lists
+ORDER BY rs
+"""
+
+# A row's geocode as the text it is grouped by: {} when unknown (NULL or JSON null).
+GEOCODE_TEXT = "CASE WHEN jsonb_typeof(s.ip_geocode) = 'object' THEN s.ip_geocode::text ELSE '{}' END"
+# The day's distinct geocodes in byte order: their position in this list is their code. The
+# geocodes stream computes the same list from the same snapshot, so both sides agree on the codes
+# without sending the texts back; Python ranks them by their canonical JSON (the documents' order)
+# and sends only the rank of each code (%(geocode_ranks)s, one int each).
+DAY_GEOCODES = f"""
+SELECT DISTINCT {GEOCODE_TEXT.replace("{}", "{{}}")} COLLATE "C" AS geo
+FROM {{stats}} s WHERE s.date >= %(start)s AND s.date < %(end)s AND {{accepted}}"""
+GEOCODE_TABLE_SQL = f"SELECT geo FROM ({DAY_GEOCODES}) d ORDER BY geo"
 GEOCODES_SQL = f"""
-SELECT rs, record_type, type, 'geocodes', json_agg(json_build_array(geo, entries, n))::text,
-       sum(entries)::bigint, sum(n)
-FROM (SELECT rs, record_type, type, geo, sum(entries) AS entries, sum(hits) AS n
-      {ROW_ENTRIES}
-      GROUP BY rs, record_type, type, geo) cells
-GROUP BY rs, record_type, type
-ORDER BY rs COLLATE "C"
-"""
-# Views are not broken down by query; rows without a query have no query cell.
-# Hits are summed as numeric (sum of bigint), never cast back: 1,100 entries of 2**53 - 1 hits
-# exceed bigint. The stream reads numeric as int (_CellStream), so sums stay exact.
+WITH day_geocodes AS (
+  SELECT geo, (%(geocode_ranks)s::int4[])[row_number() OVER (ORDER BY geo)] AS rank
+  FROM ({DAY_GEOCODES}) d)
+{CELL_LISTS.replace("{kind}", "geocodes")}"""
+GEOCODE_ROWS = {
+    "row_columns": f"{GEOCODE_TEXT} AS geo",
+    "row_filter": "",
+    "row_join": "JOIN day_geocodes t ON t.geo = r.geo",
+}
+# The day's queries (views are not broken down by query; a row without a query, or whose query
+# is not in the queries table, has no query cell), ranked by hash in byte order, which is how
+# documents break ties; the queries stream computes the same ranks from the same snapshot.
+DAY_QUERIES = """
+SELECT q.id, q.query_hash, row_number() OVER (ORDER BY q.query_hash COLLATE "C") AS rank
+FROM {queries} q
+WHERE q.query_hash IS NOT NULL AND q.id IN (
+  SELECT s.query_id FROM {stats} s
+  WHERE s.date >= %(start)s AND s.date < %(end)s AND {accepted} AND s.type <> 'view')"""
+QUERY_TABLE_SQL = f"SELECT query_hash FROM ({DAY_QUERIES}) d ORDER BY rank"
 QUERIES_SQL = f"""
-SELECT rs, record_type, type, 'queries', {RANKED_LIST}, sum(entries)::bigint, sum(n)
-FROM (SELECT rs, record_type, type, query_hash AS key, sum(entries) AS entries, sum(hits) AS n
-      {ROW_ENTRIES}
-      WHERE query_hash IS NOT NULL
-      GROUP BY rs, record_type, type, query_hash) cells
-GROUP BY rs, record_type, type
-ORDER BY rs COLLATE "C"
-"""
+WITH day_queries AS ({DAY_QUERIES})
+{CELL_LISTS.replace("{kind}", "queries")}"""
+QUERY_ROWS = {
+    "row_columns": "s.query_id",
+    "row_filter": "AND s.type <> 'view' AND s.query_id IS NOT NULL",
+    "row_join": "JOIN day_queries t ON t.id = r.query_id",
+}
 
 # The planner guesses 100 entries per payload and so millions of groups; left alone it picks
 # sort-based aggregation that spills to disk. Hash aggregation fits in memory by far. A cursor
@@ -234,8 +286,11 @@ def read_error(exc: psycopg2.Error, what: str, dsn: str) -> IdbStatsError:
 class _CellStream:
     """One aggregation query on its own connection, in the day's snapshot, read through a cursor.
 
-    The query runs to completion (and sorts) before its first rows come back, so the first fetch
-    of every stream is started at once, from threads, and the streams' work shares the cores.
+    Each stream fetches from a thread of its own, one batch ahead of the rows being used: the
+    server's work for the next rows (the whole aggregation before the first, then building the
+    lists of the next groups) overlaps with Python building documents from these, and the three
+    streams' first fetches run at once and share the cores. Fetched one at a time, the wide day
+    (issue 18) waited 4.4 s in fetches after the first.
     """
 
     def __init__(self, dsn: str, snapshot: str, query: str, zone: str) -> None:
@@ -248,23 +303,25 @@ class _CellStream:
                 settings = (*STREAM_SETTINGS, cur.mogrify("SET LOCAL TIME ZONE %s", (zone,)).decode())
                 cur.execute("; ".join(settings))  # one round trip
             self._cursor = self._conn.cursor(name="cells")
-            self._cursor.itersize = FETCH_ROWS
             self._cursor.execute(query)
         except BaseException:
             self._conn.close()
             raise
-        self._first: list[tuple[Any, ...]] = []
-
-    def prefetch(self) -> None:
-        self._first = self._cursor.fetchmany(FETCH_ROWS)
+        self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="cells")
+        self._next = self._fetcher.submit(self._cursor.fetchmany, FETCH_ROWS)
 
     def cells(self) -> Iterator[Cell]:
         make = Cell._make
-        yield from map(make, self._first)
-        self._first = []
-        yield from map(make, self._cursor)
+        while rows := self._next.result():
+            self._next = self._fetcher.submit(self._cursor.fetchmany, FETCH_ROWS)
+            yield from map(make, rows)
 
     def close(self) -> None:
+        # A fetch may still be running (another stream failed, or the rows were not all used):
+        # cancel it on the server rather than wait for its aggregation to finish.
+        if self._next.running():
+            self._conn.cancel()
+        self._fetcher.shutdown(wait=True)
         self._conn.close()
 
 
@@ -272,6 +329,8 @@ class _CellStream:
 class PostgresTelemetryDay:
     report: SkipReport
     fingerprint: fingerprint.Fingerprint | None
+    geocodes: list[dict[str, Any]]
+    queries: list[str]
     _streams: Callable[[], Iterator[Cell]]
 
     def cells(self) -> Iterator[Cell]:
@@ -353,10 +412,18 @@ class PostgresTelemetrySource:
                     accepted = cur.mogrify("s.id <> ALL(%s)", (sorted(skipped_ids),)).decode()
                 else:
                     accepted = f"({SKIP_REASON_SQL}) IS NULL"
-                queries = [
-                    cur.mogrify(template.format(accepted=accepted, **self._names), window).decode()
-                    for template in (ITEMS_SQL, GEOCODES_SQL, QUERIES_SQL)
-                ]
+                names = {"accepted": accepted, **self._names}
+                cur.execute(GEOCODE_TABLE_SQL.format(**names), window)
+                ranks, geocodes = geocode_table([geo for (geo,) in cur])
+                cur.execute(QUERY_TABLE_SQL.format(**names), window)
+                query_hashes = [query_hash for (query_hash,) in cur]
+                params = {**window, "geocode_ranks": ranks}
+                statements = (
+                    ITEMS_SQL.format(**names),
+                    GEOCODES_SQL.format(row_entries=ROW_ENTRIES.format(**GEOCODE_ROWS, **names), **names),
+                    QUERIES_SQL.format(row_entries=ROW_ENTRIES.format(**QUERY_ROWS, **names), **names),
+                )
+                queries = [cur.mogrify(statement, params).decode() for statement in statements]
                 # In the same snapshot as the cells, so the fingerprint is that of the rows counted.
                 cur.execute(fingerprint.SETTINGS)
                 cur.execute(self._fingerprint_sql, window)
@@ -364,6 +431,8 @@ class PostgresTelemetrySource:
                 yield PostgresTelemetryDay(
                     report,
                     day_fingerprint,
+                    geocodes,
+                    query_hashes,
                     lambda: self._merged(snapshot, queries, f"aggregating {harvest_date}"),
                 )
         finally:
@@ -382,8 +451,6 @@ class PostgresTelemetrySource:
         try:
             with self._reading(what):
                 streams += (_CellStream(self._dsn, snapshot, query, self._zone) for query in queries)
-                with ThreadPoolExecutor(len(streams)) as pool:
-                    list(pool.map(_CellStream.prefetch, streams))
                 # Cells are tuples led by the recordset id, so their own order is the merge order.
                 yield from heapq.merge(*(stream.cells() for stream in streams))
         finally:

@@ -255,7 +255,12 @@ class Verifier:
                     return result
             else:
                 recomputed = build_documents(
-                    telemetry.cells(), day, DayStats(day), self.config.breakdown_limit
+                    telemetry.cells(),
+                    day,
+                    DayStats(day),
+                    self.config.breakdown_limit,
+                    geocodes=telemetry.geocodes,
+                    queries=telemetry.queries,
                 )
                 for recordset_id, wanted, have in by_recordset(recomputed, self.store.export(day, day)):
                     if wanted is None or have is None:

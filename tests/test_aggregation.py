@@ -33,7 +33,16 @@ def test_sql_matches_rules(
             stats = DayStats(harvest)
             with source.read_day(harvest) as telemetry:
                 report = telemetry.report
-                docs = list(build_documents(telemetry.cells(), harvest, stats, limit))
+                docs = list(
+                    build_documents(
+                        telemetry.cells(),
+                        harvest,
+                        stats,
+                        limit,
+                        geocodes=telemetry.geocodes,
+                        queries=telemetry.queries,
+                    )
+                )
             assert docs == expected_docs
             assert report.rows == expected_report.rows
             assert report.as_dict() == expected_report.as_dict()
@@ -70,7 +79,15 @@ def test_midnight_belongs_to_the_next_harvest_date(dsn: str) -> None:
     totals = {}
     for harvest in (date(2020, 2, 18), date(2020, 2, 19)):
         with source.read_day(harvest) as telemetry:
-            docs = list(build_documents(telemetry.cells(), harvest, DayStats(harvest)))
+            docs = list(
+                build_documents(
+                    telemetry.cells(),
+                    harvest,
+                    DayStats(harvest),
+                    geocodes=telemetry.geocodes,
+                    queries=telemetry.queries,
+                )
+            )
         totals[harvest] = docs[0]["records"]["search"]["total"]
     source.close()
     assert totals == {date(2020, 2, 18): 11, date(2020, 2, 19): 100}
@@ -102,7 +119,15 @@ def test_geocodes_that_would_read_the_same_are_skipped_by_both(dsn: str) -> None
     source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
     with source.read_day(harvest) as telemetry:
         report = telemetry.report
-        docs = list(build_documents(telemetry.cells(), harvest, DayStats(harvest)))
+        docs = list(
+            build_documents(
+                telemetry.cells(),
+                harvest,
+                DayStats(harvest),
+                geocodes=telemetry.geocodes,
+                queries=telemetry.queries,
+            )
+        )
     source.close()
     assert report.as_dict() == expected_report.as_dict()
     assert report.as_dict()["bad_geocode_value"]["example_ids"] == [1, 2]
@@ -128,7 +153,15 @@ def test_sql_matches_rules_on_every_shape_of_day(dsn: str, shape: str) -> None:
     expected_docs, _ = reference(dsn, harvest)
     source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
     with source.read_day(harvest) as telemetry:
-        docs = list(build_documents(telemetry.cells(), harvest, DayStats(harvest)))
+        docs = list(
+            build_documents(
+                telemetry.cells(),
+                harvest,
+                DayStats(harvest),
+                geocodes=telemetry.geocodes,
+                queries=telemetry.queries,
+            )
+        )
     source.close()
     geocodes = {
         json.dumps(g["geo"]) for d in docs for block in d["records"].values() for g in block["geocodes"]

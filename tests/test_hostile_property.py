@@ -169,7 +169,15 @@ def test_hostile_rows_are_counted_or_skipped_never_injected(
     try:
         with source.read_day(HARVEST) as telemetry:
             report = telemetry.report
-            docs = list(build_documents(telemetry.cells(), HARVEST, DayStats(HARVEST)))
+            docs = list(
+                build_documents(
+                    telemetry.cells(),
+                    HARVEST,
+                    DayStats(HARVEST),
+                    geocodes=telemetry.geocodes,
+                    queries=telemetry.queries,
+                )
+            )
     finally:
         source.close()
     assert docs == expected_docs

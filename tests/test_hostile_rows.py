@@ -289,7 +289,15 @@ def test_days_follow_source_timezone_whatever_the_session_zone(
     try:
         for harvest in (date(2021, 3, 15), date(2021, 11, 8)):  # events of 14 March, 7 November
             with source.read_day(harvest) as telemetry:
-                docs = list(build_documents(telemetry.cells(), harvest, DayStats(harvest)))
+                docs = list(
+                    build_documents(
+                        telemetry.cells(),
+                        harvest,
+                        DayStats(harvest),
+                        geocodes=telemetry.geocodes,
+                        queries=telemetry.queries,
+                    )
+                )
                 counts[harvest] = (telemetry.report.rows, docs[0]["records"]["search"]["count"])
         dates = source.harvest_dates()
     finally:

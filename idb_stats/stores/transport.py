@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from ..config import Config
 from ..errors import StoreError
+from ..json_text import compact
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class RetryingRequests:
         size = 0
         for action in actions:
             chunk.append(action)
-            size += len(json.dumps(action[1])) if action[1] is not None else 64
+            size += len(compact(action[1])) if action[1] is not None else 64
             if size >= self.chunk_bytes:
                 results.extend(self._bulk_chunk(chunk))
                 chunk, size = [], 0
@@ -152,7 +153,7 @@ class RetryingRequests:
                 meta, source = chunk[i]
                 lines.append(json.dumps(meta))
                 if source is not None:
-                    lines.append(json.dumps(source, separators=(",", ":"), ensure_ascii=False))
+                    lines.append(compact(source))
             response = self.request("POST", "/_bulk", "\n".join(lines) + "\n", ndjson=True)
             retry = []
             for i, item in zip(todo, response["items"], strict=True):
