@@ -332,8 +332,9 @@ def log_outcome(verb: str, outcome: DayOutcome) -> None:
 def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: float | None) -> None:
     """Load an NDJSON export into the store; each harvest date in it replaces that day.
 
-    The whole file is checked first (a line that is not a daily document is named by its number),
-    so a malformed file writes nothing. Exports of the original collector are accepted: date-time
+    The whole file is checked first (a line that is not a daily document, or whose numbers
+    contradict the rules, such as a view block's total not equal to its count, is named by its
+    number), so a malformed file writes nothing. Exports of the original collector are accepted: date-time
     harvest dates, counts as doubles and missing blocks are normalised; every line is accounted
     for, per day.
     """

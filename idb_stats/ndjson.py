@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import date
+from typing import Any
 
+from .documents import Document
 from .errors import UsageError
-from .legacy import NotADailyDocument, legacy_day, normalise
+from .legacy import NotADailyDocument, legacy_day, missing_blocks, normalise
+from .model import BLOCKS, PER_RECORD_TYPES
 
 
 def check_export(lines: Iterable[bytes], name: str, last_closed: date | None = None) -> int:
@@ -48,9 +51,15 @@ def check_export(lines: Iterable[bytes], name: str, last_closed: date | None = N
                 "nothing was imported"
             )
         try:
-            normalise(doc)
+            normalised = normalise(doc)
         except NotADailyDocument as exc:
             raise UsageError(f"{where}: {exc}; nothing was imported") from None
+        problem = inconsistency(normalised, made_by_collect_stats=_current_shape(doc))
+        if problem:
+            raise UsageError(
+                f"{where}: {problem}: not a document collect-stats made (edited or damaged?); "
+                "nothing was imported"
+            )
         if day != current:
             if day in finished:
                 raise UsageError(
@@ -62,6 +71,40 @@ def check_export(lines: Iterable[bytes], name: str, last_closed: date | None = N
             current = day
         documents += 1
     return documents
+
+
+def inconsistency(doc: Document, made_by_collect_stats: bool) -> str | None:
+    """What in a normalised daily document contradicts the rules (README "What is counted"), or None.
+
+    Always: a view or seen entry is one record, one hit, so such a block's total is its count.
+    For a document in this version's shape (made_by_collect_stats) also: every entry carries a
+    geocode (`{}` when unknown) so the geocodes' counts add up to the total, and every view or
+    seen entry names one record so the items' counts add up to the count (a breakdown limit's
+    __other__ keeps both sums exact). The original collector's documents are not held to those.
+    """
+    for rt, ty in BLOCKS:
+        block = doc[rt][ty]
+        where = f"{rt}.{ty}"
+        if ty in PER_RECORD_TYPES and block["total"] != block["count"]:
+            return f"{where} total {block['total']} is not its count {block['count']} (one hit per {ty})"
+        if not made_by_collect_stats:
+            continue
+        geocodes = sum(entry["count"] for entry in block["geocodes"])
+        if geocodes != block["total"]:
+            return f"{where} geocode counts add up to {geocodes}, not its total {block['total']}"
+        items = sum(entry["count"] for entry in block["items"])
+        if ty in PER_RECORD_TYPES and items != block["count"]:
+            return f"{where} item counts add up to {items}, not its count {block['count']}"
+    return None
+
+
+def _current_shape(doc: dict[str, Any]) -> bool:
+    """A document as this version writes it: a YYYY-MM-DD harvest date, every block present,
+    counts and totals integers (the original collector's are doubles)."""
+    day = doc.get("harvest_date")
+    if not (isinstance(day, str) and len(day) == 10) or missing_blocks(doc):
+        return False
+    return all(isinstance(doc[rt][ty].get(field), int) for rt, ty in BLOCKS for field in ("count", "total"))
 
 
 def _harvest_day(doc: object) -> date | None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -188,6 +189,51 @@ def test_import_refuses_documents_that_are_not_daily_documents(dsn: str, tmp_pat
     result = run("import", str(bad), env={"IDB_STATS_SOURCE_DSN": dsn})
     assert result.returncode == 2 and "line 2: not a daily document" in result.stderr
     assert "idb_stats" not in schemas(dsn)
+
+
+def _tamper(doc: dict[str, Any], how: str) -> None:
+    """Break one rule a document collect-stats made always keeps, in its first active block."""
+    rt, ty = next(
+        (rt, ty)
+        for rt in ("records", "mediarecords")
+        for ty in (("view", "seen") if how != "geocodes" else ("search", "view", "seen"))
+        if doc[rt][ty]["count"]
+    )
+    block = doc[rt][ty]
+    if how == "total":
+        block["total"] += 1
+    elif how == "geocodes":
+        block["geocodes"][0]["count"] += 1
+    else:
+        block["items"][0]["count"] += 1
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("total", r"(view|seen) total \d+ is not its count \d+ \(one hit per (view|seen)\)"),
+        ("geocodes", r"geocode counts add up to \d+, not its total \d+"),
+        ("items", r"item counts add up to \d+, not its count \d+"),
+    ],
+)
+def test_import_refuses_a_document_whose_numbers_contradict_the_rules(
+    dsn: str, tmp_path: Path, how: str, message: str
+) -> None:
+    """A view is one hit: total == count; every entry has a geocode and a view or seen entry a
+    record, so their lists add up. A document that says otherwise was not made by collect-stats."""
+    env = collected(dsn)
+    lines = run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[0]), env=env).stdout.splitlines()
+    doc = json.loads(lines[3])
+    _tamper(doc, how)
+    lines[3] = json.dumps(doc)
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text("\n".join(lines) + "\n")
+    (tmp_path / "restore.toml").write_text('[store]\nschema = "restored"\n')
+    result = run("import", "--config", str(tmp_path / "restore.toml"), str(bad), env=env)
+    assert result.returncode == 2, result.stderr
+    assert re.search(r"line 4: (records|mediarecords)\.", result.stderr), result.stderr
+    assert re.search(message, result.stderr) and "nothing was imported" in result.stderr, result.stderr
+    assert "restored" not in schemas(dsn)
 
 
 def test_unquoted_space_in_a_dsn_password_exits_3_without_showing_it() -> None:
