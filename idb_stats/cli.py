@@ -581,6 +581,8 @@ def status(config: Config, max_lag: int | None, as_json: bool) -> None:
             f"missing days:          {', '.join(info['missing_days']) or 'none'}",
             f"last re-check:         {_recheck_line(info['last_recheck'])}",
         ]
+        if info["not_rechecked"]:
+            lines.append(f"not re-checkable:      {_not_rechecked_line(info)}")
         if info["not_closed_days"]:
             lines.append(
                 f"complete but not over: {', '.join(info['not_closed_days'])} (idb-stats forget-day DATE)"
@@ -612,6 +614,16 @@ def status(config: Config, max_lag: int | None, as_json: bool) -> None:
 
 def lag_text(lag: int | None) -> str:
     return "-" if lag is None else plural(lag, "day")
+
+
+def _not_rechecked_line(info: dict[str, Any]) -> str:
+    groups = info["not_rechecked"]
+    days = sum(len(d) for d in groups.values())
+    listed = "; ".join(f"{why}: {', '.join(d)}" for why, d in groups.items())
+    return (
+        f"{plural(days, 'day')} of the last {info['recheck_days']} published carry no source "
+        f"fingerprint, so late rows there go unnoticed ({listed})"
+    )
 
 
 def _recheck_line(recheck: dict[str, Any] | None) -> str:

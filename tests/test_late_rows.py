@@ -129,6 +129,24 @@ def test_stale_days_rule() -> None:
     ]
 
 
+def test_days_without_fingerprint_are_named_with_why() -> None:
+    fp = {"rows": 10, "min_id": 1, "max_id": 10, "first_event": "a", "last_event": "b", "hash": "00"}
+    markers = [
+        {"reason": "collect", "rows": 5},  # before fingerprints existed
+        {"reason": "import", "rows": 0},
+        {"reason": "collect", "rows": 0},  # no rows: nothing to fingerprint
+        {"reason": "adopt", "rows": 0},
+        {"reason": "collect", "rows": 10, "fingerprint": fp},
+    ]
+    complete = {date(2020, 1, d): marker for d, marker in enumerate(markers, 1)}
+    assert fingerprint.unfingerprinted(complete, 4) == {
+        "imported": [date(2020, 1, 2)],
+        "published without telemetry rows": [date(2020, 1, 3)],
+        "adopted": [date(2020, 1, 4)],
+    }
+    assert fingerprint.unfingerprinted(complete, 5)["published by an older version"] == [date(2020, 1, 1)]
+
+
 def test_last_settled_day() -> None:
     settle, utc = timedelta(minutes=30), ZoneInfo("UTC")
     assert planning.last_closed_day(datetime(2020, 2, 18, 0, 29, tzinfo=utc), utc, settle) == date(

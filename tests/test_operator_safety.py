@@ -345,3 +345,28 @@ def test_catch_up_plans_every_missing_closed_day(complete: set[int], closed: int
         assert through == expected[0] - timedelta(days=1)
     else:
         assert through == max((d for d in days if d <= last_closed), default=None)
+
+
+def test_status_says_which_published_days_the_recheck_cannot_compare(dsn: str, tmp_path: Path) -> None:
+    """Imported days carry no source fingerprint, so the catch-up's re-check skips them: status
+    says how many of the re-check window's days that is, and why, in one line."""
+    load_week(dsn)
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    assert cli("collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[3]), env=env).returncode == 0
+    dump = tmp_path / "export.ndjson"
+    cli("export", "--from", str(HARVEST[1]), "--to", str(HARVEST[2]), "-o", str(dump), env=env)
+    assert cli("import", str(dump), env=env).returncode == 0
+    shown = cli("status", env=env)
+    assert shown.returncode == 0, shown.stderr
+    wanted = (
+        "not re-checkable:      2 days of the last 7 published carry no source fingerprint, so late "
+        f"rows there go unnoticed (imported: {HARVEST[1]}, {HARVEST[2]})"
+    )
+    assert wanted in shown.stdout.splitlines(), shown.stdout
+    as_json = json.loads(cli("status", "--json", env=env).stdout)
+    assert as_json["not_rechecked"] == {"imported": [str(HARVEST[1]), str(HARVEST[2])]}
+    # Out of the window (recheck_days 1: only the last day, which collect-stats published): silent.
+    (tmp_path / "narrow.toml").write_text("[collect]\nrecheck_days = 1\n")
+    narrow = cli("status", "--config", str(tmp_path / "narrow.toml"), env=env)
+    assert narrow.returncode == 0, narrow.stderr
+    assert "not re-checkable" not in narrow.stdout, narrow.stdout
