@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__, apistats, checks, cohort, collect, forget, importing, interrupt, ndjson
+from . import changes as changes_ledger  # the `changes` command below takes the plain name
 from . import status as store_status  # the `status` command below takes the plain name
 from .config import STORE_KINDS, Config, load_config
 from .errors import ConfigError, ExitCode, IdbStatsError, SourceRowsGone, UsageError, VerifyDifferences
@@ -652,15 +653,7 @@ def changes(config: Config, since: date | None, recordset_id: str | None, as_jso
         write_ndjson(records, sys.stdout)
         return
     for record in records:
-        blocks = ", ".join(
-            f"{block} count {b['old']['count']}->{b['new']['count']} "
-            f"total {b['old']['total']}->{b['new']['total']}"
-            for block, b in record["blocks"].items()
-        )
-        click.echo(
-            f"{record['changed_at'][:19]} {record['harvest_date']} {record['recordset_id']} "
-            f"{record['reason']} run {record['run_id']}: {blocks}"
-        )
+        click.echo(changes_ledger.as_text(record))
 
 
 @cli.command("verify", epilog=EXIT_CODES_HELP)

@@ -390,3 +390,39 @@ def test_a_zone_the_telemetry_database_does_not_know_is_a_configuration_error(ds
     ):
         set_time_zone(conn, "Mars/Olympus")
     assert conn.closed
+
+
+def test_ids_with_control_characters_reach_the_terminal_escaped(dsn: str) -> None:
+    """Recordset ids and countries as an attacker sends them: `show`'s table and `changes` print
+    them escaped, one line each; JSON keeps them exact."""
+    hostile = ["rs\x1b[2Jgone", "rs\r\nforged line", "rs\tx", "rs\u2028y", "rs\u202etxt.exe", "rs\x07\x9b"]
+    conn = create_telemetry(dsn)
+    country = '{"country": "U\\u001b[31mS\\n"}'
+    insert_raw(conn, [("search", "records", country, entry(rs, "2")) for rs in hostile])
+    conn.close()
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    assert run("collect-stats", "-d", str(HARVEST), env=env).returncode == 0
+    conn = create_telemetry(dsn)
+    insert_raw(conn, [("search", "records", None, entry(rs, "1")) for rs in hostile])  # late rows
+    conn.close()
+    assert run("collect-stats", "-d", str(HARVEST), env=env).returncode == 0
+
+    def assert_escaped(text: str) -> None:
+        raw = [c for c in text if c != "\n" and (c in "\x1b\r\t\x07\x9b\u2028\u202e")]
+        assert not raw, (raw, text)
+
+    listed = run("changes", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("\n") == len(hostile)
+    assert_escaped(listed.stdout)
+    assert " rs\\x1b[2Jgone rerun " in listed.stdout and " rs\\r\\nforged line rerun " in listed.stdout
+    # split("\n"), not splitlines(): JSON keeps U+2028 raw (valid JSON), splitlines() cuts there
+    as_json = [json.loads(line) for line in run("changes", "--json", env=env).stdout.split("\n")[:-1]]
+    assert sorted(r["recordset_id"] for r in as_json) == sorted(hostile)
+
+    table = run("show", *hostile, "--interval", "day", env=env)
+    assert table.returncode == 0, table.stderr
+    # header, a row per recordset, the total; a blank line, the countries' header, US and unknown
+    assert table.stdout.count("\n") == len(hostile) + 2 + 4, table.stdout
+    assert_escaped(table.stdout)
+    assert "rs\\u202etxt.exe" in table.stdout and "U\\x1b[31mS\\n" in table.stdout
