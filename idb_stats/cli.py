@@ -744,9 +744,17 @@ def forget_day(config: Config, harvest_date: date, lock_timeout: float | None) -
     """Remove a harvest date from the store: its documents, its share of the totals and its
     completion mark (recorded in the run ledger). The day is missing again: the next catch-up
     redoes it once its window has closed. Also undoes a day published before it was over.
+    A day the store does not hold (never published, or already forgotten) is left alone and
+    said so, exit 0: forgetting is safe to repeat.
     """
     removed = forget.forget_day(config, harvest_date, lock_timeout)
-    click.echo(f"forgot {harvest_date}: {plural(removed, 'document')} removed, totals adjusted")
+    if removed is None:
+        click.echo(
+            f"{harvest_date} is not published (no documents, no completion mark): nothing to forget "
+            "(`idb-stats status` shows the complete days)"
+        )
+    else:
+        click.echo(f"forgot {harvest_date}: {plural(removed, 'document')} removed, totals adjusted")
 
 
 @cli.command("check-config")

@@ -167,7 +167,7 @@ def test_forget_day_removes_documents_totals_and_mark(make_config: MakeConfig, d
         )
     finally:
         store.close()
-    assert forget_day(config, HARVEST[1]) == 0  # safe to repeat
+    assert forget_day(config, HARVEST[1]) is None  # safe to repeat: not published any more
     collect(config, Selection(day=HARVEST[1]))
     clean = other_store(make_config, "clean")
     collect(clean, Selection(first=HARVEST[0], last=HARVEST[-1]))
@@ -193,6 +193,23 @@ def test_forget_day_undoes_a_day_published_before_it_was_over(dsn: str) -> None:
     assert query(dsn, "SELECT count(*) FROM idb_stats.daily") == [(0,)]
     assert query(dsn, "SELECT count(*) FROM idb_stats.totals") == [(0,)]
     assert json.loads(cli("status", "--json", env=env).stdout)["not_closed_days"] == []
+
+
+def test_forget_day_of_a_day_never_published_says_so_and_writes_nothing(dsn: str) -> None:
+    load_week(dsn)
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    assert cli("collect-stats", "-d", str(HARVEST[0]), env=env).returncode == 0
+    runs_before = query(dsn, "SELECT count(*) FROM idb_stats.runs")
+    never = cli("forget-day", "2001-01-01", env=env)
+    assert never.returncode == 0, never.stderr
+    assert never.stdout == (
+        "2001-01-01 is not published (no documents, no completion mark): nothing to forget "
+        "(`idb-stats status` shows the complete days)\n"
+    )
+    assert query(dsn, "SELECT count(*) FROM idb_stats.runs") == runs_before  # no ledger entry
+    forgot = cli("forget-day", str(HARVEST[0]), env=env)
+    assert forgot.returncode == 0 and forgot.stdout.startswith(f"forgot {HARVEST[0]}: "), forgot.stderr
+    assert "is not published" in cli("forget-day", str(HARVEST[0]), env=env).stdout
 
 
 # --- 5. the lock's key is the store's identity, and a held lock names its holder ---------------
