@@ -55,6 +55,10 @@ class StoreError(IdbStatsError):
     exit_code = ExitCode.STORE_FAILED
 
 
+class StoreUnreachable(StoreError):
+    """No answer from the store at all: connection refused, unknown host, timed out."""
+
+
 class IncompatibleIndex(IdbStatsError):
     """A live index has a mapping this version cannot use (e.g. one the original collector made)."""
 

@@ -24,7 +24,7 @@ from psycopg2.sql import Identifier
 from .. import changes
 from ..config import Config
 from ..documents import add_terms
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnreachable
 from ..model import BLOCKS, COUNT_FIELDS, OTHER_TERM, DayStats
 from ..pg import NUMERIC_AS_INT, connect
 from ..ports import ClosedOnExit, Document
@@ -168,7 +168,7 @@ class PostgresStore(ClosedOnExit):
         try:
             conn = connect(self._dsn, "statistics store")
         except Exception as exc:
-            raise StoreError(str(exc)) from None
+            raise StoreUnreachable(str(exc)) from None
         psycopg2.extensions.register_type(NUMERIC_AS_INT, conn)
         # Bounded waits: a session idling in a transaction on the store's tables, or a runaway
         # statement, fails the run (exit 5) instead of holding the run lock for hours.
