@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -24,7 +25,15 @@ from . import __version__, apistats, checks, cohort, collect, forget, importing,
 from . import changes as changes_ledger  # the `changes` command below takes the plain name
 from . import status as store_status  # the `status` command below takes the plain name
 from .config import STORE_KINDS, Config, load_config
-from .errors import ConfigError, ExitCode, IdbStatsError, SourceRowsGone, UsageError, VerifyDifferences
+from .errors import (
+    ConfigError,
+    ExitCode,
+    IdbStatsError,
+    OutputClosed,
+    SourceRowsGone,
+    UsageError,
+    VerifyDifferences,
+)
 from .interrupt import Interrupted
 from .legacy import DUPLICATE_POLICIES, DayOutcome
 from .logs import ProgressBar, sd_notify, setup_logging
@@ -33,17 +42,19 @@ from .planning import Plan
 from .report import build_report
 from .secrets import has_password
 from .stores import open_store
+from .terminal import broken_pipe, writing
 
 log = logging.getLogger("idb_stats")
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CODES_HELP = """Exit codes: 0 ok, 1 unexpected error, 2 usage (bad arguments or input file,
-a harvest date not over yet), 3 configuration (also a failed check-config --connect, or an index
-with another mapping: run adopt), 4 telemetry database unreachable, 5 store unreachable or write
-not acknowledged, 6 too many skipped rows (or duplicate documents under --duplicates refuse),
-7 lock held by another run, 8 status: lagging, 9 catch-up span too long, 10 a day's source rows
-are gone while the store holds its documents (--allow-empty), 11 verify found differences,
-130/143 stopped by SIGINT/SIGTERM (run recorded as interrupted)."""
+a harvest date not over yet, an output that cannot be written), 3 configuration (also a failed
+check-config --connect, or an index with another mapping: run adopt), 4 telemetry database
+unreachable, 5 store unreachable or write not acknowledged, 6 too many skipped rows (or duplicate
+documents under --duplicates refuse), 7 lock held by another run, 8 status: lagging, 9 catch-up
+span too long, 10 a day's source rows are gone while the store holds its documents
+(--allow-empty), 11 verify found differences, 130/143 stopped by SIGINT/SIGTERM (run recorded as
+interrupted), 141 standard output closed by its reader (| head)."""
 
 
 class DateType(click.ParamType):
@@ -126,7 +137,21 @@ def write_ndjson(docs: Iterable[dict[str, Any]], out: Any) -> int:
     return count
 
 
-@click.group(epilog=EXIT_CODES_HELP)
+class Commands(click.Group):
+    """The command group; an EPIPE from standard output (its reader went away) becomes
+    OutputClosed here, before click's own handling would exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            closed = broken_pipe(exc)
+            if closed is None:
+                raise
+            raise closed from None
+
+
+@click.group(cls=Commands, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="idb-stats")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
@@ -298,7 +323,7 @@ def export(config: Config, first: date | None, last: date | None, output: Any) -
     if first is None or last is None:
         raise click.UsageError("export needs --from and --to")
     log.debug("exporting %s to %s", first, last)
-    with open_store(config) as store:
+    with open_store(config) as store, writing(output):
         write_ndjson(store.export(first, last), output)
 
 
@@ -447,7 +472,7 @@ def totals(config: Config, recordsets: tuple[str, ...], output: Any) -> None:
 
     Named recordsets without statistics are listed on standard error; none known at all exits 2.
     """
-    with open_store(config) as store:
+    with open_store(config) as store, writing(output):
         written = {doc["recordset_id"] for doc in _written(store.totals(recordsets), output)}
     _report_unknown(recordsets, [r for r in recordsets if r not in written])
 
@@ -511,7 +536,8 @@ def show(
         if len(unknown) == len(ids):
             _report_unknown(ids, unknown)
         result = cohort.query(store, ids, first, last, interval, summed, top)
-    output.write(cohort.FORMATTERS[fmt](result))
+    with writing(output):
+        output.write(cohort.FORMATTERS[fmt](result))
     _report_unknown(ids, unknown)
 
 
@@ -650,7 +676,8 @@ def changes(config: Config, since: date | None, recordset_id: str | None, as_jso
     with open_store(config) as store:
         records = store.changes(since, recordset_id)
     if as_json:
-        write_ndjson(records, sys.stdout)
+        with writing(sys.stdout):
+            write_ndjson(records, sys.stdout)
         return
     for record in records:
         click.echo(changes_ledger.as_text(record))
@@ -869,6 +896,10 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except OutputClosed:
+        # Quiet, and nothing left to flush into the closed pipe at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(ExitCode.OUTPUT_CLOSED)
     except IdbStatsError as exc:
         log.debug("where it was raised", exc_info=True)
         log.error("%s", exc, extra={"fields": {"exit_code": int(exc.exit_code)}})

@@ -405,3 +405,46 @@ def test_a_day_that_breaks_the_rules_does_not_hold_back_the_rest_of_a_range(dsn:
     status = json.loads(run("status", "--json", env=env).stdout)
     assert status["last_complete_harvest_date"] == "2020-02-18"  # the good day after it was published
     assert run("export", "--from", "2020-02-18", "--to", "2020-02-18", env=env).stdout.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "command", [["export", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1])], ["totals"]]
+)
+def test_an_output_that_cannot_be_written_is_exit_2_in_one_line(dsn: str, command: list[str]) -> None:
+    """/dev/full: every write fails with ENOSPC, as on a full disk."""
+    env = collected(dsn)
+    result = run(*command, "-o", "/dev/full", env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "cannot write /dev/full: No space left on device; free space or write elsewhere" in result.stderr
+
+
+def test_a_reader_closing_the_pipe_stops_export_quietly_with_141(dsn: str) -> None:
+    """`idb-stats export | head -1`: the reader goes away after one line, through a real pipe (the
+    week's export, about 94 kB, is more than the pipe holds, so export is still writing)."""
+    env = collected(dsn)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("IDB_STATS_")}
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "idb_stats.cli",
+            "export",
+            "--from",
+            str(HARVEST[0]),
+            "--to",
+            str(HARVEST[-1]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**base, **env},
+        cwd=ROOT,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()
+        errors = process.stderr.read().decode()
+        code = process.wait(timeout=120)
+    assert json.loads(first)["harvest_date"] == str(HARVEST[0])
+    assert code == 141, errors
+    assert errors == ""  # no traceback, no "Exception ignored" at exit
