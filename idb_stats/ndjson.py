@@ -12,6 +12,10 @@ from .errors import UsageError
 from .legacy import NotADailyDocument, legacy_day, missing_blocks, normalise
 from .model import BLOCKS, PER_RECORD_TYPES
 
+# A blank line holds only what JSON calls whitespace; str.strip() would also drop U+001C or
+# U+2028, making a line of them vanish instead of being refused as not JSON.
+JSON_WHITESPACE = " \t\r\n"
+
 
 def check_export(lines: Iterable[bytes], name: str, last_closed: date | None = None) -> int:
     """Raise UsageError naming the first line that is not a daily document (or one normalise()
@@ -28,7 +32,7 @@ def check_export(lines: Iterable[bytes], name: str, last_closed: date | None = N
             raise UsageError(
                 f"{name} line {number}: not UTF-8 text (byte {exc.start + 1}); nothing was imported"
             ) from None
-        if not line.strip():
+        if not line.strip(JSON_WHITESPACE):
             continue
         where = f"{name} line {number}"
         try:

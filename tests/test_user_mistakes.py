@@ -16,7 +16,7 @@ from typing import Any
 import psycopg2
 import pytest
 from helpers import HARVEST, ROOT, insert_rows, load_week, run
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from idb_stats import ndjson
@@ -314,6 +314,8 @@ def test_import_waits_for_the_lock_as_long_as_told(dsn: str, tmp_path: Path) -> 
         max_size=8,
     )
 )
+@example([b"\x1c"])  # whitespace to str.strip(), not to JSON: refused, not skipped
+@example([b"\xe2\x80\xa8"])  # U+2028
 def test_any_input_is_checked_or_refused_with_its_line(lines: list[bytes]) -> None:
     try:
         documents = ndjson.check_export([line + b"\n" for line in lines], "input")
