@@ -319,12 +319,14 @@ def init(config: Config) -> None:
 @range_options
 @output_option
 def export(config: Config, first: date | None, last: date | None, output: Any) -> None:
-    """Daily documents as NDJSON, sorted by harvest_date then recordset_id."""
+    """Daily documents as NDJSON, sorted by harvest_date then recordset_id, between an opening
+    line and a closing line that counts the documents of each day (import checks them, so a file
+    cut short is refused)."""
     if first is None or last is None:
         raise click.UsageError("export needs --from and --to")
     log.debug("exporting %s to %s", first, last)
     with open_store(config) as store, writing(output):
-        write_ndjson(store.export(first, last), output)
+        output.writelines(ndjson.export_lines(store.export(first, last), first, last))
 
 
 def duplicates_option(func: F) -> F:
@@ -360,7 +362,10 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
 
     The whole file is checked first (a line that is not a daily document, or whose numbers
     contradict the rules, such as a view block's total not equal to its count, is named by its
-    number), so a malformed file writes nothing. Exports of the original collector are accepted: date-time
+    number), so a malformed file writes nothing; so is an export cut short (its closing line,
+    which counts each day's documents, missing or disagreeing). A file without export's opening
+    line (an older export) is imported with a warning that its completeness cannot be checked.
+    Exports of the original collector are accepted: date-time
     harvest dates, counts as doubles and missing blocks are normalised; every line is accounted
     for, per day.
     """
@@ -375,7 +380,13 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
         else source_file.name
     )
     checked = ndjson.check_export(source_file, name, collect.last_closed(config))
-    log.debug("%s: %s", name, plural(checked, "document"))
+    log.debug("%s: %s", name, plural(checked.documents, "document"))
+    if checked.complete is None:
+        log.warning(
+            "%s has no export opening line (an older export, or another tool's): whether it is "
+            "complete cannot be checked; a file cut short imports its last day partly",
+            name,
+        )
     source_file.seek(0)
     if lock_timeout is not None:
         config = dataclasses.replace(config, lock_timeout=lock_timeout)
@@ -387,7 +398,7 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
             "line %d not imported: %s", line, reason, extra={"fields": {"line": line, "reason": reason}}
         )
 
-    lines = (raw.decode() for raw in source_file)  # check_export has read them as UTF-8
+    lines = ndjson.document_lines(source_file, checked)  # check_export has read them as UTF-8
     outcomes = importing.import_documents(config, lines, duplicates, on_rejected)
     for outcome in outcomes:
         log_outcome("imported", outcome)

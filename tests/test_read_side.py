@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import HARVEST, MakeConfig, collect, load_week, published, run
+from helpers import HARVEST, MakeConfig, collect, exported_documents, load_week, published, run
 from hostile import BEYOND_BIGINT, BEYOND_BIGINT_QUERY, BEYOND_BIGINT_RECORDSET, insert_beyond_bigint
 from hostile import HARVEST as BEYOND_HARVEST
 from PIL import Image
@@ -107,7 +107,7 @@ def test_show_and_report_through_the_cli(dsn: str, tmp_path: Path) -> None:
     env = {"IDB_STATS_SOURCE_DSN": dsn}
     assert run("collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1]), env=env).returncode == 0
     exported = run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1]), env=env).stdout
-    daily = [json.loads(line) for line in exported.splitlines()]
+    daily = exported_documents(exported)
     ids = sorted({d["recordset_id"] for d in daily})
     listing = tmp_path / "cohort.txt"
     listing.write_text(f"# the cohort\n{ids[1]}\n\n{ids[2]}  # trailing comment\n")

@@ -9,13 +9,13 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
-from helpers import HARVEST, ROOT, insert_rows, load_week, run
+from helpers import HARVEST, ROOT, exported_documents, insert_rows, load_week, run
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -318,7 +318,7 @@ def test_import_waits_for_the_lock_as_long_as_told(dsn: str, tmp_path: Path) -> 
 @example([b"\xe2\x80\xa8"])  # U+2028
 def test_any_input_is_checked_or_refused_with_its_line(lines: list[bytes]) -> None:
     try:
-        documents = ndjson.check_export([line + b"\n" for line in lines], "input")
+        documents = ndjson.check_export([line + b"\n" for line in lines], "input").documents
     except UsageError as exc:
         assert re.match(r"input line [1-9]\d*: .*; nothing was imported$", str(exc)), str(exc)
     else:
@@ -352,7 +352,7 @@ def test_import_refuses_a_day_not_over_and_a_document_it_cannot_take_writing_not
     env = collected(dsn)
     exported = run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1]), env=env).stdout
     lines = exported.splitlines()
-    future, negative = json.loads(lines[-1]), json.loads(lines[1])
+    future, negative = json.loads(lines[-2]), json.loads(lines[1])  # documents, inside the envelope
     future["harvest_date"] = "2099-01-01"
     negative["records"]["search"]["count"] = -5
     restore = tmp_path / "restore.toml"
@@ -366,7 +366,7 @@ def test_import_refuses_a_day_not_over_and_a_document_it_cannot_take_writing_not
         empty = run(
             "export", "--from", str(HARVEST[0]), "--to", "2099-01-01", "--config", str(restore), env=env
         )
-        assert empty.stdout == ""
+        assert empty.returncode == 5 and empty.stdout == "", empty.stderr  # no store, no output
 
 
 def test_output_that_cannot_be_written_is_a_usage_error_and_a_closed_pipe_is_quiet(dsn: str) -> None:
@@ -386,10 +386,10 @@ def test_output_that_cannot_be_written_is_a_usage_error_and_a_closed_pipe_is_qui
     reader.stdout.readline()
     reader.stdout.close()  # what `| head -1` does
     errors = reader.stderr.read().decode()
-    # click ends a command whose reader went away (EPIPE) at once, with exit 1 and nothing said;
-    # the store's half-read stream must not add a traceback on its way out.
+    # A command whose reader went away (EPIPE) stops at once, exit 141 and nothing said; the
+    # store's half-read stream must not add a traceback on its way out.
     code = reader.wait(timeout=120)
-    assert errors == "", (code, errors)
+    assert errors == "" and code == 141, (code, errors)
 
 
 def test_a_day_that_breaks_the_rules_does_not_hold_back_the_rest_of_a_range(dsn: str) -> None:
@@ -406,7 +406,10 @@ def test_a_day_that_breaks_the_rules_does_not_hold_back_the_rest_of_a_range(dsn:
     assert result.returncode == 6 and "2020-02-17" in result.stderr, result.stderr
     status = json.loads(run("status", "--json", env=env).stdout)
     assert status["last_complete_harvest_date"] == "2020-02-18"  # the good day after it was published
-    assert run("export", "--from", "2020-02-18", "--to", "2020-02-18", env=env).stdout.count("\n") == 1
+    assert (
+        len(exported_documents(run("export", "--from", "2020-02-18", "--to", "2020-02-18", env=env).stdout))
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -421,32 +424,54 @@ def test_an_output_that_cannot_be_written_is_exit_2_in_one_line(dsn: str, comman
     assert "cannot write /dev/full: No space left on device; free space or write elsewhere" in result.stderr
 
 
-def test_a_reader_closing_the_pipe_stops_export_quietly_with_141(dsn: str) -> None:
-    """`idb-stats export | head -1`: the reader goes away after one line, through a real pipe (the
-    week's export, about 94 kB, is more than the pipe holds, so export is still writing)."""
+def test_an_export_cut_at_a_line_boundary_is_refused_and_an_older_one_warns(dsn: str, tmp_path: Path) -> None:
+    """A file cut short (a full disk, an interrupted copy) would replace its last day with part of
+    it: export's closing line counts each day's documents, and import refuses a file without it or
+    with other counts. A file without the opening line (an older export) imports, with a warning."""
     env = collected(dsn)
-    base = {k: v for k, v in os.environ.items() if not k.startswith("IDB_STATS_")}
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "idb_stats.cli",
-            "export",
-            "--from",
-            str(HARVEST[0]),
-            "--to",
-            str(HARVEST[-1]),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**base, **env},
-        cwd=ROOT,
-    ) as process:
-        assert process.stdout is not None and process.stderr is not None
-        first = process.stdout.readline()
-        process.stdout.close()
-        errors = process.stderr.read().decode()
-        code = process.wait(timeout=120)
-    assert json.loads(first)["harvest_date"] == str(HARVEST[0])
-    assert code == 141, errors
-    assert errors == ""  # no traceback, no "Exception ignored" at exit
+    lines = run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), env=env).stdout.splitlines()
+    first_day = sum(1 for line in lines if f'"harvest_date":"{HARVEST[0]}"' in line)
+    restore = tmp_path / "restore.toml"
+    restore.write_text('[store]\nschema = "restored"\n')
+    cut = tmp_path / "cut.ndjson"
+    for kept, needle in (
+        (lines[:-5], "the file ends without the export's closing line, so it was cut short"),
+        (lines[: 1 + first_day], "the file ends without the export's closing line"),  # at a day's end
+        ([*lines[:3], *lines[4:]], "the closing line counts other documents than the file holds"),
+        ([*lines, lines[1]], "a line after the export's closing line"),
+    ):
+        cut.write_text("\n".join(kept) + "\n")
+        result = run("import", str(cut), "--config", str(restore), env=env)
+        assert result.returncode == 2, result.stderr
+        assert needle in result.stderr and "nothing was imported" in result.stderr, result.stderr
+        assert "restored" not in schemas(dsn)
+
+    older = tmp_path / "older.ndjson"
+    older.write_text("\n".join(lines[1:-1]) + "\n")  # as exports were before the envelope
+    imported = run("import", str(older), "--config", str(restore), env=env)
+    assert imported.returncode == 0, imported.stderr
+    assert "has no export opening line (an older export, or another tool's): whether it is complete" in (
+        imported.stderr
+    )
+    whole = tmp_path / "whole.ndjson"
+    whole.write_text("\n".join(lines) + "\n")
+    again = run("import", str(whole), "--config", str(restore), env=env)
+    assert again.returncode == 0 and "opening line" not in again.stderr, again.stderr
+    restored = run(
+        "export", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), "--config", str(restore), env=env
+    )
+    assert restored.stdout.splitlines() == lines
+
+
+def test_every_prefix_of_an_export_is_refused() -> None:
+    docs: list[dict[str, Any]] = [
+        {"recordset_id": rs, "harvest_date": day} | {rt: {} for rt in ("records", "mediarecords")}
+        for day in ("2020-02-17", "2020-02-18")
+        for rs in ("a", "b")
+    ]
+    lines = [line.encode() for line in ndjson.export_lines(docs, date(2020, 2, 17), date(2020, 2, 18))]
+    checked = ndjson.check_export(lines, "input")
+    assert (checked.documents, checked.complete, checked.envelope) == (4, True, {1, 6})
+    for end in range(1, len(lines)):  # an empty file has nothing to import (and no opening line)
+        with pytest.raises(UsageError, match=r"cut short"):
+            ndjson.check_export(lines[:end], "input")
