@@ -362,12 +362,11 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
 
     The whole file is checked first (a line that is not a daily document, or whose numbers
     contradict the rules, such as a view block's total not equal to its count, is named by its
-    number), so a malformed file writes nothing; so is an export cut short (its closing line,
+    number), so a malformed file writes nothing; nor does an export cut short (its closing line,
     which counts each day's documents, missing or disagreeing). A file without export's opening
     line (an older export) is imported with a warning that its completeness cannot be checked.
-    Exports of the original collector are accepted: date-time
-    harvest dates, counts as doubles and missing blocks are normalised; every line is accounted
-    for, per day.
+    Exports of the original collector are accepted: date-time harvest dates, counts as doubles
+    and missing blocks are normalised; every line is accounted for, per day.
     """
     if not source_file.seekable():  # a pipe: keep a copy to read twice
         spool = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - lives as long as the command
