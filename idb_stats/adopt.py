@@ -34,6 +34,7 @@ from .legacy import (
     resolve_duplicates,
 )
 from .model import DayStats
+from .ndjson import JSON_WHITESPACE
 from .pg import run_lock
 from .ports import Store
 from .stores import open_store
@@ -297,7 +298,7 @@ def normalised_import(
     docs: list[Document] = []
     finished: set[date] = set()
     for number, line in enumerate(lines, 1):
-        if isinstance(line, str) and not line.strip():
+        if isinstance(line, str) and not line.strip(JSON_WHITESPACE):
             continue
         try:
             raw = json.loads(line) if isinstance(line, str) else line

@@ -12,6 +12,7 @@ from datetime import date
 from typing import Any
 
 from .model import BLOCKS
+from .terminal import printable
 from .totals import Summary
 
 ChangeRecord = dict[str, Any]
@@ -67,3 +68,17 @@ def selected(
         and (recordset_id is None or r["recordset_id"] == recordset_id)
     ]
     return sorted(kept, key=lambda r: (r["changed_at"], r["harvest_date"], r["recordset_id"]))
+
+
+def as_text(record: ChangeRecord) -> str:
+    """One change record as one line for a person: the recordset id (sent by clients) with control
+    characters escaped, every changed block's old and new count and total."""
+    blocks = ", ".join(
+        f"{block} count {b['old']['count']}->{b['new']['count']} "
+        f"total {b['old']['total']}->{b['new']['total']}"
+        for block, b in record["blocks"].items()
+    )
+    return (
+        f"{record['changed_at'][:19]} {record['harvest_date']} {printable(record['recordset_id'])} "
+        f"{record['reason']} run {record['run_id']}: {blocks}"
+    )

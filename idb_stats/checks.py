@@ -15,7 +15,7 @@ from typing import Any
 import psycopg2
 
 from .config import Config
-from .errors import ConfigError, ExitCode, IdbStatsError, SourceUnreachable, StoreError
+from .errors import ConfigError, ExitCode, IdbStatsError, SourceUnreachable, StoreError, StoreUnreachable
 from .pg import connect
 from .secrets import redact
 from .source import quoted_name
@@ -41,12 +41,13 @@ def run_all(config: Config) -> list[Check]:
     results = _postgres_tables(
         "telemetry database (source.dsn)",
         config.source_dsn,
+        "source.dsn",
         {config.stats_table: "source.stats_table", config.queries_table: "source.queries_table"},
     )
     results += _postgres_store(config) if config.store == "postgres" else _search_store(config)
     if config.api_dsn:
         results += _postgres_tables(
-            "ingest database (api.dsn)", config.api_dsn, {config.uuids_table: "api.uuids_table"}
+            "ingest database (api.dsn)", config.api_dsn, "api.dsn", {config.uuids_table: "api.uuids_table"}
         )
     return results
 
@@ -67,14 +68,16 @@ def _value(cur: Any, sql: str, *params: Any) -> Any:
     return cur.fetchone()[0]
 
 
-def _failed(endpoint: str, exc: Exception) -> Check:
-    """An endpoint that could not be reached or queried: the rest of its checks cannot run."""
-    if isinstance(exc, SourceUnreachable):
-        return Check(endpoint, False, str(exc))
+def _failed(endpoint: str, exc: Exception, setting: str) -> Check:
+    """An endpoint that could not be reached or queried: the rest of its checks cannot run.
+    Unreachable, the hint names the setting that says where (its value may hold a password, so
+    only its name)."""
+    if isinstance(exc, (SourceUnreachable, StoreUnreachable)):
+        return Check(endpoint, False, f"{exc} (is the server running? are host and port right in {setting}?)")
     return Check(endpoint, False, f"check failed: {str(exc).strip().splitlines()[0]}")
 
 
-def _postgres_tables(endpoint: str, dsn: str, tables: dict[str, str]) -> list[Check]:
+def _postgres_tables(endpoint: str, dsn: str, setting: str, tables: dict[str, str]) -> list[Check]:
     """Reach a database the commands only read, and check SELECT on each of its tables."""
     try:
         with _session(dsn, endpoint.split(" database")[0]) as cur:
@@ -101,7 +104,7 @@ def _postgres_tables(endpoint: str, dsn: str, tables: dict[str, str]) -> list[Ch
                     results.append(Check(endpoint, True, f"{table}: SELECT granted"))
             return results
     except (SourceUnreachable, psycopg2.Error) as exc:
-        return [_failed(endpoint, exc)]
+        return [_failed(endpoint, exc, setting)]
 
 
 def _postgres_store(config: Config) -> list[Check]:
@@ -165,7 +168,8 @@ def _postgres_store(config: Config) -> list[Check]:
                 )
             return results
     except (SourceUnreachable, psycopg2.Error) as exc:
-        return [_failed(endpoint, exc)]
+        setting = "store.url" if config.store_url else "source.dsn (store.url is not set)"
+        return [_failed(endpoint, exc, setting)]
 
 
 def _search_store(config: Config) -> list[Check]:
@@ -178,6 +182,8 @@ def _search_store(config: Config) -> list[Check]:
             days = store.completed_days()
     except ConfigError as exc:  # its client is not installed
         return [Check(endpoint, False, "; ".join(exc.problems))]
+    except StoreUnreachable as exc:
+        return [_failed(endpoint, exc, "store.url")]
     except StoreError as exc:
         return [Check(endpoint, False, str(exc))]
     return [Check(endpoint, True, f"reachable; complete days recorded: {len(days)}")]

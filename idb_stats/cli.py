@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -21,9 +22,18 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__, apistats, checks, cohort, collect, forget, importing, interrupt, ndjson
+from . import changes as changes_ledger  # the `changes` command below takes the plain name
 from . import status as store_status  # the `status` command below takes the plain name
 from .config import STORE_KINDS, Config, load_config
-from .errors import ConfigError, ExitCode, IdbStatsError, SourceRowsGone, UsageError, VerifyDifferences
+from .errors import (
+    ConfigError,
+    ExitCode,
+    IdbStatsError,
+    OutputClosed,
+    SourceRowsGone,
+    UsageError,
+    VerifyDifferences,
+)
 from .interrupt import Interrupted
 from .legacy import DUPLICATE_POLICIES, DayOutcome
 from .logs import ProgressBar, sd_notify, setup_logging
@@ -32,17 +42,19 @@ from .planning import Plan
 from .report import build_report
 from .secrets import has_password
 from .stores import open_store
+from .terminal import broken_pipe, writing
 
 log = logging.getLogger("idb_stats")
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CODES_HELP = """Exit codes: 0 ok, 1 unexpected error, 2 usage (bad arguments or input file,
-a harvest date not over yet), 3 configuration (also a failed check-config --connect, or an index
-with another mapping: run adopt), 4 telemetry database unreachable, 5 store unreachable or write
-not acknowledged, 6 too many skipped rows (or duplicate documents under --duplicates refuse),
-7 lock held by another run, 8 status: lagging, 9 catch-up span too long, 10 a day's source rows
-are gone while the store holds its documents (--allow-empty), 11 verify found differences,
-130/143 stopped by SIGINT/SIGTERM (run recorded as interrupted)."""
+a harvest date not over yet, an output that cannot be written), 3 configuration (also a failed
+check-config --connect, or an index with another mapping: run adopt), 4 telemetry database
+unreachable, 5 store unreachable or write not acknowledged, 6 too many skipped rows (or duplicate
+documents under --duplicates refuse), 7 lock held by another run, 8 status: lagging, 9 catch-up
+span too long, 10 a day's source rows are gone while the store holds its documents
+(--allow-empty), 11 verify found differences, 130/143 stopped by SIGINT/SIGTERM (run recorded as
+interrupted), 141 standard output closed by its reader (| head)."""
 
 
 class DateType(click.ParamType):
@@ -125,7 +137,21 @@ def write_ndjson(docs: Iterable[dict[str, Any]], out: Any) -> int:
     return count
 
 
-@click.group(epilog=EXIT_CODES_HELP)
+class Commands(click.Group):
+    """The command group; an EPIPE from standard output (its reader went away) becomes
+    OutputClosed here, before click's own handling would exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            closed = broken_pipe(exc)
+            if closed is None:
+                raise
+            raise closed from None
+
+
+@click.group(cls=Commands, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="idb-stats")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
@@ -293,12 +319,14 @@ def init(config: Config) -> None:
 @range_options
 @output_option
 def export(config: Config, first: date | None, last: date | None, output: Any) -> None:
-    """Daily documents as NDJSON, sorted by harvest_date then recordset_id."""
+    """Daily documents as NDJSON, sorted by harvest_date then recordset_id, between an opening
+    line and a closing line that counts the documents of each day (import checks them, so a file
+    cut short is refused)."""
     if first is None or last is None:
         raise click.UsageError("export needs --from and --to")
     log.debug("exporting %s to %s", first, last)
-    with open_store(config) as store:
-        write_ndjson(store.export(first, last), output)
+    with open_store(config) as store, writing(output):
+        output.writelines(ndjson.export_lines(store.export(first, last), first, last))
 
 
 def duplicates_option(func: F) -> F:
@@ -332,10 +360,13 @@ def log_outcome(verb: str, outcome: DayOutcome) -> None:
 def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: float | None) -> None:
     """Load an NDJSON export into the store; each harvest date in it replaces that day.
 
-    The whole file is checked first (a line that is not a daily document is named by its number),
-    so a malformed file writes nothing. Exports of the original collector are accepted: date-time
-    harvest dates, counts as doubles and missing blocks are normalised; every line is accounted
-    for, per day.
+    The whole file is checked first (a line that is not a daily document, or whose numbers
+    contradict the rules, such as a view block's total not equal to its count, is named by its
+    number), so a malformed file writes nothing; nor does an export cut short (its closing line,
+    which counts each day's documents, missing or disagreeing). A file without export's opening
+    line (an older export) is imported with a warning that its completeness cannot be checked.
+    Exports of the original collector are accepted: date-time harvest dates, counts as doubles
+    and missing blocks are normalised; every line is accounted for, per day.
     """
     if not source_file.seekable():  # a pipe: keep a copy to read twice
         spool = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - lives as long as the command
@@ -348,7 +379,13 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
         else source_file.name
     )
     checked = ndjson.check_export(source_file, name, collect.last_closed(config))
-    log.debug("%s: %s", name, plural(checked, "document"))
+    log.debug("%s: %s", name, plural(checked.documents, "document"))
+    if checked.complete is None:
+        log.warning(
+            "%s has no export opening line (an older export, or another tool's): whether it is "
+            "complete cannot be checked; a file cut short imports its last day partly",
+            name,
+        )
     source_file.seek(0)
     if lock_timeout is not None:
         config = dataclasses.replace(config, lock_timeout=lock_timeout)
@@ -360,7 +397,7 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
             "line %d not imported: %s", line, reason, extra={"fields": {"line": line, "reason": reason}}
         )
 
-    lines = (raw.decode() for raw in source_file)  # check_export has read them as UTF-8
+    lines = ndjson.document_lines(source_file, checked)  # check_export has read them as UTF-8
     outcomes = importing.import_documents(config, lines, duplicates, on_rejected)
     for outcome in outcomes:
         log_outcome("imported", outcome)
@@ -445,7 +482,7 @@ def totals(config: Config, recordsets: tuple[str, ...], output: Any) -> None:
 
     Named recordsets without statistics are listed on standard error; none known at all exits 2.
     """
-    with open_store(config) as store:
+    with open_store(config) as store, writing(output):
         written = {doc["recordset_id"] for doc in _written(store.totals(recordsets), output)}
     _report_unknown(recordsets, [r for r in recordsets if r not in written])
 
@@ -509,7 +546,8 @@ def show(
         if len(unknown) == len(ids):
             _report_unknown(ids, unknown)
         result = cohort.query(store, ids, first, last, interval, summed, top)
-    output.write(cohort.FORMATTERS[fmt](result))
+    with writing(output):
+        output.write(cohort.FORMATTERS[fmt](result))
     _report_unknown(ids, unknown)
 
 
@@ -580,6 +618,8 @@ def status(config: Config, max_lag: int | None, as_json: bool) -> None:
             f"missing days:          {', '.join(info['missing_days']) or 'none'}",
             f"last re-check:         {_recheck_line(info['last_recheck'])}",
         ]
+        if info["not_rechecked"]:
+            lines.append(f"not re-checkable:      {_not_rechecked_line(info)}")
         if info["not_closed_days"]:
             lines.append(
                 f"complete but not over: {', '.join(info['not_closed_days'])} (idb-stats forget-day DATE)"
@@ -613,6 +653,16 @@ def lag_text(lag: int | None) -> str:
     return "-" if lag is None else plural(lag, "day")
 
 
+def _not_rechecked_line(info: dict[str, Any]) -> str:
+    groups = info["not_rechecked"]
+    days = sum(len(d) for d in groups.values())
+    listed = "; ".join(f"{why}: {', '.join(d)}" for why, d in groups.items())
+    return (
+        f"{plural(days, 'day')} of the last {info['recheck_days']} published carry no source "
+        f"fingerprint, so late rows there go unnoticed ({listed})"
+    )
+
+
 def _recheck_line(recheck: dict[str, Any] | None) -> str:
     if recheck is None:
         return "none"
@@ -636,18 +686,11 @@ def changes(config: Config, since: date | None, recordset_id: str | None, as_jso
     with open_store(config) as store:
         records = store.changes(since, recordset_id)
     if as_json:
-        write_ndjson(records, sys.stdout)
+        with writing(sys.stdout):
+            write_ndjson(records, sys.stdout)
         return
     for record in records:
-        blocks = ", ".join(
-            f"{block} count {b['old']['count']}->{b['new']['count']} "
-            f"total {b['old']['total']}->{b['new']['total']}"
-            for block, b in record["blocks"].items()
-        )
-        click.echo(
-            f"{record['changed_at'][:19]} {record['harvest_date']} {record['recordset_id']} "
-            f"{record['reason']} run {record['run_id']}: {blocks}"
-        )
+        click.echo(changes_ledger.as_text(record))
 
 
 @cli.command("verify", epilog=EXIT_CODES_HELP)
@@ -738,9 +781,17 @@ def forget_day(config: Config, harvest_date: date, lock_timeout: float | None) -
     """Remove a harvest date from the store: its documents, its share of the totals and its
     completion mark (recorded in the run ledger). The day is missing again: the next catch-up
     redoes it once its window has closed. Also undoes a day published before it was over.
+    A day the store does not hold (never published, or already forgotten) is left alone and
+    said so, exit 0: forgetting is safe to repeat.
     """
     removed = forget.forget_day(config, harvest_date, lock_timeout)
-    click.echo(f"forgot {harvest_date}: {plural(removed, 'document')} removed, totals adjusted")
+    if removed is None:
+        click.echo(
+            f"{harvest_date} is not published (no documents, no completion mark): nothing to forget "
+            "(`idb-stats status` shows the complete days)"
+        )
+    else:
+        click.echo(f"forgot {harvest_date}: {plural(removed, 'document')} removed, totals adjusted")
 
 
 @cli.command("check-config")
@@ -855,6 +906,10 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except OutputClosed:
+        # Quiet, and nothing left to flush into the closed pipe at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(ExitCode.OUTPUT_CLOSED)
     except IdbStatsError as exc:
         log.debug("where it was raised", exc_info=True)
         log.error("%s", exc, extra={"fields": {"exit_code": int(exc.exit_code)}})

@@ -15,6 +15,7 @@ from typing import Any
 
 from .model import COUNT_FIELDS
 from .ports import Store
+from .terminal import printable
 
 INTERVALS = ("day", "week", "month", "year")
 FIELDS = tuple(f"{rt}.{ty}.{f}" for rt, ty, f in COUNT_FIELDS)
@@ -91,12 +92,13 @@ def as_csv(cohort: Cohort) -> str:
 
 
 def as_table(cohort: Cohort) -> str:
-    """Aligned text: the series with the blocks that have any activity, totals, then countries."""
+    """Aligned text: the series with the blocks that have any activity, totals, then countries;
+    ids and countries (sent by clients) with control characters escaped."""
     active = [name for name in FIELDS if cohort.totals[name]]
     header = ["period"] + ([] if cohort.summed else ["recordset"]) + active
     rows = [
         [row["period"].isoformat()]
-        + ([] if cohort.summed else [row["recordset_id"]])
+        + ([] if cohort.summed else [printable(row["recordset_id"])])
         + [f"{row[name]:,}" for name in active]
         for row in cohort.series
     ]
@@ -108,7 +110,10 @@ def as_table(cohort: Cohort) -> str:
     labels = len(header) - len(active)
     lines = _align([header, *rows], labels) if active else ["no activity for these recordsets in this range"]
     if cohort.countries:
-        countries = [["country", "hits"], *([c["country"], f"{c['hits']:,}"] for c in cohort.countries)]
+        countries = [
+            ["country", "hits"],
+            *([printable(c["country"]), f"{c['hits']:,}"] for c in cohort.countries),
+        ]
         lines += ["", *_align(countries, 1)]
     return "\n".join(lines) + "\n"
 

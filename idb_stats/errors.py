@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     SPAN_TOO_LONG = 9
     SOURCE_ROWS_GONE = 10
     VERIFY_DIFFERENCES = 11
+    OUTPUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a tool its reader stopped
 
 
 class IdbStatsError(Exception):
@@ -33,6 +34,16 @@ class UsageError(IdbStatsError):
     the message says what to ask instead."""
 
     exit_code = ExitCode.USAGE
+
+
+class OutputUnwritable(UsageError):
+    """An output file or standard output that cannot be written (disk full, quota, I/O error)."""
+
+
+class OutputClosed(IdbStatsError):
+    """Standard output is a pipe its reader closed (`idb-stats export | head -1`): stop quietly."""
+
+    exit_code = ExitCode.OUTPUT_CLOSED
 
 
 class ConfigError(IdbStatsError):
@@ -53,6 +64,10 @@ class StoreError(IdbStatsError):
     """The store could not be reached or did not acknowledge a write."""
 
     exit_code = ExitCode.STORE_FAILED
+
+
+class StoreUnreachable(StoreError):
+    """No answer from the store at all: connection refused, unknown host, timed out."""
 
 
 class IncompatibleIndex(IdbStatsError):

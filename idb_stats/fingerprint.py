@@ -95,6 +95,25 @@ def recent_published(
     return {d: fp for d in latest if (fp := complete[d].get("fingerprint")) is not None}
 
 
+# How a day came to be published without a fingerprint, by its marker's reason.
+UNFINGERPRINTED_WHY = {"import": "imported", "adopt": "adopted"}
+
+
+def unfingerprinted(complete: Mapping[date, Mapping[str, Any]], count: int) -> dict[str, list[date]]:
+    """The last `count` published days the re-check cannot compare, by why they have no
+    fingerprint: imported or adopted documents, a day published without telemetry rows (no rows,
+    nothing to fingerprint), or one published by a version before fingerprints."""
+    latest = sorted(complete, reverse=True)[:count]
+    out: dict[str, list[date]] = {}
+    for day in sorted(d for d in latest if complete[d].get("fingerprint") is None):
+        marker = complete[day]
+        why = UNFINGERPRINTED_WHY.get(str(marker.get("reason"))) or (
+            "published without telemetry rows" if marker.get("rows") == 0 else "published by an older version"
+        )
+        out.setdefault(why, []).append(day)
+    return out
+
+
 def stale_days(
     published: Mapping[date, Fingerprint], current: Mapping[date, Fingerprint | None]
 ) -> list[Stale]:

@@ -17,6 +17,11 @@ from .errors import LockHeld, SourceUnreachable
 from .ports import Store
 from .secrets import scrub
 
+# Sums idb-stats reads as numeric (exact beyond bigint) are always integral: read them as int.
+NUMERIC_AS_INT = psycopg2.extensions.new_type(
+    psycopg2.extensions.DECIMAL.values, "NUMERIC_AS_INT", lambda text, _: None if text is None else int(text)
+)
+
 
 def connect(dsn: str, purpose: str) -> psycopg2.extensions.connection:
     """Connect, turning failure into an error that names the server but never the password."""

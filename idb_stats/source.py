@@ -26,7 +26,7 @@ from .config import Config
 from .documents import geocode_table
 from .errors import ConfigError, DataQualityError, IdbStatsError, SourceUnreachable
 from .model import BLOCKS, MAX_HITS, MAX_ID_BYTES, Cell, SkipReason, SkipReport, event_window
-from .pg import connect
+from .pg import NUMERIC_AS_INT, connect
 from .secrets import scrub
 
 EXAMPLE_IDS = 5
@@ -237,12 +237,6 @@ WITH RECURSIVE days(day) AS (
 SELECT day + 1 FROM days WHERE day IS NOT NULL"""
 
 
-# The cells' sums are numeric (exact beyond bigint) and always integral.
-_NUMERIC_AS_INT = psycopg2.extensions.new_type(
-    psycopg2.extensions.DECIMAL.values, "NUMERIC_AS_INT", lambda text, _: None if text is None else int(text)
-)
-
-
 def quoted_name(name: str, conn: psycopg2.extensions.connection) -> str:
     """A configured table name (`stats` or `schema.stats`, validated by config) quoted as given,
     so case and reserved words are kept."""
@@ -296,7 +290,7 @@ class _CellStream:
     def __init__(self, dsn: str, snapshot: str, query: str, zone: str) -> None:
         self._conn = connect(dsn, "telemetry")
         try:
-            psycopg2.extensions.register_type(_NUMERIC_AS_INT, self._conn)
+            psycopg2.extensions.register_type(NUMERIC_AS_INT, self._conn)
             self._conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with self._conn.cursor() as cur:
                 cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from . import planning
+from . import fingerprint, planning
 from .collect import last_closed, tracked_days
 from .config import Config
 from .ledger import RUN_COMMANDS
@@ -47,6 +47,12 @@ def status(config: Config) -> dict[str, Any]:
                 if checked
                 else None
             ),
+            # Published days the re-check skips: their late rows would go unnoticed.
+            "not_rechecked": {
+                why: [d.isoformat() for d in days]
+                for why, days in fingerprint.unfingerprinted(complete, config.recheck_days).items()
+            },
+            "recheck_days": config.recheck_days,
             "last_snapshot": last_snapshot.isoformat() if last_snapshot else None,
             "snapshot_missing_today": bool(snapshots) and last_snapshot != datetime.now(UTC).date(),
             "snapshot_recordsets": snapshots.get(last_snapshot) if last_snapshot else None,

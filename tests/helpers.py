@@ -220,6 +220,13 @@ def run(
     )
 
 
+def exported_documents(text: str) -> list[dict[str, Any]]:
+    """The daily documents of `idb-stats export`'s output, between its opening and closing lines."""
+    lines = [json.loads(line) for line in text.split("\n") if line]
+    assert "idb_stats_export" in lines[0] and "idb_stats_export_end" in lines[-1], text[:200]
+    return lines[1:-1]
+
+
 def execute(dsn: str, sql: str, params: Any = None) -> int:
     conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:

@@ -3,19 +3,70 @@ rules, and the day collected into a store."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import psycopg2
 
+from idb_stats import synthetic
 from idb_stats.collect import Selection, collect
-from idb_stats.model import DayStats
+from idb_stats.model import MAX_HITS, DayStats
 from idb_stats.rules import TelemetryRow, load_json, skip_reason
 from idb_stats.source import SKIP_REASON_SQL
 from idb_stats.stores import open_store
 
 DAY = date(2021, 6, 1)  # calendar day of the events
 HARVEST = DAY + timedelta(days=1)
+AT = datetime(2021, 6, 1, 12, 0)  # an instant of DAY
+
+# A telemetry row as (type, record_type, ip_geocode JSON, payload JSON). JSON is given as text, so
+# values Python's json cannot write (1e5000) and SQL NULLs (None) can be stored too.
+Raw = tuple[str | None, str | None, str | None, str | None]
+
+
+def create_telemetry(dsn: str, nullable: bool = True) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(dsn)
+    synthetic.create_schema(conn)
+    if nullable:  # a table as loose as the source contract allows
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "ALTER TABLE stats ALTER COLUMN type DROP NOT NULL, ALTER COLUMN payload DROP NOT NULL"
+            )
+    return conn
+
+
+def insert_raw(conn: psycopg2.extensions.connection, rows: list[Raw], at: datetime = AT) -> list[int]:
+    with conn, conn.cursor() as cur:
+        ids = []
+        for event_type, record_type, geo, payload in rows:
+            cur.execute(
+                "INSERT INTO stats (date, type, record_type, ip_geocode, payload) "
+                "VALUES (%s, %s, %s, %s::jsonb, %s::jsonb) RETURNING id",
+                (at, event_type, record_type, geo, payload),
+            )
+            (row_id,) = cur.fetchone() or (0,)
+            ids.append(row_id)
+    return ids
+
+
+BEYOND_BIGINT_RECORDSET = "00000001-0000-4000-8000-000000000001"
+BEYOND_BIGINT = 1100 * MAX_HITS  # > 2**63 - 1
+BEYOND_BIGINT_QUERY = "q-beyond-bigint"
+
+
+def insert_beyond_bigint(dsn: str) -> None:
+    """A day of 1,100 searches of 2**53 - 1 hits (each the most a row may carry) for one
+    recordset in the US, all of one query: its records.search total, its US hits and its query's
+    hits are BEYOND_BIGINT."""
+    conn = create_telemetry(dsn)
+    payload = '{"' + BEYOND_BIGINT_RECORDSET + '": ' + str(MAX_HITS) + "}"
+    insert_raw(conn, [("search", "records", '{"country": "US"}', payload)] * 1100)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO queries (query_hash, query) VALUES (%s, '{}') RETURNING id", (BEYOND_BIGINT_QUERY,)
+        )
+        cur.execute("UPDATE stats SET query_id = %s", cur.fetchone())
+    conn.close()
 
 
 def sql_and_rules_reasons(dsn: str) -> tuple[dict[int, str | None], dict[int, str | None]]:

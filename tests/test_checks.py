@@ -104,6 +104,24 @@ def test_unreachable_endpoints_are_all_listed(dsn: str, pg_server: embedded.Embe
     )
     assert failed[3].startswith("FAIL ingest database (api.dsn)") and "port 1 failed" in failed[3]
     assert "hunter2" not in result.stdout + result.stderr
+    # A closed port: where to look, by the setting's name (its value may hold the password).
+    assert failed[2].endswith("(is the server running? are host and port right in store.url?)"), failed[2]
+    assert failed[3].endswith("(is the server running? are host and port right in api.dsn?)"), failed[3]
+
+
+def test_closed_port_of_the_postgres_store_names_the_setting(dsn: str) -> None:
+    closed = "host=127.0.0.1 port=1 user=postgres dbname=x password=hunter2"
+    for env, settings in (
+        # the store defaults to the telemetry database
+        ({"IDB_STATS_SOURCE_DSN": closed}, ["source.dsn?)", "source.dsn (store.url is not set)?)"]),
+        ({"IDB_STATS_SOURCE_DSN": dsn, "IDB_STATS_STORE_URL": closed}, ["store.url?)"]),
+    ):
+        result = run("check-config", "--connect", env=env)
+        assert result.returncode == 3, result.stdout
+        refused = [line for line in lines(result.stdout, "FAIL") if "Connection refused" in line]
+        hints = [f"(is the server running? are host and port right in {setting}" for setting in settings]
+        assert [line[line.index(" (is the") + 1 :] for line in refused] == hints, result.stdout
+        assert "hunter2" not in result.stdout + result.stderr
 
 
 def test_unknown_host_fails(dsn: str, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pytest
-from helpers import HARVEST, ROOT, insert_rows, load_week, reference, run
+from helpers import HARVEST, ROOT, exported_documents, insert_rows, load_week, reference, run
 
 from idb_stats.cli import cli
 from idb_stats.collect import Selection, collect
@@ -83,7 +83,7 @@ def test_collect_export_totals_status_through_the_cli(dsn: str) -> None:
     assert re.search(rf"{HARVEST[0]}: \d+ rows, \d+ entries, \d+ recordsets, 0 skipped", done.stderr)
     exported = run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1]), env=env)
     expected = [doc for h in HARVEST for doc in reference(dsn, h)[0]]
-    assert [json.loads(line) for line in exported.stdout.splitlines()] == expected
+    assert exported_documents(exported.stdout) == expected
     some = expected[0]["recordset_id"]
     totals = [json.loads(line) for line in run("totals", some, env=env).stdout.splitlines()]
     assert [t["recordset_id"] for t in totals] == [some]

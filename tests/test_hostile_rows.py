@@ -12,9 +12,21 @@ from pathlib import Path
 import psycopg2
 import pytest
 from helpers import MakeConfig, assert_consistent, insert_rows, random_rows, reference, run
-from hostile import DAY, HARVEST, collect_day, sql_and_rules_reasons, store_snapshot
+from hostile import (
+    AT,
+    BEYOND_BIGINT,
+    BEYOND_BIGINT_RECORDSET,
+    DAY,
+    HARVEST,
+    Raw,
+    collect_day,
+    create_telemetry,
+    insert_beyond_bigint,
+    insert_raw,
+    sql_and_rules_reasons,
+    store_snapshot,
+)
 
-from idb_stats import synthetic
 from idb_stats.config import load_config
 from idb_stats.documents import build_documents
 from idb_stats.errors import ConfigError, DataQualityError
@@ -23,7 +35,6 @@ from idb_stats.source import PostgresTelemetrySource, quoted_name, set_time_zone
 from idb_stats.stores import open_store
 from idb_stats.stores.postgres import copy_line
 
-AT = datetime(2021, 6, 1, 12, 0)
 RS = "00000001-0000-4000-8000-000000000001"
 RECORD = "00000002-0000-4000-8000-000000000001"
 
@@ -33,9 +44,7 @@ def entry(key: str, value_json: str) -> str:
     return "{" + json.dumps(key) + ": " + value_json + "}"
 
 
-# (type, record_type, ip_geocode JSON, payload JSON) -> what the rules make of it. JSON is given as
-# text, so values Python's json cannot write (1e5000) and SQL NULLs (None) can be stored too.
-Raw = tuple[str | None, str | None, str | None, str | None]
+# (type, record_type, ip_geocode JSON, payload JSON) -> what the rules make of it (Raw in hostile.py).
 CASES: list[tuple[str, Raw, str | None]] = [
     ("hits in an array", ("search", "records", None, entry(RS, "[5]")), "bad_hit_count"),
     ("hits an empty array", ("search", "records", None, entry(RS, "[]")), "bad_hit_count"),
@@ -113,31 +122,6 @@ CASES: list[tuple[str, Raw, str | None]] = [
 ]
 
 
-def create_telemetry(dsn: str, nullable: bool = True) -> psycopg2.extensions.connection:
-    conn = psycopg2.connect(dsn)
-    synthetic.create_schema(conn)
-    if nullable:  # a table as loose as the source contract allows
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "ALTER TABLE stats ALTER COLUMN type DROP NOT NULL, ALTER COLUMN payload DROP NOT NULL"
-            )
-    return conn
-
-
-def insert_raw(conn: psycopg2.extensions.connection, rows: list[Raw], at: datetime = AT) -> list[int]:
-    with conn, conn.cursor() as cur:
-        ids = []
-        for event_type, record_type, geo, payload in rows:
-            cur.execute(
-                "INSERT INTO stats (date, type, record_type, ip_geocode, payload) "
-                "VALUES (%s, %s, %s, %s::jsonb, %s::jsonb) RETURNING id",
-                (at, event_type, record_type, geo, payload),
-            )
-            (row_id,) = cur.fetchone() or (0,)
-            ids.append(row_id)
-    return ids
-
-
 def test_every_hostile_row_is_skipped_for_its_reason_or_counted(dsn: str) -> None:
     conn = create_telemetry(dsn)
     ids = insert_raw(conn, [raw for _, raw, _ in CASES])
@@ -198,9 +182,7 @@ def test_copy_line_round_trips_every_special_character(dsn: str) -> None:
 def test_hit_sums_beyond_bigint_stay_exact(dsn: str) -> None:
     """1,100 rows of 2**53 - 1 hits add up to more than bigint holds; the day is still written and
     its total is exact (the search engines' long fields cannot hold it, so PostgreSQL only)."""
-    conn = create_telemetry(dsn)
-    insert_raw(conn, [("search", "records", '{"country": "US"}', entry(RS, str(MAX_HITS)))] * 1100)
-    conn.close()
+    insert_beyond_bigint(dsn)
     config = load_config(overrides={"source.dsn": dsn}, environ={})
     # A store made before counts were numeric: the run's init widens the column.
     store = open_store(config)
@@ -212,9 +194,24 @@ def test_hit_sums_beyond_bigint_stay_exact(dsn: str) -> None:
     collect_day(config)
     daily, totals = store_snapshot(config)
     assert daily == reference(dsn, HARVEST)[0]
-    assert daily[0]["records"]["search"]["total"] == 1100 * MAX_HITS > 2**63
-    assert totals[0]["records"]["search"]["total"] == 1100 * MAX_HITS
+    assert daily[0]["records"]["search"]["total"] == BEYOND_BIGINT > 2**63
+    assert totals[0]["records"]["search"]["total"] == BEYOND_BIGINT
     assert_consistent(daily, totals)
+
+
+@pytest.mark.parametrize("store_kind", ["opensearch", "elasticsearch"])
+def test_sums_beyond_long_are_refused_by_search_stores_in_one_line(make_config: MakeConfig, dsn: str) -> None:
+    """A search engine's long fields hold at most 2**63 - 1: such a day is refused (exit 6) with
+    one line naming the recordset and the field, not a bulk item's parser error (exit 5)."""
+    insert_beyond_bigint(dsn)
+    config = make_config()
+    with pytest.raises(DataQualityError) as refused:
+        collect_day(config)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"{HARVEST} '{BEYOND_BIGINT_RECORDSET}': records.search.total = {BEYOND_BIGINT} is more" in message
+    with open_store(config) as store:
+        assert HARVEST not in store.completed_days()
 
 
 def test_a_row_postgresql_cannot_read_is_a_data_error_not_unreachable(dsn: str, tmp_path: Path) -> None:
@@ -401,3 +398,39 @@ def test_a_zone_the_telemetry_database_does_not_know_is_a_configuration_error(ds
     ):
         set_time_zone(conn, "Mars/Olympus")
     assert conn.closed
+
+
+def test_ids_with_control_characters_reach_the_terminal_escaped(dsn: str) -> None:
+    """Recordset ids and countries as an attacker sends them: `show`'s table and `changes` print
+    them escaped, one line each; JSON keeps them exact."""
+    hostile = ["rs\x1b[2Jgone", "rs\r\nforged line", "rs\tx", "rs\u2028y", "rs\u202etxt.exe", "rs\x07\x9b"]
+    conn = create_telemetry(dsn)
+    country = '{"country": "U\\u001b[31mS\\n"}'
+    insert_raw(conn, [("search", "records", country, entry(rs, "2")) for rs in hostile])
+    conn.close()
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    assert run("collect-stats", "-d", str(HARVEST), env=env).returncode == 0
+    conn = create_telemetry(dsn)
+    insert_raw(conn, [("search", "records", None, entry(rs, "1")) for rs in hostile])  # late rows
+    conn.close()
+    assert run("collect-stats", "-d", str(HARVEST), env=env).returncode == 0
+
+    def assert_escaped(text: str) -> None:
+        raw = [c for c in text if c != "\n" and (c in "\x1b\r\t\x07\x9b\u2028\u202e")]
+        assert not raw, (raw, text)
+
+    listed = run("changes", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("\n") == len(hostile)
+    assert_escaped(listed.stdout)
+    assert " rs\\x1b[2Jgone rerun " in listed.stdout and " rs\\r\\nforged line rerun " in listed.stdout
+    # split("\n"), not splitlines(): JSON keeps U+2028 raw (valid JSON), splitlines() cuts there
+    as_json = [json.loads(line) for line in run("changes", "--json", env=env).stdout.split("\n")[:-1]]
+    assert sorted(r["recordset_id"] for r in as_json) == sorted(hostile)
+
+    table = run("show", *hostile, "--interval", "day", env=env)
+    assert table.returncode == 0, table.stderr
+    # header, a row per recordset, the total; a blank line, the countries' header, US and unknown
+    assert table.stdout.count("\n") == len(hostile) + 2 + 4, table.stdout
+    assert_escaped(table.stdout)
+    assert "rs\\u202etxt.exe" in table.stdout and "U\\x1b[31mS\\n" in table.stdout

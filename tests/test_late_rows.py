@@ -129,6 +129,24 @@ def test_stale_days_rule() -> None:
     ]
 
 
+def test_days_without_fingerprint_are_named_with_why() -> None:
+    fp = {"rows": 10, "min_id": 1, "max_id": 10, "first_event": "a", "last_event": "b", "hash": "00"}
+    markers = [
+        {"reason": "collect", "rows": 5},  # before fingerprints existed
+        {"reason": "import", "rows": 0},
+        {"reason": "collect", "rows": 0},  # no rows: nothing to fingerprint
+        {"reason": "adopt", "rows": 0},
+        {"reason": "collect", "rows": 10, "fingerprint": fp},
+    ]
+    complete = {date(2020, 1, d): marker for d, marker in enumerate(markers, 1)}
+    assert fingerprint.unfingerprinted(complete, 4) == {
+        "imported": [date(2020, 1, 2)],
+        "published without telemetry rows": [date(2020, 1, 3)],
+        "adopted": [date(2020, 1, 4)],
+    }
+    assert fingerprint.unfingerprinted(complete, 5)["published by an older version"] == [date(2020, 1, 1)]
+
+
 def test_last_settled_day() -> None:
     settle, utc = timedelta(minutes=30), ZoneInfo("UTC")
     assert planning.last_closed_day(datetime(2020, 2, 18, 0, 29, tzinfo=utc), utc, settle) == date(
@@ -321,7 +339,7 @@ def test_every_store_records_what_a_rerun_changed(make_config: MakeConfig, dsn: 
 
 
 def test_cli_refuses_with_exit_10_then_allow_empty_and_changes(dsn: str) -> None:
-    from helpers import run
+    from helpers import exported_documents, run
 
     load_week(dsn)
     env = {"IDB_STATS_SOURCE_DSN": dsn}
@@ -329,17 +347,19 @@ def test_cli_refuses_with_exit_10_then_allow_empty_and_changes(dsn: str) -> None
     execute(dsn, "DELETE FROM stats WHERE date >= %(start)s AND date < %(end)s", window(HARVEST[0]))
     refused = run("collect-stats", "-d", str(HARVEST[0]), env=env)
     assert refused.returncode == 10 and "--allow-empty" in refused.stderr
-    exported = run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[0]), env=env).stdout
-    assert exported.strip()
+    exported = exported_documents(
+        run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[0]), env=env).stdout
+    )
+    assert exported
     emptied = run("collect-stats", "-d", str(HARVEST[0]), "--allow-empty", env=env)
     assert emptied.returncode == 0, emptied.stderr
-    assert not run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[0]), env=env).stdout.strip()
+    assert not exported_documents(
+        run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[0]), env=env).stdout
+    )
     listed = run("changes", "--json", env=env)
     records = [json.loads(line) for line in listed.stdout.splitlines()]
     assert records and {r["reason"] for r in records} == {"rerun"}
-    assert {r["recordset_id"] for r in records} == {
-        d["recordset_id"] for d in map(json.loads, exported.splitlines())
-    }
+    assert {r["recordset_id"] for r in records} == {d["recordset_id"] for d in exported}
     assert all(all(b["new"] == {"count": 0, "total": 0} for b in r["blocks"].values()) for r in records)
     text = run("changes", "--recordset", records[0]["recordset_id"], env=env).stdout
     assert text.count("\n") == 1 and f"{HARVEST[0]} {records[0]['recordset_id']} rerun" in text

@@ -167,7 +167,7 @@ def test_forget_day_removes_documents_totals_and_mark(make_config: MakeConfig, d
         )
     finally:
         store.close()
-    assert forget_day(config, HARVEST[1]) == 0  # safe to repeat
+    assert forget_day(config, HARVEST[1]) is None  # safe to repeat: not published any more
     collect(config, Selection(day=HARVEST[1]))
     clean = other_store(make_config, "clean")
     collect(clean, Selection(first=HARVEST[0], last=HARVEST[-1]))
@@ -193,6 +193,23 @@ def test_forget_day_undoes_a_day_published_before_it_was_over(dsn: str) -> None:
     assert query(dsn, "SELECT count(*) FROM idb_stats.daily") == [(0,)]
     assert query(dsn, "SELECT count(*) FROM idb_stats.totals") == [(0,)]
     assert json.loads(cli("status", "--json", env=env).stdout)["not_closed_days"] == []
+
+
+def test_forget_day_of_a_day_never_published_says_so_and_writes_nothing(dsn: str) -> None:
+    load_week(dsn)
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    assert cli("collect-stats", "-d", str(HARVEST[0]), env=env).returncode == 0
+    runs_before = query(dsn, "SELECT count(*) FROM idb_stats.runs")
+    never = cli("forget-day", "2001-01-01", env=env)
+    assert never.returncode == 0, never.stderr
+    assert never.stdout == (
+        "2001-01-01 is not published (no documents, no completion mark): nothing to forget "
+        "(`idb-stats status` shows the complete days)\n"
+    )
+    assert query(dsn, "SELECT count(*) FROM idb_stats.runs") == runs_before  # no ledger entry
+    forgot = cli("forget-day", str(HARVEST[0]), env=env)
+    assert forgot.returncode == 0 and forgot.stdout.startswith(f"forgot {HARVEST[0]}: "), forgot.stderr
+    assert "is not published" in cli("forget-day", str(HARVEST[0]), env=env).stdout
 
 
 # --- 5. the lock's key is the store's identity, and a held lock names its holder ---------------
@@ -345,3 +362,28 @@ def test_catch_up_plans_every_missing_closed_day(complete: set[int], closed: int
         assert through == expected[0] - timedelta(days=1)
     else:
         assert through == max((d for d in days if d <= last_closed), default=None)
+
+
+def test_status_says_which_published_days_the_recheck_cannot_compare(dsn: str, tmp_path: Path) -> None:
+    """Imported days carry no source fingerprint, so the catch-up's re-check skips them: status
+    says how many of the re-check window's days that is, and why, in one line."""
+    load_week(dsn)
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    assert cli("collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[3]), env=env).returncode == 0
+    dump = tmp_path / "export.ndjson"
+    cli("export", "--from", str(HARVEST[1]), "--to", str(HARVEST[2]), "-o", str(dump), env=env)
+    assert cli("import", str(dump), env=env).returncode == 0
+    shown = cli("status", env=env)
+    assert shown.returncode == 0, shown.stderr
+    wanted = (
+        "not re-checkable:      2 days of the last 7 published carry no source fingerprint, so late "
+        f"rows there go unnoticed (imported: {HARVEST[1]}, {HARVEST[2]})"
+    )
+    assert wanted in shown.stdout.splitlines(), shown.stdout
+    as_json = json.loads(cli("status", "--json", env=env).stdout)
+    assert as_json["not_rechecked"] == {"imported": [str(HARVEST[1]), str(HARVEST[2])]}
+    # Out of the window (recheck_days 1: only the last day, which collect-stats published): silent.
+    (tmp_path / "narrow.toml").write_text("[collect]\nrecheck_days = 1\n")
+    narrow = cli("status", "--config", str(tmp_path / "narrow.toml"), env=env)
+    assert narrow.returncode == 0, narrow.stderr
+    assert "not re-checkable" not in narrow.stdout, narrow.stdout

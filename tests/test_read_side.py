@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import HARVEST, MakeConfig, collect, load_week, published, run
+from helpers import HARVEST, MakeConfig, collect, exported_documents, load_week, published, run
+from hostile import BEYOND_BIGINT, BEYOND_BIGINT_QUERY, BEYOND_BIGINT_RECORDSET, insert_beyond_bigint
+from hostile import HARVEST as BEYOND_HARVEST
 from PIL import Image
 
 from idb_stats import cohort, report
@@ -105,7 +107,7 @@ def test_show_and_report_through_the_cli(dsn: str, tmp_path: Path) -> None:
     env = {"IDB_STATS_SOURCE_DSN": dsn}
     assert run("collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1]), env=env).returncode == 0
     exported = run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1]), env=env).stdout
-    daily = [json.loads(line) for line in exported.splitlines()]
+    daily = exported_documents(exported)
     ids = sorted({d["recordset_id"] for d in daily})
     listing = tmp_path / "cohort.txt"
     listing.write_text(f"# the cohort\n{ids[1]}\n\n{ids[2]}  # trailing comment\n")
@@ -195,3 +197,32 @@ def assert_charts_drawn(page: Any, screenshot: Path) -> None:
     image = Image.open(io.BytesIO(search.locator("svg").screenshot())).convert("RGB")
     colours = {colour for _, colour in image.getcolors(maxcolors=1 << 16) or []}
     assert (0x00, 0x72, 0xB2) in colours and len(colours) > 20
+
+
+def test_show_and_report_print_sums_beyond_bigint(dsn: str, tmp_path: Path) -> None:
+    """A day's sums are exact beyond 2**63 - 1 in the PostgreSQL store: show (table, CSV, JSON)
+    and the report read and print them whole, not cast to bigint (which failed, exit 5)."""
+    insert_beyond_bigint(dsn)
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    day = str(BEYOND_HARVEST)
+    assert run("collect-stats", "-d", day, env=env).returncode == 0
+    rs = BEYOND_BIGINT_RECORDSET
+    table = run("show", rs, "--interval", "day", env=env)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.count(f"{BEYOND_BIGINT:,}") == 3, table.stdout  # the day, the total, US hits
+    as_csv = run("show", rs, "--format", "csv", env=env)
+    assert as_csv.returncode == 0, as_csv.stderr
+    assert next(csv.DictReader(io.StringIO(as_csv.stdout)))["records.search.total"] == str(BEYOND_BIGINT)
+    as_json = run("show", rs, "--format", "json", env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    assert (
+        data["series"][0]["records.search.total"] == data["totals"]["records.search.total"] == BEYOND_BIGINT
+    )
+    assert data["top_countries"] == [{"country": "US", "hits": BEYOND_BIGINT}]
+
+    built = run("report", "--from", day, "--to", day, "--out", str(tmp_path / "site"), env=env)
+    assert built.returncode == 0, built.stderr
+    page = (tmp_path / "site" / "recordsets" / page_name(rs)).read_text()
+    assert f"{BEYOND_BIGINT:,}" in page
+    assert re.search(rf"{BEYOND_BIGINT_QUERY}</td><td>{BEYOND_BIGINT:,}<", page)

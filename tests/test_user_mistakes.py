@@ -9,13 +9,14 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
-from helpers import HARVEST, ROOT, insert_rows, load_week, run
-from hypothesis import given, settings
+from helpers import HARVEST, ROOT, exported_documents, insert_rows, load_week, run
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from idb_stats import ndjson
@@ -190,6 +191,51 @@ def test_import_refuses_documents_that_are_not_daily_documents(dsn: str, tmp_pat
     assert "idb_stats" not in schemas(dsn)
 
 
+def _tamper(doc: dict[str, Any], how: str) -> None:
+    """Break one rule a document collect-stats made always keeps, in its first active block."""
+    rt, ty = next(
+        (rt, ty)
+        for rt in ("records", "mediarecords")
+        for ty in (("view", "seen") if how != "geocodes" else ("search", "view", "seen"))
+        if doc[rt][ty]["count"]
+    )
+    block = doc[rt][ty]
+    if how == "total":
+        block["total"] += 1
+    elif how == "geocodes":
+        block["geocodes"][0]["count"] += 1
+    else:
+        block["items"][0]["count"] += 1
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("total", r"(view|seen) total \d+ is not its count \d+ \(one hit per (view|seen)\)"),
+        ("geocodes", r"geocode counts add up to \d+, not its total \d+"),
+        ("items", r"item counts add up to \d+, not its count \d+"),
+    ],
+)
+def test_import_refuses_a_document_whose_numbers_contradict_the_rules(
+    dsn: str, tmp_path: Path, how: str, message: str
+) -> None:
+    """A view is one hit: total == count; every entry has a geocode and a view or seen entry a
+    record, so their lists add up. A document that says otherwise was not made by collect-stats."""
+    env = collected(dsn)
+    lines = run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[0]), env=env).stdout.splitlines()
+    doc = json.loads(lines[3])
+    _tamper(doc, how)
+    lines[3] = json.dumps(doc)
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text("\n".join(lines) + "\n")
+    (tmp_path / "restore.toml").write_text('[store]\nschema = "restored"\n')
+    result = run("import", "--config", str(tmp_path / "restore.toml"), str(bad), env=env)
+    assert result.returncode == 2, result.stderr
+    assert re.search(r"line 4: (records|mediarecords)\.", result.stderr), result.stderr
+    assert re.search(message, result.stderr) and "nothing was imported" in result.stderr, result.stderr
+    assert "restored" not in schemas(dsn)
+
+
 def test_unquoted_space_in_a_dsn_password_exits_3_without_showing_it() -> None:
     result = run("status", env={"IDB_STATS_SOURCE_DSN": "host=127.0.0.1 port=1 password=open sesame"})
     assert result.returncode == 3, result.stderr
@@ -268,9 +314,11 @@ def test_import_waits_for_the_lock_as_long_as_told(dsn: str, tmp_path: Path) -> 
         max_size=8,
     )
 )
+@example([b"\x1c"])  # whitespace to str.strip(), not to JSON: refused, not skipped
+@example([b"\xe2\x80\xa8"])  # U+2028
 def test_any_input_is_checked_or_refused_with_its_line(lines: list[bytes]) -> None:
     try:
-        documents = ndjson.check_export([line + b"\n" for line in lines], "input")
+        documents = ndjson.check_export([line + b"\n" for line in lines], "input").documents
     except UsageError as exc:
         assert re.match(r"input line [1-9]\d*: .*; nothing was imported$", str(exc)), str(exc)
     else:
@@ -304,7 +352,7 @@ def test_import_refuses_a_day_not_over_and_a_document_it_cannot_take_writing_not
     env = collected(dsn)
     exported = run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1]), env=env).stdout
     lines = exported.splitlines()
-    future, negative = json.loads(lines[-1]), json.loads(lines[1])
+    future, negative = json.loads(lines[-2]), json.loads(lines[1])  # documents, inside the envelope
     future["harvest_date"] = "2099-01-01"
     negative["records"]["search"]["count"] = -5
     restore = tmp_path / "restore.toml"
@@ -318,7 +366,7 @@ def test_import_refuses_a_day_not_over_and_a_document_it_cannot_take_writing_not
         empty = run(
             "export", "--from", str(HARVEST[0]), "--to", "2099-01-01", "--config", str(restore), env=env
         )
-        assert empty.stdout == ""
+        assert empty.returncode == 5 and empty.stdout == "", empty.stderr  # no store, no output
 
 
 def test_output_that_cannot_be_written_is_a_usage_error_and_a_closed_pipe_is_quiet(dsn: str) -> None:
@@ -338,10 +386,10 @@ def test_output_that_cannot_be_written_is_a_usage_error_and_a_closed_pipe_is_qui
     reader.stdout.readline()
     reader.stdout.close()  # what `| head -1` does
     errors = reader.stderr.read().decode()
-    # click ends a command whose reader went away (EPIPE) at once, with exit 1 and nothing said;
-    # the store's half-read stream must not add a traceback on its way out.
+    # A command whose reader went away (EPIPE) stops at once, exit 141 and nothing said; the
+    # store's half-read stream must not add a traceback on its way out.
     code = reader.wait(timeout=120)
-    assert errors == "", (code, errors)
+    assert errors == "" and code == 141, (code, errors)
 
 
 def test_a_day_that_breaks_the_rules_does_not_hold_back_the_rest_of_a_range(dsn: str) -> None:
@@ -358,4 +406,72 @@ def test_a_day_that_breaks_the_rules_does_not_hold_back_the_rest_of_a_range(dsn:
     assert result.returncode == 6 and "2020-02-17" in result.stderr, result.stderr
     status = json.loads(run("status", "--json", env=env).stdout)
     assert status["last_complete_harvest_date"] == "2020-02-18"  # the good day after it was published
-    assert run("export", "--from", "2020-02-18", "--to", "2020-02-18", env=env).stdout.count("\n") == 1
+    assert (
+        len(exported_documents(run("export", "--from", "2020-02-18", "--to", "2020-02-18", env=env).stdout))
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    "command", [["export", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1])], ["totals"]]
+)
+def test_an_output_that_cannot_be_written_is_exit_2_in_one_line(dsn: str, command: list[str]) -> None:
+    """/dev/full: every write fails with ENOSPC, as on a full disk."""
+    env = collected(dsn)
+    result = run(*command, "-o", "/dev/full", env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "cannot write /dev/full: No space left on device; free space or write elsewhere" in result.stderr
+
+
+def test_an_export_cut_at_a_line_boundary_is_refused_and_an_older_one_warns(dsn: str, tmp_path: Path) -> None:
+    """A file cut short (a full disk, an interrupted copy) would replace its last day with part of
+    it: export's closing line counts each day's documents, and import refuses a file without it or
+    with other counts. A file without the opening line (an older export) imports, with a warning."""
+    env = collected(dsn)
+    lines = run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), env=env).stdout.splitlines()
+    first_day = sum(1 for line in lines if f'"harvest_date":"{HARVEST[0]}"' in line)
+    restore = tmp_path / "restore.toml"
+    restore.write_text('[store]\nschema = "restored"\n')
+    cut = tmp_path / "cut.ndjson"
+    for kept, needle in (
+        (lines[:-5], "the file ends without the export's closing line, so it was cut short"),
+        (lines[: 1 + first_day], "the file ends without the export's closing line"),  # at a day's end
+        ([*lines[:3], *lines[4:]], "the closing line counts other documents than the file holds"),
+        ([*lines, lines[1]], "a line after the export's closing line"),
+    ):
+        cut.write_text("\n".join(kept) + "\n")
+        result = run("import", str(cut), "--config", str(restore), env=env)
+        assert result.returncode == 2, result.stderr
+        assert needle in result.stderr and "nothing was imported" in result.stderr, result.stderr
+        assert "restored" not in schemas(dsn)
+
+    older = tmp_path / "older.ndjson"
+    older.write_text("\n".join(lines[1:-1]) + "\n")  # as exports were before the envelope
+    imported = run("import", str(older), "--config", str(restore), env=env)
+    assert imported.returncode == 0, imported.stderr
+    assert "has no export opening line (an older export, or another tool's): whether it is complete" in (
+        imported.stderr
+    )
+    whole = tmp_path / "whole.ndjson"
+    whole.write_text("\n".join(lines) + "\n")
+    again = run("import", str(whole), "--config", str(restore), env=env)
+    assert again.returncode == 0 and "opening line" not in again.stderr, again.stderr
+    restored = run(
+        "export", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), "--config", str(restore), env=env
+    )
+    assert restored.stdout.splitlines() == lines
+
+
+def test_every_prefix_of_an_export_is_refused() -> None:
+    docs: list[dict[str, Any]] = [
+        {"recordset_id": rs, "harvest_date": day} | {rt: {} for rt in ("records", "mediarecords")}
+        for day in ("2020-02-17", "2020-02-18")
+        for rs in ("a", "b")
+    ]
+    lines = [line.encode() for line in ndjson.export_lines(docs, date(2020, 2, 17), date(2020, 2, 18))]
+    checked = ndjson.check_export(lines, "input")
+    assert (checked.documents, checked.complete, checked.envelope) == (4, True, {1, 6})
+    for end in range(1, len(lines)):  # an empty file has nothing to import (and no opening line)
+        with pytest.raises(UsageError, match=r"cut short"):
+            ndjson.check_export(lines[:end], "input")

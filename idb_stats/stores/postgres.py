@@ -24,10 +24,10 @@ from psycopg2.sql import Identifier
 from .. import changes
 from ..config import Config
 from ..documents import add_terms
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnreachable
 from ..json_text import compact
 from ..model import BLOCKS, COUNT_FIELDS, OTHER_TERM, DayStats
-from ..pg import connect
+from ..pg import NUMERIC_AS_INT, connect
 from ..ports import ClosedOnExit, Document
 from ..totals import Summary, Totals, replace_day, summarize
 
@@ -106,7 +106,7 @@ UPDATE {{s}}.daily SET
   counts = ARRAY[{", ".join(f"(summary->'{rt}'->'{ty}'->>'{f}')::numeric" for rt, ty, f in COUNT_FIELDS)}],
   countries = (
     SELECT COALESCE(jsonb_object_agg(country, hits), '{{{{}}}}') FROM (
-      SELECT c.key AS country, sum(c.value::bigint) AS hits
+      SELECT c.key AS country, sum(c.value::numeric) AS hits
       FROM jsonb_each(summary) rt, jsonb_each(rt.value) ty, jsonb_each_text(ty.value->'countries') c
       GROUP BY 1) by_country),
   terms = (
@@ -114,7 +114,7 @@ UPDATE {{s}}.daily SET
       'items', COALESCE(jsonb_object_agg(term, n) FILTER (WHERE kind = 'items'), '{{{{}}}}'),
       'queries', COALESCE(jsonb_object_agg(term, n) FILTER (WHERE kind = 'queries'), '{{{{}}}}'))
     FROM (
-      SELECT k.kind, t->>'term' AS term, sum((t->>'count')::bigint) AS n
+      SELECT k.kind, t->>'term' AS term, sum((t->>'count')::numeric) AS n
       FROM (VALUES ('items', '$.*.*.items[*]'::jsonpath), ('queries', '$.*.*.queries[*]'::jsonpath))
              k(kind, path),
            jsonb_path_query(doc::jsonb, k.path) t
@@ -123,10 +123,11 @@ ALTER TABLE {{s}}.daily ALTER COLUMN counts SET NOT NULL, ALTER COLUMN countries
   ALTER COLUMN terms SET NOT NULL;
 """
 
+# Sums are numeric, never bigint: a day's sum may pass 2**63 - 1 (read as int: NUMERIC_AS_INT).
 TOP_TERMS_SQL = """
 SELECT kind, term, count FROM (
-  SELECT k.kind, t.key AS term, sum(t.value::bigint)::bigint AS count,
-         row_number() OVER (PARTITION BY k.kind ORDER BY sum(t.value::bigint) DESC, t.key) AS rank
+  SELECT k.kind, t.key AS term, sum(t.value::numeric) AS count,
+         row_number() OVER (PARTITION BY k.kind ORDER BY sum(t.value::numeric) DESC, t.key) AS rank
   FROM {s}.daily, jsonb_each(terms) k(kind, lists), jsonb_each_text(k.lists) t
   WHERE {where} GROUP BY 1, 2
 ) ranked WHERE rank <= %(limit)s ORDER BY kind, rank"""
@@ -185,7 +186,8 @@ class PostgresStore(ClosedOnExit):
         try:
             conn = connect(self._dsn, "statistics store")
         except Exception as exc:
-            raise StoreError(str(exc)) from None
+            raise StoreUnreachable(str(exc)) from None
+        psycopg2.extensions.register_type(NUMERIC_AS_INT, conn)
         # Bounded waits: a session idling in a transaction on the store's tables, or a runaway
         # statement, fails the run (exit 5) instead of holding the run lock for hours.
         try:
@@ -559,7 +561,7 @@ class PostgresStore(ClosedOnExit):
         by_recordset: bool = True,
     ) -> list[dict[str, Any]]:
         sums = ", ".join(
-            f'sum(counts[{i}])::bigint AS "{rt}.{ty}.{f}"' for i, (rt, ty, f) in enumerate(COUNT_FIELDS, 1)
+            f'sum(counts[{i}]) AS "{rt}.{ty}.{f}"' for i, (rt, ty, f) in enumerate(COUNT_FIELDS, 1)
         )
         recordset = "recordset_id" if by_recordset else "NULL::text"
         sql = (
@@ -580,9 +582,9 @@ class PostgresStore(ClosedOnExit):
         recordset = "recordset_id" if by_recordset else "NULL::text"
         sql = (
             "SELECT recordset_id, country, hits FROM ("
-            f"  SELECT {recordset} AS recordset_id, c.key AS country, sum(c.value::bigint)::bigint AS hits,"
+            f"  SELECT {recordset} AS recordset_id, c.key AS country, sum(c.value::numeric) AS hits,"
             f"         row_number() OVER (PARTITION BY {recordset}"
-            "                            ORDER BY sum(c.value::bigint) DESC, c.key) AS rank"
+            "                            ORDER BY sum(c.value::numeric) DESC, c.key) AS rank"
             f"  FROM {{s}}.daily, jsonb_each_text(countries) c WHERE {range_filter(recordsets)} GROUP BY 1, 2"
             ") ranked WHERE rank <= %(limit)s ORDER BY recordset_id, rank"
         )

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 from .. import changes
 from ..config import Config
 from ..documents import add_terms, by_count, daily_document_id
-from ..errors import IncompatibleIndex, StoreError
+from ..errors import DataQualityError, IncompatibleIndex, StoreError
 from ..model import BLOCKS, COUNT_FIELDS, UNKNOWN_COUNTRY, DayStats
 from ..ports import ClosedOnExit, Document
 from ..totals import ONE_DAY, Summary, Totals, summarize, with_day, without_day
@@ -40,6 +40,35 @@ log = logging.getLogger(__name__)
 
 PAGE = 1000
 TOTALS_CHUNK = 500
+LONG_MAX = 2**63 - 1  # the largest number a `long` field holds
+
+
+def beyond_long(summary: Summary) -> str | None:
+    """The first count, total or country's hits of a (day's or totals') summary that no `long`
+    field can hold, as `records.search.total = N`; a geocode's count is at most its country's."""
+    for (rt, ty), figures in summary.counts.items():
+        for name, value in zip(("count", "total"), figures, strict=True):
+            if value > LONG_MAX:
+                return f"{rt}.{ty}.{name} = {value}"
+    for (rt, ty), by_country in summary.countries.items():
+        for country, hits in by_country.items():
+            if hits > LONG_MAX:
+                return f"{rt}.{ty} hits from {country!r} = {hits}"
+    return None
+
+
+def refuse_beyond_long(kind: str, what: str, summary: Summary) -> None:
+    """Sums are exact integers (beyond 2**63 on PostgreSQL); a search engine's long field refuses
+    them one bulk item at a time, in a message nobody can act on: say what and where, once."""
+    too_big = beyond_long(summary)
+    if too_big:
+        raise DataQualityError(
+            f"{what}: {too_big} is more than {kind}'s long fields hold (2^63 - 1); that day is left "
+            "incomplete (missing in status): skip or fix the rows behind it, or use the PostgreSQL "
+            "store, which holds such sums exactly"
+        )
+
+
 # Recordset buckets per period when a series is asked for all recordsets at once.
 SERIES_RECORDSETS = 10_000
 
@@ -197,6 +226,7 @@ class SearchStore(ClosedOnExit):
         def index_actions() -> Iterator[BulkAction]:
             for doc in documents:
                 new[doc["recordset_id"]] = summarize(doc)
+                refuse_beyond_long(self.kind, f"{day} {doc['recordset_id']!r}", new[doc["recordset_id"]])
                 yield (
                     {"index": {"_index": self.daily, "_id": daily_document_id(doc["recordset_id"], day)}},
                     doc,
@@ -318,6 +348,7 @@ class SearchStore(ClosedOnExit):
                     if merged.empty:
                         actions.append(({"delete": meta}, None))
                     else:
+                        refuse_beyond_long(self.kind, f"the totals of {rs!r}", merged.summary)
                         actions.append(({"index" if version else "create": meta}, merged.to_doc()))
                 results = self.http.bulk(actions)
                 conflicts = [r["_id"] for r in results if r.get("status") == 409]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from ..config import Config
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnreachable
 from ..json_text import compact
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class RetryingRequests:
                 log.warning("%s %s %s: %s, retrying", self.kind, method, path, exc)
             except Unreachable as exc:
                 if attempt == self.max_retries:
-                    raise StoreError(f"{self.kind} store unreachable: {exc}") from None
+                    raise StoreUnreachable(f"{self.kind} store unreachable: {exc}") from None
                 log.warning("%s %s %s: %s, retrying", self.kind, method, path, exc)
             self.backoff(attempt)
         raise AssertionError("unreachable")
