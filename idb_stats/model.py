@@ -16,8 +16,6 @@ COUNT_FIELDS = tuple((rt, ty, f) for rt, ty in BLOCKS for f in ("count", "total"
 
 OTHER_TERM = "__other__"
 # Cell kinds that carry a whole ranked breakdown list (see Cell).
-# Cell kinds that carry a block's whole list at once, ranked (see Cell).
-RANKED_LIST_KINDS = ("items",)
 UNKNOWN_COUNTRY = "unknown"
 
 # Why a telemetry row was skipped, in the order the rules check them; rules.skip_reason and the
@@ -76,11 +74,11 @@ class Cell(NamedTuple):
 
     kind is "geo" (key: canonical JSON of the geocode; entries and hits), "item" (key: record uuid)
     or "query" (key: query hash); hits is the value the rules add to the breakdown lists.
-    A source may instead send a block's whole list at once: kind "items", key the list as JSON,
-    already in term_list's order ([{"term": …, "count": …}, …]; no limit applied); or kind
-    "geocodes" or "queries", key a JSON list of [rank, hits] in any order, a rank naming an entry
-    of the day's geocode or query table (TelemetryDay.geocodes, .queries), whose order breaks ties
-    between equal hits. A "geocodes" cell's entries and hits are the block's count and total.
+    A source may instead send a block's whole list at once, as a JSON list of [key, hits] pairs in
+    any order: kind "items", key a record uuid; kind "geocodes" or "queries", key a rank naming an
+    entry of the day's geocode or query table (TelemetryDay.geocodes, .queries), in the order that
+    breaks ties between equal hits. A "geocodes" cell's entries and hits are the block's count and
+    total.
     """
 
     recordset_id: str

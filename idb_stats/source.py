@@ -83,18 +83,34 @@ SKIP_REASON_SQL = SKIP_REASON_TEMPLATE.format(
 # database's collation (a portal's en_US.UTF-8 would compare them with strcoll).
 # view/seen payloads map record uuid -> recordset uuid (one entry = one record, one hit);
 # search/mapping/download payloads map recordset uuid -> hits.
-# Item and query lists leave PostgreSQL whole, one per block, as JSON in the documents' order
-# (count descending, then term in code point order, which is UTF-8 byte order, COLLATE "C"):
-# Python parses 15,000 lists instead of building 630,000 terms one by one.
-RANKED_LIST = """
-json_agg(json_build_object('term', key, 'count', n) ORDER BY n DESC, key COLLATE "C")::text"""
+# A record type and an event type travel as one small int, the block (BLOCK_CODE), named again
+# in the lists' rows (BLOCK_NAMES).
+BLOCK_CODE = " ".join(
+    ["CASE"]
+    + [f"WHEN s.record_type = '{rt}' AND s.type = '{ty}' THEN {code}" for code, (rt, ty) in enumerate(BLOCKS)]
+    + ["END::int2"]
+)
+BLOCK_NAMES = (
+    f"(ARRAY{[rt for rt, _ in BLOCKS]})[block + 1] AS record_type, "
+    f"(ARRAY{[ty for _, ty in BLOCKS]})[block + 1] AS type"
+)
+# A block's list leaves PostgreSQL as one JSON list of [key, hits] pairs, unranked: the lists are
+# built by hashing, planned on their own (OFFSET 0), and only the rows of lists are sorted. Sorting
+# every cell to group and rank them in PostgreSQL cost more: 2.5 s against 1.9 s of the server's
+# CPU for the wide day's items, 1.4 s more for its geocodes, and 190 MB of temporary files for the
+# geocodes of a wide day of 400,000 rows (issue 18). Python ranks them (documents.ranked_pairs).
 ITEMS_SQL = f"""
-SELECT rs, record_type, type, 'items', {RANKED_LIST}, sum(n)::bigint, sum(n)::bigint
-FROM (SELECT e.value COLLATE "C" AS rs, s.record_type, s.type, e.key, count(*) AS n
-      FROM {{stats}} s CROSS JOIN LATERAL jsonb_each_text(s.payload) e
-      WHERE s.date >= %(start)s AND s.date < %(end)s AND s.type IN ('view', 'seen') AND {{accepted}}
-      GROUP BY 1, s.record_type, s.type, e.key) items
-GROUP BY rs, record_type, type
+SELECT * FROM (
+  SELECT rs, {BLOCK_NAMES}, 'items', json_agg(json_build_array(key, n))::text, sum(n)::bigint, sum(n)::bigint
+  FROM (SELECT e.value COLLATE "C" AS rs, r.block, e.key, count(*) AS n
+        FROM (SELECT s.payload, {BLOCK_CODE} AS block
+              FROM {{stats}} s
+              WHERE s.date >= %(start)s AND s.date < %(end)s AND s.type IN ('view', 'seen') AND {{accepted}}
+              OFFSET 0) r
+        CROSS JOIN LATERAL jsonb_each_text(r.payload) e
+        GROUP BY 1, 2, 3) items
+  GROUP BY rs, block
+  OFFSET 0) lists
 ORDER BY rs
 """
 
@@ -112,16 +128,7 @@ ORDER BY rs
 # - entries as int4, for the same reason.
 # On the wide day of 200,000 rows the cells' hash table went from 295 MB to 213 MB, and the step
 # from 3.4 s to 2.6 s.
-# (Not an f-string: its braces are the placeholders read_day fills.)
-BLOCK_CODE = " ".join(
-    ["CASE"]
-    + [f"WHEN s.record_type = '{rt}' AND s.type = '{ty}' THEN {code}" for code, (rt, ty) in enumerate(BLOCKS)]
-    + ["END::int2"]
-)
-BLOCK_NAMES = (
-    f"(ARRAY{[rt for rt, _ in BLOCKS]})[block + 1] AS record_type, "
-    f"(ARRAY{[ty for _, ty in BLOCKS]})[block + 1] AS type"
-)
+# Its single braces, once formatted, are the placeholders read_day fills.
 HALF = 2**31
 assert MAX_HITS < HALF * HALF, "hits are summed as two int4 halves"
 ROW_ENTRIES = f"""
@@ -139,10 +146,9 @@ ROW_ENTRIES = f"""
     FROM jsonb_each_text(r.payload) e, LATERAL (SELECT e.value::numeric::bigint AS h) hits
     WHERE r.type NOT IN ('view', 'seen')
   ) per_row"""
-# A block's cells leave PostgreSQL as one JSON list of [rank, hits], unranked (a hash aggregate
-# keeps no order; ranking them in PostgreSQL sorted every cell: 1.4 s more on the wide day's
-# geocodes); Python ranks them (documents.ranked_pairs). The block's sums of entries and hits are
-# its count and total when every entry has a value (geocodes: {{}} when unknown).
+# Geocode and query lists are [rank, hits] pairs: a rank names an entry of the day's geocode or query
+# table. The block's sums of entries and hits are its count and total when every entry has a value
+# (geocodes: {} when unknown).
 CELL_LISTS = f"""
 SELECT * FROM (
   SELECT rs, {BLOCK_NAMES}, '{{kind}}',
@@ -153,9 +159,6 @@ SELECT * FROM (
         {{row_entries}}
         GROUP BY rs, block, t.rank) cells
   GROUP BY rs, block
-  -- planned on its own, so the lists are built by hashing: sorting the cells to group them
-  -- instead (what the planner picks to serve the ORDER BY) spilled 190 MB on the wide day of
-  -- 400,000 rows; the lists, one row per block, are sorted after.
   OFFSET 0) lists
 ORDER BY rs
 """

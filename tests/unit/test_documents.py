@@ -43,38 +43,57 @@ def test_texts_of_one_geocode_share_its_rank() -> None:
 
 
 @given(
+    st.dictionaries(st.text(max_size=3), hits),  # record -> hits
     st.dictionaries(st.integers(1, 6), hits, min_size=1),  # geocode rank -> hits
     st.dictionaries(st.integers(1, 5), hits),  # query rank -> hits
 )
 def test_pair_lists_make_the_same_block_as_single_cells(
-    geo_hits: dict[int, int], query_hits: dict[int, int]
+    item_hits: dict[str, int], geo_hits: dict[int, int], query_hits: dict[int, int]
 ) -> None:
     geocodes = [{"country": c} for c in "ABCDEF"]
     queries = [f"q{i}" for i in range(1, 6)]
-    pairs = [
-        Cell(
+
+    def pairs(kind: str, hits_by_key: dict[Any, int], entries: int = 0, total: int = 0) -> Cell:
+        return Cell(
             "rs",
             "records",
-            "search",
-            "geocodes",
-            json.dumps([[r, n] for r, n in geo_hits.items()]),
-            7,
-            sum(geo_hits.values()),
-        ),
-        Cell("rs", "records", "search", "queries", json.dumps([[r, n] for r, n in query_hits.items()]), 0, 0),
-    ]
-    singles = [
-        *(
-            Cell("rs", "records", "search", "geo", json.dumps(geocodes[r - 1]), 0, n)
-            for r, n in geo_hits.items()
-        ),
-        *(Cell("rs", "records", "search", "query", queries[r - 1], 0, n) for r, n in query_hits.items()),
-    ]
-    from_pairs, _ = build_document("rs", DAY, pairs, geocodes=geocodes, queries=queries)
-    from_singles, _ = build_document("rs", DAY, singles)
-    block: dict[str, Any] = from_pairs["records"]["search"]
-    assert block["geocodes"] == from_singles["records"]["search"]["geocodes"]
-    assert block["queries"] == from_singles["records"]["search"]["queries"]
+            "seen",
+            kind,
+            json.dumps([[k, n] for k, n in hits_by_key.items()]),
+            entries,
+            total,
+        )
+
+    from_pairs, _ = build_document(
+        "rs",
+        DAY,
+        [
+            pairs("items", item_hits),
+            pairs("geocodes", geo_hits, 7, sum(geo_hits.values())),
+            pairs("queries", query_hits),
+        ],
+        geocodes=geocodes,
+        queries=queries,
+    )
+    from_singles, _ = build_document(
+        "rs",
+        DAY,
+        [
+            *(Cell("rs", "records", "seen", "item", term, 0, n) for term, n in item_hits.items()),
+            *(
+                Cell("rs", "records", "seen", "geo", json.dumps(geocodes[r - 1]), 0, n)
+                for r, n in geo_hits.items()
+            ),
+            *(Cell("rs", "records", "seen", "query", queries[r - 1], 0, n) for r, n in query_hits.items()),
+        ],
+    )
+    block: dict[str, Any] = from_pairs["records"]["seen"]
+    expected = from_singles["records"]["seen"]
+    assert (block["items"], block["geocodes"], block["queries"]) == (
+        expected["items"],
+        expected["geocodes"],
+        expected["queries"],
+    )
     assert (block["count"], block["total"]) == (7, sum(geo_hits.values()))
 
 
