@@ -185,14 +185,16 @@ GEOCODE_ROWS = {
 }
 # The day's queries (views are not broken down by query; a row without a query, or whose query
 # is not in the queries table, has no query cell), ranked by hash in byte order, which is how
-# documents break ties; the queries stream computes the same ranks from the same snapshot.
+# documents break ties; the queries stream computes the same ranks from the same snapshot. A query
+# is its hash: where the table does not make hashes unique, query ids of one hash share its rank
+# (dense_rank), so their hits add up in one entry, as the rules count them.
 DAY_QUERIES = """
-SELECT q.id, q.query_hash, row_number() OVER (ORDER BY q.query_hash COLLATE "C") AS rank
+SELECT q.id, q.query_hash, dense_rank() OVER (ORDER BY q.query_hash COLLATE "C") AS rank
 FROM {queries} q
 WHERE q.query_hash IS NOT NULL AND q.id IN (
   SELECT s.query_id FROM {stats} s
   WHERE s.date >= %(start)s AND s.date < %(end)s AND {accepted} AND s.type <> 'view')"""
-QUERY_TABLE_SQL = f"SELECT query_hash FROM ({DAY_QUERIES}) d ORDER BY rank"
+QUERY_TABLE_SQL = f"SELECT DISTINCT rank, query_hash FROM ({DAY_QUERIES}) d ORDER BY rank"
 QUERIES_SQL = f"""
 WITH day_queries AS ({DAY_QUERIES})
 {CELL_LISTS.replace("{kind}", "queries")}"""
@@ -359,14 +361,27 @@ class PostgresTelemetrySource:
         self._fingerprints_sql = fingerprint.DAYS_SQL.format(**self._names)
 
     def _require_tables(self) -> None:
-        """A database without the telemetry tables is a configuration mistake, found before the
-        run takes its lock or creates the store's schema in the wrong database."""
+        """A database without the telemetry tables, or not in UTF8, is a configuration mistake,
+        found before the run takes its lock or creates the store's schema in the wrong database."""
         with self._conn, self._conn.cursor() as cur:
             cur.execute(
-                "SELECT current_database(), to_regclass(%s) IS NULL, to_regclass(%s) IS NULL",
+                "SELECT current_database(), current_setting('server_encoding'), "
+                "to_regclass(%s) IS NULL, to_regclass(%s) IS NULL",
                 (self._names["stats"], self._names["queries"]),
             )
-            database, *absent = cur.fetchone() or ("", False, False)
+            database, encoding, *absent = cur.fetchone() or ("", "UTF8", False, False)
+        if encoding != "UTF8":
+            # The rules measure ids in UTF-8 bytes and order them by code point; PostgreSQL measures
+            # and orders (COLLATE "C") the database's bytes. In WIN1252 "€" sorts before "é", so
+            # the streams' recordset order is not Python's and a recordset's cells came apart into
+            # two documents; in LATIN1 "é" * 251 is 251 bytes, not 502, and passed as an id.
+            self._conn.close()
+            raise ConfigError(
+                [
+                    f"source.dsn: database {database} is encoded in {encoding}; idb-stats reads "
+                    "telemetry from UTF8 databases only (ids are measured and ordered as UTF-8)"
+                ]
+            )
         missing = [
             f"{table} ({setting})"
             for table, setting, gone in zip(
@@ -413,7 +428,7 @@ class PostgresTelemetrySource:
                 cur.execute(GEOCODE_TABLE_SQL.format(**names), window)
                 ranks, geocodes = geocode_table([geo for (geo,) in cur])
                 cur.execute(QUERY_TABLE_SQL.format(**names), window)
-                query_hashes = [query_hash for (query_hash,) in cur]
+                query_hashes = [query_hash for (_, query_hash) in cur]
                 params = {**window, "geocode_ranks": ranks}
                 statements = (
                     ITEMS_SQL.format(**names),

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import date
+from typing import Any
 
 import pytest
-from helpers import insert_rows, random_rows, reference
+from helpers import insert_rows, query, random_rows, reference, sql_documents
 
 from idb_stats import source as source_module
 from idb_stats.config import load_config
 from idb_stats.documents import build_documents
+from idb_stats.errors import ConfigError
 from idb_stats.model import SKIP_REASONS, DayStats
 from idb_stats.source import PostgresTelemetrySource
 
@@ -168,3 +171,107 @@ def test_sql_matches_rules_on_every_shape_of_day(dsn: str, shape: str) -> None:
     }
     assert len(geocodes) > (500 if shape == "wide" else 3)
     assert docs == expected_docs
+
+
+def test_query_ids_sharing_a_hash_are_one_query(dsn: str) -> None:
+    # The rules key queries by hash. A queries table that does not make hashes unique (the source
+    # contract asks only for the columns) gave each query id its own rank: two entries of one term.
+    from hostile import AT, HARVEST, create_telemetry, insert_raw
+
+    conn = create_telemetry(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE queries DROP CONSTRAINT queries_query_hash_key")
+        cur.execute("INSERT INTO queries (query_hash, query) VALUES ('h', '{}'), ('h', '{}'), ('g', '{}')")
+    ids = insert_raw(conn, [("search", "records", None, '{"rs": 2}')] * 3, at=AT)
+    with conn, conn.cursor() as cur:
+        for row_id, query_id in zip(ids, (1, 2, 3), strict=True):
+            cur.execute("UPDATE stats SET query_id = %s WHERE id = %s", (query_id, row_id))
+    conn.close()
+    docs, _ = sql_documents(dsn, HARVEST)
+    assert docs[0]["records"]["search"]["queries"] == [{"term": "h", "count": 4}, {"term": "g", "count": 2}]
+    assert docs == reference(dsn, HARVEST)[0]
+
+
+# Ids that order differently by code point, by an en-US collation and by WIN1252 bytes.
+ORDERED_IDS = [
+    "a", "A", "B", "z", "Z", "é", "€", "ß", "\x01", "\uff5a", "💥", "k" * 200 + "b", "k" * 200 + "a",
+]  # fmt: skip
+
+
+def insert_ordered_day(dsn: str) -> None:
+    """Recordsets, records, query hashes and countries of ORDERED_IDS, all with equal counts, so
+    every list's order is its tie order."""
+    from hostile import AT, Raw, create_telemetry, insert_raw
+
+    conn = create_telemetry(dsn)
+    rows: list[Raw] = []
+    for text in ORDERED_IDS:
+        geo = json.dumps({"country": text, "city": text * 2})
+        rows += [
+            ("search", "records", geo, json.dumps({"rs" + text: 3, "rs": 3})),
+            ("view", "records", None, json.dumps({"r" + text: "rs" + text, text: "rs"})),
+        ]
+    ids = insert_raw(conn, rows, at=AT)
+    with conn, conn.cursor() as cur:
+        for text, row_id in zip(ORDERED_IDS, ids[::2], strict=True):
+            cur.execute("INSERT INTO queries (query_hash, query) VALUES (%s, '{}') RETURNING id", (text,))
+            cur.execute("UPDATE stats SET query_id = %s WHERE id = %s", (*(cur.fetchone() or ()), row_id))
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "locale",
+    [
+        "LC_COLLATE 'C.utf8' LC_CTYPE 'C.utf8'",
+        "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.utf8'",
+    ],
+    ids=["C.utf8", "icu-en-US"],
+)
+def test_documents_equal_the_rules_whatever_the_database_collation(pg_server: Any, locale: str) -> None:
+    # Recordset, record and query order is bytewise (COLLATE "C") wherever PostgreSQL sorts them,
+    # so a portal database with a linguistic default collation gives the same documents.
+    import psycopg2
+    from hostile import HARVEST
+
+    name = f"collation_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(pg_server.dsn())
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        try:
+            cur.execute(f"CREATE DATABASE {name} TEMPLATE template0 {locale}")
+        except psycopg2.Error as exc:  # a server built without ICU, a system without C.utf8
+            pytest.skip(f"this server cannot make such a database: {exc}")
+    admin.close()
+    dsn = pg_server.dsn(name)
+    insert_ordered_day(dsn)
+    for limit in (0, 3):
+        docs, report = sql_documents(dsn, HARVEST, limit)
+        expected_docs, expected_report = reference(dsn, HARVEST, limit)
+        assert docs == expected_docs
+        assert report.as_dict() == expected_report.as_dict()
+    assert len(docs) == len(ORDERED_IDS) + 1
+
+
+@pytest.mark.parametrize("encoding", ["WIN1252", "LATIN1", "SQL_ASCII"])
+def test_a_telemetry_database_not_in_utf8_is_refused(pg_server: Any, encoding: str) -> None:
+    # The rules measure ids in UTF-8 and order them by code point, PostgreSQL measures and orders
+    # the database's bytes: in WIN1252 a recordset's cells came apart into two documents (the
+    # streams' order is not Python's), in LATIN1 "é" * 251 passed as an id of 251 bytes.
+    import psycopg2
+    from helpers import run
+    from hostile import HARVEST
+
+    name = f"encoding_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(pg_server.dsn())
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING '{encoding}' LOCALE 'C'")
+    admin.close()
+    dsn = pg_server.dsn(name)
+    insert_rows(dsn, random_rows(1, DAY, n=20, bad=False))
+    with pytest.raises(ConfigError, match=f"is encoded in {encoding}; idb-stats reads telemetry from UTF8"):
+        PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
+    result = run("collect-stats", "-d", HARVEST.isoformat(), env={"IDB_STATS_SOURCE_DSN": dsn})
+    assert result.returncode == 3, result.stderr
+    assert f"encoded in {encoding}" in result.stderr
+    assert "idb_stats" not in {row[0] for row in query(dsn, "SELECT nspname FROM pg_namespace")}
