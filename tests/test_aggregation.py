@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import date
 from typing import Any
 
 import pytest
 from helpers import insert_rows, query, random_rows, reference, sql_documents
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from idb_stats import source as source_module
 from idb_stats.config import load_config
 from idb_stats.documents import build_documents
 from idb_stats.errors import ConfigError
-from idb_stats.model import SKIP_REASONS, DayStats
+from idb_stats.model import MAX_HITS, SKIP_REASONS, DayStats
 from idb_stats.source import PostgresTelemetrySource
 
 DAY = date(2020, 2, 17)  # events of this calendar day have harvest date 2020-02-18
@@ -275,3 +278,81 @@ def test_a_telemetry_database_not_in_utf8_is_refused(pg_server: Any, encoding: s
     assert result.returncode == 3, result.stderr
     assert f"encoded in {encoding}" in result.stderr
     assert "idb_stats" not in {row[0] for row in query(dsn, "SELECT nspname FROM pg_namespace")}
+
+
+# The suite runs a dozen examples; IDB_STATS_ORDER_EXAMPLES=1000 runs a long search.
+ORDER_EXAMPLES = int(os.environ.get("IDB_STATS_ORDER_EXAMPLES", "12"))
+# Text for ids, query hashes and geocodes where byte, code point and JSON-escaped orders part ways:
+# control characters, characters beyond the BMP, "\\" and '"' (escaped in JSON), ids alike up to
+# byte 200. NUL and lone surrogates are left out: no jsonb or text can hold them.
+ORDER_TEXTS = st.one_of(
+    st.sampled_from(["a", "B", "é", "€", "\x01", "\x7f", "\u2028", "💥", "\\", '"', "k" * 200, "__other__"]),
+    st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=4),
+)
+ordered_ids = st.builds(lambda *parts: "".join(parts), ORDER_TEXTS, ORDER_TEXTS)
+# Few hit values, so lists are full of ties; MAX_HITS so sums pass 2**53, 2**63 and 2**64.
+ordered_hits = st.sampled_from(["0", "1", "1", "3.0", "1e2", str(MAX_HITS)])
+ordered_geocodes = st.one_of(
+    st.none(),
+    st.dictionaries(ORDER_TEXTS, ORDER_TEXTS, max_size=3).map(
+        lambda geo: json.dumps(geo, ensure_ascii=len(geo) % 2 == 0)  # both spellings of non-ASCII
+    ),
+)
+ordered_rows = st.tuples(
+    st.sampled_from(["search", "seen", "view", "download"]),
+    st.sampled_from(["records", "mediarecords"]),
+    st.one_of(st.none(), st.sampled_from(["é", "\x01"]), ORDER_TEXTS),  # the query's hash, often shared
+    ordered_geocodes,
+    # (record, recordset, hits): recordsets often shared, so rows meet in one document's lists
+    st.lists(
+        st.tuples(ordered_ids, st.one_of(st.just("rs"), ordered_ids), ordered_hits), min_size=1, max_size=4
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def ordering_dsn(pg_server: Any) -> str:
+    """One loose database for every example: query hashes need not be unique."""
+    from hostile import create_telemetry
+
+    dsn = pg_server.create_database(f"ordering_{uuid.uuid4().hex[:8]}")
+    conn = create_telemetry(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE queries DROP CONSTRAINT queries_query_hash_key")
+    conn.close()
+    return dsn
+
+
+@settings(max_examples=ORDER_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(ordered_rows, min_size=1, max_size=12), limit=st.sampled_from([0, 2]))
+def test_every_order_and_tie_equals_the_rules(ordering_dsn: str, rows: list[Any], limit: int) -> None:
+    # Ties are ordered by term in code point order: the source orders recordsets and query hashes
+    # bytewise in PostgreSQL, ranks geocodes by canonical JSON and items by term in Python.
+    import psycopg2
+    from hostile import AT, HARVEST
+
+    conn = psycopg2.connect(ordering_dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("TRUNCATE stats, queries RESTART IDENTITY")
+        for event_type, record_type, query_hash, geo, entries in rows:
+            if event_type in ("view", "seen"):
+                payload = {record: recordset for record, recordset, _ in entries}
+                payload_text = json.dumps(payload)
+            else:  # hit counts as JSON literals (3.0, 1e2)
+                payload_text = "{" + ",".join(f"{json.dumps(rs)}: {hits}" for _, rs, hits in entries) + "}"
+            query_id = None
+            if query_hash is not None:  # every row its own query id: ids of one hash are one query
+                cur.execute(
+                    "INSERT INTO queries (query_hash, query) VALUES (%s, '{}') RETURNING id", (query_hash,)
+                )
+                (query_id,) = cur.fetchone() or (None,)
+            cur.execute(
+                "INSERT INTO stats (date, type, record_type, query_id, ip_geocode, payload) "
+                "VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb)",
+                (AT, event_type, record_type, query_id, geo, payload_text),
+            )
+    conn.close()
+    docs, report = sql_documents(ordering_dsn, HARVEST, limit)
+    expected_docs, expected_report = reference(ordering_dsn, HARVEST, limit)
+    assert report.as_dict() == expected_report.as_dict()
+    assert docs == expected_docs
