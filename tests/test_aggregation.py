@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -298,10 +299,12 @@ ordered_geocodes = st.one_of(
         lambda geo: json.dumps(geo, ensure_ascii=len(geo) % 2 == 0)  # both spellings of non-ASCII
     ),
 )
+NO_QUERY_ROW, NULL_HASH = 0, 1  # stand-ins for a query that is not a hash
 ordered_rows = st.tuples(
     st.sampled_from(["search", "seen", "view", "download"]),
     st.sampled_from(["records", "mediarecords"]),
-    st.one_of(st.none(), st.sampled_from(["é", "\x01"]), ORDER_TEXTS),  # the query's hash, often shared
+    # the query: none, a hash (often shared), a query id without a queries row, a row without a hash
+    st.one_of(st.none(), st.sampled_from(["é", "\x01", NO_QUERY_ROW, NULL_HASH]), ORDER_TEXTS),
     ordered_geocodes,
     # (record, recordset, hits): recordsets often shared, so rows meet in one document's lists
     st.lists(
@@ -312,13 +315,16 @@ ordered_rows = st.tuples(
 
 @pytest.fixture(scope="module")
 def ordering_dsn(pg_server: Any) -> str:
-    """One loose database for every example: query hashes need not be unique."""
+    """One loose database for every example: query hashes may repeat or be NULL, and a row's
+    query id need not name a query."""
     from hostile import create_telemetry
 
     dsn = pg_server.create_database(f"ordering_{uuid.uuid4().hex[:8]}")
     conn = create_telemetry(dsn)
     with conn, conn.cursor() as cur:
         cur.execute("ALTER TABLE queries DROP CONSTRAINT queries_query_hash_key")
+        cur.execute("ALTER TABLE queries ALTER COLUMN query_hash DROP NOT NULL")
+        cur.execute("ALTER TABLE stats DROP CONSTRAINT stats_query_id_fkey")
     conn.close()
     return dsn
 
@@ -331,8 +337,7 @@ def test_every_order_and_tie_equals_the_rules(ordering_dsn: str, rows: list[Any]
     import psycopg2
     from hostile import AT, HARVEST
 
-    conn = psycopg2.connect(ordering_dsn)
-    with conn, conn.cursor() as cur:
+    with contextlib.closing(psycopg2.connect(ordering_dsn)) as conn, conn, conn.cursor() as cur:
         cur.execute("TRUNCATE stats, queries RESTART IDENTITY")
         for event_type, record_type, query_hash, geo, entries in rows:
             if event_type in ("view", "seen"):
@@ -341,9 +346,12 @@ def test_every_order_and_tie_equals_the_rules(ordering_dsn: str, rows: list[Any]
             else:  # hit counts as JSON literals (3.0, 1e2)
                 payload_text = "{" + ",".join(f"{json.dumps(rs)}: {hits}" for _, rs, hits in entries) + "}"
             query_id = None
-            if query_hash is not None:  # every row its own query id: ids of one hash are one query
+            if query_hash == NO_QUERY_ROW:
+                query_id = 10**9
+            elif query_hash is not None:  # every row its own query id: ids of one hash are one query
                 cur.execute(
-                    "INSERT INTO queries (query_hash, query) VALUES (%s, '{}') RETURNING id", (query_hash,)
+                    "INSERT INTO queries (query_hash, query) VALUES (%s, '{}') RETURNING id",
+                    (None if query_hash == NULL_HASH else query_hash,),
                 )
                 (query_id,) = cur.fetchone() or (None,)
             cur.execute(
@@ -351,7 +359,6 @@ def test_every_order_and_tie_equals_the_rules(ordering_dsn: str, rows: list[Any]
                 "VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb)",
                 (AT, event_type, record_type, query_id, geo, payload_text),
             )
-    conn.close()
     docs, report = sql_documents(ordering_dsn, HARVEST, limit)
     expected_docs, expected_report = reference(ordering_dsn, HARVEST, limit)
     assert report.as_dict() == expected_report.as_dict()
