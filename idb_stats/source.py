@@ -194,7 +194,7 @@ FROM {queries} q
 WHERE q.query_hash IS NOT NULL AND q.id IN (
   SELECT s.query_id FROM {stats} s
   WHERE s.date >= %(start)s AND s.date < %(end)s AND {accepted} AND s.type <> 'view')"""
-QUERY_TABLE_SQL = f"SELECT DISTINCT rank, query_hash FROM ({DAY_QUERIES}) d ORDER BY rank"
+QUERY_TABLE_SQL = f"SELECT DISTINCT ON (rank) query_hash FROM ({DAY_QUERIES}) d ORDER BY rank"
 QUERIES_SQL = f"""
 WITH day_queries AS ({DAY_QUERIES})
 {CELL_LISTS.replace("{kind}", "queries")}"""
@@ -428,7 +428,7 @@ class PostgresTelemetrySource:
                 cur.execute(GEOCODE_TABLE_SQL.format(**names), window)
                 ranks, geocodes = geocode_table([geo for (geo,) in cur])
                 cur.execute(QUERY_TABLE_SQL.format(**names), window)
-                query_hashes = [query_hash for (_, query_hash) in cur]
+                query_hashes = [query_hash for (query_hash,) in cur]
                 params = {**window, "geocode_ranks": ranks}
                 statements = (
                     ITEMS_SQL.format(**names),
