@@ -18,6 +18,7 @@ from datetime import date
 from typing import Any
 
 import psycopg2
+import psycopg2.errorcodes
 import psycopg2.extensions
 from psycopg2 import sql
 
@@ -204,6 +205,12 @@ QUERY_ROWS = {
     "row_join": "JOIN day_queries t ON t.id = r.query_id",
 }
 
+# The day's reading transactions are idle by design while the day is written: the exporting one
+# until the day is done, each stream between the batches it has fetched and their use. A portal's
+# idle_in_transaction_session_timeout (a guard against forgotten sessions) cut them mid-day: the day
+# was published, then the run failed with a traceback (connection already closed).
+HOLDING_THE_SNAPSHOT = "SET LOCAL idle_in_transaction_session_timeout = 0"
+
 # The planner guesses 100 entries per payload and so millions of groups; left alone it picks
 # sort-based aggregation that spills to disk. Hash aggregation fits in memory by far. A cursor
 # gets no parallel workers anyway; the streams are the parallelism.
@@ -215,6 +222,7 @@ STREAM_SETTINGS = (
     "SET LOCAL max_parallel_workers_per_gather = 0",
     # Every row is read: plan for the whole result, not for a cursor's first rows.
     "SET LOCAL cursor_tuple_fraction = 1.0",
+    HOLDING_THE_SNAPSHOT,
 )
 
 # Every skipped id up to a cap: with them the cell queries skip rows by id instead of repeating
@@ -267,7 +275,8 @@ def set_time_zone(conn: psycopg2.extensions.connection, zone: str) -> None:
 def read_error(exc: psycopg2.Error, what: str, dsn: str) -> IdbStatsError:
     """A failed telemetry query as the operator should see it: unreachable (exit 4) only when the
     connection failed; a row PostgreSQL could not process is a data problem (exit 6); a missing
-    table or column is a configuration problem (exit 3)."""
+    table or column, or a statement timeout of the telemetry database, is a configuration problem
+    (exit 3)."""
     detail = scrub(str(exc).strip(), dsn)
     code = exc.pgcode or ""
     if code[:2] in ("22", "54"):  # data exception, program limit exceeded
@@ -277,6 +286,15 @@ def read_error(exc: psycopg2.Error, what: str, dsn: str) -> IdbStatsError:
         )
     if code[:2] == "42":  # undefined table or column, no privilege
         return ConfigError([f"source: {what}: {detail} (check source.stats_table and source.queries_table)"])
+    if code == psycopg2.errorcodes.QUERY_CANCELED and "statement timeout" in detail:
+        # A limit of the telemetry database (its role's or database's statement_timeout), not a
+        # connection lost: it cancels the same query every run until it is lifted.
+        return ConfigError(
+            [
+                f"source: {what}: the telemetry database cancelled the query at its statement_timeout "
+                f"({detail}); lift it for idb-stats' role there (ALTER ROLE ... SET statement_timeout = 0)"
+            ]
+        )
     if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
         return SourceUnreachable(f"{what}: the telemetry database went away: {detail}")
     return DataQualityError(f"{what}: the telemetry database refused the query: {detail}")
@@ -408,6 +426,7 @@ class PostgresTelemetrySource:
             reading = self._reading(f"reading the telemetry of {harvest_date}")
             with reading, self._conn, self._conn.cursor() as cur:
                 # The exporting transaction stays open until every stream has imported its snapshot.
+                cur.execute(HOLDING_THE_SNAPSHOT)
                 cur.execute("SELECT pg_export_snapshot()")
                 (snapshot,) = cur.fetchone() or ("",)
                 cur.execute(SKIPS_WORK_MEM)

@@ -451,3 +451,50 @@ def test_a_megabyte_geocode_is_not_copied_into_every_document(dsn: str) -> None:
     sql, rules = sql_and_rules_reasons(dsn)
     assert sql == rules
     assert list(rules.values()) != [None], "the row is accepted and its geocode written 200 times"
+
+
+def slow_telemetry(dsn: str, database_setting: str, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A day of 30 searches read through a view that takes 20 ms a row, in a telemetry database
+    with `database_setting` (a DBA's limit); the config file and environment that collect it."""
+    conn = create_telemetry(dsn)
+    insert_raw(conn, [("search", "records", '{"country": "US"}', entry(RS, "2"))] * 30)
+    with conn, conn.cursor() as cur:
+        # xmin named as a column: the fingerprint reads it (a view has none of its own)
+        cur.execute(
+            "CREATE VIEW slow_stats AS SELECT s.*, s.xmin FROM stats s "
+            "CROSS JOIN LATERAL pg_sleep(0.02 + 0 * s.id) z"  # a sleep per row
+        )
+        cur.execute(f"ALTER DATABASE {conn.get_dsn_parameters()['dbname']} SET {database_setting}")
+    conn.close()
+    toml = tmp_path / "config.toml"
+    toml.write_text('[source]\nstats_table = "slow_stats"\n')
+    return toml, {"IDB_STATS_SOURCE_DSN": dsn}
+
+
+def test_an_idle_in_transaction_timeout_does_not_cut_the_day(dsn: str, tmp_path: Path) -> None:
+    """The day's snapshot is held by transactions idle while the day is written, and the store's
+    transaction idles while the day is aggregated: a database's idle_in_transaction_session_timeout
+    ended them mid-day (the run failed with a traceback, or the store's with exit 5)."""
+    toml, env = slow_telemetry(dsn, "idle_in_transaction_session_timeout = '200ms'", tmp_path)
+    result = run("collect-stats", "-d", HARVEST.isoformat(), "--config", str(toml), env=env)
+    assert result.returncode == 0, result.stderr
+    config = load_config(overrides={"source.dsn": dsn}, environ={})
+    daily, totals = store_snapshot(config)
+    assert daily[0]["records"]["search"] == {
+        "count": 30,
+        "total": 60,
+        "items": [],
+        "queries": [],
+        "geocodes": [{"geo": {"country": "US"}, "count": 60}],
+    }
+    assert_consistent(daily, totals)
+
+
+def test_a_statement_timeout_of_the_telemetry_database_says_so(dsn: str, tmp_path: Path) -> None:
+    """A DBA's statement_timeout cancels the day's queries every run: a configuration problem of the
+    telemetry database (exit 3, naming the setting), not a database that went away (exit 4)."""
+    toml, env = slow_telemetry(dsn, "statement_timeout = '200ms'", tmp_path)
+    result = run("collect-stats", "-d", HARVEST.isoformat(), "--config", str(toml), env=env)
+    assert result.returncode == 3, result.stderr
+    assert "cancelled the query at its statement_timeout" in result.stderr
+    assert "went away" not in result.stderr and "Traceback" not in result.stderr
