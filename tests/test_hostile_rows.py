@@ -498,3 +498,21 @@ def test_a_statement_timeout_of_the_telemetry_database_says_so(dsn: str, tmp_pat
     assert result.returncode == 3, result.stderr
     assert "cancelled the query at its statement_timeout" in result.stderr
     assert "went away" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the day's fingerprint hashes (id, xmin) and a view has no xmin: every run over a view "
+    "stops with exit 3 'column s.xmin does not exist (check source.stats_table …)', although README "
+    "names a view over the telemetry as a source; what a view's fingerprint should be (its columns "
+    "hashed, or no re-check) is a design decision in fingerprint.py",
+)
+def test_a_view_over_the_telemetry_is_collected(dsn: str) -> None:
+    conn = create_telemetry(dsn)
+    insert_raw(conn, [("search", "records", '{"country": "US"}', entry(RS, "2"))] * 3)
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE VIEW stats_view AS SELECT * FROM stats")
+    conn.close()
+    collect_day(load_config(overrides={"source.dsn": dsn, "source.stats_table": "stats_view"}, environ={}))
+    daily, _ = store_snapshot(load_config(overrides={"source.dsn": dsn}, environ={}))
+    assert daily == reference(dsn, HARVEST)[0]
