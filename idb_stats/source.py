@@ -448,7 +448,9 @@ class PostgresTelemetrySource:
                 ranks, geocodes = geocode_table([geo for (geo,) in cur])
                 cur.execute(QUERY_TABLE_SQL.format(**names), window)
                 query_hashes = [query_hash for (query_hash,) in cur]
-                params = {**window, "geocode_ranks": ranks}
+                # One array literal, not psycopg2's ARRAY[...] of a constant per geocode: the
+                # server parsed 1,000,000 of those in 1.0 s and 350 MB, the literal in 0.06 s.
+                params = {**window, "geocode_ranks": "{" + ",".join(map(str, ranks)) + "}"}
                 statements = (
                     ITEMS_SQL.format(**names),
                     GEOCODES_SQL.format(row_entries=ROW_ENTRIES.format(**GEOCODE_ROWS, **names), **names),
