@@ -363,3 +363,30 @@ def test_every_order_and_tie_equals_the_rules(ordering_dsn: str, rows: list[Any]
     expected_docs, expected_report = reference(ordering_dsn, HARVEST, limit)
     assert report.as_dict() == expected_report.as_dict()
     assert docs == expected_docs
+
+
+def test_spellings_postgresql_reads_alike_are_one_geocode_one_item(dsn: str) -> None:
+    # jsonb reads escapes, spacing and repeated keys (the last wins, as in Python) into one value:
+    # the day's geocode table and the item lists see one geocode and one record per value.
+    from hostile import HARVEST, create_telemetry, insert_raw
+
+    geocodes = [
+        '{"country":"é","city":"💥"}',
+        '{ "city" : "\\ud83d\\udca5", "country" : "\\u00e9" }',
+        '{"country":"x","city":"💥","country":"é"}',
+        "{}",
+        "null",
+        None,
+    ]
+    records = ['{"ré": "rs"}', '{"r\\u00e9": "r\\u0073"}', '{"r\\u00e9": "x", "ré": "rs"}']
+    conn = create_telemetry(dsn)
+    insert_raw(conn, [("search", "records", geo, '{"rs": 2}') for geo in geocodes])
+    insert_raw(conn, [("view", "records", None, payload) for payload in records])
+    conn.close()
+    docs, _ = sql_documents(dsn, HARVEST)
+    assert docs == reference(dsn, HARVEST)[0]
+    assert docs[0]["records"]["search"]["geocodes"] == [
+        {"geo": {"city": "💥", "country": "é"}, "count": 6},
+        {"geo": {}, "count": 6},
+    ]
+    assert docs[0]["records"]["view"]["items"] == [{"term": "ré", "count": 3}]
