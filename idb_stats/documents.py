@@ -8,9 +8,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
 from itertools import groupby
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .model import BLOCKS, OTHER_TERM, RECORD_TYPES, Cell, DayStats
+
+if TYPE_CHECKING:
+    from .ports import TelemetryDay
 
 Document = dict[str, Any]
 
@@ -192,3 +195,10 @@ def build_documents(
         stats.entries += entries
         stats.recordsets += 1
         yield doc
+
+
+def day_documents(
+    day: TelemetryDay, harvest_date: date, stats: DayStats, limit: int = 0
+) -> Iterator[Document]:
+    """The documents of a day read from a source: its cells, with the tables they name."""
+    return build_documents(day.cells(), harvest_date, stats, limit, day.geocodes, day.queries)
