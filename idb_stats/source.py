@@ -1,8 +1,9 @@
 """The PostgreSQL telemetry source: the aggregation rules pushed into PostgreSQL.
 
-The rules (see model.py and README) are applied in SQL: a skip report, then three aggregations
-run at once and streamed in recordset order, all from one snapshot. Python only merges the
-streams and assembles one recordset at a time. The source tables are only ever read.
+The rules (see model.py and README) are applied in SQL: a skip report, the day's tables of
+geocodes and queries, then three aggregations run at once and streamed in recordset order, all
+from one snapshot. Python merges the streams, ranks each list and assembles one recordset at a
+time. The source tables are only ever read.
 See docs/performance.md for the measurements behind this shape. Long because each SQL text
 sits here with the measurement that chose it.
 """
@@ -395,25 +396,9 @@ class PostgresTelemetrySource:
                 # The exporting transaction stays open until every stream has imported its snapshot.
                 cur.execute("SELECT pg_export_snapshot()")
                 (snapshot,) = cur.fetchone() or ("",)
-                cur.execute(SKIPS_WORK_MEM)
-                cur.execute(self._skips_sql, window)
-                report, skipped_ids = SkipReport(), []
-                for reason, rows, ids in cur:
-                    report.rows += rows
-                    if reason is not None:
-                        report.reasons[reason] = SkipReason(rows, list(ids[:EXAMPLE_IDS]))
-                        skipped_ids += ids
-                if report.skipped == 0:
-                    accepted = "true"
-                elif report.skipped <= SKIPPED_IDS_CAP:
-                    accepted = cur.mogrify("s.id <> ALL(%s)", (sorted(skipped_ids),)).decode()
-                else:
-                    accepted = f"({SKIP_REASON_SQL}) IS NULL"
+                report, accepted = self._skip_report(cur, window)
                 names = {"accepted": accepted, **self._names}
-                cur.execute(GEOCODE_TABLE_SQL.format(**names), window)
-                ranks, geocodes = geocode_table([geo for (geo,) in cur])
-                cur.execute(QUERY_TABLE_SQL.format(**names), window)
-                query_hashes = [query_hash for (query_hash,) in cur]
+                ranks, geocodes, query_hashes = self._day_tables(cur, names, window)
                 params = {**window, "geocode_ranks": ranks}
                 statements = (
                     ITEMS_SQL.format(**names),
@@ -434,6 +419,32 @@ class PostgresTelemetrySource:
                 )
         finally:
             self._conn.set_session(isolation_level="DEFAULT")
+
+    def _skip_report(self, cur: Any, window: dict[str, Any]) -> tuple[SkipReport, str]:
+        """The day's skip report, and the SQL condition that keeps the rows the rules accept."""
+        cur.execute(SKIPS_WORK_MEM)
+        cur.execute(self._skips_sql, window)
+        report, skipped_ids = SkipReport(), []
+        for reason, rows, ids in cur:
+            report.rows += rows
+            if reason is not None:
+                report.reasons[reason] = SkipReason(rows, list(ids[:EXAMPLE_IDS]))
+                skipped_ids += ids
+        if report.skipped == 0:
+            return report, "true"
+        if report.skipped <= SKIPPED_IDS_CAP:
+            return report, cur.mogrify("s.id <> ALL(%s)", (sorted(skipped_ids),)).decode()
+        return report, f"({SKIP_REASON_SQL}) IS NULL"
+
+    def _day_tables(
+        self, cur: Any, names: dict[str, str], window: dict[str, Any]
+    ) -> tuple[list[int], list[dict[str, Any]], list[str]]:
+        """The rank of each of the day's geocode codes and the geocode of each rank, and the day's
+        query hashes in rank order: what the geocodes and queries streams name by number."""
+        cur.execute(GEOCODE_TABLE_SQL.format(**names), window)
+        ranks, geocodes = geocode_table([geo for (geo,) in cur])
+        cur.execute(QUERY_TABLE_SQL.format(**names), window)
+        return ranks, geocodes, [query_hash for (query_hash,) in cur]
 
     @contextlib.contextmanager
     def _reading(self, what: str) -> Iterator[None]:
