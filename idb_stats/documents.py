@@ -124,7 +124,7 @@ def build_document(
     queries: Sequence[str] = (),
 ) -> tuple[Document, int]:
     """One recordset's daily document from its cells; also returns its number of payload entries.
-    geocodes and queries: the day's tables that cells of PAIR_LIST_KINDS name entries of."""
+    geocodes and queries: the day's tables that cells of kind "geocodes" and "queries" name by rank."""
     lists: dict[tuple[str, str], dict[str, dict[str, int]]] = {
         block: {"item": {}, "query": {}, "geo": {}} for block in BLOCKS
     }
