@@ -267,7 +267,9 @@ def read_error(exc: psycopg2.Error, what: str, dsn: str) -> IdbStatsError:
     """A failed telemetry query as the operator should see it: unreachable (exit 4) only when the
     connection failed; a row PostgreSQL could not process is a data problem (exit 6); a missing
     table or column is a configuration problem (exit 3)."""
-    detail = scrub(str(exc).strip(), dsn)
+    # libpq's messages run over several lines ("server closed the connection unexpectedly\n\tThis
+    # probably means ..."): the journal gets one.
+    detail = " ".join(scrub(str(exc), dsn).split())
     code = exc.pgcode or ""
     if code[:2] in ("22", "54"):  # data exception, program limit exceeded
         return DataQualityError(
@@ -418,7 +420,8 @@ class PostgresTelemetrySource:
                     lambda: self._merged(snapshot, queries, f"aggregating {harvest_date}"),
                 )
         finally:
-            self._conn.set_session(isolation_level="DEFAULT")
+            if not self._conn.closed:  # else the lost connection's error is the one to report
+                self._conn.set_session(isolation_level="DEFAULT")
 
     def _skip_report(self, cur: Any, window: dict[str, Any]) -> tuple[SkipReport, str]:
         """The day's skip report, and the SQL condition that keeps the rows the rules accept."""
