@@ -27,7 +27,7 @@ from .config import Config
 from .documents import geocode_table
 from .errors import ConfigError, DataQualityError, IdbStatsError, SourceUnreachable
 from .model import BLOCKS, MAX_HITS, MAX_ID_BYTES, Cell, SkipReason, SkipReport, event_window
-from .pg import NUMERIC_AS_INT, connect
+from .pg import NUMERIC_AS_INT, connect, one_line
 from .secrets import scrub
 
 EXAMPLE_IDS = 5
@@ -267,9 +267,7 @@ def read_error(exc: psycopg2.Error, what: str, dsn: str) -> IdbStatsError:
     """A failed telemetry query as the operator should see it: unreachable (exit 4) only when the
     connection failed; a row PostgreSQL could not process is a data problem (exit 6); a missing
     table or column is a configuration problem (exit 3)."""
-    # libpq's messages run over several lines ("server closed the connection unexpectedly\n\tThis
-    # probably means ..."): the journal gets one.
-    detail = " ".join(scrub(str(exc), dsn).split())
+    detail = scrub(one_line(exc), dsn)
     code = exc.pgcode or ""
     if code[:2] in ("22", "54"):  # data exception, program limit exceeded
         return DataQualityError(
