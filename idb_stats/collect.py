@@ -21,7 +21,7 @@ from typing import Any
 from . import fingerprint, interrupt, planning
 from .adopt import adopted_days
 from .config import Config
-from .documents import build_documents
+from .documents import day_documents
 from .errors import DataQualityError, SourceRowsGone
 from .interrupt import Interrupted
 from .ledger import ledger_entry, new_run
@@ -175,14 +175,7 @@ def process_day(
                 f"rules, more than collect.max_skipped_share {config.max_skipped_share:.2%}; "
                 f"nothing was written for this day. {reasons}"
             )
-        documents = build_documents(
-            telemetry.cells(),
-            day,
-            stats,
-            config.breakdown_limit,
-            geocodes=telemetry.geocodes,
-            queries=telemetry.queries,
-        )
+        documents = day_documents(telemetry, day, stats, config.breakdown_limit)
 
         def timed(documents: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             # A signal stops a search store's publish between documents (nothing there to cancel),

@@ -8,9 +8,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
 from itertools import groupby
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .model import BLOCKS, OTHER_TERM, RECORD_TYPES, Cell, DayStats
+
+if TYPE_CHECKING:
+    from .ports import TelemetryDay
 
 Document = dict[str, Any]
 
@@ -121,7 +124,7 @@ def build_document(
     queries: Sequence[str] = (),
 ) -> tuple[Document, int]:
     """One recordset's daily document from its cells; also returns its number of payload entries.
-    geocodes and queries: the day's tables that cells of PAIR_LIST_KINDS name entries of."""
+    geocodes and queries: the day's tables that cells of kind "geocodes" and "queries" name by rank."""
     lists: dict[tuple[str, str], dict[str, dict[str, int]]] = {
         block: {"item": {}, "query": {}, "geo": {}} for block in BLOCKS
     }
@@ -192,3 +195,10 @@ def build_documents(
         stats.entries += entries
         stats.recordsets += 1
         yield doc
+
+
+def day_documents(
+    day: TelemetryDay, harvest_date: date, stats: DayStats, limit: int = 0
+) -> Iterator[Document]:
+    """The documents of a day read from a source: its cells, with the tables they name."""
+    return build_documents(day.cells(), harvest_date, stats, limit, day.geocodes, day.queries)

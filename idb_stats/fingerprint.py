@@ -42,11 +42,23 @@ GROUP BY 1"""
 Fingerprint = dict[str, Any]
 
 
-def from_row(row: tuple[Any, ...]) -> Fingerprint | None:
-    """A fingerprint from the aggregates' row; None for a window without rows."""
+# The fingerprint of a window without rows. A day published empty (the portal's ingest was down,
+# its rows are loaded later) is re-checked like any other, so rows that arrive for it are found.
+EMPTY: Fingerprint = {
+    "rows": 0,
+    "min_id": None,
+    "max_id": None,
+    "first_event": None,
+    "last_event": None,
+    "hash": f"{0:016x}",
+}
+
+
+def from_row(row: tuple[Any, ...]) -> Fingerprint:
+    """A fingerprint from the aggregates' row (EMPTY for a window without rows)."""
     rows, min_id, max_id, first, last, digest = row
     if not rows:
-        return None
+        return dict(EMPTY)
     return {
         "rows": int(rows),
         "min_id": int(min_id),
@@ -101,8 +113,9 @@ UNFINGERPRINTED_WHY = {"import": "imported", "adopt": "adopted"}
 
 def unfingerprinted(complete: Mapping[date, Mapping[str, Any]], count: int) -> dict[str, list[date]]:
     """The last `count` published days the re-check cannot compare, by why they have no
-    fingerprint: imported or adopted documents, a day published without telemetry rows (no rows,
-    nothing to fingerprint), or one published by a version before fingerprints."""
+    fingerprint: imported or adopted documents, a day published without telemetry rows by a
+    version that gave such days no fingerprint, or one published by a version before
+    fingerprints."""
     latest = sorted(complete, reverse=True)[:count]
     out: dict[str, list[date]] = {}
     for day in sorted(d for d in latest if complete[d].get("fingerprint") is None):
@@ -117,10 +130,11 @@ def unfingerprinted(complete: Mapping[date, Mapping[str, Any]], count: int) -> d
 def stale_days(
     published: Mapping[date, Fingerprint], current: Mapping[date, Fingerprint | None]
 ) -> list[Stale]:
-    """The published days whose current fingerprint differs (a day absent from `current` has no rows)."""
+    """The published days whose current fingerprint differs (a day absent from `current`, or None
+    there, has no rows)."""
     out = []
     for day in sorted(published):
-        now = current.get(day)
+        now = current.get(day) or EMPTY
         if now != published[day]:
-            out.append(Stale(day, int(published[day]["rows"]), int(now["rows"]) if now else 0))
+            out.append(Stale(day, int(published[day]["rows"]), int(now["rows"])))
     return out

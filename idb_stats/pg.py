@@ -23,6 +23,12 @@ NUMERIC_AS_INT = psycopg2.extensions.new_type(
 )
 
 
+def one_line(exc: BaseException) -> str:
+    """A database error's message on one line: libpq's run over several ("server closed the
+    connection unexpectedly\n\tThis probably means ..."), and the journal gets one line an error."""
+    return " ".join(str(exc).split())
+
+
 def connect(dsn: str, purpose: str) -> psycopg2.extensions.connection:
     """Connect, turning failure into an error that names the server but never the password."""
     try:

@@ -16,7 +16,7 @@ class TelemetryDay(Protocol):
     """One harvest date of telemetry, read from one consistent snapshot."""
 
     report: SkipReport  # rows of the day's window, and those the rules skip, by reason with example ids
-    fingerprint: dict[str, Any] | None  # of the rows read (fingerprint.py); None when there are none
+    fingerprint: dict[str, Any] | None  # of the rows read (fingerprint.py; EMPTY when there are none)
     # The day's tables that cells of kind "geocodes" and "queries" name entries of (see Cell).
     geocodes: list[dict[str, Any]]
     queries: list[str]

@@ -1,8 +1,9 @@
 """The PostgreSQL telemetry source: the aggregation rules pushed into PostgreSQL.
 
-The rules (see model.py and README) are applied in SQL: a skip report, then three aggregations
-run at once and streamed in recordset order, all from one snapshot. Python only merges the
-streams and assembles one recordset at a time. The source tables are only ever read.
+The rules (see model.py and README) are applied in SQL: a skip report, the day's tables of
+geocodes and queries, then three aggregations run at once and streamed in recordset order, all
+from one snapshot. Python merges the streams, ranks each list and assembles one recordset at a
+time. The source tables are only ever read.
 See docs/performance.md for the measurements behind this shape. Long because each SQL text
 sits here with the measurement that chose it.
 """
@@ -27,7 +28,7 @@ from .config import Config
 from .documents import geocode_table
 from .errors import ConfigError, DataQualityError, IdbStatsError, SourceUnreachable
 from .model import BLOCKS, MAX_HITS, MAX_ID_BYTES, Cell, SkipReason, SkipReport, event_window
-from .pg import NUMERIC_AS_INT, connect
+from .pg import NUMERIC_AS_INT, connect, one_line
 from .secrets import scrub
 
 EXAMPLE_IDS = 5
@@ -277,7 +278,7 @@ def read_error(exc: psycopg2.Error, what: str, dsn: str) -> IdbStatsError:
     connection failed; a row PostgreSQL could not process is a data problem (exit 6); a missing
     table or column, or a statement timeout of the telemetry database, is a configuration problem
     (exit 3)."""
-    detail = scrub(str(exc).strip(), dsn)
+    detail = scrub(one_line(exc), dsn)
     code = exc.pgcode or ""
     if code[:2] in ("22", "54"):  # data exception, program limit exceeded
         return DataQualityError(
@@ -429,25 +430,9 @@ class PostgresTelemetrySource:
                 cur.execute(HOLDING_THE_SNAPSHOT)
                 cur.execute("SELECT pg_export_snapshot()")
                 (snapshot,) = cur.fetchone() or ("",)
-                cur.execute(SKIPS_WORK_MEM)
-                cur.execute(self._skips_sql, window)
-                report, skipped_ids = SkipReport(), []
-                for reason, rows, ids in cur:
-                    report.rows += rows
-                    if reason is not None:
-                        report.reasons[reason] = SkipReason(rows, list(ids[:EXAMPLE_IDS]))
-                        skipped_ids += ids
-                if report.skipped == 0:
-                    accepted = "true"
-                elif report.skipped <= SKIPPED_IDS_CAP:
-                    accepted = cur.mogrify("s.id <> ALL(%s)", (sorted(skipped_ids),)).decode()
-                else:
-                    accepted = f"({SKIP_REASON_SQL}) IS NULL"
+                report, accepted = self._skip_report(cur, window)
                 names = {"accepted": accepted, **self._names}
-                cur.execute(GEOCODE_TABLE_SQL.format(**names), window)
-                ranks, geocodes = geocode_table([geo for (geo,) in cur])
-                cur.execute(QUERY_TABLE_SQL.format(**names), window)
-                query_hashes = [query_hash for (query_hash,) in cur]
+                ranks, geocodes, query_hashes = self._day_tables(cur, names, window)
                 # One array literal, not psycopg2's ARRAY[...] of a constant per geocode: the
                 # server parsed 1,000,000 of those in 1.0 s and 350 MB, the literal in 0.06 s.
                 params = {**window, "geocode_ranks": "{" + ",".join(map(str, ranks)) + "}"}
@@ -469,7 +454,34 @@ class PostgresTelemetrySource:
                     lambda: self._merged(snapshot, queries, f"aggregating {harvest_date}"),
                 )
         finally:
-            self._conn.set_session(isolation_level="DEFAULT")
+            if not self._conn.closed:  # else the lost connection's error is the one to report
+                self._conn.set_session(isolation_level="DEFAULT")
+
+    def _skip_report(self, cur: Any, window: dict[str, Any]) -> tuple[SkipReport, str]:
+        """The day's skip report, and the SQL condition that keeps the rows the rules accept."""
+        cur.execute(SKIPS_WORK_MEM)
+        cur.execute(self._skips_sql, window)
+        report, skipped_ids = SkipReport(), []
+        for reason, rows, ids in cur:
+            report.rows += rows
+            if reason is not None:
+                report.reasons[reason] = SkipReason(rows, list(ids[:EXAMPLE_IDS]))
+                skipped_ids += ids
+        if report.skipped == 0:
+            return report, "true"
+        if report.skipped <= SKIPPED_IDS_CAP:
+            return report, cur.mogrify("s.id <> ALL(%s)", (sorted(skipped_ids),)).decode()
+        return report, f"({SKIP_REASON_SQL}) IS NULL"
+
+    def _day_tables(
+        self, cur: Any, names: dict[str, str], window: dict[str, Any]
+    ) -> tuple[list[int], list[dict[str, Any]], list[str]]:
+        """The rank of each of the day's geocode codes and the geocode of each rank, and the day's
+        query hashes in rank order: what the geocodes and queries streams name by number."""
+        cur.execute(GEOCODE_TABLE_SQL.format(**names), window)
+        ranks, geocodes = geocode_table([geo for (geo,) in cur])
+        cur.execute(QUERY_TABLE_SQL.format(**names), window)
+        return ranks, geocodes, [query_hash for (query_hash,) in cur]
 
     @contextlib.contextmanager
     def _reading(self, what: str) -> Iterator[None]:

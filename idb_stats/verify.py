@@ -28,7 +28,7 @@ from typing import Any
 
 from .collect import process_day
 from .config import Config
-from .documents import build_documents
+from .documents import day_documents
 from .ledger import now_iso
 from .model import DayStats
 from .pg import run_lock
@@ -254,14 +254,7 @@ class Verifier:
                     result.outcome = "unverifiable"
                     return result
             else:
-                recomputed = build_documents(
-                    telemetry.cells(),
-                    day,
-                    DayStats(day),
-                    self.config.breakdown_limit,
-                    geocodes=telemetry.geocodes,
-                    queries=telemetry.queries,
-                )
+                recomputed = day_documents(telemetry, day, DayStats(day), self.config.breakdown_limit)
                 for recordset_id, wanted, have in by_recordset(recomputed, self.store.export(day, day)):
                     if wanted is None or have is None:
                         found("documents", recordset_id, "document", wanted is not None, have is not None)

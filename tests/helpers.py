@@ -20,7 +20,7 @@ import idb_stats.collect
 from idb_stats import synthetic
 from idb_stats.collect import RunResult, Selection
 from idb_stats.config import Config, load_config
-from idb_stats.documents import build_documents
+from idb_stats.documents import day_documents
 from idb_stats.model import BLOCKS, DayStats
 from idb_stats.rules import TelemetryRow, aggregate, load_json
 from idb_stats.source import PostgresTelemetrySource
@@ -275,14 +275,7 @@ def sql_documents(dsn: str, harvest_date: date, limit: int = 0) -> tuple[list[di
     source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
     try:
         with source.read_day(harvest_date) as telemetry:
-            documents = build_documents(
-                telemetry.cells(),
-                harvest_date,
-                DayStats(harvest_date),
-                limit,
-                geocodes=telemetry.geocodes,
-                queries=telemetry.queries,
-            )
-            return list(documents), telemetry.report
+            documents = list(day_documents(telemetry, harvest_date, DayStats(harvest_date), limit))
+            return documents, telemetry.report
     finally:
         source.close()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from idb_stats import source as source_module
 from idb_stats.config import load_config
-from idb_stats.documents import build_documents
+from idb_stats.documents import day_documents
 from idb_stats.errors import ConfigError
 from idb_stats.model import MAX_HITS, SKIP_REASONS, DayStats
 from idb_stats.source import PostgresTelemetrySource
@@ -40,16 +40,7 @@ def test_sql_matches_rules(
             stats = DayStats(harvest)
             with source.read_day(harvest) as telemetry:
                 report = telemetry.report
-                docs = list(
-                    build_documents(
-                        telemetry.cells(),
-                        harvest,
-                        stats,
-                        limit,
-                        geocodes=telemetry.geocodes,
-                        queries=telemetry.queries,
-                    )
-                )
+                docs = list(day_documents(telemetry, harvest, stats, limit))
             assert docs == expected_docs
             assert report.rows == expected_report.rows
             assert report.as_dict() == expected_report.as_dict()
@@ -86,15 +77,7 @@ def test_midnight_belongs_to_the_next_harvest_date(dsn: str) -> None:
     totals = {}
     for harvest in (date(2020, 2, 18), date(2020, 2, 19)):
         with source.read_day(harvest) as telemetry:
-            docs = list(
-                build_documents(
-                    telemetry.cells(),
-                    harvest,
-                    DayStats(harvest),
-                    geocodes=telemetry.geocodes,
-                    queries=telemetry.queries,
-                )
-            )
+            docs = list(day_documents(telemetry, harvest, DayStats(harvest)))
         totals[harvest] = docs[0]["records"]["search"]["total"]
     source.close()
     assert totals == {date(2020, 2, 18): 11, date(2020, 2, 19): 100}
@@ -126,15 +109,7 @@ def test_geocodes_that_would_read_the_same_are_skipped_by_both(dsn: str) -> None
     source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
     with source.read_day(harvest) as telemetry:
         report = telemetry.report
-        docs = list(
-            build_documents(
-                telemetry.cells(),
-                harvest,
-                DayStats(harvest),
-                geocodes=telemetry.geocodes,
-                queries=telemetry.queries,
-            )
-        )
+        docs = list(day_documents(telemetry, harvest, DayStats(harvest)))
     source.close()
     assert report.as_dict() == expected_report.as_dict()
     assert report.as_dict()["bad_geocode_value"]["example_ids"] == [1, 2]
@@ -160,15 +135,7 @@ def test_sql_matches_rules_on_every_shape_of_day(dsn: str, shape: str) -> None:
     expected_docs, _ = reference(dsn, harvest)
     source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
     with source.read_day(harvest) as telemetry:
-        docs = list(
-            build_documents(
-                telemetry.cells(),
-                harvest,
-                DayStats(harvest),
-                geocodes=telemetry.geocodes,
-                queries=telemetry.queries,
-            )
-        )
+        docs = list(day_documents(telemetry, harvest, DayStats(harvest)))
     source.close()
     geocodes = {
         json.dumps(g["geo"]) for d in docs for block in d["records"].values() for g in block["geocodes"]

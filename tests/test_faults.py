@@ -17,11 +17,13 @@ from helpers import (
     other_store,
     random_rows,
     request_lost,
+    run,
     snapshot,
 )
 from proxies import ElasticsearchProxy, TcpCutProxy
 
 import idb_stats.collect
+from idb_stats import synthetic
 from idb_stats.collect import RunResult, Selection
 from idb_stats.errors import IdbStatsError, LockHeld
 from idb_stats.pg import run_lock
@@ -209,3 +211,37 @@ def test_parallel_days_equal_serial(make_config: MakeConfig, dsn: str) -> None:
     config = make_config()
     idb_stats.collect.collect(config, Selection(first=HARVEST[0], last=HARVEST[-1]), jobs=2)
     assert snapshot(config) == clean_run(make_config)
+
+
+PLAN = f"harvest date {DAY} (1 day)"
+
+
+def test_telemetry_connection_cut_while_streaming_exits_4_and_writes_nothing(dsn: str) -> None:
+    # A wide day (every stream sends lists of 1,600 recordsets, fetched a batch ahead from a
+    # thread per stream): wherever the telemetry connections are cut, the run ends with exit 4 in
+    # one line, the published day is untouched, and nothing hangs (run() times out at 300 s).
+    conn = psycopg2.connect(dsn)
+    spec = synthetic.Spec(first_day=DAY - timedelta(days=1), days=1, rows_per_day=3_000, shape=synthetic.WIDE)
+    synthetic.load(conn, spec)
+    conn.close()
+    params = psycopg2.extensions.parse_dsn(dsn)
+    proxy = TcpCutProxy(params["host"], int(params["port"]))
+    env = {
+        "IDB_STATS_SOURCE_DSN": dsn.replace(f"port={params['port']}", f"port={proxy.port}"),
+        "IDB_STATS_STORE": "postgres",
+        "IDB_STATS_STORE_URL": dsn,
+    }
+    try:
+        assert run("collect-stats", "--date", str(DAY), env=env).returncode == 0
+        published = run("export", "--from", str(DAY), "--to", str(DAY), env=env).stdout
+        full = proxy.client_bytes
+        for fraction in (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99):
+            proxy.client_bytes, proxy.cut_after = 0, int(full * fraction)
+            cut = run("collect-stats", "--date", str(DAY), env=env)
+            proxy.cut_after = None
+            assert cut.returncode == 4, (fraction, cut.stderr)
+            error = [line for line in cut.stderr.splitlines() if not line.endswith("INFO    plan: " + PLAN)]
+            assert len(error) == 1 and "telemetry database went away" in error[0], cut.stderr
+            assert run("export", "--from", str(DAY), "--to", str(DAY), env=env).stdout == published
+    finally:
+        proxy.close()

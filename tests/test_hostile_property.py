@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from idb_stats import embedded
 from idb_stats.config import Config, load_config
-from idb_stats.documents import build_documents
+from idb_stats.documents import day_documents
 from idb_stats.errors import DataQualityError
 from idb_stats.model import MAX_HITS, PER_RECORD_TYPES, DayStats
 from idb_stats.rules import load_json
@@ -169,15 +169,7 @@ def test_hostile_rows_are_counted_or_skipped_never_injected(
     try:
         with source.read_day(HARVEST) as telemetry:
             report = telemetry.report
-            docs = list(
-                build_documents(
-                    telemetry.cells(),
-                    HARVEST,
-                    DayStats(HARVEST),
-                    geocodes=telemetry.geocodes,
-                    queries=telemetry.queries,
-                )
-            )
+            docs = list(day_documents(telemetry, HARVEST, DayStats(HARVEST)))
     finally:
         source.close()
     assert docs == expected_docs

@@ -28,7 +28,7 @@ from hostile import (
 )
 
 from idb_stats.config import load_config
-from idb_stats.documents import build_documents
+from idb_stats.documents import day_documents
 from idb_stats.errors import ConfigError, DataQualityError
 from idb_stats.model import MAX_HITS, SKIP_REASONS, DayStats
 from idb_stats.source import PostgresTelemetrySource, quoted_name, set_time_zone
@@ -286,15 +286,7 @@ def test_days_follow_source_timezone_whatever_the_session_zone(
     try:
         for harvest in (date(2021, 3, 15), date(2021, 11, 8)):  # events of 14 March, 7 November
             with source.read_day(harvest) as telemetry:
-                docs = list(
-                    build_documents(
-                        telemetry.cells(),
-                        harvest,
-                        DayStats(harvest),
-                        geocodes=telemetry.geocodes,
-                        queries=telemetry.queries,
-                    )
-                )
+                docs = list(day_documents(telemetry, harvest, DayStats(harvest)))
                 counts[harvest] = (telemetry.report.rows, docs[0]["records"]["search"]["count"])
         dates = source.harvest_dates()
     finally:

@@ -267,6 +267,41 @@ def test_catch_up_republishes_exactly_the_changed_days(make_config: MakeConfig, 
 
 
 @pytest.mark.parametrize("store_kind", ["postgres"])
+def test_a_day_published_empty_is_republished_when_its_rows_arrive(make_config: MakeConfig, dsn: str) -> None:
+    # The portal's ingest was down for a day: collect-stats publishes it empty; its rows are
+    # loaded later and the next catch-up must find them.
+    today = datetime.now(UTC).date()
+    harvest = [today - timedelta(days=i) for i in (3, 2, 1)]
+    middle = window(harvest[1])
+
+    def inside(rows: list[Any], inside_middle: bool) -> list[Any]:
+        return [r for r in rows if (middle["start"] <= r[0] < middle["end"]) == inside_middle]
+
+    insert_rows(
+        dsn,
+        inside(
+            random_rows(50, harvest[0] - timedelta(days=1), n=40, bad=False)
+            + random_rows(52, harvest[2] - timedelta(days=1), n=40, bad=False),
+            inside_middle=False,
+        ),
+    )
+    config = make_config()
+    first = collect(config, first=harvest[0], last=harvest[-1])
+    assert [(d.harvest_date, d.rows) for d in first.days][1] == (harvest[1], 0)
+    assert export(config, harvest[1], harvest[1])[0] == []
+
+    arrived = inside(random_rows(51, harvest[1] - timedelta(days=1), n=40, bad=False), inside_middle=True)
+    insert_rows(dsn, arrived)
+    result = collect(config)
+    assert [(s.harvest_date, s.row_delta) for s in result.stale] == [(harvest[1], len(arrived))]
+    assert [d.harvest_date for d in result.days if d.reason == "late_rows"] == [harvest[1]]
+    clean = other_store(make_config, "clean")
+    collect(clean, first=harvest[1], last=harvest[1])
+    late_day = export(config, harvest[1], harvest[1])[0]
+    assert late_day and late_day == export(clean, harvest[1], harvest[1])[0]
+
+
+@pytest.mark.parametrize("store_kind", ["postgres"])
 def test_recheck_days_zero_disables_the_recheck(make_config: MakeConfig, dsn: str) -> None:
     today = datetime.now(UTC).date()
     insert_rows(dsn, random_rows(7, today - timedelta(days=2), n=30, bad=False))

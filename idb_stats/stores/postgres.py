@@ -27,7 +27,7 @@ from ..documents import add_terms
 from ..errors import StoreError, StoreUnreachable
 from ..json_text import compact
 from ..model import BLOCKS, COUNT_FIELDS, OTHER_TERM, DayStats
-from ..pg import NUMERIC_AS_INT, connect
+from ..pg import NUMERIC_AS_INT, connect, one_line
 from ..ports import ClosedOnExit, Document
 from ..totals import Summary, Totals, replace_day, summarize
 
@@ -186,7 +186,7 @@ class PostgresStore(ClosedOnExit):
         try:
             conn = connect(self._dsn, "statistics store")
         except Exception as exc:
-            raise StoreUnreachable(str(exc)) from None
+            raise StoreUnreachable(one_line(exc)) from None
         psycopg2.extensions.register_type(NUMERIC_AS_INT, conn)
         # Bounded waits: a session idling in a transaction on the store's tables, or a runaway
         # statement, fails the run (exit 5) instead of holding the run lock for hours.
@@ -210,7 +210,7 @@ class PostgresStore(ClosedOnExit):
                 )
         except psycopg2.Error as exc:
             conn.close()
-            raise StoreError(f"setting the store session's timeouts failed: {str(exc).strip()}") from None
+            raise StoreError(f"setting the store session's timeouts failed: {one_line(exc)}") from None
         return conn
 
     def _server_identity(self) -> str:
@@ -239,7 +239,7 @@ class PostgresStore(ClosedOnExit):
 
     def _explain(self, exc: psycopg2.Error) -> str:
         """The server's message, and which setting to look at when it was one of our timeouts."""
-        message = str(exc).strip()
+        message = one_line(exc)
         if exc.pgcode == psycopg2.errorcodes.LOCK_NOT_AVAILABLE:
             return (
                 f"{message} (waited store.lock_wait_timeout = {self._timeouts['lock_timeout']:g} s for "
@@ -477,7 +477,7 @@ class PostgresStore(ClosedOnExit):
         except psycopg2.Error as exc:
             if self._conn.closed:  # the store was closed with the stream left unread: nothing lost
                 return
-            raise StoreError(f"reading the store failed: {str(exc).strip()}") from None
+            raise StoreError(f"reading the store failed: {one_line(exc)}") from None
 
     def export(self, first: date, last: date) -> Iterator[Document]:
         rows = self._stream(

@@ -136,7 +136,7 @@ class RetryingRequests:
         size = 0
         for action in actions:
             chunk.append(action)
-            size += len(compact(action[1])) if action[1] is not None else 64
+            size += len(compact(action[1]).encode()) if action[1] is not None else 64
             if size >= self.chunk_bytes:
                 results.extend(self._bulk_chunk(chunk))
                 chunk, size = [], 0
