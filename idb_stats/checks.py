@@ -43,6 +43,7 @@ def run_all(config: Config) -> list[Check]:
         config.source_dsn,
         "source.dsn",
         {config.stats_table: "source.stats_table", config.queries_table: "source.queries_table"},
+        utf8=True,
     )
     results += _postgres_store(config) if config.store == "postgres" else _search_store(config)
     if config.api_dsn:
@@ -77,13 +78,20 @@ def _failed(endpoint: str, exc: Exception, setting: str) -> Check:
     return Check(endpoint, False, f"check failed: {str(exc).strip().splitlines()[0]}")
 
 
-def _postgres_tables(endpoint: str, dsn: str, setting: str, tables: dict[str, str]) -> list[Check]:
-    """Reach a database the commands only read, and check SELECT on each of its tables."""
+def _postgres_tables(
+    endpoint: str, dsn: str, setting: str, tables: dict[str, str], utf8: bool = False
+) -> list[Check]:
+    """Reach a database the commands only read, and check SELECT on each of its tables (and, with
+    utf8, its encoding: collect-stats reads telemetry from UTF8 databases only)."""
     try:
         with _session(dsn, endpoint.split(" database")[0]) as cur:
-            cur.execute("SELECT current_user, current_database()")
-            role, database = cur.fetchone()
+            cur.execute("SELECT current_user, current_database(), current_setting('server_encoding')")
+            role, database, encoding = cur.fetchone()
             results = [Check(endpoint, True, f"connected to {database} as {role}")]
+            if utf8 and encoding != "UTF8":
+                results.append(
+                    Check(endpoint, False, f"{database} is encoded in {encoding}; idb-stats reads UTF8 only")
+                )
             for table, setting in tables.items():
                 quoted = quoted_name(table, cur.connection)  # case and reserved words kept, as read
                 if not _value(cur, "SELECT to_regclass(%s) IS NOT NULL", quoted):

@@ -19,9 +19,11 @@ import psycopg2
 import idb_stats.collect
 from idb_stats import synthetic
 from idb_stats.collect import RunResult, Selection
-from idb_stats.config import Config
-from idb_stats.model import BLOCKS
+from idb_stats.config import Config, load_config
+from idb_stats.documents import day_documents
+from idb_stats.model import BLOCKS, DayStats
 from idb_stats.rules import TelemetryRow, aggregate, load_json
+from idb_stats.source import PostgresTelemetrySource
 from idb_stats.stores import open_store
 from idb_stats.synthetic import fake_uuid
 
@@ -266,3 +268,14 @@ def request_lost(proxy: Any, step: int) -> Iterator[None]:
         yield
     finally:
         proxy.fault = None
+
+
+def sql_documents(dsn: str, harvest_date: date, limit: int = 0) -> tuple[list[dict[str, Any]], Any]:
+    """Documents and skip report of a day as collect-stats computes them (idb_stats.source)."""
+    source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
+    try:
+        with source.read_day(harvest_date) as telemetry:
+            documents = list(day_documents(telemetry, harvest_date, DayStats(harvest_date), limit))
+            return documents, telemetry.report
+    finally:
+        source.close()

@@ -150,3 +150,16 @@ def test_reachable_search_store_passes(dsn: str, osmem_url: str) -> None:
     result = run("check-config", "--connect", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"ok   statistics store (opensearch, {osmem_url}): reachable" in result.stdout
+
+
+def test_a_telemetry_database_not_in_utf8_fails_the_check(pg_server: embedded.EmbeddedPostgres) -> None:
+    # collect-stats refuses it (ids are measured and ordered as UTF-8): the check says so first.
+    name = f"latin1_{uuid.uuid4().hex[:8]}"
+    execute(pg_server.dsn(), f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'LATIN1' LOCALE 'C'")
+    dsn = pg_server.dsn(name)
+    load_week(dsn)
+    result = run("check-config", "--connect", env={"IDB_STATS_SOURCE_DSN": dsn})
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert [line for line in lines(result.stdout, "FAIL") if "telemetry database" in line] == [
+        f"FAIL telemetry database (source.dsn): {name} is encoded in LATIN1; idb-stats reads UTF8 only"
+    ]

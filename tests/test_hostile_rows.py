@@ -426,3 +426,85 @@ def test_ids_with_control_characters_reach_the_terminal_escaped(dsn: str) -> Non
     assert table.stdout.count("\n") == len(hostile) + 2 + 4, table.stdout
     assert_escaped(table.stdout)
     assert "rs\\u202etxt.exe" in table.stdout and "U\\x1b[31mS\\n" in table.stdout
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="geocode values have no size bound in the rules (ids do: 500 bytes), so one row's geocode "
+    "is copied into the document of every recordset its payload names: a 1 MB city and 200 "
+    "recordsets wrote 191 MB of daily documents (measured). Bounding them is a rules change (which "
+    "skip reason, which limit) for the lead to decide",
+)
+def test_a_megabyte_geocode_is_not_copied_into_every_document(dsn: str) -> None:
+    conn = create_telemetry(dsn)
+    geocode = json.dumps({"country": "US", "city": "é" * 500_000})  # 1 MB of UTF-8
+    insert_raw(conn, [("search", "records", geocode, json.dumps({f"rs{i}": 1 for i in range(200)}))])
+    conn.close()
+    sql, rules = sql_and_rules_reasons(dsn)
+    assert sql == rules
+    assert list(rules.values()) != [None], "the row is accepted and its geocode written 200 times"
+
+
+def slow_telemetry(dsn: str, database_setting: str, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A day of 30 searches read through a view that takes 20 ms a row, in a telemetry database
+    with `database_setting` (a DBA's limit); the config file and environment that collect it."""
+    conn = create_telemetry(dsn)
+    insert_raw(conn, [("search", "records", '{"country": "US"}', entry(RS, "2"))] * 30)
+    with conn, conn.cursor() as cur:
+        # xmin named as a column: the fingerprint reads it (a view has none of its own)
+        cur.execute(
+            "CREATE VIEW slow_stats AS SELECT s.*, s.xmin FROM stats s "
+            "CROSS JOIN LATERAL pg_sleep(0.02 + 0 * s.id) z"  # a sleep per row
+        )
+        cur.execute(f"ALTER DATABASE {conn.get_dsn_parameters()['dbname']} SET {database_setting}")
+    conn.close()
+    toml = tmp_path / "config.toml"
+    toml.write_text('[source]\nstats_table = "slow_stats"\n')
+    return toml, {"IDB_STATS_SOURCE_DSN": dsn}
+
+
+def test_an_idle_in_transaction_timeout_does_not_cut_the_day(dsn: str, tmp_path: Path) -> None:
+    """The day's snapshot is held by transactions idle while the day is written, and the store's
+    transaction idles while the day is aggregated: a database's idle_in_transaction_session_timeout
+    ended them mid-day (the run failed with a traceback, or the store's with exit 5)."""
+    toml, env = slow_telemetry(dsn, "idle_in_transaction_session_timeout = '200ms'", tmp_path)
+    result = run("collect-stats", "-d", HARVEST.isoformat(), "--config", str(toml), env=env)
+    assert result.returncode == 0, result.stderr
+    config = load_config(overrides={"source.dsn": dsn}, environ={})
+    daily, totals = store_snapshot(config)
+    assert daily[0]["records"]["search"] == {
+        "count": 30,
+        "total": 60,
+        "items": [],
+        "queries": [],
+        "geocodes": [{"geo": {"country": "US"}, "count": 60}],
+    }
+    assert_consistent(daily, totals)
+
+
+def test_a_statement_timeout_of_the_telemetry_database_says_so(dsn: str, tmp_path: Path) -> None:
+    """A DBA's statement_timeout cancels the day's queries every run: a configuration problem of the
+    telemetry database (exit 3, naming the setting), not a database that went away (exit 4)."""
+    toml, env = slow_telemetry(dsn, "statement_timeout = '200ms'", tmp_path)
+    result = run("collect-stats", "-d", HARVEST.isoformat(), "--config", str(toml), env=env)
+    assert result.returncode == 3, result.stderr
+    assert "cancelled the query at its statement_timeout" in result.stderr
+    assert "went away" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the day's fingerprint hashes (id, xmin) and a view has no xmin: every run over a view "
+    "stops with exit 3 'column s.xmin does not exist (check source.stats_table …)', although README "
+    "names a view over the telemetry as a source; what a view's fingerprint should be (its columns "
+    "hashed, or no re-check) is a design decision in fingerprint.py",
+)
+def test_a_view_over_the_telemetry_is_collected(dsn: str) -> None:
+    conn = create_telemetry(dsn)
+    insert_raw(conn, [("search", "records", '{"country": "US"}', entry(RS, "2"))] * 3)
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE VIEW stats_view AS SELECT * FROM stats")
+    conn.close()
+    collect_day(load_config(overrides={"source.dsn": dsn, "source.stats_table": "stats_view"}, environ={}))
+    daily, _ = store_snapshot(load_config(overrides={"source.dsn": dsn}, environ={}))
+    assert daily == reference(dsn, HARVEST)[0]

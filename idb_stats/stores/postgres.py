@@ -192,9 +192,13 @@ class PostgresStore(ClosedOnExit):
         # statement, fails the run (exit 5) instead of holding the run lock for hours.
         try:
             with conn, conn.cursor() as cur:
+                # The day's transaction is idle while it waits for documents (the source aggregating,
+                # the next batch being built): a database's idle_in_transaction_session_timeout,
+                # meant for forgotten sessions, ended it mid-day (exit 5).
                 cur.execute(
                     "SELECT set_config('statement_timeout', %s, false), "
-                    "set_config('lock_timeout', %s, false)",
+                    "set_config('lock_timeout', %s, false), "
+                    "set_config('idle_in_transaction_session_timeout', '0', false)",
                     tuple(f"{int(seconds * 1000)}ms" for seconds in self._timeouts.values()),
                 )
                 # Documents compressed with lz4 where the server has it (PostgreSQL 14+ built with
