@@ -79,14 +79,16 @@ def _breakdown(
     return cut_term_list(ranked, limit) if ranked is not None else term_list(counts, limit)
 
 
-def geocode_table(texts: Sequence[str]) -> tuple[list[int], list[dict[str, Any]]]:
+def geocode_table(texts: Sequence[str]) -> tuple[list[int], list[str]]:
     """A day's distinct geocode texts (code i + 1 is texts[i]) ranked as documents rank them: each
     code's rank (1-based, in canonical JSON order; texts with one canonical form share a rank) and
-    the geocode object of each rank (objects[rank - 1]), for a source that sends ranks, not texts."""
+    the canonical JSON of each rank (table[rank - 1]), for a source that sends ranks, not texts.
+    Texts, not objects: a day of 1,000,000 distinct geocodes held 830 bytes each as dicts; entries
+    are made from them through the parse cache (_geo_object)."""
     canonical = [_canonical_geo_text(text) for text in texts]
     ordered = sorted(set(canonical))
     rank_of = {text: rank for rank, text in enumerate(ordered, 1)}
-    return [rank_of[text] for text in canonical], [json.loads(text) for text in ordered]
+    return [rank_of[text] for text in canonical], ordered
 
 
 def add_terms(doc: Document, sums: dict[str, dict[str, int]]) -> None:
@@ -120,7 +122,7 @@ def build_document(
     harvest_date: date,
     cells: Iterable[Cell],
     limit: int = 0,
-    geocodes: Sequence[dict[str, Any]] = (),
+    geocodes: Sequence[str] = (),
     queries: Sequence[str] = (),
 ) -> tuple[Document, int]:
     """One recordset's daily document from its cells; also returns its number of payload entries.
@@ -137,9 +139,8 @@ def build_document(
             key = _canonical_geo_text(cell.key)
             geocode_hits[key] = geocode_hits.get(key, 0) + cell.hits
         elif cell.kind == "geocodes":
-            # A copy of the geocode object per entry: no two entries share a mutable object.
             ranked[block]["geocodes"] = [
-                {"geo": dict(geocodes[rank - 1]), "count": hits}
+                {"geo": _geo_object(geocodes[rank - 1]), "count": hits}
                 for rank, hits in ranked_pairs(json.loads(cell.key))
             ]
         elif cell.kind == "queries":
@@ -183,7 +184,7 @@ def build_documents(
     harvest_date: date,
     stats: DayStats,
     limit: int = 0,
-    geocodes: Sequence[dict[str, Any]] = (),
+    geocodes: Sequence[str] = (),
     queries: Sequence[str] = (),
 ) -> Iterator[Document]:
     """Documents of a day, one per recordset, from cells grouped by recordset.

@@ -18,7 +18,7 @@ class TelemetryDay(Protocol):
     report: SkipReport  # rows of the day's window, and those the rules skip, by reason with example ids
     fingerprint: dict[str, Any] | None  # of the rows read (fingerprint.py; EMPTY when there are none)
     # The day's tables that cells of kind "geocodes" and "queries" name entries of (see Cell).
-    geocodes: list[dict[str, Any]]
+    geocodes: list[str]  # canonical JSON texts
     queries: list[str]
 
     def cells(self) -> Iterator[Cell]:

@@ -337,7 +337,8 @@ class _CellStream:
     def close(self) -> None:
         # A fetch may still be running (another stream failed, or the rows were not all used):
         # cancel it on the server rather than wait for its aggregation to finish.
-        if self._next.running():
+        # A fetch not started yet is dropped; a running one is cancelled.
+        if not self._next.cancel() and not self._next.done():
             self._conn.cancel()
         self._fetcher.shutdown(wait=True)
         self._conn.close()
@@ -347,7 +348,7 @@ class _CellStream:
 class PostgresTelemetryDay:
     report: SkipReport
     fingerprint: fingerprint.Fingerprint | None
-    geocodes: list[dict[str, Any]]
+    geocodes: list[str]
     queries: list[str]
     _streams: Callable[[], Iterator[Cell]]
 
@@ -475,7 +476,7 @@ class PostgresTelemetrySource:
 
     def _day_tables(
         self, cur: Any, names: dict[str, str], window: dict[str, Any]
-    ) -> tuple[list[int], list[dict[str, Any]], list[str]]:
+    ) -> tuple[list[int], list[str], list[str]]:
         """The rank of each of the day's geocode codes and the geocode of each rank, and the day's
         query hashes in rank order: what the geocodes and queries streams name by number."""
         cur.execute(GEOCODE_TABLE_SQL.format(**names), window)
