@@ -73,11 +73,17 @@ def main() -> None:
 
         def one_day(cur: psycopg2.extensions.cursor) -> object:
             start, end = event_window(harvest)
-            cur.execute(fingerprint.DAY_SQL.format(stats="stats"), {"start": start, "end": end})
+            cur.execute(
+                fingerprint.DAY_SQL.format(stats="stats", row_hash=fingerprint.ROW_HASH),
+                {"start": start, "end": end},
+            )
             return fingerprint.from_row(cur.fetchone() or (0,) * 6)
 
         def recheck(cur: psycopg2.extensions.cursor) -> object:
-            cur.execute(fingerprint.DAYS_SQL.format(stats="stats"), fingerprint.days_params(harvest_dates))
+            cur.execute(
+                fingerprint.DAYS_SQL.format(stats="stats", row_hash=fingerprint.ROW_HASH),
+                fingerprint.days_params(harvest_dates),
+            )
             return {row[0]: fingerprint.from_row(row[1:]) for row in cur}
 
         floor_s, entries = timed(source, floor)

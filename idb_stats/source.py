@@ -368,7 +368,7 @@ class PostgresTelemetrySource:
             "stats": quoted_name(config.stats_table, self._conn),
             "queries": quoted_name(config.queries_table, self._conn),
         }
-        self._require_tables()
+        self._stats_kind = self._require_tables()
         self._skips_sql = SKIPS_SQL.format(
             cap=max(SKIPPED_IDS_CAP, EXAMPLE_IDS),
             reason=SKIP_REASON_TEMPLATE.format(oversized="long_ids.id IS NOT NULL"),
@@ -377,19 +377,22 @@ class PostgresTelemetrySource:
             **self._names,
         )
         self._dates_sql = HARVEST_DATES_SQL.format(**self._names)
-        self._fingerprint_sql = fingerprint.DAY_SQL.format(**self._names)
-        self._fingerprints_sql = fingerprint.DAYS_SQL.format(**self._names)
+        row_hash = fingerprint.row_hash(self._stats_kind)
+        self._fingerprint_sql = fingerprint.DAY_SQL.format(row_hash=row_hash, **self._names)
+        self._fingerprints_sql = fingerprint.DAYS_SQL.format(row_hash=row_hash, **self._names)
 
-    def _require_tables(self) -> None:
+    def _require_tables(self) -> str:
         """A database without the telemetry tables, or not in UTF8, is a configuration mistake,
-        found before the run takes its lock or creates the store's schema in the wrong database."""
+        found before the run takes its lock or creates the store's schema in the wrong database.
+        Returns the kind of relation the rows are read from (pg_class.relkind: table, view, ...)."""
         with self._conn, self._conn.cursor() as cur:
             cur.execute(
                 "SELECT current_database(), current_setting('server_encoding'), "
+                "(SELECT relkind::text FROM pg_class WHERE oid = to_regclass(%s)), "
                 "to_regclass(%s) IS NULL, to_regclass(%s) IS NULL",
-                (self._names["stats"], self._names["queries"]),
+                (self._names["stats"], self._names["stats"], self._names["queries"]),
             )
-            database, encoding, *absent = cur.fetchone() or ("", "UTF8", False, False)
+            database, encoding, stats_kind, *absent = cur.fetchone() or ("", "UTF8", "r", False, False)
         if encoding != "UTF8":
             # The rules measure ids in UTF-8 bytes and order them by code point; PostgreSQL measures
             # and orders (COLLATE "C") the database's bytes. In WIN1252 "€" sorts before "é", so
@@ -417,6 +420,7 @@ class PostgresTelemetrySource:
                     "source.dsn at the portal's telemetry database or name its tables in [source]"
                 ]
             )
+        return str(stats_kind)
 
     @contextlib.contextmanager
     def read_day(self, harvest_date: date) -> Iterator[PostgresTelemetryDay]:

@@ -492,19 +492,26 @@ def test_a_statement_timeout_of_the_telemetry_database_says_so(dsn: str, tmp_pat
     assert "went away" not in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the day's fingerprint hashes (id, xmin) and a view has no xmin: every run over a view "
-    "stops with exit 3 'column s.xmin does not exist (check source.stats_table …)', although README "
-    "names a view over the telemetry as a source; what a view's fingerprint should be (its columns "
-    "hashed, or no re-check) is a design decision in fingerprint.py",
-)
 def test_a_view_over_the_telemetry_is_collected(dsn: str) -> None:
     conn = create_telemetry(dsn)
     insert_raw(conn, [("search", "records", '{"country": "US"}', entry(RS, "2"))] * 3)
     with conn, conn.cursor() as cur:
         cur.execute("CREATE VIEW stats_view AS SELECT * FROM stats")
     conn.close()
-    collect_day(load_config(overrides={"source.dsn": dsn, "source.stats_table": "stats_view"}, environ={}))
+    over_view = load_config(overrides={"source.dsn": dsn, "source.stats_table": "stats_view"}, environ={})
+    collect_day(over_view)
     daily, _ = store_snapshot(load_config(overrides={"source.dsn": dsn}, environ={}))
     assert daily == reference(dsn, HARVEST)[0]
+    # A view has no xmin: its fingerprint hashes the rows' columns, so a change in place is seen.
+    source = PostgresTelemetrySource(over_view)
+    try:
+        before = source.fingerprints([HARVEST])[HARVEST]
+        with psycopg2.connect(dsn) as changed, changed.cursor() as cur:
+            cur.execute(
+                'UPDATE stats SET ip_geocode = \'{"country": "FR"}\' WHERE id = (SELECT min(id) FROM stats)'
+            )
+        after = source.fingerprints([HARVEST])[HARVEST]
+    finally:
+        source.close()
+    assert before is not None and after is not None
+    assert before["rows"] == after["rows"] and before["hash"] != after["hash"]
