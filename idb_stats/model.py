@@ -25,6 +25,7 @@ SKIP_REASONS = (
     "unknown_type",
     "geocode_not_object",
     "bad_geocode_value",
+    "oversized_geocode",
     "payload_not_object",
     "empty_key",
     "bad_recordset_value",
@@ -37,6 +38,11 @@ MAX_HITS = 2**53 - 1
 # recordset id, "-" and the harvest date) is at most 512 bytes, and PostgreSQL's btree keys far
 # less than a megabyte-long id.
 MAX_ID_BYTES = 500
+# The largest geocode kept: its keys and values together, in UTF-8 bytes. A row's geocode is
+# copied into the document of every recordset its payload names, so one row of a 1 MB city and
+# 200 recordsets wrote 191 MB of documents (the engine probe). A real one (country, region, city,
+# maybe coordinates as text) is well under 200 bytes.
+MAX_GEOCODE_BYTES = 1_000
 
 
 def event_window(harvest_date: date) -> tuple[date, date]:

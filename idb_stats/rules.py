@@ -17,6 +17,7 @@ from typing import Any
 from .documents import Document, build_document, canonical_geo
 from .model import (
     EVENT_TYPES,
+    MAX_GEOCODE_BYTES,
     MAX_HITS,
     MAX_ID_BYTES,
     PER_RECORD_TYPES,
@@ -58,6 +59,10 @@ def skip_reason(row: TelemetryRow) -> str | None:
     # Geocodes are grouped by their JSON text: only strings have one spelling (1.0 and 1.00 do not).
     if row.ip_geocode is not None and any(not isinstance(v, str) for v in row.ip_geocode.values()):
         return "bad_geocode_value"
+    if row.ip_geocode is not None and (
+        sum(_utf8_length(k) + _utf8_length(v) for k, v in row.ip_geocode.items()) > MAX_GEOCODE_BYTES
+    ):
+        return "oversized_geocode"
     if not isinstance(row.payload, dict):
         return "payload_not_object"
     if "" in row.payload:

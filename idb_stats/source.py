@@ -27,7 +27,16 @@ from . import fingerprint
 from .config import Config
 from .documents import geocode_table
 from .errors import ConfigError, DataQualityError, IdbStatsError, SourceUnreachable
-from .model import BLOCKS, MAX_HITS, MAX_ID_BYTES, Cell, SkipReason, SkipReport, event_window
+from .model import (
+    BLOCKS,
+    MAX_GEOCODE_BYTES,
+    MAX_HITS,
+    MAX_ID_BYTES,
+    Cell,
+    SkipReason,
+    SkipReport,
+    event_window,
+)
 from .pg import NUMERIC_AS_INT, connect, one_line
 from .secrets import scrub
 
@@ -52,6 +61,7 @@ CASE
     THEN 'geocode_not_object'
   WHEN jsonb_path_exists(s.ip_geocode, 'strict $.* ? (@.type() != "string")', '{{{{}}}}', true)
     THEN 'bad_geocode_value'
+  WHEN {{big_geocode}} THEN 'oversized_geocode'
   WHEN s.payload IS NULL OR jsonb_typeof(s.payload) <> 'object' THEN 'payload_not_object'
   WHEN s.payload ? '' THEN 'empty_key'
   WHEN s.type IN ('view', 'seen') AND jsonb_path_exists(
@@ -73,8 +83,13 @@ LONG_ENTRY = (
     f"(octet_length(e.key) > {MAX_ID_BYTES} "
     f"OR (s.type IN ('view', 'seen') AND octet_length(e.value) > {MAX_ID_BYTES}))"
 )
+# A geocode's keys and values together over MAX_GEOCODE_BYTES (its values are strings by then):
+# found with a join too, by summing the entries of every row's geocode.
+GEOCODE_ENTRIES = "jsonb_each_text(CASE WHEN jsonb_typeof(s.ip_geocode) = 'object' THEN s.ip_geocode END) g"
+GEOCODE_BYTES = "sum(octet_length(g.key) + octet_length(g.value))"
 SKIP_REASON_SQL = SKIP_REASON_TEMPLATE.format(
-    oversized=f"EXISTS (SELECT FROM {PAYLOAD_ENTRIES} WHERE {LONG_ENTRY})"
+    oversized=f"EXISTS (SELECT FROM {PAYLOAD_ENTRIES} WHERE {LONG_ENTRY})",
+    big_geocode=f"(SELECT {GEOCODE_BYTES} FROM {GEOCODE_ENTRIES}) > {MAX_GEOCODE_BYTES}",
 )
 
 # The day's cells come from three aggregations run at once on three connections: the items, the
@@ -233,6 +248,10 @@ SELECT reason, count(*), (array_agg(id ORDER BY id) FILTER (WHERE reason IS NOT 
 FROM (SELECT s.id, {reason} AS reason FROM {stats} s LEFT JOIN (
         SELECT DISTINCT s.id FROM {stats} s CROSS JOIN LATERAL {entries}
         WHERE s.date >= %(start)s AND s.date < %(end)s AND {long_entry}) long_ids ON long_ids.id = s.id
+      LEFT JOIN (
+        SELECT s.id FROM {stats} s CROSS JOIN LATERAL {geocode_entries}
+        WHERE s.date >= %(start)s AND s.date < %(end)s
+        GROUP BY s.id HAVING {geocode_bytes} > {max_geocode_bytes}) big_geocodes ON big_geocodes.id = s.id
       WHERE s.date >= %(start)s AND s.date < %(end)s) r
 GROUP BY reason"""
 
@@ -371,9 +390,14 @@ class PostgresTelemetrySource:
         self._stats_kind = self._require_tables()
         self._skips_sql = SKIPS_SQL.format(
             cap=max(SKIPPED_IDS_CAP, EXAMPLE_IDS),
-            reason=SKIP_REASON_TEMPLATE.format(oversized="long_ids.id IS NOT NULL"),
+            reason=SKIP_REASON_TEMPLATE.format(
+                oversized="long_ids.id IS NOT NULL", big_geocode="big_geocodes.id IS NOT NULL"
+            ),
             entries=PAYLOAD_ENTRIES,
             long_entry=LONG_ENTRY,
+            geocode_entries=GEOCODE_ENTRIES,
+            geocode_bytes=GEOCODE_BYTES,
+            max_geocode_bytes=MAX_GEOCODE_BYTES,
             **self._names,
         )
         self._dates_sql = HARVEST_DATES_SQL.format(**self._names)

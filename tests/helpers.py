@@ -133,6 +133,7 @@ def random_rows(seed: int, day: date, n: int = 150, bad: bool = True) -> list[Ro
             (start + timedelta(hours=8), "search", "records", None, None, {some_rs: [5]}),
             (start + timedelta(hours=8), "seen", "records", None, None, {fake_uuid(2, 1): [some_rs]}),
             (start + timedelta(hours=9), "search", "records", None, {"country": 7}, {some_rs: 1}),
+            (start + timedelta(hours=9), "search", "records", None, {"city": "x" * 1_000}, {some_rs: 1}),
             (start + timedelta(hours=9), "view", "records", None, None, {"r" * 501: some_rs}),
         ]
     return rows

@@ -88,6 +88,26 @@ CASES: list[tuple[str, Raw, str | None]] = [
     ),
     ("geocode null value", ("search", "records", '{"country": null}', entry(RS, "1")), "bad_geocode_value"),
     ("geocode an array", ("search", "records", '["US"]', entry(RS, "1")), "geocode_not_object"),
+    (
+        "geocode of 1,000 bytes",
+        ("search", "records", json.dumps({"country": "US", "city": "x" * 987}), entry(RS, "1")),
+        None,
+    ),
+    (
+        "geocode of 1,001 bytes",
+        ("search", "records", json.dumps({"country": "US", "city": "x" * 988}), entry(RS, "1")),
+        "oversized_geocode",
+    ),
+    (
+        "geocode of 496 two-byte chars and 10 more bytes",
+        ("search", "records", json.dumps({"country": "US", "city": "é" * 496}), entry(RS, "1")),
+        "oversized_geocode",
+    ),
+    (
+        "geocode of many small keys",
+        ("search", "records", json.dumps({f"k{i:03}": "v" * 6 for i in range(101)}), entry(RS, "1")),
+        "oversized_geocode",
+    ),
     ("geocode JSON null", ("search", "records", "null", entry(RS, "1")), None),
     ("geocode unicode", ("search", "records", '{"country": "Ελλάδα\\t\\\\."}', entry(RS, "1")), None),
     ("NULL type", (None, "records", None, entry(RS, "1")), "unknown_type"),
@@ -428,13 +448,6 @@ def test_ids_with_control_characters_reach_the_terminal_escaped(dsn: str) -> Non
     assert "rs\\u202etxt.exe" in table.stdout and "U\\x1b[31mS\\n" in table.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="geocode values have no size bound in the rules (ids do: 500 bytes), so one row's geocode "
-    "is copied into the document of every recordset its payload names: a 1 MB city and 200 "
-    "recordsets wrote 191 MB of daily documents (measured). Bounding them is a rules change (which "
-    "skip reason, which limit) for the lead to decide",
-)
 def test_a_megabyte_geocode_is_not_copied_into_every_document(dsn: str) -> None:
     conn = create_telemetry(dsn)
     geocode = json.dumps({"country": "US", "city": "é" * 500_000})  # 1 MB of UTF-8

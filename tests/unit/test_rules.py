@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from idb_stats.documents import term_list
-from idb_stats.model import MAX_ID_BYTES, OTHER_TERM, SKIP_REASONS
+from idb_stats.model import MAX_GEOCODE_BYTES, MAX_ID_BYTES, OTHER_TERM, SKIP_REASONS
 from idb_stats.rules import TelemetryRow, aggregate, skip_reason
 
 DAY = date(2020, 2, 18)
@@ -61,6 +61,9 @@ BROKEN = {
     "unknown_type": row("facet", {"rs": 1}),
     "geocode_not_object": row("search", {"rs": 1}, geo="US"),
     "bad_geocode_value": row("search", {"rs": 1}, geo={"country": 7}),
+    "oversized_geocode": row(
+        "search", {"rs": 1}, geo={"country": "US", "city": "x" * (MAX_GEOCODE_BYTES - 8)}
+    ),
     "payload_not_object": row("view", ["r1", "rs"]),
     "empty_key": row("search", {"": 1}),
     "bad_recordset_value": row("seen", {"r1": 5}),
