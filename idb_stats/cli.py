@@ -35,6 +35,7 @@ from .errors import (
     VerifyDifferences,
 )
 from .interrupt import Interrupted
+from .json_text import compact
 from .legacy import DUPLICATE_POLICIES, DayOutcome
 from .logs import ProgressBar, sd_notify, setup_logging
 from .model import DayStats
@@ -132,7 +133,7 @@ def output_option(func: F) -> F:
 def write_ndjson(docs: Iterable[dict[str, Any]], out: Any) -> int:
     count = 0
     for doc in docs:
-        out.write(json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n")
+        out.write(compact(doc) + "\n")
         count += 1
     return count
 

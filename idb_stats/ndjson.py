@@ -19,6 +19,7 @@ from typing import Any
 
 from .documents import Document
 from .errors import UsageError
+from .json_text import compact
 from .legacy import NotADailyDocument, legacy_day, missing_blocks, normalise
 from .model import BLOCKS, PER_RECORD_TYPES
 
@@ -33,7 +34,7 @@ FORMAT = 1
 
 
 def _line(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False) + "\n"
+    return compact(value) + "\n"
 
 
 def export_lines(documents: Iterable[Document], first: date, last: date) -> Iterator[str]:
