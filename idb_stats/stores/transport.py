@@ -130,13 +130,16 @@ class RetryingRequests:
         self.sleep(min(10.0, 0.1 * 2**attempt) * (0.5 + random.random() / 2))
 
     def bulk(self, actions: Iterable[BulkAction]) -> list[dict[str, Any]]:
-        """Send actions in chunks; retry items refused with a retryable status. Returns every item result."""
+        """Send actions in chunks; retry items refused with a retryable status. Returns every item result.
+        Each action is written as its NDJSON lines once: they measure the chunk and are what is sent,
+        again on a retry."""
         results: list[dict[str, Any]] = []
-        chunk: list[BulkAction] = []
+        chunk: list[str] = []
         size = 0
-        for action in actions:
-            chunk.append(action)
-            size += len(compact(action[1]).encode()) if action[1] is not None else 64
+        for meta, source in actions:
+            lines = json.dumps(meta) + "\n" + (compact(source) + "\n" if source is not None else "")
+            chunk.append(lines)
+            size += len(lines.encode())
             if size >= self.chunk_bytes:
                 results.extend(self._bulk_chunk(chunk))
                 chunk, size = [], 0
@@ -144,17 +147,12 @@ class RetryingRequests:
             results.extend(self._bulk_chunk(chunk))
         return results
 
-    def _bulk_chunk(self, chunk: list[BulkAction]) -> list[dict[str, Any]]:
+    def _bulk_chunk(self, chunk: list[str]) -> list[dict[str, Any]]:
         final: dict[int, dict[str, Any]] = {}
         todo = list(range(len(chunk)))
         for attempt in range(self.max_retries + 1):
-            lines = []
-            for i in todo:
-                meta, source = chunk[i]
-                lines.append(json.dumps(meta))
-                if source is not None:
-                    lines.append(compact(source))
-            response = self.request("POST", "/_bulk", "\n".join(lines) + "\n", ndjson=True)
+            body = "".join(chunk[i] for i in todo)
+            response = self.request("POST", "/_bulk", body, ndjson=True)
             retry = []
             for i, item in zip(todo, response["items"], strict=True):
                 result = next(iter(item.values()))
