@@ -7,6 +7,7 @@ import os
 import shlex
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,25 @@ def test_staging_tree_names_the_prefix_not_the_staging_path(tmp_path: Path) -> N
         "systemctl enable --now idb-stats-collect.timer idb-stats-verify.timer idb-stats-api.timer"
         in again.stdout
     )
+
+
+# --- packaging ---------------------------------------------------------------------------------
+
+
+def test_the_wheel_builds_without_deprecation_warnings_and_carries_its_licence(tmp_path: Path) -> None:
+    """setuptools' warnings about the package metadata turn into errors on a date it names (the
+    licence table form: 2027-02-18); the build must not be living on borrowed time."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    output = (built.stdout + built.stderr).lower()
+    assert "deprecat" not in output and "!!" not in output  # setuptools frames its warnings in !!
+    (wheel,) = tmp_path.glob("idb_stats-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert "License-Expression: MIT" in metadata and "Classifier: " in metadata
