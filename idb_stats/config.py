@@ -406,7 +406,7 @@ def _secret_in_file(path: Path, declared: Setting) -> str:
     where = f"the {declared.credential} credential file" if declared.credential else "a credential file"
     spelled = f" or {declared.key.split('.')[1]}_file" if declared.from_file else ""
     return (
-        f"{declared.key} in {path} carries a secret: move it to {where} "
+        f"{declared.key} in {path} holds a password or key: move it to {where} "
         f"(/etc/idb-stats/credentials/{declared.credential or '...'}){spelled}, see docs/operations.md"
     )
 

@@ -126,7 +126,7 @@ def test_a_secret_written_into_the_configuration_file_is_warned_about_by_check_c
         assert config.warnings == ()
     else:
         (warning,) = config.warnings
-        assert warning.startswith(f"{warned} in {config_file} carries a secret: move it to")
+        assert warning.startswith(f"{warned} in {config_file} holds a password or key: move it to")
         assert "s3cret" not in warning and "pw" not in warning.split("docs/")[0].split("move")[0]
     env = ENV if "[source]" in line else {**ENV, "IDB_STATS_SOURCE_DSN": "host=db dbname=t"}
     result = CliRunner().invoke(cli, ["check-config", "--config", str(config_file)], env=env)
