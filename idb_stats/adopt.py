@@ -15,15 +15,16 @@ Long because adoption is one protocol (plan, per-day copy, check, alias switch) 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
+from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
 from .documents import Document
 from .errors import ConfigError, DataQualityError, IdbStatsError, IncompatibleIndex, StoreError
+from .ledger import write_run
 from .legacy import (
     DayOutcome,
     DuplicatesRefused,
@@ -35,7 +36,6 @@ from .legacy import (
 )
 from .model import DayStats
 from .ndjson import JSON_WHITESPACE
-from .pg import run_lock
 from .ports import Store
 from .stores import open_store
 
@@ -103,6 +103,8 @@ def adopt(
     duplicates: str,
     dry_run: bool,
     on_day: Callable[[DayOutcome], None] | None = None,
+    lock_timeout: float | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> AdoptReport:
     """Adopt legacy_config.daily_index (on a search cluster) into config's store.
 
@@ -161,20 +163,21 @@ def adopt(
             return report
         target_config = replace(config, daily_index=target_index or "") if search_target else config
         with open_store(target_config) as store:
-            # The lock collect-stats takes for this configuration's store, so neither runs beside the other.
-            lock_identity = store.identity if not search_target else _identity(config)
-            with run_lock(config, lock_identity, config.lock_timeout):
-                _refuse_foreign_totals(store, reader, target_config, search_target)
-                store.init()
+            _refuse_foreign_totals(store, reader, target_config, search_target)
+            # The target's runs index is this configuration's: collect-stats takes the same lock.
+            with write_run(
+                target_config, store, "adopt", clock, lock_timeout, run_id_prefix=ADOPT_RUN_PREFIX
+            ) as run:
+                run.plan = f"adopt {legacy_index!r} into {target_name}"
                 done = set(adopted_days(store.completed_days()))
-                run_id = f"{ADOPT_RUN_PREFIX}{uuid.uuid4().hex[:8]}"
                 for day in sorted(days):
                     if day in done:
                         report.already_adopted.append(day)
                         continue
-                    outcome, snapshots = _adopt_day(reader, legacy_index, store, day, duplicates, run_id)
+                    outcome, snapshots = _adopt_day(reader, legacy_index, store, day, duplicates, run.run_id)
                     report.size_snapshots += snapshots
                     report.days.append(outcome)
+                    run.days.append(outcome.as_dict())
                     if on_day:
                         on_day(outcome)
                 if search_target:
@@ -185,11 +188,6 @@ def adopt(
         return report
     finally:
         reader.close()
-
-
-def _identity(config: Config) -> str:
-    with open_store(config) as store:
-        return store.identity
 
 
 def _plan_duplicates(reader: Any, index: str, days: dict[date, int]) -> dict[date, dict[str, int]]:

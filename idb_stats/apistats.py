@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
 from .errors import ConfigError
-from .ledger import ledger_entry, new_run
-from .pg import connect, run_lock
+from .ledger import write_run
+from .pg import connect
 from .source import quoted_name
 from .stores import open_store
 
@@ -55,21 +56,19 @@ def snapshot_documents(config: Config, taken_at: datetime) -> Iterator[dict[str,
         conn.close()
 
 
-def api_stats(config: Config, lock_timeout: float | None = None) -> dict[str, Any]:
+def api_stats(
+    config: Config, lock_timeout: float | None = None, clock: Clock = SYSTEM_CLOCK
+) -> dict[str, Any]:
     """Take today's recordset size snapshot; a second run the same (UTC) day replaces it."""
-    taken_at = datetime.now(UTC)
-    run = new_run("api-stats")
-    timeout = config.lock_timeout if lock_timeout is None else lock_timeout
-    with open_store(config) as store, run_lock(config, store.identity, timeout, run, store):
-        store.init()
-        with ledger_entry(store, run):
-            started = time.monotonic()
-            written = store.write_snapshot(taken_at.date(), snapshot_documents(config, taken_at))
-            summary = {
-                "snapshot_date": taken_at.date().isoformat(),
-                "recordsets": written,
-                "seconds": round(time.monotonic() - started, 3),
-                "run_id": run["run_id"],
-            }
-            run["snapshot"] = summary
-        return summary
+    taken_at = clock.now()
+    with open_store(config) as store, write_run(config, store, "api-stats", clock, lock_timeout) as run:
+        started = time.monotonic()
+        written = store.write_snapshot(taken_at.date(), snapshot_documents(config, taken_at))
+        summary = {
+            "snapshot_date": taken_at.date().isoformat(),
+            "recordsets": written,
+            "seconds": round(time.monotonic() - started, 3),
+            "run_id": run.run_id,
+        }
+        run.snapshot = summary
+    return summary

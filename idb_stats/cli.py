@@ -6,7 +6,6 @@ each command body only parses, calls one use case and prints.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -24,6 +23,7 @@ import click
 from . import __version__, apistats, checks, cohort, collect, forget, importing, interrupt, ndjson
 from . import changes as changes_ledger  # the `changes` command below takes the plain name
 from . import status as store_status  # the `status` command below takes the plain name
+from .clock import SYSTEM_CLOCK, Clock
 from .config import STORE_KINDS, Config, load_config
 from .errors import (
     ConfigError,
@@ -41,6 +41,7 @@ from .logs import ProgressBar, sd_notify, setup_logging
 from .model import DayStats
 from .planning import Plan
 from .report import build_report
+from .runs import ABANDONED
 from .secrets import has_password
 from .stores import open_store
 from .terminal import broken_pipe, writing
@@ -118,6 +119,12 @@ def range_options(func: F) -> F:
 
     wrapped = click.option("--to", "last", type=DATE, help="Last harvest date (inclusive).")(checked)
     return click.option("--from", "first", type=DATE, help="First harvest date (inclusive).")(wrapped)  # type: ignore[return-value]
+
+
+def clock() -> Clock:
+    """The clock every command reads, built once by `run` (a fixed one in tests)."""
+    obj = click.get_current_context().find_root().obj
+    return obj if obj is not None else SYSTEM_CLOCK
 
 
 def plural(count: int, noun: str) -> str:
@@ -286,6 +293,7 @@ def collect_stats(
     result = collect.collect(
         config,
         selection,
+        clock=clock(),
         dry_run=dry_run,
         jobs=jobs,
         lock_timeout=lock_timeout,
@@ -379,7 +387,7 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
         if source_file.name in ("<stdin>", "-") or isinstance(source_file.name, int)
         else source_file.name
     )
-    checked = ndjson.check_export(source_file, name, collect.last_closed(config))
+    checked = ndjson.check_export(source_file, name, collect.last_closed(config, clock()))
     log.debug("%s: %s", name, plural(checked.documents, "document"))
     if checked.complete is None:
         log.warning(
@@ -388,8 +396,6 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
             name,
         )
     source_file.seek(0)
-    if lock_timeout is not None:
-        config = dataclasses.replace(config, lock_timeout=lock_timeout)
     rejected: list[int] = []
 
     def on_rejected(line: int, reason: str) -> None:
@@ -399,7 +405,7 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
         )
 
     lines = ndjson.document_lines(source_file, checked)  # check_export has read them as UTF-8
-    outcomes = importing.import_documents(config, lines, duplicates, on_rejected)
+    outcomes = importing.import_documents(config, lines, duplicates, on_rejected, lock_timeout, clock())
     for outcome in outcomes:
         log_outcome("imported", outcome)
     log.info(
@@ -424,6 +430,7 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
 @click.option("--from-url", help="Adopting into PostgreSQL: that cluster's URL (no credentials in it).")
 @duplicates_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and the counts; write nothing.")
+@click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
 def adopt(
     config: Config,
     legacy_index: str | None,
@@ -432,6 +439,7 @@ def adopt(
     from_url: str | None,
     duplicates: str,
     dry_run: bool,
+    lock_timeout: float | None,
 ) -> None:
     """Take over the original collector's index: copy it into this version's shape and ids.
 
@@ -470,6 +478,8 @@ def adopt(
         duplicates,
         dry_run,
         lambda outcome: log_outcome("would adopt" if dry_run else "adopted", outcome),
+        lock_timeout,
+        clock(),
     )
     click.echo(json.dumps(report.as_dict(), indent=2, default=str))
 
@@ -605,7 +615,7 @@ def report(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(config: Config, max_lag: int | None, as_json: bool) -> None:
     """Last complete day, lag, missing days, the last run and the last size snapshot."""
-    info = store_status.status(config)
+    info = store_status.status(config, clock())
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
     else:
@@ -631,6 +641,11 @@ def status(config: Config, max_lag: int | None, as_json: bool) -> None:
             lines.append(
                 f"{label:23s}{run['outcome']} {run['started_at']} ({seconds}) {run['run_id']} "
                 f"{run.get('error') or ''}".rstrip()
+                + (
+                    f" (pid {run.get('pid')} on host {run.get('host')} is gone; its lock is free)"
+                    if run["outcome"] == ABANDONED
+                    else ""
+                )
             )
         if not info["last_runs"]:
             lines.append("last run:              none")
@@ -726,7 +741,7 @@ def verify_command(
         if as_json:
             click.echo(json.dumps({**difference.as_dict(), "after_repair": after_repair}, default=str))
 
-    outcome = verify.verify(config, first, last, sample, repair, on_difference, lock_timeout)
+    outcome = verify.verify(config, first, last, sample, repair, on_difference, lock_timeout, clock())
     if as_json:
         summary = {
             "before_repair" if outcome.after_repair else "result": outcome.report.as_dict(),
@@ -785,7 +800,7 @@ def forget_day(config: Config, harvest_date: date, lock_timeout: float | None) -
     A day the store does not hold (never published, or already forgotten) is left alone and
     said so, exit 0: forgetting is safe to repeat.
     """
-    removed = forget.forget_day(config, harvest_date, lock_timeout)
+    removed = forget.forget_day(config, harvest_date, lock_timeout, clock())
     if removed is None:
         click.echo(
             f"{harvest_date} is not published (no documents, no completion mark): nothing to forget "
@@ -854,7 +869,7 @@ def api_stats(config: Config, lock_timeout: float | None) -> None:
     Counts the ingest database's uuids table (not deleted, by parent); a second run on the same
     UTC day replaces that day's snapshot.
     """
-    summary = apistats.api_stats(config, lock_timeout)
+    summary = apistats.api_stats(config, lock_timeout, clock())
     log.info(
         "size snapshot %s: %d recordsets, %.1f s",
         summary["snapshot_date"],
@@ -896,29 +911,29 @@ for _command in cli.commands.values():
     verbosity_options(_command)
 
 
-def main() -> None:
-    interrupt.install()
+def run(args: Sequence[str] | None = None, at: Clock = SYSTEM_CLOCK) -> int:
+    """Run one command line with this clock; its exit code (errors logged, as documented)."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args, standalone_mode=False, obj=at)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(ExitCode.UNEXPECTED)
+        return ExitCode.UNEXPECTED
     except click.FileError as exc:  # an -o or input path that cannot be opened: a usage mistake
         exc.show()
-        sys.exit(ExitCode.USAGE)
+        return ExitCode.USAGE
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except OutputClosed:
         # Quiet, and nothing left to flush into the closed pipe at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(ExitCode.OUTPUT_CLOSED)
+        return ExitCode.OUTPUT_CLOSED
     except IdbStatsError as exc:
         log.debug("where it was raised", exc_info=True)
         log.error("%s", exc, extra={"fields": {"exit_code": int(exc.exit_code)}})
         if not logging.getLogger("idb_stats").handlers:
             click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except Interrupted as exc:
         log.error(
             "%s: stopped (a run in progress is recorded as interrupted)",
@@ -927,12 +942,20 @@ def main() -> None:
         )
         if not logging.getLogger("idb_stats").handlers:
             click.echo(f"error: {exc}: stopped", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
     except Exception:
         log.exception("unexpected error")
-        sys.exit(ExitCode.UNEXPECTED)
+        return ExitCode.UNEXPECTED
+    return 0
+
+
+def main() -> None:
+    interrupt.install()
+    code = run()
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,18 +15,18 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from . import fingerprint, interrupt, planning
 from .adopt import adopted_days
+from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
 from .documents import day_documents
 from .errors import DataQualityError, SourceRowsGone
 from .interrupt import Interrupted
-from .ledger import ledger_entry, new_run
+from .ledger import write_run
 from .model import DayStats
-from .pg import run_lock
 from .ports import Store, TelemetrySource
 from .source import PostgresTelemetrySource
 from .stores import open_store
@@ -48,14 +48,14 @@ class Selection:
     force_span: bool = False
 
 
-def last_closed(config: Config) -> date:
+def last_closed(config: Config, clock: Clock) -> date:
     """The latest harvest date whose window has closed, now."""
-    return planning.last_closed_day(datetime.now(UTC), config.zone, timedelta(0))
+    return planning.last_closed_day(clock.now(), config.zone, timedelta(0))
 
 
-def settled_day(config: Config) -> date:
+def settled_day(config: Config, clock: Clock) -> date:
     """The latest harvest date the catch-up may collect: its window closed collect.settle ago."""
-    return planning.last_closed_day(datetime.now(UTC), config.zone, config.settle)
+    return planning.last_closed_day(clock.now(), config.zone, config.settle)
 
 
 def is_catch_up(selection: Selection) -> bool:
@@ -91,10 +91,12 @@ def tracked_days(complete: dict[date, dict[str, Any]]) -> set[date]:
     return {d for d in complete if start is None or d >= start}
 
 
-def plan(config: Config, selection: Selection, store: Store, source: TelemetrySource) -> planning.Plan:
+def plan(
+    config: Config, selection: Selection, store: Store, source: TelemetrySource, clock: Clock
+) -> planning.Plan:
     completed = store.completed_days()
     complete = set(completed)
-    closed = last_closed(config)
+    closed = last_closed(config, clock)
     reprocess = selection.reprocess or "all"
     if selection.day is not None:
         candidates, why = [selection.day], f"harvest date {selection.day}"
@@ -108,7 +110,10 @@ def plan(config: Config, selection: Selection, store: Store, source: TelemetrySo
         reprocess = selection.reprocess or "missing"
     else:
         return planning.catch_up(
-            tracked_days(completed), settled_day(config), config.max_catch_up_days, selection.force_span
+            tracked_days(completed),
+            settled_day(config, clock),
+            config.max_catch_up_days,
+            selection.force_span,
         )
     days, not_closed = planning.split_closed(candidates, closed)
     if not_closed:
@@ -273,12 +278,12 @@ def collect(
     config: Config,
     selection: Selection,
     *,
+    clock: Clock = SYSTEM_CLOCK,
     dry_run: bool = False,
     jobs: int | None = None,
     lock_timeout: float | None = None,
     on_plan: Callable[[planning.Plan], None] | None = None,
     on_day: DayCallback | None = None,
-    command: str = "collect-stats",
     allow_empty: bool = False,
 ) -> RunResult:
     """Run the selected days. A plain catch-up also republishes recently published days whose
@@ -286,77 +291,58 @@ def collect(
     raised after the other days ran) unless allow_empty. Days already published are recorded
     as re-runs (reason rerun) in the change ledger."""
     jobs = jobs or config.jobs
-    refuse_open_days(selection, last_closed(config))
-    run = new_run(command, dry_run=dry_run, plan=None)
-    run_id = run["run_id"]
-    with contextlib.closing(PostgresTelemetrySource(config)) as source, open_store(config) as store:
-        lock = (
-            contextlib.nullcontext()
-            if dry_run
-            else run_lock(
-                config,
-                store.identity,
-                config.lock_timeout if lock_timeout is None else lock_timeout,
-                run,
-                store,
+    refuse_open_days(selection, last_closed(config, clock))
+    with (
+        contextlib.closing(PostgresTelemetrySource(config)) as source,
+        open_store(config) as store,
+        write_run(config, store, "collect-stats", clock, lock_timeout, dry_run=dry_run) as run,
+    ):
+        day_plan, reasons, stale = _plan_with_recheck(config, selection, store, source, clock)
+        if on_plan:
+            on_plan(day_plan)
+        run.plan = day_plan.reason
+        if is_catch_up(selection):
+            run.recheck = _recheck_record(stale)
+        done: list[DayStats] = []
+        refused: list[DayRefused] = []
+
+        def finished(stats: DayStats) -> None:
+            done.append(stats)
+            run.days.append(stats.as_dict())
+            if on_day:
+                on_day(stats, len(done), len(day_plan.days))
+
+        def refuse(exc: DayRefused) -> None:
+            # Ranges and --all report such a day and go on with the others.
+            if len(day_plan.days) > 1:
+                log.error("%s", exc)
+            refused.append(exc)
+            run.refused.append(str(exc))
+
+        if jobs > 1 and len(day_plan.days) > 1:
+            _run_parallel(
+                config, day_plan.days, run.run_id, dry_run, jobs, finished, refuse, reasons, allow_empty
             )
-        )
-        with lock:
-            if not dry_run:
-                store.init()
-            day_plan, reasons, stale = _plan_with_recheck(config, selection, store, source)
-            if on_plan:
-                on_plan(day_plan)
-            run["plan"] = day_plan.reason
-            if is_catch_up(selection):
-                run["recheck"] = _recheck_record(stale)
-            done: list[DayStats] = []
-            refused: list[DayRefused] = []
-
-            def finished(stats: DayStats) -> None:
-                done.append(stats)
-                run["days"].append(stats.as_dict())
-                if on_day:
-                    on_day(stats, len(done), len(day_plan.days))
-
-            def refuse(exc: DayRefused) -> None:
-                # Ranges and --all report such a day and go on with the others.
-                if len(day_plan.days) > 1:
-                    log.error("%s", exc)
-                refused.append(exc)
-                run.setdefault("refused", []).append(str(exc))
-
-            with ledger_entry(None if dry_run else store, run):
-                if jobs > 1 and len(day_plan.days) > 1:
-                    _run_parallel(
-                        config, day_plan.days, run_id, dry_run, jobs, finished, refuse, reasons, allow_empty
+        else:
+            for day in day_plan.days:
+                try:
+                    stats = process_day(
+                        config, source, None if dry_run else store, day, run.run_id, reasons[day], allow_empty
                     )
+                except DAY_REFUSALS as exc:
+                    refuse(exc)
                 else:
-                    for day in day_plan.days:
-                        try:
-                            stats = process_day(
-                                config,
-                                source,
-                                None if dry_run else store,
-                                day,
-                                run_id,
-                                reasons[day],
-                                allow_empty,
-                            )
-                        except DAY_REFUSALS as exc:
-                            refuse(exc)
-                        else:
-                            finished(stats)
-                _raise_refusals(refused, published=len(done))
-            return RunResult(run_id, day_plan, done, stale)
+                    finished(stats)
+        _raise_refusals(refused, published=len(done))
+        return RunResult(run.run_id, day_plan, done, stale)
 
 
 def _plan_with_recheck(
-    config: Config, selection: Selection, store: Store, source: PostgresTelemetrySource
+    config: Config, selection: Selection, store: Store, source: PostgresTelemetrySource, clock: Clock
 ) -> tuple[planning.Plan, dict[date, str], list[fingerprint.Stale]]:
     """The plan, each day's reason for the change ledger, and (plain catch-up) the published days
     whose source rows changed, which join the plan as late_rows."""
-    day_plan = plan(config, selection, store, source)
+    day_plan = plan(config, selection, store, source, clock)
     complete = store.completed_days()
     reasons = {d: "rerun" if d in complete else "collect" for d in day_plan.days}
     stale: list[fingerprint.Stale] = []

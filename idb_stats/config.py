@@ -175,6 +175,15 @@ class Config:
         minimum=1,
         stores=SEARCH_STORE_KINDS,
     )
+    lock_lease: float = _setting(
+        "store.lock_lease",
+        60.0,
+        help="Seconds the run lock's document stays valid unless its run renews it (every third of "
+        "that): a run that died frees the lock when its lease expires.",
+        minimum=3,
+        maximum=86400,
+        stores=SEARCH_STORE_KINDS,
+    )
     statement_timeout: float = _setting(
         "store.statement_timeout",
         3600.0,

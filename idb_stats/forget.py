@@ -4,27 +4,27 @@ from __future__ import annotations
 
 from datetime import date
 
+from .clock import SYSTEM_CLOCK, Clock
 from .collect import has_documents
 from .config import Config
-from .ledger import ledger_entry, new_run
-from .pg import run_lock
+from .ledger import write_run
 from .stores import open_store
 
 
-def forget_day(config: Config, day: date, lock_timeout: float | None = None) -> int | None:
+def forget_day(
+    config: Config, day: date, lock_timeout: float | None = None, clock: Clock = SYSTEM_CLOCK
+) -> int | None:
     """Take a harvest date out of the store: documents, totals and completion marker, so it is
     missing again (the next catch-up redoes it once its window has closed). Returns the documents
     removed, or None when the store holds neither a document nor a completion mark of that day:
     then nothing is locked or written (forgetting it again, or a day never published, is a no-op,
     so a retried forget-day succeeds)."""
-    run = new_run("forget-day", plan=f"forget harvest date {day}")
-    timeout = config.lock_timeout if lock_timeout is None else lock_timeout
     with open_store(config) as store:
         if day not in store.completed_days() and not has_documents(store, day):
             return None
-    with open_store(config) as store, run_lock(config, store.identity, timeout, run, store):
-        store.init()
-        with ledger_entry(store, run):
+        with write_run(
+            config, store, "forget-day", clock, lock_timeout, plan=f"forget harvest date {day}"
+        ) as run:
             removed = store.forget_day(day)
-            run["days"].append({"harvest_date": day.isoformat(), "recordsets": removed})
+            run.days.append({"harvest_date": day.isoformat(), "recordsets": removed})
         return removed

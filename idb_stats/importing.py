@@ -9,12 +9,12 @@ from typing import Any
 
 from . import interrupt
 from .adopt import normalised_import
+from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
 from .documents import Document
-from .ledger import ledger_entry, new_run
+from .ledger import write_run
 from .legacy import DayOutcome
 from .model import DayStats
-from .pg import run_lock
 from .stores import open_store
 
 
@@ -33,25 +33,22 @@ def import_documents(
     duplicates: str = "refuse",
     on_rejected: Callable[[int, str], None] | None = None,
     lock_timeout: float | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> list[DayOutcome]:
     """Load daily documents (NDJSON lines or parsed, ours or the original's) into the store.
 
     Each day of the input replaces that day in the store, so totals stay exact; legacy shapes are
     normalised and duplicates resolved by adopt.normalised_import, which accounts for every line.
     """
-    run = new_run("import")
     outcomes: list[DayOutcome] = []
-    timeout = config.lock_timeout if lock_timeout is None else lock_timeout
-    with open_store(config) as store, run_lock(config, store.identity, timeout, run, store):
-        store.init()
-        with ledger_entry(store, run):
-            for outcome, docs in normalised_import(documents, duplicates, on_rejected or (lambda n, r: None)):
-                interrupt.check()
-                started = time.monotonic()
-                stats = DayStats(outcome.harvest_date, run["run_id"], recordsets=len(docs), reason="import")
-                if docs:
-                    store.publish_day(stats, timed(docs, stats, started))
-                stats.seconds = time.monotonic() - started
-                run["days"].append({**stats.as_dict(), **outcome.as_dict()})
-                outcomes.append(outcome)
+    with open_store(config) as store, write_run(config, store, "import", clock, lock_timeout) as run:
+        for outcome, docs in normalised_import(documents, duplicates, on_rejected or (lambda n, r: None)):
+            interrupt.check()
+            started = time.monotonic()
+            stats = DayStats(outcome.harvest_date, run.run_id, recordsets=len(docs), reason="import")
+            if docs:
+                store.publish_day(stats, timed(docs, stats, started))
+            stats.seconds = time.monotonic() - started
+            run.days.append({**stats.as_dict(), **outcome.as_dict()})
+            outcomes.append(outcome)
     return outcomes

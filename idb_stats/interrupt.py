@@ -11,6 +11,7 @@ Interrupted in the main thread, and the run unwinds through its ledger entry and
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _connections: weakref.WeakSet[psycopg2.extensions.connection] = weakref.WeakSet()
 _received: list[int] = []
 _raised: list[bool] = []
+_installed: list[bool] = []
 
 
 class Interrupted(BaseException):
@@ -59,12 +61,23 @@ def check() -> None:
 def install(worker: bool = False) -> None:
     """From the main thread. A worker process (worker=True) leaves at once after cancelling its
     queries: its parent records the run."""
+    _installed.append(True)
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     for signum in SIGNALS:
         signal.signal(signum, _raise_once)
     threading.Thread(target=_watch, args=(read_end, worker), name="idb-stats signals", daemon=True).start()
+
+
+def stop_run(signum: int = signal.SIGTERM) -> None:
+    """From another thread (the run lock's renewal, when the lock was lost): stop the run as this
+    signal would. Where no handler is installed (the library called in-process), the main thread
+    is interrupted only if Python handles the signal, and its queries are not cancelled."""
+    if _installed:
+        os.kill(os.getpid(), signum)
+    else:
+        _thread.interrupt_main(signal.Signals(signum))
 
 
 def _raise_once(signum: int, frame: Any) -> None:

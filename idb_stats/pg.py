@@ -1,5 +1,5 @@
-"""PostgreSQL connections as idb-stats opens them, and the run lock one of them holds: an advisory
-lock on the telemetry database, one run per store."""
+"""PostgreSQL connections as idb-stats opens them, and the PostgreSQL store's run lock one of them
+holds: an advisory lock in the store's database, one run per store."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import psycopg2
 import psycopg2.extensions
 
 from . import interrupt
-from .config import Config
-from .errors import LockHeld, SourceUnreachable
+from .errors import LockHeld, SourceUnreachable, StoreUnreachable
 from .ports import Store
+from .runs import LockHolder, RunRecord
 from .secrets import scrub
 
 # Sums idb-stats reads as numeric (exact beyond bigint) are always integral: read them as int.
@@ -44,69 +44,85 @@ def lock_name(store_identity: str) -> str:
     return f"idb-stats {store_identity}"
 
 
-@contextlib.contextmanager
-def run_lock(
-    config: Config,
-    store_identity: str,
-    timeout: float,
-    run: dict[str, Any] | None = None,
-    ledger: Store | None = None,
-) -> Iterator[None]:
-    """One run per store: an advisory lock held by a source connection, freed if the run dies.
+class AdvisoryRunLock:
+    """The PostgreSQL store's run lock: a session advisory lock in the store's own database, held
+    by a connection of its own, so the server frees it if the run dies.
 
     The connection's application_name carries the run's command and id, so a run that finds the
-    lock taken can say who holds it (and the ledger, how long since).
+    lock taken can say who holds it (and the ledger, on which host and process).
     """
-    who = f"lock {run['command']} {run['run_id']}" if run else "lock"
-    conn = connect(config.source_dsn, who)
-    conn.autocommit = True
-    try:
-        deadline = time.monotonic() + timeout
-        with conn.cursor() as cur:
-            while True:
-                cur.execute(
-                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock_name(store_identity),)
-                )
-                if cur.fetchone() == (True,):
-                    break
-                if time.monotonic() >= deadline:
-                    holder = _lock_holder(cur, store_identity, ledger)
-                    raise LockHeld(
-                        f"another idb-stats run holds the lock for this store ({holder}; waited "
-                        f"{timeout:g} s): wait for it to finish, or raise --lock-timeout to wait longer"
-                    )
-                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-        yield
-    finally:
-        conn.close()
 
+    def __init__(self, dsn: str, store_identity: str, ledger: Store):
+        self._dsn = dsn
+        self._name = lock_name(store_identity)
+        self._ledger = ledger
 
-def _lock_holder(cur: Any, store_identity: str, ledger: Store | None) -> str:
-    """Who holds the run lock: its session as the server sees it, and its run in the ledger."""
-    cur.execute("SELECT hashtextextended(%s, 0)", (lock_name(store_identity),))
-    (key,) = cur.fetchone()
-    # A bigint advisory key shows in pg_locks as two oids: the high and the low 32 bits.
-    cur.execute(
-        "SELECT a.application_name, COALESCE(host(a.client_addr), 'local socket'), a.backend_start "
-        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid AND l.objid = %s::oid "
-        "AND l.objsubid = 1 "
-        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
-    )
-    row = cur.fetchone()
-    if row is None:
-        return "holder not visible to this role"
-    application, client, since = row
-    session = f"connected from {client} since {since:%Y-%m-%d %H:%M:%S %Z}"
-    named = application.removeprefix("idb-stats lock").split()
-    if len(named) != 2:
-        return f"session {application!r} {session}"
-    command, run_id = named
-    holder = f"{command} run {run_id}, {session}"
-    if ledger is not None:
+    @contextlib.contextmanager
+    def hold(self, run: RunRecord, timeout: float) -> Iterator[None]:
+        conn = self._connect(f"lock {run.command.replace(' ', '_')} {run.run_id}")
+        try:
+            deadline = time.monotonic() + timeout
+            with conn.cursor() as cur:
+                while True:
+                    cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (self._name,))
+                    if cur.fetchone() == (True,):
+                        break
+                    if time.monotonic() >= deadline:
+                        holder = self._holder(cur)
+                        raise LockHeld(
+                            "another idb-stats run holds the lock for this store "
+                            f"({holder.description if holder else 'released meanwhile'}; waited "
+                            f"{timeout:g} s): wait for it to finish, or raise --lock-timeout to wait longer"
+                        )
+                    time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+            yield
+        finally:
+            conn.close()
+
+    def holder(self) -> LockHolder | None:
+        conn = self._connect("lock check")
+        try:
+            with conn.cursor() as cur:
+                return self._holder(cur)
+        finally:
+            conn.close()
+
+    def _connect(self, purpose: str) -> psycopg2.extensions.connection:
+        try:
+            conn = connect(self._dsn, purpose)
+        except SourceUnreachable as exc:
+            raise StoreUnreachable(str(exc).replace(purpose, "statistics store", 1)) from None
+        conn.autocommit = True
+        return conn
+
+    def _holder(self, cur: Any) -> LockHolder | None:
+        """Who holds the run lock: its session as the server sees it, and its run in the ledger."""
+        cur.execute("SELECT hashtextextended(%s, 0)", (self._name,))
+        (key,) = cur.fetchone()
+        # A bigint advisory key shows in pg_locks as two oids: the high and the low 32 bits.
+        # pg_locks lists every session's locks to any role; pg_stat_activity may hide the session.
+        cur.execute(
+            "SELECT a.application_name, COALESCE(host(a.client_addr), 'local socket'), a.backend_start "
+            "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid AND l.objid = %s::oid "
+            "AND l.objsubid = 1 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        application, client, since = row
+        if application is None:
+            return LockHolder(None, "holder not visible to this role")
+        session = f"connected from {client} since {since:%Y-%m-%d %H:%M:%S %Z}"
+        named = application.removeprefix("idb-stats lock").split()
+        if len(named) != 2:
+            return LockHolder(None, f"session {application!r} {session}")
+        command, run_id = named[0].replace("_", " "), named[1]
+        holder = f"{command} run {run_id}, {session}"
         with contextlib.suppress(Exception):  # the ledger only adds detail to the message
-            run = next((r for r in ledger.runs(limit=50) if r.get("run_id") == run_id), None)
+            run = next((r for r in self._ledger.runs(limit=50) if r.get("run_id") == run_id), None)
             if run:
                 holder += f", host {run.get('host')} pid {run.get('pid')}"
-    return holder
+        return LockHolder(run_id, holder)

@@ -7,7 +7,9 @@ from contextlib import AbstractContextManager
 from datetime import date
 from typing import Any, Protocol, Self
 
+from .clock import Clock
 from .model import Cell, DayStats, SkipReport
+from .runs import RunLock, RunRecord
 
 Document = dict[str, Any]
 
@@ -76,14 +78,17 @@ class Store(Protocol):
     def completed_days(self) -> dict[date, dict[str, Any]]:
         """Harvest dates published completely, with their figures."""
 
-    def record_run(self, run: dict[str, Any]) -> None:
+    def record_run(self, run: RunRecord) -> None:
         """Insert or update a run in the ledger (keyed by run_id)."""
+
+    def run_lock(self, clock: Clock) -> RunLock:
+        """The store's run lock (ledger.write_run takes it for every run that writes)."""
 
     def runs(self, limit: int = 10) -> list[dict[str, Any]]:
         """The latest runs, newest first."""
 
     def last_run(self, command: str) -> dict[str, Any] | None:
-        """The latest run of one command (collect-stats, api-stats, import, forget-day)."""
+        """The latest run of one command (ledger.RUN_COMMANDS)."""
 
     def changes(self, since: date | None = None, recordset_id: str | None = None) -> list[dict[str, Any]]:
         """Changes to published numbers (changes.py records), changed on or after `since`, oldest first."""

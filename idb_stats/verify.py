@@ -19,20 +19,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
+from .clock import SYSTEM_CLOCK, Clock
 from .collect import process_day
 from .config import Config
 from .documents import day_documents
-from .ledger import now_iso
+from .ledger import write_run
 from .model import DayStats
-from .pg import run_lock
 from .ports import Document, Store, TelemetrySource
+from .runs import RunRecord
 from .source import PostgresTelemetrySource
 from .stores import open_store
 from .totals import Totals, summarize, with_day
@@ -285,17 +285,18 @@ def verify(
     repair: bool = False,
     on_difference: OnDifference = lambda d, after_repair: None,
     lock_timeout: float | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Outcome:
     """Compare, and with repair: republish differing days (reason repair), rebuild totals that
-    are not the sum of their days, then compare again."""
+    are not the sum of their days, then compare again. The repair is a run of its own in the
+    ledger ("verify --repair"), with its lock and outcome like any write."""
     with contextlib.closing(PostgresTelemetrySource(config)) as source, open_store(config) as store:
         report = Verifier(config, store, source, on_difference).run(first, last, sample)
         outcome = Outcome(report)
         if not repair or report.agrees:
             return outcome
-        timeout = config.lock_timeout if lock_timeout is None else lock_timeout
-        with run_lock(config, store.identity, timeout):
-            outcome.repaired_days, outcome.rebuilt_totals = _repair(config, store, source, report)
+        with write_run(config, store, "verify --repair", clock, lock_timeout) as run:
+            outcome.repaired_days, outcome.rebuilt_totals = _repair(config, store, source, report, run)
         outcome.after_repair = Verifier(config, store, source, on_difference, after_repair=True).run(
             first, last, sorted(d.harvest_date for d in report.days)
         )
@@ -303,23 +304,12 @@ def verify(
 
 
 def _repair(
-    config: Config, store: Store, source: TelemetrySource, report: Report
+    config: Config, store: Store, source: TelemetrySource, report: Report, run: RunRecord
 ) -> tuple[list[date], list[str]]:
-    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    run: dict[str, Any] = {
-        "run_id": run_id,
-        "command": "verify --repair",
-        "started_at": now_iso(),
-        "finished_at": None,
-        "outcome": "running",
-        "days": [],
-        "error": None,
-    }
-    store.record_run(run)
     repaired = []
     for day in report.differing_days:
-        stats = process_day(config, source, store, day, run_id, reason="repair")
-        run["days"].append(stats.as_dict())
+        stats = process_day(config, source, store, day, run.run_id, reason="repair")
+        run.days.append(stats.as_dict())
         repaired.append(day)
         log.info(
             "%s: republished (repair)",
@@ -335,6 +325,5 @@ def _repair(
         [rs for rs, wanted, _ in divergent if wanted is None],
     )
     rebuilt = [rs for rs, _, _ in divergent]
-    run.update(outcome="ok", finished_at=now_iso(), rebuilt_totals=rebuilt)
-    store.record_run(run)
+    run.rebuilt_totals = rebuilt
     return repaired, rebuilt

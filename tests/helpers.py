@@ -18,11 +18,14 @@ import psycopg2
 
 import idb_stats.collect
 from idb_stats import synthetic
+from idb_stats.clock import SYSTEM_CLOCK
 from idb_stats.collect import RunResult, Selection
 from idb_stats.config import Config, load_config
 from idb_stats.documents import day_documents
+from idb_stats.ledger import new_run
 from idb_stats.model import BLOCKS, DayStats
 from idb_stats.rules import TelemetryRow, aggregate, load_json
+from idb_stats.runs import RunRecord
 from idb_stats.source import PostgresTelemetrySource
 from idb_stats.stores import open_store
 from idb_stats.synthetic import fake_uuid
@@ -206,6 +209,15 @@ def other_store(make_config: MakeConfig, name: str) -> Config:
             },
         }
     )
+
+
+@contextlib.contextmanager
+def holding_lock(config: Config, command: str = "api-stats") -> Iterator[RunRecord]:
+    """The store's run lock, held by a run of `command` as a real run holds it (the run is not
+    recorded in the ledger)."""
+    holder = new_run(command, SYSTEM_CLOCK)
+    with open_store(config) as store, store.run_lock(SYSTEM_CLOCK).hold(holder, 0):
+        yield holder
 
 
 def run(

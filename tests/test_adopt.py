@@ -16,6 +16,7 @@ from helpers import HARVEST, MakeConfig, assert_consistent, collect, load_week, 
 import idb_stats.collect
 from idb_stats import status as store_status
 from idb_stats.adopt import DuplicateDocuments, adopt
+from idb_stats.clock import SYSTEM_CLOCK
 from idb_stats.config import Config, load_config
 from idb_stats.errors import ConfigError, IdbStatsError, IncompatibleIndex, StoreError
 from idb_stats.importing import import_documents
@@ -248,7 +249,13 @@ def test_adopt_copies_every_document_switches_the_alias_and_collection_continues
     info = store_status.status(config)
     assert info["missing_days"] == [] and info["last_complete_harvest_date"] == legacy.days[-1].isoformat()
     store = open_store(config)
-    plan = idb_stats.collect.plan(config, idb_stats.collect.Selection(force_span=True), store, None)  # type: ignore[arg-type]
+    plan = idb_stats.collect.plan(
+        config,
+        idb_stats.collect.Selection(force_span=True),
+        store,
+        None,  # type: ignore[arg-type]
+        SYSTEM_CLOCK,
+    )
     store.close()
     assert plan.days[0] == legacy.days[-1] + timedelta(days=1)
     # A re-run finds the work done.

@@ -8,12 +8,11 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pytest
-from helpers import HARVEST, ROOT, exported_documents, insert_rows, load_week, reference, run
+from helpers import HARVEST, ROOT, exported_documents, holding_lock, insert_rows, load_week, reference, run
 
 from idb_stats.cli import cli
 from idb_stats.collect import Selection, collect
 from idb_stats.config import load_config
-from idb_stats.pg import run_lock
 from idb_stats.stores import open_store
 
 
@@ -139,12 +138,10 @@ def test_unreachable_source_and_store_have_their_codes(dsn: str) -> None:
 def test_lock_held_exits_7(dsn: str) -> None:
     load_week(dsn)
     config = load_config(overrides={"source.dsn": dsn}, environ={})
-    store = open_store(config)
-    with run_lock(config, store.identity, 0):
+    with holding_lock(config):
         result = run(
             "collect-stats", "-d", str(HARVEST[0]), "--lock-timeout", "0.5", env={"IDB_STATS_SOURCE_DSN": dsn}
         )
-    store.close()
     assert result.returncode == 7 and "lock" in result.stderr
 
 

@@ -12,6 +12,7 @@ from helpers import (
     HARVEST,
     MakeConfig,
     assert_consistent,
+    holding_lock,
     insert_rows,
     load_week,
     other_store,
@@ -26,8 +27,6 @@ import idb_stats.collect
 from idb_stats import synthetic
 from idb_stats.collect import RunResult, Selection
 from idb_stats.errors import IdbStatsError, LockHeld
-from idb_stats.pg import run_lock
-from idb_stats.stores import open_store
 
 DAY = HARVEST[1]
 
@@ -198,10 +197,8 @@ def test_two_runs_at_once_serialize_on_the_lock(make_config: MakeConfig, dsn: st
 def test_second_run_exits_with_lock_code_when_it_cannot_wait(make_config: MakeConfig, dsn: str) -> None:
     load_week(dsn)
     config = make_config()
-    store = open_store(config)
-    with run_lock(config, store.identity, 0), pytest.raises(LockHeld) as caught:
+    with holding_lock(config), pytest.raises(LockHeld) as caught:
         idb_stats.collect.collect(config, Selection(day=HARVEST[0]), lock_timeout=0.3)
-    store.close()
     assert caught.value.exit_code == 7
     collect(config, day=HARVEST[0])  # the lock is free again
 

@@ -20,6 +20,7 @@ from helpers import (
     HARVEST,
     MakeConfig,
     assert_consistent,
+    holding_lock,
     insert_rows,
     load_week,
     other_store,
@@ -35,9 +36,7 @@ from idb_stats.collect import Selection, collect, process_day
 from idb_stats.config import load_config
 from idb_stats.errors import LockHeld
 from idb_stats.forget import forget_day
-from idb_stats.ledger import new_run
 from idb_stats.model import DayStats
-from idb_stats.pg import run_lock
 from idb_stats.source import PostgresTelemetrySource
 from idb_stats.stores import open_store
 
@@ -241,16 +240,13 @@ def test_lock_key_does_not_depend_on_how_the_dsn_is_spelled(
         identities.add(store.identity)
         store.close()
     assert len(identities) == 1
-    holder = new_run("api-stats")
     first, *others = configs
-    store = open_store(first)
-    with run_lock(first, store.identity, 0, holder, store):
+    with holding_lock(first) as holder:
         for other in others:
             with pytest.raises(LockHeld) as caught:
                 collect(other, Selection(day=HARVEST[0]), lock_timeout=0.2)
             message = str(caught.value)
-            assert f"api-stats run {holder['run_id']}" in message and "connected from" in message
-    store.close()
+            assert f"api-stats run {holder.run_id}" in message and "connected from" in message
 
 
 @pytest.mark.parametrize("store_kind", ["opensearch"], indirect=True)

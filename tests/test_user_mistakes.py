@@ -15,15 +15,13 @@ from typing import Any
 
 import psycopg2
 import pytest
-from helpers import HARVEST, ROOT, exported_documents, insert_rows, load_week, run
+from helpers import HARVEST, ROOT, exported_documents, holding_lock, insert_rows, load_week, run
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from idb_stats import ndjson
 from idb_stats.config import load_config
 from idb_stats.errors import UsageError
-from idb_stats.pg import run_lock
-from idb_stats.stores import open_store
 
 # Nothing listens on port 1: a command that connected would exit 4, not the code under test.
 CLOSED = {"IDB_STATS_SOURCE_DSN": "host=127.0.0.1 port=1 user=postgres dbname=nothing"}
@@ -294,10 +292,8 @@ def test_import_waits_for_the_lock_as_long_as_told(dsn: str, tmp_path: Path) -> 
     dump = tmp_path / "export.ndjson"
     dump.write_text(run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[0]), env=env).stdout)
     config = load_config(overrides={"source.dsn": dsn}, environ={})
-    store = open_store(config)
-    with run_lock(config, store.identity, 0):
+    with holding_lock(config):
         result = run("import", "--lock-timeout", "0.5", str(dump), env=env)
-    store.close()
     assert result.returncode == 7 and "waited 0.5 s" in result.stderr
 
 

@@ -22,13 +22,15 @@ import psycopg2.extras
 from psycopg2.sql import Identifier
 
 from .. import changes
+from ..clock import Clock
 from ..config import Config
 from ..documents import add_terms
 from ..errors import StoreError, StoreUnreachable
 from ..json_text import compact
 from ..model import BLOCKS, COUNT_FIELDS, OTHER_TERM, DayStats
-from ..pg import NUMERIC_AS_INT, connect, one_line
+from ..pg import NUMERIC_AS_INT, AdvisoryRunLock, connect, one_line
 from ..ports import ClosedOnExit, Document
+from ..runs import RunRecord
 from ..totals import Summary, Totals, replace_day, summarize
 
 COPY_BATCH_BYTES = 4_000_000
@@ -504,7 +506,7 @@ class PostgresStore(ClosedOnExit):
             cur.execute(self._sql("SELECT harvest_date, stats FROM {s}.days"))
             return dict(cur.fetchall())
 
-    def record_run(self, run: dict[str, Any]) -> None:
+    def record_run(self, run: RunRecord) -> None:
         self._require_schema()
         with self._transaction("recording the run") as cur:
             cur.execute(
@@ -512,8 +514,13 @@ class PostgresStore(ClosedOnExit):
                     "INSERT INTO {s}.runs (run_id, started_at, doc) VALUES (%s, %s, %s) "
                     "ON CONFLICT (run_id) DO UPDATE SET doc = EXCLUDED.doc"
                 ),
-                (run["run_id"], run["started_at"], json.dumps(run)),
+                (run.run_id, run.started_at, json.dumps(run.as_dict())),
             )
+
+    def run_lock(self, clock: Clock) -> AdvisoryRunLock:
+        """An advisory lock in the store's database, keyed by the store's identity (the server's
+        name for the database, and the schema); the clock is not needed: the server frees it."""
+        return AdvisoryRunLock(self._dsn, self.identity, self)
 
     def runs(self, limit: int = 10) -> list[dict[str, Any]]:
         if not self._initialized():

@@ -27,12 +27,15 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .. import changes
+from ..clock import Clock
 from ..config import Config
 from ..documents import add_terms, by_count, daily_document_id
 from ..errors import DataQualityError, IncompatibleIndex, StoreError
 from ..model import BLOCKS, COUNT_FIELDS, UNKNOWN_COUNTRY, DayStats
 from ..ports import ClosedOnExit, Document
+from ..runs import RunRecord
 from ..totals import ONE_DAY, Summary, Totals, summarize, with_day, without_day
+from .lease import LeaseRunLock
 from .mappings import api_mapping, daily_mapping, mapping_differences, runs_mapping, totals_mapping
 from .transport import BulkAction, RetryingRequests, SearchTransport, check_bulk
 
@@ -407,14 +410,18 @@ class SearchStore(ClosedOnExit):
             for hit in self._scan(self.runs_index, {"term": {"kind": "day"}}, [{"harvest_date": "asc"}])
         }
 
-    def record_run(self, run: dict[str, Any]) -> None:
+    def record_run(self, run: RunRecord) -> None:
         self._require_indexes()
         self.http.request(
             "PUT",
-            f"/{quote(self.runs_index)}/_doc/run-{run['run_id']}",
-            {"kind": "run", **run},
+            f"/{quote(self.runs_index)}/_doc/run-{run.run_id}",
+            {"kind": "run", **run.as_dict()},
             params={"refresh": "true"},
         )
+
+    def run_lock(self, clock: Clock) -> LeaseRunLock:
+        """A lock document with a lease in the runs index (lease.py)."""
+        return LeaseRunLock(self.http, self.runs_index, self.config.lock_lease, clock)
 
     def runs(self, limit: int = 10) -> list[dict[str, Any]]:
         if not self._initialized():
