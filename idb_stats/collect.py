@@ -5,12 +5,10 @@ Long because those four share one run (its plan, ledger entry, lock and interrup
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import logging
 import multiprocessing
 import os
-import signal
 import time
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
@@ -18,13 +16,12 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from . import fingerprint, interrupt, planning
+from . import WORKER_PARENT_ENV, fingerprint, interrupt, planning
 from .adopt import adopted_days
 from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
 from .documents import day_documents
 from .errors import DataQualityError, SourceRowsGone
-from .interrupt import Interrupted
 from .ledger import write_run
 from .model import DayStats
 from .ports import Store, TelemetrySource
@@ -212,17 +209,13 @@ def has_documents(store: Store, day: date) -> bool:
 
 # Worker processes keep their own connections for the whole run (--jobs > 1).
 _worker: dict[str, Any] = {}
-PR_SET_PDEATHSIG = 1
 
 
-def _init_worker(config: Config, dry_run: bool, parent: int) -> None:
-    # A worker must not outlive its run: killed with its parent (even by SIGKILL), it cancels its
-    # queries and leaves, so no day is published after the run is gone.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _init_worker(config: Config, dry_run: bool) -> None:
+    # A worker must not outlive its run: the kernel sends it SIGTERM when its parent dies (asked for
+    # at its first import, idb_stats/__init__.py), and then it cancels its queries and leaves, so no
+    # day is published after the run is gone.
     interrupt.install(worker=True)
-    if os.getppid() != parent:  # the parent died before the line above
-        os._exit(int(Interrupted(signal.SIGTERM).exit_code))
     _worker["config"] = config
     _worker["source"] = PostgresTelemetrySource(config)
     _worker["store"] = None if dry_run else open_store(config)
@@ -399,11 +392,12 @@ def _run_parallel(
     Workers are spawned, not forked: a forked worker would inherit the run lock's connection and
     keep the lock alive after the run died.
     """
+    os.environ[WORKER_PARENT_ENV] = str(os.getpid())  # inherited by the workers: see idb_stats/__init__.py
     with ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(config, dry_run, os.getpid()),
+        initargs=(config, dry_run),
     ) as pool:
         pending: list[Future[DayStats]] = []
         queue = list(days)
