@@ -3,6 +3,7 @@ exit code, the ledger, no query left on the server, the lock free, no day marked
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -183,3 +184,63 @@ def test_parallel_workers_die_with_their_parent(big_dsn: str, tmp_path: Path, si
     wait_for(lambda: lock_is_free(config), 5, "the run lock free")
     time.sleep(1)
     assert [day for day, at in completed(big_dsn, schema) if at >= killed_at] == []
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living process below pid, from /proc (workers, multiprocessing's resource tracker)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":  # a zombie has ended; only its exit status is left
+                parents[int(entry)] = int(fields[1])
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        children = {p for p, pp in parents.items() if pp == parent}
+        found |= children
+        todo += children
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    living = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                living.add(pid)
+    return living
+
+
+@pytest.mark.parametrize("moment", ["starting", "aggregating"])
+def test_workers_are_gone_within_a_second_of_a_sigkill(big_dsn: str, tmp_path: Path, moment: str) -> None:
+    """SIGKILL of the run, three times: as its workers start (they were importing for 1-2 s before
+    asking to die with their parent), or while they aggregate. Every process it started is gone
+    within a second."""
+    for attempt in range(3):
+        schema = f"gone_{moment}_{attempt}_{uuid.uuid4().hex[:6]}"
+        process, _ = start(
+            big_dsn, tmp_path, schema, "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), "--jobs", "2"
+        )
+        try:
+            if moment == "starting":
+                workers = lambda pid=process.pid: len(descendants(pid)) >= 2  # noqa: E731
+                wait_for(workers, 120, "the workers started")
+            else:
+                wait_for(lambda: aggregating(big_dsn) >= 2, 120, "both workers aggregating")
+            started = descendants(process.pid)
+            process.kill()
+            process.wait()
+            killed = time.monotonic()
+            while alive(started) and time.monotonic() - killed < 1:
+                time.sleep(0.02)
+            left = alive(started)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"attempt {attempt}: still alive 1 s after the run's SIGKILL: {sorted(left)}"
