@@ -87,9 +87,24 @@ def test_search_store_request_dropped_at_every_step_then_rerun(
     collect(config, day=DAY)
     steps = len(es_proxy.requests)
     assert steps > 8
-    for step in range(steps):
+    # The last request frees the run lock: the run has recorded its end by then, so losing it
+    # fails nothing; the lock left behind expires with its lease (below).
+    method, path = es_proxy.requests[-1]
+    assert method == "DELETE" and "/_doc/run-lock" in path
+    for step in range(steps - 1):
         with request_lost(es_proxy, step), pytest.raises(IdbStatsError):
             collect(config, day=DAY)
+    short_lease = make_config(**{"store.bulk_max_retries": 0, "store.lock_lease": 3})
+    es_proxy.fault = lambda method, path, body: (
+        "drop" if "/_doc/run-lock" in path and method == "DELETE" else None
+    )
+    try:
+        collect(short_lease, day=DAY)
+    finally:
+        es_proxy.fault = None
+    with pytest.raises(LockHeld):
+        idb_stats.collect.collect(short_lease, Selection(day=DAY), lock_timeout=0)
+    idb_stats.collect.collect(short_lease, Selection(day=DAY), lock_timeout=10)  # taken over
     collect(config, first=HARVEST[0], last=HARVEST[-1])
     got = snapshot(config)
     assert got == clean_run(make_config)

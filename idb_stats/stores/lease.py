@@ -56,8 +56,24 @@ class LeaseRunLock:
             yield
         finally:
             renewal.stop()
-            with contextlib.suppress(IdbStatsError):  # not freed: it expires with its lease
-                self.http.request("DELETE", self.path, params=renewal.version, ok=(404, 409))
+            try:
+                self._release(run, renewal.version)
+            except IdbStatsError as exc:  # the run itself is done and recorded
+                log.warning(
+                    "could not free the run lock (%s): the next run waits for its lease to expire "
+                    "(store.lock_lease = %g s)",
+                    exc,
+                    self.lease,
+                )
+
+    def _release(self, run: RunRecord, version: Version) -> None:
+        if self.http.request("DELETE", self.path, params=version, ok=(404, 409)) is not None:
+            return
+        # A renewal applied whose answer was lost leaves this run's document at a later version.
+        current = self.http.request("GET", self.path, ok=(404,))
+        if current and current.get("found", True) and current["_source"].get("run_id") == run.run_id:
+            latest = {"if_seq_no": current["_seq_no"], "if_primary_term": current["_primary_term"]}
+            self.http.request("DELETE", self.path, params=latest, ok=(404, 409))
 
     def holder(self) -> LockHolder | None:
         current = self.http.request("GET", self.path, ok=(404,))
