@@ -20,7 +20,6 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
-from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
 from .documents import Document
 from .errors import ConfigError, DataQualityError, IdbStatsError, IncompatibleIndex, StoreError
@@ -104,7 +103,6 @@ def adopt(
     dry_run: bool,
     on_day: Callable[[DayOutcome], None] | None = None,
     lock_timeout: float | None = None,
-    clock: Clock = SYSTEM_CLOCK,
 ) -> AdoptReport:
     """Adopt legacy_config.daily_index (on a search cluster) into config's store.
 
@@ -166,7 +164,7 @@ def adopt(
             _refuse_foreign_totals(store, reader, target_config, search_target)
             # The target's runs index is this configuration's: collect-stats takes the same lock.
             with write_run(
-                target_config, store, "adopt", clock, lock_timeout, run_id_prefix=ADOPT_RUN_PREFIX
+                target_config, store, "adopt", lock_timeout, run_id_prefix=ADOPT_RUN_PREFIX
             ) as run:
                 run.plan = f"adopt {legacy_index!r} into {target_name}"
                 done = set(adopted_days(store.completed_days()))

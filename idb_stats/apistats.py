@@ -61,7 +61,7 @@ def api_stats(
 ) -> dict[str, Any]:
     """Take today's recordset size snapshot; a second run the same (UTC) day replaces it."""
     taken_at = clock.now()
-    with open_store(config) as store, write_run(config, store, "api-stats", clock, lock_timeout) as run:
+    with open_store(config) as store, write_run(config, store, "api-stats", lock_timeout) as run:
         started = time.monotonic()
         written = store.write_snapshot(taken_at.date(), snapshot_documents(config, taken_at))
         summary = {

@@ -405,7 +405,7 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
         )
 
     lines = ndjson.document_lines(source_file, checked)  # check_export has read them as UTF-8
-    outcomes = importing.import_documents(config, lines, duplicates, on_rejected, lock_timeout, clock())
+    outcomes = importing.import_documents(config, lines, duplicates, on_rejected, lock_timeout)
     for outcome in outcomes:
         log_outcome("imported", outcome)
     log.info(
@@ -479,7 +479,6 @@ def adopt(
         dry_run,
         lambda outcome: log_outcome("would adopt" if dry_run else "adopted", outcome),
         lock_timeout,
-        clock(),
     )
     click.echo(json.dumps(report.as_dict(), indent=2, default=str))
 
@@ -741,7 +740,7 @@ def verify_command(
         if as_json:
             click.echo(json.dumps({**difference.as_dict(), "after_repair": after_repair}, default=str))
 
-    outcome = verify.verify(config, first, last, sample, repair, on_difference, lock_timeout, clock())
+    outcome = verify.verify(config, first, last, sample, repair, on_difference, lock_timeout)
     if as_json:
         summary = {
             "before_repair" if outcome.after_repair else "result": outcome.report.as_dict(),
@@ -800,7 +799,7 @@ def forget_day(config: Config, harvest_date: date, lock_timeout: float | None) -
     A day the store does not hold (never published, or already forgotten) is left alone and
     said so, exit 0: forgetting is safe to repeat.
     """
-    removed = forget.forget_day(config, harvest_date, lock_timeout, clock())
+    removed = forget.forget_day(config, harvest_date, lock_timeout)
     if removed is None:
         click.echo(
             f"{harvest_date} is not published (no documents, no completion mark): nothing to forget "

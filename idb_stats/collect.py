@@ -288,7 +288,7 @@ def collect(
     with (
         contextlib.closing(PostgresTelemetrySource(config)) as source,
         open_store(config) as store,
-        write_run(config, store, "collect-stats", clock, lock_timeout, dry_run=dry_run) as run,
+        write_run(config, store, "collect-stats", lock_timeout, dry_run=dry_run) as run,
     ):
         day_plan, reasons, stale = _plan_with_recheck(config, selection, store, source, clock)
         if on_plan:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from datetime import date
 
-from .clock import SYSTEM_CLOCK, Clock
 from .collect import has_documents
 from .config import Config
 from .ledger import write_run
 from .stores import open_store
 
 
-def forget_day(
-    config: Config, day: date, lock_timeout: float | None = None, clock: Clock = SYSTEM_CLOCK
-) -> int | None:
+def forget_day(config: Config, day: date, lock_timeout: float | None = None) -> int | None:
     """Take a harvest date out of the store: documents, totals and completion marker, so it is
     missing again (the next catch-up redoes it once its window has closed). Returns the documents
     removed, or None when the store holds neither a document nor a completion mark of that day:
@@ -22,9 +19,7 @@ def forget_day(
     with open_store(config) as store:
         if day not in store.completed_days() and not has_documents(store, day):
             return None
-        with write_run(
-            config, store, "forget-day", clock, lock_timeout, plan=f"forget harvest date {day}"
-        ) as run:
+        with write_run(config, store, "forget-day", lock_timeout, plan=f"forget harvest date {day}") as run:
             removed = store.forget_day(day)
             run.days.append({"harvest_date": day.isoformat(), "recordsets": removed})
         return removed

@@ -9,7 +9,6 @@ from typing import Any
 
 from . import interrupt
 from .adopt import normalised_import
-from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
 from .documents import Document
 from .ledger import write_run
@@ -33,7 +32,6 @@ def import_documents(
     duplicates: str = "refuse",
     on_rejected: Callable[[int, str], None] | None = None,
     lock_timeout: float | None = None,
-    clock: Clock = SYSTEM_CLOCK,
 ) -> list[DayOutcome]:
     """Load daily documents (NDJSON lines or parsed, ours or the original's) into the store.
 
@@ -41,7 +39,7 @@ def import_documents(
     normalised and duplicates resolved by adopt.normalised_import, which accounts for every line.
     """
     outcomes: list[DayOutcome] = []
-    with open_store(config) as store, write_run(config, store, "import", clock, lock_timeout) as run:
+    with open_store(config) as store, write_run(config, store, "import", lock_timeout) as run:
         for outcome, docs in normalised_import(documents, duplicates, on_rejected or (lambda n, r: None)):
             interrupt.check()
             started = time.monotonic()

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import interrupt
-from .clock import Clock
+from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
 from .errors import IdbStatsError
 from .interrupt import Interrupted
@@ -26,16 +26,17 @@ from .runs import FAILED, INTERRUPTED, OK, RunRecord
 RUN_COMMANDS = ("collect-stats", "api-stats", "import", "forget-day", "verify --repair", "adopt")
 
 
-def timestamp(clock: Clock) -> str:
+def timestamp(clock: Clock = SYSTEM_CLOCK) -> str:
     return clock.now().isoformat(timespec="milliseconds")  # orders runs of one second
 
 
-def new_run_id(clock: Clock, prefix: str = "") -> str:
+def new_run_id(clock: Clock = SYSTEM_CLOCK, prefix: str = "") -> str:
     return f"{prefix}{clock.now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
-def new_run(command: str, clock: Clock, run_id_prefix: str = "", **fields: Any) -> RunRecord:
-    """A ledger entry, still running."""
+def new_run(command: str, clock: Clock = SYSTEM_CLOCK, run_id_prefix: str = "", **fields: Any) -> RunRecord:
+    """A ledger entry, still running. Stamped by the wall clock, whatever clock the use case plans
+    with: the ledger records when runs happened, and status orders them by it."""
     return RunRecord(
         run_id=new_run_id(clock, run_id_prefix),
         command=command,
@@ -51,7 +52,6 @@ def write_run(
     config: Config,
     store: Store,
     command: str,
-    clock: Clock,
     lock_timeout: float | None = None,
     dry_run: bool | None = None,
     run_id_prefix: str = "",
@@ -61,19 +61,19 @@ def write_run(
     lock_timeout seconds, default collect.lock_timeout), its schema, and its ledger entry with the
     outcome. dry_run (None for commands without one) is kept in the record; a dry run gets its
     record and nothing else: no lock, no schema, no ledger entry."""
-    run = new_run(command, clock, run_id_prefix, dry_run=dry_run, **fields)
+    run = new_run(command, run_id_prefix=run_id_prefix, dry_run=dry_run, **fields)
     if dry_run:
         yield run
         return
     timeout = config.lock_timeout if lock_timeout is None else lock_timeout
-    with store.run_lock(clock).hold(run, timeout):
+    with store.run_lock().hold(run, timeout):
         store.init()
-        with ledger_entry(store, run, clock):
+        with ledger_entry(store, run):
             yield run
 
 
 @contextlib.contextmanager
-def ledger_entry(store: Store, run: RunRecord, clock: Clock) -> Iterator[RunRecord]:
+def ledger_entry(store: Store, run: RunRecord, clock: Clock = SYSTEM_CLOCK) -> Iterator[RunRecord]:
     """Record the run as running, then as ok, failed or interrupted."""
     started = time.monotonic()
     store.record_run(run)

@@ -7,7 +7,6 @@ from contextlib import AbstractContextManager
 from datetime import date
 from typing import Any, Protocol, Self
 
-from .clock import Clock
 from .model import Cell, DayStats, SkipReport
 from .runs import RunLock, RunRecord
 
@@ -81,8 +80,9 @@ class Store(Protocol):
     def record_run(self, run: RunRecord) -> None:
         """Insert or update a run in the ledger (keyed by run_id)."""
 
-    def run_lock(self, clock: Clock) -> RunLock:
-        """The store's run lock (ledger.write_run takes it for every run that writes)."""
+    def run_lock(self) -> RunLock:
+        """The store's run lock (ledger.write_run takes it for every run that writes). It measures
+        real time (a lease), whatever clock the use case plans with."""
 
     def runs(self, limit: int = 10) -> list[dict[str, Any]]:
         """The latest runs, newest first."""

@@ -25,7 +25,7 @@ def status(config: Config, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
         runs = store.runs(limit=20)
         last_runs = {command: run for command in RUN_COMMANDS if (run := store.last_run(command))}
         if any(run.get("outcome") == RUNNING for run in [*runs[:1], *last_runs.values()]):
-            holder = store.run_lock(clock).holder()
+            holder = store.run_lock().holder()
             runs[0] = _abandoned(runs[0], holder)
             last_runs = {command: _abandoned(run, holder) for command, run in last_runs.items()}
         checked = next((r for r in runs if "recheck" in r and r.get("outcome") != "running"), None)

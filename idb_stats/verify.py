@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from .clock import SYSTEM_CLOCK, Clock
 from .collect import process_day
 from .config import Config
 from .documents import day_documents
@@ -285,7 +284,6 @@ def verify(
     repair: bool = False,
     on_difference: OnDifference = lambda d, after_repair: None,
     lock_timeout: float | None = None,
-    clock: Clock = SYSTEM_CLOCK,
 ) -> Outcome:
     """Compare, and with repair: republish differing days (reason repair), rebuild totals that
     are not the sum of their days, then compare again. The repair is a run of its own in the
@@ -295,7 +293,7 @@ def verify(
         outcome = Outcome(report)
         if not repair or report.agrees:
             return outcome
-        with write_run(config, store, "verify --repair", clock, lock_timeout) as run:
+        with write_run(config, store, "verify --repair", lock_timeout) as run:
             outcome.repaired_days, outcome.rebuilt_totals = _repair(config, store, source, report, run)
         outcome.after_repair = Verifier(config, store, source, on_difference, after_repair=True).run(
             first, last, sorted(d.harvest_date for d in report.days)

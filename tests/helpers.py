@@ -18,7 +18,7 @@ import psycopg2
 
 import idb_stats.collect
 from idb_stats import synthetic
-from idb_stats.clock import SYSTEM_CLOCK
+from idb_stats.clock import SYSTEM_CLOCK, Clock
 from idb_stats.collect import RunResult, Selection
 from idb_stats.config import Config, load_config
 from idb_stats.documents import day_documents
@@ -185,8 +185,8 @@ def assert_consistent(daily: list[dict[str, Any]], totals: list[dict[str, Any]])
             assert sum(c["count"] for c in t[rt][ty]["countries"]) == e["blocks"][(rt, ty)][1]
 
 
-def collect(config: Any, **selection: Any) -> RunResult:
-    return idb_stats.collect.collect(config, Selection(**selection))
+def collect(config: Any, clock: Clock = SYSTEM_CLOCK, **selection: Any) -> RunResult:
+    return idb_stats.collect.collect(config, Selection(**selection), clock=clock)
 
 
 def published(make_config: MakeConfig, dsn: str) -> tuple[Any, list[dict[str, Any]]]:
@@ -215,8 +215,8 @@ def other_store(make_config: MakeConfig, name: str) -> Config:
 def holding_lock(config: Config, command: str = "api-stats") -> Iterator[RunRecord]:
     """The store's run lock, held by a run of `command` as a real run holds it (the run is not
     recorded in the ledger)."""
-    holder = new_run(command, SYSTEM_CLOCK)
-    with open_store(config) as store, store.run_lock(SYSTEM_CLOCK).hold(holder, 0):
+    holder = new_run(command)
+    with open_store(config) as store, store.run_lock().hold(holder, 0):
         yield holder
 
 

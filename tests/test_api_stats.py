@@ -11,6 +11,7 @@ from helpers import MakeConfig
 
 from idb_stats import status as store_status
 from idb_stats.apistats import api_stats
+from idb_stats.clock import FixedClock
 from idb_stats.stores import open_store
 
 
@@ -56,7 +57,9 @@ def snapshot_docs(config: Any) -> list[dict[str, Any]]:
 def test_snapshot_counts_and_replaces_same_day(make_config: MakeConfig, dsn: str) -> None:
     expected = fill_uuids(dsn)
     config = make_config(**{"api.dsn": dsn})
-    first = api_stats(config)
+    # Two runs of one UTC day (a fixed clock: the same day at any hour), then status that day.
+    morning, evening = (FixedClock(datetime(2026, 11, 25, hour, tzinfo=UTC)) for hour in (1, 23))
+    first = api_stats(config, clock=morning)
     # A recordset loses its records: the same day's second run replaces the snapshot.
     conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:
@@ -64,11 +67,14 @@ def test_snapshot_counts_and_replaces_same_day(make_config: MakeConfig, dsn: str
         cur.execute("UPDATE uuids SET deleted = true WHERE parent = %s", (gone,))
     conn.close()
     del expected[gone]
-    second = api_stats(config)
-    assert first["snapshot_date"] == second["snapshot_date"] == datetime.now(UTC).date().isoformat()
+    second = api_stats(config, clock=evening)
+    assert first["snapshot_date"] == second["snapshot_date"] == "2026-11-25"
     docs = snapshot_docs(config)
     assert {d["recordset_id"]: (d["records_count"], d["mediarecords_count"]) for d in docs} == expected
     assert all(d["harvest_date"].startswith(second["snapshot_date"]) for d in docs)
-    status = store_status.status(config)
+    status = store_status.status(config, evening)
     assert status["last_snapshot"] == second["snapshot_date"] and status["snapshot_missing_today"] is False
+    assert store_status.status(config, FixedClock(datetime(2026, 11, 26, 0, 1, tzinfo=UTC)))[
+        "snapshot_missing_today"
+    ]
     assert status["snapshot_recordsets"] == len(expected)

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import helpers
 import psycopg2
 import pytest
 from helpers import (
@@ -17,7 +18,6 @@ from helpers import (
     RECORDSETS,
     MakeConfig,
     assert_consistent,
-    collect,
     execute,
     insert_rows,
     load_week,
@@ -30,10 +30,20 @@ from helpers import (
 import idb_stats.collect
 from idb_stats import fingerprint, planning
 from idb_stats import status as store_status
+from idb_stats.clock import FixedClock
 from idb_stats.errors import SourceRowsGone
 from idb_stats.logs import fields_of
 from idb_stats.source import PostgresTelemetrySource
 from idb_stats.stores import open_store
+
+# The catch-up runs at a fixed moment, so these tests plan the same days at any hour (a run that
+# crossed midnight UTC failed them); TODAY is the last closed harvest date then.
+AT = FixedClock(datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+TODAY = AT.now().date()
+
+
+def collect(config: Any, **selection: Any) -> idb_stats.collect.RunResult:
+    return helpers.collect(config, AT, **selection)
 
 
 class ListHandler(logging.Handler):
@@ -160,7 +170,7 @@ def test_last_settled_day() -> None:
 
 @pytest.mark.parametrize("store_kind", ["postgres"])
 def test_catch_up_stops_at_the_settled_day(make_config: MakeConfig, dsn: str) -> None:
-    today = datetime.now(UTC).date()
+    today = TODAY
     load_week(dsn)
     assert collect(make_config(**{"collect.settle": "1d"})).plan.days == [today - timedelta(days=1)]
     assert collect(make_config(**{"collect.settle": "0min"})).plan.days == [today]
@@ -168,7 +178,7 @@ def test_catch_up_stops_at_the_settled_day(make_config: MakeConfig, dsn: str) ->
 
 @pytest.mark.parametrize("store_kind", ["postgres"])
 def test_catch_up_republishes_exactly_the_changed_days(make_config: MakeConfig, dsn: str) -> None:
-    today = datetime.now(UTC).date()
+    today = TODAY
     harvest = [today - timedelta(days=i) for i in (5, 4, 3, 2, 1)]
     rows = []
     for i, day in enumerate(harvest):
@@ -270,7 +280,7 @@ def test_catch_up_republishes_exactly_the_changed_days(make_config: MakeConfig, 
 def test_a_day_published_empty_is_republished_when_its_rows_arrive(make_config: MakeConfig, dsn: str) -> None:
     # The portal's ingest was down for a day: collect-stats publishes it empty; its rows are
     # loaded later and the next catch-up must find them.
-    today = datetime.now(UTC).date()
+    today = TODAY
     harvest = [today - timedelta(days=i) for i in (3, 2, 1)]
     middle = window(harvest[1])
 
@@ -303,7 +313,7 @@ def test_a_day_published_empty_is_republished_when_its_rows_arrive(make_config: 
 
 @pytest.mark.parametrize("store_kind", ["postgres"])
 def test_recheck_days_zero_disables_the_recheck(make_config: MakeConfig, dsn: str) -> None:
-    today = datetime.now(UTC).date()
+    today = TODAY
     insert_rows(dsn, random_rows(7, today - timedelta(days=2), n=30, bad=False))
     config = make_config(**{"collect.recheck_days": 0})
     collect(config, first=today - timedelta(days=1), last=today - timedelta(days=1))

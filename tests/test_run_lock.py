@@ -20,7 +20,6 @@ import pytest
 from helpers import HARVEST, ROOT, MakeConfig, holding_lock, insert_rows, load_week, random_rows, run
 
 from idb_stats import embedded
-from idb_stats.clock import SYSTEM_CLOCK
 from idb_stats.collect import Selection, collect
 from idb_stats.config import Config
 from idb_stats.errors import LockHeld
@@ -157,7 +156,7 @@ def locked(config: Config, timeout: float) -> None:
     """Take and release the store's lock as a run of api-stats would."""
     with (
         open_store(config) as store,
-        store.run_lock(SYSTEM_CLOCK).hold(new_run("api-stats", SYSTEM_CLOCK), timeout),
+        store.run_lock().hold(new_run("api-stats"), timeout),
     ):
         pass
 
@@ -188,14 +187,13 @@ def test_a_lock_document_of_a_dead_process_is_taken_over_after_its_lease(
         store.init()
     program = (
         "import sys, time\n"
-        "from idb_stats.clock import SYSTEM_CLOCK\n"
         "from idb_stats.config import load_config\n"
         "from idb_stats.ledger import new_run\n"
         "from idb_stats.stores import open_store\n"
         "import json\n"
         "config = load_config(overrides=json.loads(sys.argv[1]), environ={})\n"
         "store = open_store(config)\n"
-        "with store.run_lock(SYSTEM_CLOCK).hold(new_run('forget-day', SYSTEM_CLOCK), 0):\n"
+        "with store.run_lock().hold(new_run('forget-day'), 0):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(600)\n"
     )

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import interrupt
-from ..clock import Clock
+from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import IdbStatsError, LockHeld
 from ..runs import LockHolder, RunRecord
 from .mappings import runs_mapping
@@ -39,7 +39,8 @@ Version = dict[str, int]
 
 
 class LeaseRunLock:
-    def __init__(self, http: RetryingRequests, runs_index: str, lease: float, clock: Clock):
+    def __init__(self, http: RetryingRequests, runs_index: str, lease: float, clock: Clock = SYSTEM_CLOCK):
+        # The wall clock, not the clock a use case plans with: leases are compared across hosts.
         self.http = http
         self.runs_index = runs_index
         self.lease = lease

@@ -22,7 +22,6 @@ import psycopg2.extras
 from psycopg2.sql import Identifier
 
 from .. import changes
-from ..clock import Clock
 from ..config import Config
 from ..documents import add_terms
 from ..errors import StoreError, StoreUnreachable
@@ -517,9 +516,9 @@ class PostgresStore(ClosedOnExit):
                 (run.run_id, run.started_at, json.dumps(run.as_dict())),
             )
 
-    def run_lock(self, clock: Clock) -> AdvisoryRunLock:
+    def run_lock(self) -> AdvisoryRunLock:
         """An advisory lock in the store's database, keyed by the store's identity (the server's
-        name for the database, and the schema); the clock is not needed: the server frees it."""
+        name for the database, and the schema); the server frees it if the run dies."""
         return AdvisoryRunLock(self._dsn, self.identity, self)
 
     def runs(self, limit: int = 10) -> list[dict[str, Any]]:

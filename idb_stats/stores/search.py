@@ -27,7 +27,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .. import changes
-from ..clock import Clock
 from ..config import Config
 from ..documents import add_terms, by_count, daily_document_id
 from ..errors import DataQualityError, IncompatibleIndex, StoreError
@@ -419,9 +418,9 @@ class SearchStore(ClosedOnExit):
             params={"refresh": "true"},
         )
 
-    def run_lock(self, clock: Clock) -> LeaseRunLock:
+    def run_lock(self) -> LeaseRunLock:
         """A lock document with a lease in the runs index (lease.py)."""
-        return LeaseRunLock(self.http, self.runs_index, self.config.lock_lease, clock)
+        return LeaseRunLock(self.http, self.runs_index, self.config.lock_lease)
 
     def runs(self, limit: int = 10) -> list[dict[str, Any]]:
         if not self._initialized():
