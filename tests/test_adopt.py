@@ -306,9 +306,15 @@ def test_adopt_cut_midway_then_rerun_finishes(make_config: MakeConfig, legacy: L
         es_proxy.fault = None
     store: Any = open_store(config)
     assert store.index_state(config.daily_index)[0] == "index"  # the original is kept
+    cut_run = store.last_run("adopt")  # recorded like any write run, with its outcome
+    assert cut_run["outcome"] == "failed" and "unreachable" in cut_run["error"]
     store.close()
     report = adopt(config, config, target, "sum", dry_run=False)
     assert report.alias_switched and report.already_adopted
+    with open_store(config) as store:
+        finished = store.last_run("adopt")
+    assert finished is not None and finished["outcome"] == "ok" and finished["run_id"].startswith("adopt-")
+    assert [d["harvest_date"] for d in finished["days"]] == [d.harvest_date.isoformat() for d in report.days]
     daily = export_all(config)
     keys = [(d["recordset_id"], d["harvest_date"]) for d in daily]
     assert len(keys) == len(set(keys)) == len(legacy.expected)
@@ -329,6 +335,9 @@ def test_adopt_into_postgres(make_config: MakeConfig, dsn: str, osmem_url: str) 
     legacy = Legacy(osmem_url, search.daily_index, week_documents(make_config, dsn))
     report = adopt(config, search, None, "keep-last", dry_run=False)
     assert not report.alias_switched
+    with open_store(config) as store:
+        run = store.last_run("adopt")
+    assert run is not None and run["outcome"] == "ok" and len(run["days"]) == len(report.days)
     daily = export_all(config)
     assert daily == sorted(legacy.expected, key=lambda d: (d["harvest_date"], d["recordset_id"]))
     assert_consistent(daily, totals_of(config))

@@ -4,17 +4,19 @@ lost day marker are reported and repaired; a day whose rows are gone is unverifi
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
 from typing import Any
 
 import psycopg2
 import pytest
-from helpers import HARVEST, MakeConfig, execute, published, snapshot, window
+from helpers import HARVEST, MakeConfig, execute, insert_rows, published, snapshot, window
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from idb_stats import verify
 from idb_stats.documents import daily_document_id
+from idb_stats.errors import DataQualityError
 from idb_stats.importing import import_documents
 from idb_stats.stores import open_store
 
@@ -221,3 +223,24 @@ def test_import_of_changed_documents_is_recorded_as_import(make_config: MakeConf
             },
         )
     ]
+
+
+@pytest.mark.parametrize("store_kind", ["postgres", "opensearch"], indirect=True)
+def test_a_repair_that_fails_is_recorded_failed(make_config: MakeConfig, dsn: str) -> None:
+    """verify --repair is a write run like any other: a day it cannot republish (here one row
+    breaks the rules under max_skipped_share = 0) ends its ledger entry as failed, not running,
+    and frees the lock."""
+    config, _ = published(make_config, dsn)
+    strict = make_config(**{"collect.max_skipped_share": 0.0})
+    at = window(HARVEST[1])["start"]
+    insert_rows(dsn, [(at, "view", "records", None, None, {"r-late": "rs-late"})])  # a difference
+    insert_rows(dsn, [(at, "search", "records", None, None, {"rs": -1})])  # and a row the rules skip
+    with pytest.raises(DataQualityError, match=str(HARVEST[1])):
+        verify.verify(strict, repair=True, lock_timeout=0)
+    with open_store(config) as store:
+        run = store.last_run("verify --repair")
+    assert run is not None and run["outcome"] == "failed" and str(HARVEST[1]) in run["error"]
+    assert run["host"] and run["pid"] == os.getpid() and run["finished_at"] is not None
+    lenient = make_config(**{"collect.max_skipped_share": 0.5})
+    outcome = verify.verify(lenient, repair=True, lock_timeout=0)  # the lock is free again
+    assert outcome.repaired_days == [HARVEST[1]] and outcome.final.agrees
