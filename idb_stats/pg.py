@@ -122,7 +122,8 @@ class AdvisoryRunLock:
         command, run_id = named[0].replace("_", " "), named[1]
         holder = f"{command} run {run_id}, {session}"
         with contextlib.suppress(Exception):  # the ledger only adds detail to the message
-            run = next((r for r in self._ledger.runs(limit=50) if r.get("run_id") == run_id), None)
-            if run:
-                holder += f", host {run.get('host')} pid {run.get('pid')}"
+            entries = (RunRecord.from_dict(r) for r in self._ledger.runs(limit=50))
+            entry = next((r for r in entries if r.run_id == run_id), None)
+            if entry:
+                holder += f", host {entry.host} pid {entry.pid}"
         return LockHolder(run_id, holder)
