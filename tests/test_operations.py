@@ -85,6 +85,13 @@ def test_every_timer_starts_a_shipped_service_and_is_enabled_by_install() -> Non
     assert re.search(r"^SuccessExitStatus=10$", verify, re.MULTILINE)
 
 
+def test_timers_say_what_they_run_and_that_they_run_on_the_host_clock() -> None:
+    api_timer = (ROOT / "systemd/idb-stats-api.timer").read_text()
+    assert "collection" not in api_timer and "size snapshot" in api_timer.splitlines()[0]
+    operations = (ROOT / "docs/operations.md").read_text()
+    assert "The timers run on the host clock; days close in `source.timezone`." in operations
+
+
 def test_install_into_staging_root(tmp_path: Path) -> None:
     stage = tmp_path / "stage"
     dry = subprocess.run(
