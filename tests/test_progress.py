@@ -85,3 +85,25 @@ def test_import_and_verify_log_each_day_and_their_duration(tmp_path: Path, dsn: 
     logged = [line for line in checked.stderr.splitlines() if "agrees" in line]
     assert [line.split()[3].rstrip(":") for line in logged] == [str(d) for d in HARVEST]
     assert re.search(r"verify: 4 days checked in [\d.]+ s$", checked.stderr.splitlines()[-1])
+
+
+def test_demo_ends_with_a_short_table_and_what_to_try_next() -> None:
+    result = CliRunner().invoke(cli, ["demo", "--days", "2", "--rows-per-day", "200"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("recordset "))
+    assert lines[header].split() == [
+        "recordset",
+        "days",
+        "search",
+        "seen",
+        "view",
+        "download",
+        "media",
+        "view",
+    ]
+    table = lines[header + 1 : lines.index("what to try next:") - 1]
+    assert 1 <= len(table) <= 10 and all(len(line) <= 110 for line in lines[header:])
+    searches = [int(line.split()[2].replace(",", "")) for line in table]
+    assert searches == sorted(searches, reverse=True)
+    assert lines[-1].strip().startswith("your own telemetry database") and "idb-stats status" in result.stdout
