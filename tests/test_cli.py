@@ -15,6 +15,7 @@ from helpers import HARVEST, ROOT, exported_documents, insert_rows, load_week, r
 from idb_stats.cli import cli
 from idb_stats.collect import Selection, collect
 from idb_stats.config import load_config
+from idb_stats.errors import IdbStatsError
 from idb_stats.pg import run_lock
 from idb_stats.stores import open_store
 
@@ -174,8 +175,8 @@ def test_help_lists_exit_codes(args: list[str]) -> None:
     assert result.returncode == 0 and "Exit codes" in result.stdout
 
 
-def _error_types(base: type) -> list[type]:
-    found = []
+def _error_types(base: type[IdbStatsError]) -> list[type[IdbStatsError]]:
+    found: list[type[IdbStatsError]] = []
     for sub in base.__subclasses__():
         found += [sub, *_error_types(sub)]
     return found
@@ -186,7 +187,7 @@ def test_every_command_help_has_the_exit_code_table_of_every_error_type() -> Non
     import pkgutil
 
     import idb_stats
-    from idb_stats.errors import EXIT_CODE_MEANINGS, IdbStatsError
+    from idb_stats.errors import EXIT_CODE_MEANINGS
 
     for module in pkgutil.walk_packages(idb_stats.__path__, "idb_stats."):
         importlib.import_module(module.name)  # every error type defined anywhere
