@@ -21,11 +21,30 @@ from idb_stats.stores import open_store
 
 
 def test_every_command_is_documented() -> None:
-    readme = (ROOT / "README.md").read_text()
+    usage = (ROOT / "docs" / "usage.md").read_text()
     operations = (ROOT / "docs" / "operations.md").read_text()
     for name, command in cli.commands.items():
         assert command.help and len(command.help) > 20, f"{name} has no help text"
-        assert f"idb-stats {name}" in readme + operations, f"{name} is not documented"
+        assert f"| `idb-stats {name}" in usage, f"{name} is not in docs/usage.md's table"
+        assert f"idb-stats {name}" in usage + operations, f"{name} is not documented"
+
+
+def test_readme_first_screen_says_what_it_is_and_how_to_start() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_screen = "\n".join(readme.splitlines()[:40])
+    assert "usage statistics" in first_screen and "idb-stats demo" in first_screen
+    assert len(readme.splitlines()) <= 100  # read in five minutes; the details live in docs/
+    for heading in (
+        "## Try it, then test it",
+        "## Quick start against your own database",
+        "## Where to go next",
+    ):
+        assert heading in readme
+    for link in re.findall(r"\]\((docs/[^)#]+)", readme):
+        assert (ROOT / link).is_file(), link
+    for doc in (ROOT / "docs").glob("*.md"):  # links between the documents resolve too
+        for link in re.findall(r"\]\(([a-z_]+\.md)", doc.read_text()):
+            assert (ROOT / "docs" / link).is_file(), (doc.name, link)
 
 
 def test_config_errors_are_listed_together(tmp_path: Path) -> None:
