@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from idb_stats.logs import ProgressBar, setup_logging
 from idb_stats.progress import Estimate, Tracker, describe, duration_text, rate_text
 
 
@@ -85,3 +87,29 @@ def test_tracker_hands_each_estimate_to_its_sinks_with_the_clock_it_was_given() 
     ]
     assert last.remaining == pytest.approx(30.0) and tracker.elapsed() == 30.0
     assert re.search(r"ETA 30\.0 s$", describe(last, "days"))
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_terminal_bar_shows_the_estimate_and_stays_off_under_json_logs() -> None:
+    screen = Terminal()
+    bar = ProgressBar("days", stream=screen)
+    bar(Estimate(1, 3, 20.0), "2020-02-18")
+    bar(Estimate(3, 3, 60.0), "2020-02-20")
+    first, last = screen.getvalue().split("\r")[1:]
+    bar_part, _, rest = first.partition("] ")
+    assert bar_part == "[" + "#" * 10 + "." * 20
+    assert rest == "1/3 days, 20.0 s elapsed, 3.0 days/min, ETA 40.0 s  2020-02-18\x1b[K"
+    assert last.startswith("[##############################] 3/3 days, 1 min 00 s elapsed") and last.endswith(
+        "\n"
+    )
+    try:
+        setup_logging(log_format="json")
+        quiet = Terminal()
+        ProgressBar("days", stream=quiet)(Estimate(1, 3, 20.0), "")
+        assert quiet.getvalue() == ""  # stderr carries only JSON lines
+    finally:
+        setup_logging()
