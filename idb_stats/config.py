@@ -235,8 +235,8 @@ class Config:
     )
     metrics_textfile: str | None = _setting(
         "monitoring.textfile",
-        help="After every run that records itself (collect-stats, api-stats, import, forget-day, adopt, "
-        "verify), write `status --format prometheus` to this file atomically, for node_exporter's "
+        help="After every collect-stats, api-stats, import, forget-day, adopt and verify, however it "
+        "ends, write `status --format prometheus` to this file atomically, for node_exporter's "
         "textfile collector (a *.prom path in its --collector.textfile.directory).",
         env="IDB_STATS_METRICS_TEXTFILE",
         pattern=re.compile(r"^/.*[^/]\.prom$"),
