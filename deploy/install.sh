@@ -107,7 +107,7 @@ fi
 run chmod 0750 "$etc/credentials"
 run chgrp "$group" "$etc/credentials"
 # Every credential the units load must exist; an empty file means "not used".
-for name in source-dsn store-api-key store-password api-dsn notify; do
+for name in source-dsn store-url store-api-key store-password api-dsn notify; do
   [ -e "$etc/credentials/$name" ] || run install -m 0600 /dev/null "$etc/credentials/$name"
 done
 

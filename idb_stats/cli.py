@@ -97,8 +97,8 @@ def config_options(func: F) -> F:
             raise ConfigError(
                 [
                     "--store-url: a password on the command line is visible to every user (in any "
-                    "spelling: user:password@, ?password=, password=); put it in the config file, a "
-                    "credential file or IDB_STATS_STORE_URL"
+                    "spelling: user:password@, ?password=, password=); put it in the store-url "
+                    "credential file (/etc/idb-stats/credentials/store-url) or IDB_STATS_STORE_URL"
                 ]
             )
         config = load_config(config_path, {"store.kind": store, "store.url": store_url})
@@ -1057,6 +1057,8 @@ def check_config(config: Config, connect: bool, fmt: str) -> None:
         for section, values in described.items():
             for name, value in values.items():
                 click.echo(f"{section}.{name} = {json.dumps(value)}")
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if connect:
         results = checks.run_all(config)
         for result in results:

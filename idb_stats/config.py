@@ -26,7 +26,7 @@ from typing import Any, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
-from .secrets import Secret, dsn_problem, redact
+from .secrets import Secret, dsn_problem, has_password, redact
 
 DEFAULT_CONFIG_PATH = Path("/etc/idb-stats/config.toml")
 STORE_KINDS = ("postgres", "elasticsearch", "opensearch")
@@ -244,6 +244,8 @@ class Config:
         example='"/var/lib/prometheus/node-exporter/idb_stats.prom"',
     )
     config_path: str | None = None  # where the file layer came from (not a setting)
+    # Valid but unwise, said by check-config: a secret written into the configuration file itself.
+    warnings: tuple[str, ...] = ()
 
     @property
     def store_dsn(self) -> str:
@@ -385,7 +387,7 @@ def format_duration(duration: timedelta) -> str:
     return f"{seconds:g}s"
 
 
-def _file_layer(path: Path, problems: list[str]) -> dict[str, Any]:
+def _file_layer(path: Path, problems: list[str], warnings: list[str]) -> dict[str, Any]:
     """Settings from the TOML file; `<key>_file` entries are read into their setting."""
     raw: dict[str, Any] = {}
     for key, value in _read_file(path, problems).items():
@@ -399,7 +401,25 @@ def _file_layer(path: Path, problems: list[str]) -> dict[str, Any]:
                 raw[declared.key] = secret
         else:
             raw[key] = value
+            if declared.secret and isinstance(value, str) and _holds_secret(declared, value):
+                warnings.append(_secret_in_file(path, declared))
     return raw
+
+
+def _holds_secret(declared: Setting, value: str) -> bool:
+    """A DSN or URL holds one only with a password in it; a key or password setting always does."""
+    return has_password(value) if declared.key.endswith((".dsn", ".url")) else bool(value)
+
+
+def _secret_in_file(path: Path, declared: Setting) -> str:
+    """The configuration file is readable by the service group and goes into backups and
+    bug reports; credential files are root's and reach only the service."""
+    where = f"the {declared.credential} credential file" if declared.credential else "a credential file"
+    spelled = f" or {declared.key.split('.')[1]}_file" if declared.from_file else ""
+    return (
+        f"{declared.key} in {path} holds a password or key: move it to {where} "
+        f"(/etc/idb-stats/credentials/{declared.credential or '...'}){spelled}, see docs/operations.md"
+    )
 
 
 def _credentials_layer(directory: str, problems: list[str]) -> dict[str, Any]:
@@ -439,13 +459,14 @@ def load_config(
     """Build the configuration from every layer and validate it, reporting all problems at once."""
     environ = os.environ if environ is None else environ
     problems: list[str] = []
+    warnings: list[str] = []
     raw: dict[str, Any] = {}
 
     config_path: Path | None = Path(path) if path else None
     if config_path is None and DEFAULT_CONFIG_PATH.exists():
         config_path = DEFAULT_CONFIG_PATH
     if config_path is not None:
-        raw.update(_file_layer(config_path, problems))
+        raw.update(_file_layer(config_path, problems, warnings))
     # Credential files (systemd LoadCredential=) rank above the file: the environment still wins.
     credentials_dir = environ.get("CREDENTIALS_DIRECTORY")
     if credentials_dir and not os.access(credentials_dir, os.R_OK | os.X_OK):
@@ -467,7 +488,7 @@ def load_config(
     _check_dsns(values, problems)
     if problems:
         raise ConfigError(problems)
-    return Config(**values, config_path=str(config_path) if config_path else None)
+    return Config(**values, config_path=str(config_path) if config_path else None, warnings=tuple(warnings))
 
 
 def _check_value(declared: DeclaredSetting, value: Any, store_kind: str, problems: list[str]) -> None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg2
 import pytest
 from helpers import MakeConfig
 from hypothesis import settings
@@ -50,9 +52,36 @@ def pg_server() -> Iterator[embedded.EmbeddedPostgres]:
 
 
 @pytest.fixture
-def dsn(pg_server: embedded.EmbeddedPostgres) -> str:
-    """A fresh, empty database for this test."""
-    return pg_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+def dsn(pg_server: embedded.EmbeddedPostgres) -> Iterator[str]:
+    """A fresh, empty database for this test; the test fails if it leaves a connection to it open
+    (a store or source opened without `with`): in a daily run that is a leaked server session."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield pg_server.create_database(name)
+    left_open = _sessions_left(pg_server, name)
+    if left_open:
+        pytest.fail(f"the test left {len(left_open)} connections to its database open: {left_open}")
+
+
+def _sessions_left(server: embedded.EmbeddedPostgres, dbname: str, grace: float = 5.0) -> list[str]:
+    """Sessions still connected to the database after the test, by application_name; a process
+    the test started and stopped may take a moment to be gone from the server's view."""
+    deadline = time.monotonic() + grace
+    conn = psycopg2.connect(server.dsn())
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            while True:
+                cur.execute(
+                    "SELECT application_name FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (dbname,),
+                )
+                names = sorted(row[0] or "(no application_name)" for row in cur.fetchall())
+                if not names or time.monotonic() >= deadline:
+                    return names
+                time.sleep(0.1)
+    finally:
+        conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import os
 import shlex
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from helpers import HARVEST, load_week, run
 ROOT = Path(__file__).resolve().parent.parent
 WRAPPER = ROOT / "deploy" / "idb-stats-as-service"
 INSTALL = ROOT / "deploy" / "install.sh"
-CREDENTIALS = ("source-dsn", "store-api-key", "store-password", "api-dsn")
+CREDENTIALS = ("source-dsn", "store-url", "store-api-key", "store-password", "api-dsn")
 
 
 # --- failure alerts ---------------------------------------------------------------------------
@@ -47,7 +48,8 @@ def test_notify_unit_loads_the_notify_credential_install_creates(tmp_path: Path)
     unit = (ROOT / "systemd" / "idb-stats-notify@.service").read_text()
     assert "ExecStart=/opt/idb-stats/venv/bin/idb-stats notify-failure %i" in unit
     assert "LoadCredential=notify:/etc/idb-stats/credentials/notify" in unit
-    assert "for name in source-dsn store-api-key store-password api-dsn notify; do" in INSTALL.read_text()
+    created = "for name in source-dsn store-url store-api-key store-password api-dsn notify; do"
+    assert created in INSTALL.read_text()
 
 
 # --- idb-stats-as-service --------------------------------------------------------------------
@@ -191,3 +193,52 @@ def test_staging_tree_names_the_prefix_not_the_staging_path(tmp_path: Path) -> N
         "systemctl enable --now idb-stats-collect.timer idb-stats-verify.timer idb-stats-api.timer"
         in again.stdout
     )
+
+
+# --- the units ---------------------------------------------------------------------------------
+
+STORE_UNITS = ("collect", "api", "verify", "backfill@")
+
+
+@pytest.mark.parametrize("name", STORE_UNITS)
+def test_every_unit_that_reaches_the_store_loads_each_credential_the_wrapper_passes(name: str) -> None:
+    unit = (ROOT / "systemd" / f"idb-stats-{name}.service").read_text()
+    for credential in CREDENTIALS:
+        if credential == "api-dsn" and name != "api":
+            continue  # only api-stats reads the ingest database
+        assert f"LoadCredential={credential}:/etc/idb-stats/credentials/{credential}\n" in unit
+
+
+@pytest.mark.parametrize(("name", "command"), [("collect", "collect-stats"), ("api", "api-stats")])
+def test_the_timer_started_runs_wait_for_each_other_within_the_start_timeout(name: str, command: str) -> None:
+    """collect (00:30) and api (01:00) each have up to 15 min of random delay: a long catch-up
+    would fail the snapshot with exit 7 at once, and that day's snapshot cannot be taken later."""
+    unit = (ROOT / "systemd" / f"idb-stats-{name}.service").read_text()
+    (exec_start,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    argv = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert argv[1] == command and "--lock-timeout" in argv
+    waited = float(argv[argv.index("--lock-timeout") + 1])
+    (timeout,) = [line for line in unit.splitlines() if line.startswith("TimeoutStartSec=")]
+    assert 1800 <= waited < float(timeout.removeprefix("TimeoutStartSec=").removesuffix("h")) * 3600
+
+
+# --- packaging ---------------------------------------------------------------------------------
+
+
+def test_the_wheel_builds_without_deprecation_warnings_and_carries_its_licence(tmp_path: Path) -> None:
+    """setuptools' warnings about the package metadata turn into errors on a date it names (the
+    licence table form: 2027-02-18); the build must not be living on borrowed time."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    output = (built.stdout + built.stderr).lower()
+    assert "deprecat" not in output and "!!" not in output  # setuptools frames its warnings in !!
+    (wheel,) = tmp_path.glob("idb_stats-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert "License-Expression: MIT" in metadata and "Classifier: " in metadata

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from idb_stats.cli import cli
 from idb_stats.config import SETTINGS, Config, load_config
 from idb_stats.errors import ConfigError
 from idb_stats.settings_docs import sample_config, settings_table
 
 ROOT = Path(__file__).resolve().parents[2]
+# The CLI in-process, with none of this machine's idb-stats settings.
+ENV: dict[str, str | None] = {
+    k: None for k in os.environ if k.startswith("IDB_STATS_") or k == "CREDENTIALS_DIRECTORY"
+}
 
 
 def test_the_checked_in_sample_and_table_are_generated_from_the_declarations() -> None:
@@ -37,8 +44,8 @@ def test_every_setting_is_declared_once_and_documented() -> None:
     table = settings_table()
     for declared in SETTINGS:
         assert f"`{declared.key}`" in table and declared.help
-    # Every Config field but the bookkeeping one is a declared setting.
-    assert {s.attribute for s in SETTINGS} | {"config_path"} == set(Config.__dataclass_fields__)
+    # Every Config field but the bookkeeping ones is a declared setting.
+    assert {s.attribute for s in SETTINGS} | {"config_path", "warnings"} == set(Config.__dataclass_fields__)
 
 
 def test_layers_file_credentials_environment_flags(tmp_path: Path) -> None:
@@ -95,3 +102,50 @@ def test_store_specific_settings_are_checked_only_for_their_store() -> None:
         load_config(
             overrides={**bad_index, "store.kind": "opensearch", "store.url": "http://o:9200"}, environ={}
         )
+
+
+@pytest.mark.parametrize(
+    ("line", "warned"),
+    [
+        ('[store]\nurl = "postgresql://stats:s3cret@db.example.org/stats"\n', "store.url"),
+        ("[store]\nurl = \"host=db dbname=stats password='a b'\"\n", "store.url"),
+        ('[store]\nkind = "opensearch"\nurl = "https://search:9200"\napi_key = "abc"\n', "store.api_key"),
+        ('[source]\ndsn = "host=db dbname=t user=u password=pw"\n', "source.dsn"),
+        ('[store]\nurl = "postgresql://stats@db.example.org/stats"\n', None),
+        ('[source]\ndsn = "host=db dbname=t"\n', None),
+    ],
+)
+def test_a_secret_written_into_the_configuration_file_is_warned_about_by_check_config(
+    tmp_path: Path, line: str, warned: str | None
+) -> None:
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(line)
+    overrides = {} if "[source]" in line else {"source.dsn": "host=db dbname=t"}
+    config = load_config(config_file, overrides, environ={})
+    if warned is None:
+        assert config.warnings == ()
+    else:
+        (warning,) = config.warnings
+        assert warning.startswith(f"{warned} in {config_file} holds a password or key: move it to")
+        assert "s3cret" not in warning and "pw" not in warning.split("docs/")[0].split("move")[0]
+    env = ENV if "[source]" in line else {**ENV, "IDB_STATS_SOURCE_DSN": "host=db dbname=t"}
+    result = CliRunner().invoke(cli, ["check-config", "--config", str(config_file)], env=env)
+    assert result.exit_code == 0, result.output
+    assert ("warning: " in result.stderr) == (warned is not None)
+    assert "s3cret" not in result.output
+
+
+def test_the_same_secret_from_a_credential_file_or_a_file_setting_is_not_warned_about(tmp_path: Path) -> None:
+    secret = tmp_path / "source-dsn"
+    secret.write_text("host=db dbname=t password=s3cret\n")
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[source]\ndsn_file = "{secret}"\n')
+    assert load_config(config_file, environ={}).warnings == ()
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "store-url").write_text("postgresql://stats:s3cret@db.example.org/stats\n")
+    from_credential = load_config(
+        None, {"source.dsn": "dbname=t"}, environ={"CREDENTIALS_DIRECTORY": str(credentials)}
+    )
+    assert from_credential.store_url == "postgresql://stats:s3cret@db.example.org/stats"
+    assert from_credential.warnings == ()
