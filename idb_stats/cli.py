@@ -779,7 +779,11 @@ def status(config: Config, max_lag: int | None, fmt: str, warn_lag: int, crit_la
     interrupted last run; UNKNOWN (exit 3) when the store cannot be read.
     """
     if warn_lag > crit_lag:
-        raise UsageError(f"--warn-lag {warn_lag} is above --crit-lag {crit_lag}: swap them")
+        mistake = f"--warn-lag {warn_lag} is above --crit-lag {crit_lag}: swap them"
+        if fmt == "nagios":  # a check's own usage mistake is UNKNOWN to Nagios, not CRITICAL (2)
+            click.echo(monitoring.nagios_unknown(mistake).line())
+            sys.exit(monitoring.NagiosState.UNKNOWN)
+        raise UsageError(mistake)
     if fmt == "nagios":
         _nagios(config, warn_lag, crit_lag)
         return

@@ -54,7 +54,9 @@ def test_nagios_check_maps_lag_failures_and_an_unreachable_store_to_states(dsn: 
     assert code == 1 and line.startswith("IDB-STATS WARNING - lag ")
     code, line = nagios(env, "--warn-lag", "0", "--crit-lag", "0")
     assert code == 2 and line.startswith("IDB-STATS CRITICAL - lag ")
-    assert run("status", "--format", "nagios", "--warn-lag", "3", "--crit-lag", "1", env=env).returncode == 2
+    code, line = nagios(env, "--warn-lag", "3", "--crit-lag", "1")  # the check's own mistake
+    assert code == 3 and line == "IDB-STATS UNKNOWN - --warn-lag 3 is above --crit-lag 1: swap them"
+    assert run("status", "--warn-lag", "3", "--crit-lag", "1", env=env).returncode == 2
 
     parsed = metrics(textfile.read_text())  # written by the collect run
     assert run_outcome(parsed, "collect-stats") == "ok"

@@ -3,6 +3,7 @@ already holds it, the next is not started), and every run's last line gives its 
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date
 from pathlib import Path
@@ -107,3 +108,20 @@ def test_demo_ends_with_a_short_table_and_what_to_try_next() -> None:
     searches = [int(line.split()[2].replace(",", "")) for line in table]
     assert searches == sorted(searches, reverse=True)
     assert lines[-1].strip().startswith("your own telemetry database") and "idb-stats status" in result.stdout
+
+
+def test_collect_prints_each_day_as_json_with_format_json(dsn: str) -> None:
+    from helpers import load_week
+
+    load_week(dsn)
+    env = {"IDB_STATS_SOURCE_DSN": dsn, "IDB_STATS_LOG_FORMAT": "text"}
+    result = CliRunner().invoke(
+        cli, ["collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), "--json"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    days = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["harvest_date"] for d in days] == [str(HARVEST[0]), str(HARVEST[1])] and all(
+        d["rows"] for d in days
+    )
+    again = CliRunner().invoke(cli, ["collect-stats", "-d", str(HARVEST[0])], env=env)
+    assert again.exit_code == 0 and again.stdout == ""  # text: the log on stderr, nothing on stdout
