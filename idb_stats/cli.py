@@ -474,6 +474,8 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
     Exports of the original collector are accepted: date-time harvest dates, counts as doubles
     and missing blocks are normalised; every line is accounted for, per day.
     """
+    bar = ProgressBar("documents")
+    tracker = Tracker(sinks=[bar, status_sink("documents")])  # from the start: the check is part of the run
     if not source_file.seekable():  # a pipe: keep a copy to read twice
         spool = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - lives as long as the command
         shutil.copyfileobj(source_file, spool)
@@ -485,7 +487,10 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
         else source_file.name
     )
     checked = ndjson.check_export(source_file, name, collect.last_closed(config))
-    log.debug("%s: %s", name, plural(checked.documents, "document"))
+    tracker.total = checked.documents
+    log.info(
+        "%s checked: %s in %s", name, plural(checked.documents, "document"), duration_text(tracker.elapsed())
+    )
     if checked.complete is None:
         log.warning(
             "%s has no export opening line (an older export, or another tool's): whether it is "
@@ -504,8 +509,6 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
         )
 
     lines = ndjson.document_lines(source_file, checked)  # check_export has read them as UTF-8
-    bar = ProgressBar("documents")
-    tracker = Tracker(checked.documents, [bar, status_sink("documents")])
     read = [0]
 
     def on_day(outcome: DayOutcome, stats: DayStats) -> None:

@@ -73,6 +73,8 @@ def test_import_and_verify_log_each_day_and_their_duration(tmp_path: Path, dsn: 
     copy.write_text('[store]\nschema = "progress_copy"\n')
     imported = runner.invoke(cli, ["import", "--config", str(copy), str(dump)], env=env)
     assert imported.exit_code == 0, imported.output
+    # Reading the file through (every line checked before anything is written) is a step of its own.
+    assert re.search(r"week\.ndjson checked: [\d,]+ documents in [\d.]+ s$", imported.stderr.splitlines()[0])
     day_lines = [line for line in imported.stderr.splitlines() if " imported " in line]
     assert [re.search(r"imported (\S+):", line).group(1) for line in day_lines] == [str(d) for d in HARVEST]  # type: ignore[union-attr]
     assert all(re.search(r"written, [\d.]+ s$", line) for line in day_lines), day_lines
