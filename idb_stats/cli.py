@@ -40,7 +40,7 @@ from .errors import (
 from .interrupt import Interrupted
 from .json_text import compact
 from .legacy import DUPLICATE_POLICIES, DayOutcome
-from .logs import LOG_FORMAT_ENV, LOG_FORMATS, ProgressBar, setup_logging, status_sink
+from .logs import LOG_FORMAT_ENV, LOG_FORMATS, ProgressBar, json_logging, setup_logging, status_sink
 from .model import DayStats
 from .planning import Plan
 from .progress import Tracker, duration_text
@@ -1205,6 +1205,14 @@ for _command in cli.commands.values():
     _command.epilog = EXIT_CODES_HELP
 
 
+def _show(exc: click.ClickException, exit_code: int) -> None:
+    """click's own message, or under --log-format json a log line like every other error."""
+    if json_logging():
+        log.error("%s", exc.format_message(), extra={"fields": {"exit_code": int(exit_code)}})
+    else:
+        exc.show()
+
+
 def main() -> None:
     interrupt.install()
     try:
@@ -1213,10 +1221,10 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(ExitCode.UNEXPECTED)
     except click.FileError as exc:  # an -o or input path that cannot be opened: a usage mistake
-        exc.show()
+        _show(exc, ExitCode.USAGE)
         sys.exit(ExitCode.USAGE)
     except click.ClickException as exc:
-        exc.show()
+        _show(exc, exc.exit_code)
         sys.exit(exc.exit_code)
     except OutputClosed:
         # Quiet, and nothing left to flush into the closed pipe at exit.

@@ -131,6 +131,11 @@ def setup_logging(verbose: bool = False, quiet: bool = False, log_format: str | 
     root.addHandler(handler)
 
 
+def json_logging() -> bool:
+    """Whether log lines go out as JSON (so other messages on stderr should too)."""
+    return _chosen["format"] == "json"
+
+
 def _native_journal_handler() -> logging.Handler:
     if not os.environ.get(JOURNAL_SOCKET_ENV):
         try:  # the optional [journal] extra: systemd's own client

@@ -142,10 +142,12 @@ def test_collect_with_log_format_json_writes_only_json_lines(dsn: str) -> None:
                 assert f"IDB_STATS_{field}" in entry
         finished = lines[-1]
         assert "finished" in finished["MESSAGE"] and float(finished["IDB_STATS_SECONDS"]) > 0
-    # A failure is a JSON line too.
-    refused = run("--log-format", "json", "collect-stats", "-d", "2999-01-01", env=env)
-    assert refused.returncode == 2
-    assert all(json.loads(line)["PRIORITY"] <= 4 for line in refused.stderr.splitlines())
+    # A failure is a JSON line too: ours (a day not over yet) and click's (a malformed date).
+    for args in (["-d", "2999-01-01"], ["-d", "yesterday"]):
+        refused = run("--log-format", "json", "collect-stats", *args, env=env)
+        assert refused.returncode == 2
+        (line,) = [json.loads(line) for line in refused.stderr.splitlines()]
+        assert line["PRIORITY"] == 3 and line["IDB_STATS_EXIT_CODE"] == 2 and args[1] in line["MESSAGE"]
 
 
 def test_textfile_setting_is_checked(tmp_path: Path, dsn: str) -> None:
