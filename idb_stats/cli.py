@@ -253,10 +253,14 @@ def publishes_metrics(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, config: Config, **kwargs: Any) -> Any:
+        ran = True
         try:
             return func(*args, config=config, **kwargs)
+        except (UsageError, click.UsageError):
+            ran = False  # a mistake refused before anything ran: nothing to report, nothing written
+            raise
         finally:
-            if config.metrics_textfile:
+            if ran and config.metrics_textfile:
                 _write_metrics(config, Path(config.metrics_textfile))
 
     return wrapper  # type: ignore[return-value]

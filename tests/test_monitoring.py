@@ -73,6 +73,11 @@ def test_nagios_check_maps_lag_failures_and_an_unreachable_store_to_states(dsn: 
     assert code == 2 and "last collect-stats failed" in line, line
     assert run_outcome(metrics(textfile.read_text()), "collect-stats") == "failed"
 
+    # A usage mistake is refused before anything runs: the file is left as it was.
+    before = textfile.stat().st_mtime_ns
+    assert run("collect-stats", "-d", "2999-01-01", env=env).returncode == 2
+    assert textfile.stat().st_mtime_ns == before
+
     # The store does not answer: UNKNOWN (3), one line; the textfile says the store is down.
     closed = {**env, "IDB_STATS_STORE_URL": f"host=127.0.0.1 port={embedded._free_port()} dbname=x"}
     code, line = nagios(closed)
