@@ -45,6 +45,7 @@ SECTION_HELP = {
     "collect": "How collect-stats runs.",
     "api": "The ingest database read by api-stats.",
     "notify": "Failure alerts (idb-stats-notify@.service).",
+    "monitoring": "Metrics for monitors (see docs/operations.md, Monitoring).",
 }
 
 
@@ -240,6 +241,16 @@ class Config:
         "notify.command",
         help="Shell command run when a unit fails (IDB_STATS_FAILED_UNIT, IDB_STATS_FAILED_RESULT set).",
         example="'logger -t idb-stats-alert \"$IDB_STATS_FAILED_UNIT failed: $IDB_STATS_FAILED_RESULT\"'",
+    )
+    metrics_textfile: str | None = _setting(
+        "monitoring.textfile",
+        help="After every collect-stats, api-stats, import, forget-day, adopt and verify, however it "
+        "ends, write `status --format prometheus` to this file atomically, for node_exporter's "
+        "textfile collector (a *.prom path in its --collector.textfile.directory).",
+        env="IDB_STATS_METRICS_TEXTFILE",
+        pattern=re.compile(r"^/.*[^/]\.prom$"),
+        pattern_help="an absolute path ending in .prom (the textfile collector reads only those)",
+        example='"/var/lib/prometheus/node-exporter/idb_stats.prom"',
     )
     config_path: str | None = None  # where the file layer came from (not a setting)
     # Valid but unwise, said by check-config: a secret written into the configuration file itself.
@@ -506,6 +517,9 @@ def _check_value(declared: DeclaredSetting, value: Any, store_kind: str, problem
 
 def _validate_together(v: dict[str, Any], problems: list[str]) -> None:
     """Rules that involve more than one setting, or the world outside the file."""
+    textfile = v["metrics_textfile"]
+    if textfile and not Path(textfile).parent.is_dir():
+        problems.append(f"monitoring.textfile: no such directory {Path(textfile).parent}")
     if not v["source_dsn"]:
         problems.append(
             "source.dsn: no telemetry database given (set [source] dsn or dsn_file, IDB_STATS_SOURCE_DSN, "

@@ -19,7 +19,7 @@ OTHER_TERM = "__other__"
 UNKNOWN_COUNTRY = "unknown"
 
 # Why a telemetry row was skipped, in the order the rules check them; rules.skip_reason and the
-# SQL in the source assign exactly these (README "What is counted" says what each means).
+# SQL in the source assign exactly these (docs/counting.md says what each means).
 SKIP_REASONS = (
     "unknown_record_type",
     "unknown_type",

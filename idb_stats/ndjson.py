@@ -182,7 +182,7 @@ def _check_counts(
 
 
 def inconsistency(doc: Document, made_by_collect_stats: bool) -> str | None:
-    """What in a normalised daily document contradicts the rules (README "What is counted"), or None.
+    """What in a normalised daily document contradicts the rules (docs/counting.md), or None.
 
     Always: a view or seen entry is one record, one hit, so such a block's total is its count.
     For a document in this version's shape (made_by_collect_stats) also: every entry carries a

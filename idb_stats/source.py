@@ -1,6 +1,6 @@
 """The PostgreSQL telemetry source: the aggregation rules pushed into PostgreSQL.
 
-The rules (see model.py and README) are applied in SQL: a skip report, the day's tables of
+The rules (see model.py and docs/counting.md) are applied in SQL: a skip report, the day's tables of
 geocodes and queries, then three aggregations run at once and streamed in recordset order, all
 from one snapshot. Python merges the streams, ranks each list and assembles one recordset at a
 time. The source tables are only ever read.

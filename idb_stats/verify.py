@@ -158,6 +158,8 @@ class Report:
 
 # Called with every difference as it is found, and whether it was found after a repair.
 OnDifference = Callable[[Difference, bool], None]
+# Called with each day once checked, how many of how many are done, and whether after a repair.
+OnDay = Callable[[DayResult, int, int, bool], None]
 
 
 @dataclass
@@ -195,12 +197,14 @@ class Verifier:
         source: TelemetrySource,
         on_difference: OnDifference,
         after_repair: bool = False,
+        on_day: OnDay | None = None,
     ):
         self.config = config
         self.store = store
         self.source = source
         self.on_difference = on_difference
         self.after_repair = after_repair
+        self.on_day = on_day
 
     def run(self, first: date | None, last: date | None, sample: int | list[date] | None) -> Report:
         """Check totals, and the days of the range (all, a random sample of `sample` days, or
@@ -218,10 +222,12 @@ class Verifier:
             days = sorted(set(sample))
         elif sample is not None and sample < len(days):
             days = sorted(random.sample(days, sample))
-        for day in days:
+        for done, day in enumerate(days, 1):
             result = self._check_day(day, marked.get(day), sums.per_day.get(day, 0))
             report.days.append(result)
             report.differences += result.differences
+            if self.on_day:
+                self.on_day(result, done, len(days), self.after_repair)
         return report
 
     def _report(self, difference: Difference) -> None:
@@ -284,20 +290,21 @@ def verify(
     repair: bool = False,
     on_difference: OnDifference = lambda d, after_repair: None,
     lock_timeout: float | None = None,
+    on_day: OnDay | None = None,
 ) -> Outcome:
     """Compare, and with repair: republish differing days (reason repair), rebuild totals that
     are not the sum of their days, then compare again. The repair is a run of its own in the
     ledger ("verify --repair"), with its lock and outcome like any write."""
     with contextlib.closing(PostgresTelemetrySource(config)) as source, open_store(config) as store:
-        report = Verifier(config, store, source, on_difference).run(first, last, sample)
+        report = Verifier(config, store, source, on_difference, on_day=on_day).run(first, last, sample)
         outcome = Outcome(report)
         if not repair or report.agrees:
             return outcome
         with write_run(config, store, "verify --repair", lock_timeout) as run:
             outcome.repaired_days, outcome.rebuilt_totals = _repair(config, store, source, report, run)
-        outcome.after_repair = Verifier(config, store, source, on_difference, after_repair=True).run(
-            first, last, sorted(d.harvest_date for d in report.days)
-        )
+        outcome.after_repair = Verifier(
+            config, store, source, on_difference, after_repair=True, on_day=on_day
+        ).run(first, last, sorted(d.harvest_date for d in report.days))
         return outcome
 
 

@@ -268,7 +268,7 @@ def test_catch_up_republishes_exactly_the_changed_days(make_config: MakeConfig, 
         }
     }
     assert catch_up["recheck"]["republished"] == [h.isoformat() for h in harvest[:3]]
-    shown = store_status.status(config)["last_recheck"]
+    shown = store_status.status(config).as_dict()["last_recheck"]
     assert shown["republished"] == [h.isoformat() for h in harvest[:3]] and len(shown["stale"]) == 4
 
     # Nothing is stale any more but the day whose rows are gone, which is never emptied.
