@@ -839,7 +839,8 @@ def status_text(info: store_status.Status) -> str:
     lines = [
         f"store:                 {info.store}",
         f"last closed day:       {info.last_closed}",
-        f"last complete day:     {info.last_complete or 'none'}",
+        f"last complete day:     {info.last_complete or 'none'}"
+        + (f" ({plural(info.last_day_rows, 'row')})" if info.last_day_rows is not None else ""),
         f"complete through:      {info.complete_through or 'none'}",
         f"lag:                   {lag_text(info.lag_days)}",
         f"complete days:         {info.complete_days}",
@@ -848,6 +849,11 @@ def status_text(info: store_status.Status) -> str:
     if info.damaged_days:
         lines.append(
             f"damaged days:          {_dates(info.damaged_days)} (idb-stats collect-stats redoes them)"
+        )
+    if info.empty_days:
+        lines.append(
+            f"published empty:       {_dates(info.empty_days)} (0 telemetry rows; "
+            "check the source if the portal was not down)"
         )
     lines.append(f"last re-check:         {_recheck_line(info.last_recheck)}")
     if info.not_rechecked:

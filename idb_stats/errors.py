@@ -124,6 +124,11 @@ class SourceRowsGone(IdbStatsError):
     exit_code = ExitCode.SOURCE_ROWS_GONE
 
 
+class EmptySource(SourceRowsGone):
+    """A day without rows whose source shows no sign of a live writer (no rows after the day's
+    window) or that lies before the telemetry begins: publishing it would mark it complete and empty."""
+
+
 class VerifyDifferences(IdbStatsError):
     """verify found published numbers that disagree with the source or with each other."""
 

@@ -72,6 +72,8 @@ class Status:
     snapshot_recordsets: Any
     # Days the store holds only part of (documents without their mark, or the reverse).
     damaged_days: list[date] = field(default_factory=list)
+    # Days collected from a window without telemetry rows (a real outage, or --allow-empty).
+    empty_days: list[date] = field(default_factory=list)
 
     @property
     def last_day_rows(self) -> int | None:
@@ -104,6 +106,8 @@ class Status:
             "damaged_days": [d.isoformat() for d in self.damaged_days],
             "not_closed_days": [d.isoformat() for d in self.not_closed_days],
             "last_day": self.last_day,
+            "last_day_rows": self.last_day_rows,
+            "empty_days": [d.isoformat() for d in self.empty_days],
             "last_run": self.last_run,
             "last_runs": {command: run.record for command, run in self.last_runs.items()},
             "last_recheck": self.last_recheck,
@@ -113,6 +117,12 @@ class Status:
             "snapshot_missing_today": self.snapshot_missing_today,
             "snapshot_recordsets": self.snapshot_recordsets,
         }
+
+
+def _read_from_source(marker: Mapping[str, Any]) -> bool:
+    """A day marker of a day collected from telemetry (it has a source fingerprint, EMPTY for no
+    rows); imported and adopted days were not, so their row count says nothing."""
+    return marker.get("fingerprint") is not None
 
 
 def status(config: Config) -> Status:
@@ -154,4 +164,7 @@ def status(config: Config) -> Status:
             last_snapshot=last_snapshot,
             snapshot_missing_today=bool(snapshots) and last_snapshot != datetime.now(UTC).date(),
             snapshot_recordsets=snapshots.get(last_snapshot) if last_snapshot else None,
+            empty_days=sorted(
+                d for d, marker in complete.items() if _read_from_source(marker) and not marker.get("rows")
+            ),
         )

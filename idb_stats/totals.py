@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from .documents import by_count
-from .model import BLOCKS, OTHER_TERM, RECORD_TYPES, UNKNOWN_COUNTRY
+from .model import BLOCKS, DOCUMENT_RECORD_TYPES, OTHER_TERM, UNKNOWN_COUNTRY
 
 DayRange = tuple[date, date]
 
@@ -31,7 +31,7 @@ class Summary:
     countries: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {rt: {} for rt in RECORD_TYPES}
+        out: dict[str, Any] = {rt: {} for rt in DOCUMENT_RECORD_TYPES}
         for rt, ty in BLOCKS:
             count, total = self.counts.get((rt, ty), (0, 0))
             out[rt][ty] = {

@@ -202,7 +202,7 @@ def other_store(make_config: MakeConfig, name: str) -> Config:
             "store.schema": name,
             **{
                 f"store.{index}": f"{getattr(base, index)}-{name}"
-                for index in ("daily_index", "totals_index", "runs_index", "api_index")
+                for index in ("daily_index", "totals_index", "runs_index", "api_index", "publishers_index")
             },
         }
     )
