@@ -21,7 +21,7 @@ from typing import Any
 from . import fingerprint, interrupt, planning
 from .adopt import adopted_days
 from .config import Config
-from .documents import day_documents
+from .documents import day_documents, publisher_documents
 from .errors import DataQualityError, EmptySource, SourceRowsGone
 from .interrupt import Interrupted
 from .ledger import ledger_entry, new_run
@@ -159,7 +159,6 @@ def process_day(
             skipped=report.skipped,
             skip_reasons=report.as_dict(),
             kinds=dict(report.kinds),
-            publishers=len(telemetry.publishers),
             fingerprint=telemetry.fingerprint,
             reason=reason,
         )
@@ -181,6 +180,8 @@ def process_day(
                 f"nothing was written for this day. {reasons}"
             )
         documents = day_documents(telemetry, day, stats, config.breakdown_limit)
+        publishers = publisher_documents(telemetry.publisher_views, day, config.breakdown_limit)
+        stats.publishers = len(publishers)
 
         def timed(documents: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             # A signal stops a search store's publish between documents (nothing there to cancel),
@@ -196,7 +197,7 @@ def process_day(
                 for _ in timed(documents):
                     pass
             else:
-                store.publish_day(stats, timed(documents), telemetry.publishers)
+                store.publish_day(stats, timed(documents), publishers)
     stats.seconds = time.monotonic() - started
     return stats
 

@@ -20,7 +20,8 @@ class TelemetryDay(Protocol):
     # The day's tables that cells of kind "geocodes" and "queries" name entries of (see Cell).
     geocodes: list[str]  # canonical JSON texts
     queries: list[str]
-    publishers: list[Document]  # the day's publisher documents (publisher page views), by publisher
+    # The day's publisher page views: (publisher, geocode JSON text, views); see publisher_documents.
+    publisher_views: list[tuple[str, str, int]]
 
     def cells(self) -> Iterator[Cell]:
         """The day's aggregated cells, grouped by recordset (streamed, not held in memory)."""
