@@ -27,7 +27,7 @@ from .interrupt import Interrupted
 from .ledger import ledger_entry, new_run
 from .model import DayStats
 from .pg import run_lock
-from .ports import Store, TelemetrySource
+from .ports import Store, TelemetryDay, TelemetrySource
 from .source import PostgresTelemetrySource
 from .stores import open_store
 
@@ -169,7 +169,7 @@ def process_day(
                 "if the rows were removed on purpose and the day should be emptied"
             )
         if report.rows == 0 and store is not None and not allow_empty:
-            refuse_empty(source, day)
+            refuse_empty(telemetry, day)
         if report.skipped_share > config.max_skipped_share:
             reasons = ", ".join(
                 f"{k}: {v['rows']} (e.g. ids {v['example_ids']})" for k, v in stats.skip_reasons.items()
@@ -202,12 +202,12 @@ def process_day(
     return stats
 
 
-def refuse_empty(source: TelemetrySource, day: date) -> None:
+def refuse_empty(telemetry: TelemetryDay, day: date) -> None:
     """A day without rows is a real day (an outage of the portal) only when the telemetry has rows
     after its window, so its writer is alive, and before it, so the telemetry had begun: an empty
     or wrong source (a DSN pointing at a copy, a writer that stopped) or a backfill from before the
     telemetry would otherwise publish complete, empty days and status would stay green."""
-    before, after = source.rows_around(day)
+    before, after = telemetry.rows_around()
     if before and after:
         return
     if not before and not after:

@@ -26,6 +26,9 @@ class TelemetryDay(Protocol):
     def cells(self) -> Iterator[Cell]:
         """The day's aggregated cells, grouped by recordset (streamed, not held in memory)."""
 
+    def rows_around(self) -> tuple[bool, bool]:
+        """Whether the telemetry has rows before the day's window, and after it (same snapshot)."""
+
 
 class TelemetrySource(Protocol):
     def read_day(self, harvest_date: date) -> AbstractContextManager[TelemetryDay]:
@@ -33,9 +36,6 @@ class TelemetrySource(Protocol):
 
     def harvest_dates(self) -> list[date]:
         """Every harvest date whose window holds telemetry."""
-
-    def rows_around(self, harvest_date: date) -> tuple[bool, bool]:
-        """Whether the telemetry has rows before the harvest date's window, and after it."""
 
     def fingerprints(self, days: list[date]) -> dict[date, dict[str, Any] | None]:
         """The current fingerprint of each harvest date (None when its window has no rows)."""

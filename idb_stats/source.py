@@ -422,9 +422,13 @@ class PostgresTelemetryDay:
     queries: list[str]
     publisher_views: list[tuple[str, str, int]]
     _streams: Callable[[], Iterator[Cell]]
+    _around: Callable[[], tuple[bool, bool]]
 
     def cells(self) -> Iterator[Cell]:
         return self._streams()
+
+    def rows_around(self) -> tuple[bool, bool]:
+        return self._around()
 
 
 class PostgresTelemetrySource:
@@ -537,10 +541,19 @@ class PostgresTelemetrySource:
                     query_hashes,
                     publisher_views,
                     lambda: self._merged(snapshot, queries, f"aggregating {harvest_date}"),
+                    lambda: self._rows_around(cur, window, harvest_date),
                 )
         finally:
             if not self._conn.closed:  # else the lost connection's error is the one to report
                 self._conn.set_session(isolation_level="DEFAULT")
+
+    def _rows_around(self, cur: Any, window: dict[str, Any], harvest_date: date) -> tuple[bool, bool]:
+        """Asked only of a day without rows: on a view without an index on `date` the probes may
+        read the whole table."""
+        with self._reading(f"looking for rows around {harvest_date}"):
+            cur.execute(self._around_sql, window)
+            before, after = cur.fetchone() or (False, False)
+        return bool(before), bool(after)
 
     def _skip_report(self, cur: Any, window: dict[str, Any]) -> tuple[SkipReport, str]:
         """The day's skip report, and the SQL condition that keeps the rows the rules accept."""
@@ -593,13 +606,6 @@ class PostgresTelemetrySource:
         with self._reading("listing the days with telemetry"), self._conn, self._conn.cursor() as cur:
             cur.execute(self._dates_sql)
             return [row[0] for row in cur]
-
-    def rows_around(self, harvest_date: date) -> tuple[bool, bool]:
-        start, end = event_window(harvest_date)
-        with self._reading(f"looking for rows around {harvest_date}"), self._conn, self._conn.cursor() as cur:
-            cur.execute(self._around_sql, {"start": start, "end": end})
-            before, after = cur.fetchone() or (False, False)
-        return bool(before), bool(after)
 
     def fingerprints(self, days: list[date]) -> dict[date, fingerprint.Fingerprint | None]:
         """The current fingerprint of each of these harvest dates (None: no rows), one grouped query."""

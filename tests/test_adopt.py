@@ -34,7 +34,7 @@ def cli_setup(config: Config, legacy: Legacy, tmp_path: Any) -> tuple[Any, dict[
         "[store]\n"
         + "".join(
             f'{role}_index = "{getattr(config, role + "_index")}"\n'
-            for role in ("daily", "totals", "runs", "api")
+            for role in ("daily", "totals", "runs", "api", "publishers")
         )
     )
     env = {

@@ -149,7 +149,7 @@ def test_init_migrates_a_version_1_store_whose_documents_read_the_new_block_as_z
         )
 
     # A new day with page views publishes into the migrated store; totals stay the sum of the days.
-    rs = v1_totals and sorted(v1_totals)[0]
+    rs = sorted(v1_totals)[0]
     insert_rows(
         dsn,
         [
