@@ -179,6 +179,17 @@ def build_document(
     return doc, entries
 
 
+def with_every_block(doc: Document) -> Document:
+    """A daily document as this version reads it: a block it lacks (written before the block
+    existed, such as recordsets.view before schema version 2) is an empty one."""
+    if all(ty in doc.get(rt, {}) for rt, ty in BLOCKS):
+        return doc
+    out = {**doc, **{rt: dict(doc.get(rt, {})) for rt in DOCUMENT_RECORD_TYPES}}
+    for rt, ty in BLOCKS:
+        out[rt].setdefault(ty, {"count": 0, "total": 0, "items": [], "queries": [], "geocodes": []})
+    return out
+
+
 def publisher_document(
     publisher_id: str, harvest_date: date, views: dict[str, int], limit: int = 0
 ) -> Document:

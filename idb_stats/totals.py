@@ -142,6 +142,17 @@ class Totals:
         return cls(doc["recordset_id"], summary, days)
 
 
+def with_every_total(doc: dict[str, Any]) -> dict[str, Any]:
+    """A totals document as this version reads it: a block it lacks (written before the block
+    existed) is zeros, as Totals.to_doc writes them."""
+    if all(ty in doc.get(rt, {}) for rt, ty in BLOCKS):
+        return doc
+    out = {**doc, **{rt: dict(doc.get(rt, {})) for rt in DOCUMENT_RECORD_TYPES}}
+    for rt, ty in BLOCKS:
+        out[rt].setdefault(ty, {"count": 0, "total": 0, "countries": []})
+    return out
+
+
 def _combine(a: Summary, b: Summary, sign: int) -> Summary:
     out = Summary()
     for block in BLOCKS:

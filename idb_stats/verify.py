@@ -28,14 +28,14 @@ from typing import Any
 
 from .collect import process_day
 from .config import Config
-from .documents import day_documents
+from .documents import day_documents, with_every_block
 from .ledger import now_iso
 from .model import DayStats
 from .pg import run_lock
 from .ports import Document, Store, TelemetrySource
 from .source import PostgresTelemetrySource
 from .stores import open_store
-from .totals import Totals, summarize, with_day
+from .totals import Totals, summarize, with_day, with_every_total
 
 log = logging.getLogger("idb_stats")
 
@@ -185,7 +185,8 @@ def _sum_store(store: Store) -> _Sums:
 def _divergent_totals(store: Store, sums: _Sums) -> Iterator[tuple[str, Document | None, Document | None]]:
     """(recordset, expected, stored) of every totals document that is not the sum of its days."""
     expected = (sums.totals[rs].to_doc() for rs in sorted(sums.totals))
-    for recordset_id, wanted, stored in by_recordset(expected, store.totals()):
+    # Documents written before a block existed read it as zeros, as the day's recomputed ones have it.
+    for recordset_id, wanted, stored in by_recordset(expected, map(with_every_total, store.totals())):
         if wanted != stored:
             yield recordset_id, wanted, stored
 
@@ -261,7 +262,8 @@ class Verifier:
                     return result
             else:
                 recomputed = day_documents(telemetry, day, DayStats(day), self.config.breakdown_limit)
-                for recordset_id, wanted, have in by_recordset(recomputed, self.store.export(day, day)):
+                stored_documents = map(with_every_block, self.store.export(day, day))
+                for recordset_id, wanted, have in by_recordset(recomputed, stored_documents):
                     if wanted is None or have is None:
                         found("documents", recordset_id, "document", wanted is not None, have is not None)
                     else:
