@@ -41,7 +41,7 @@ from .interrupt import Interrupted
 from .json_text import compact
 from .legacy import DUPLICATE_POLICIES, DayOutcome
 from .logs import LOG_FORMAT_ENV, LOG_FORMATS, ProgressBar, json_logging, setup_logging, status_sink
-from .model import DayStats
+from .model import PAGE_TYPES, DayStats
 from .planning import Plan
 from .progress import Tracker, duration_text
 from .report import build_report
@@ -279,9 +279,15 @@ def _write_metrics(config: Config, path: Path) -> None:
 
 
 def day_summary(stats: DayStats) -> str:
+    pages = [
+        f"{stats.kinds[kind]} {kind.removesuffix('s')} page views"
+        for kind in PAGE_TYPES
+        if stats.kinds.get(kind)
+    ]
     return (
         f"{stats.harvest_date}: {stats.rows} rows, {stats.entries} entries, {stats.recordsets} recordsets, "
-        f"{stats.skipped} skipped, {stats.seconds:.1f} s"
+        + "".join(f"{p}, " for p in pages)
+        + f"{stats.skipped} skipped, {stats.seconds:.1f} s"
     )
 
 
@@ -292,6 +298,8 @@ def day_fields(stats: DayStats) -> dict[str, Any]:
         "entries": stats.entries,
         "recordsets": stats.recordsets,
         "skipped": stats.skipped,
+        # Flat, so each is a journal field of its own (IDB_STATS_RECORDSETS_PAGE_VIEWS).
+        **{f"{kind}_page_views": stats.kinds.get(kind, 0) for kind in PAGE_TYPES},
         "seconds": f"{stats.seconds:.3f}",
         "run_id": stats.run_id,
     }
@@ -326,7 +334,8 @@ def day_fields(stats: DayStats) -> dict[str, Any]:
     "--allow-empty",
     is_flag=True,
     help="Publish a day whose source rows are gone even though the store holds its documents "
-    "(empties it); refused otherwise, exit 10.",
+    "(empties it), or a day without rows the source cannot vouch for (no rows after it, or "
+    "before it); refused otherwise, exit 10.",
 )
 def collect_stats(
     config: Config,
