@@ -9,11 +9,23 @@ from typing import Any
 
 import psycopg2
 import pytest
-from helpers import HARVEST, MakeConfig, assert_consistent, collect, insert_rows, published, query, reference
+from helpers import (
+    HARVEST,
+    MakeConfig,
+    assert_consistent,
+    collect,
+    insert_rows,
+    other_store,
+    published,
+    query,
+    reference,
+)
 from hostile import HARVEST as HOSTILE_HARVEST
 from hostile import collect_day, create_telemetry, insert_raw, store_snapshot
 
+from idb_stats.documents import with_every_block
 from idb_stats.errors import StoreError
+from idb_stats.importing import import_documents
 from idb_stats.model import BLOCKS, COUNT_FIELDS
 from idb_stats.stores import open_store
 from idb_stats.totals import Totals, summarize
@@ -147,6 +159,14 @@ def test_init_migrates_a_version_1_store_whose_documents_read_the_new_block_as_z
             "INSERT INTO idb_stats.daily SELECT '2020-03-01', recordset_id, doc, summary, counts[1:20], "
             "countries, terms FROM idb_stats.daily LIMIT 1",
         )
+
+    # Imported elsewhere (an export of the old documents), they carry the new block as zeros.
+    copy = other_store(make_config, "copy")
+    import_documents(copy, exported)
+    with open_store(copy) as store:
+        imported = list(store.export(V1_DAYS[0], V1_DAYS[-1]))
+        assert_consistent(imported, list(store.totals()))
+    assert imported == [with_every_block(doc) for doc in exported] and imported != exported
 
     # A new day with page views publishes into the migrated store; totals stay the sum of the days.
     rs = sorted(v1_totals)[0]
