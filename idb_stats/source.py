@@ -99,10 +99,10 @@ CASE
 END"""
 # An entry holding an id longer than MAX_ID_BYTES: a key, or a view/seen value of records
 # (a recordset id; other values are hit counts, and a page view's value is not read). The skip
-# report finds such rows with a join, which keeps its scan
-# parallel: as a subquery inside the CASE it took the report from 0.9 s to 4.4 s on 100,000 rows,
-# as the join 2.2 s (both on a loaded machine). SKIP_REASON_SQL holds the self-contained form, for
-# the cell queries' fallback and the tests.
+# report finds such rows with a join, which keeps its scan parallel: as a subquery inside the
+# CASE it took the report from 0.9 s to 4.4 s on 100,000 rows, as the join 2.2 s (both on a loaded
+# machine). SKIP_REASON_SQL holds the self-contained form, for the cell queries' fallback and the
+# tests.
 PAYLOAD_ENTRIES = "jsonb_each_text(CASE WHEN jsonb_typeof(s.payload) = 'object' THEN s.payload END) e"
 LONG_ENTRY = (
     f"(octet_length(e.key) > {MAX_ID_BYTES} OR ({IS_PER_RECORD} AND octet_length(e.value) > {MAX_ID_BYTES}))"
@@ -180,7 +180,7 @@ HIT_CODES = ", ".join(
 )
 PAGE_CODE = BLOCKS.index(RECORDSET_PAGE_BLOCK)
 ROW_ENTRIES = f"""
-  FROM (SELECT s.payload, s.type, {BLOCK_CODE} AS block, {{row_columns}}
+  FROM (SELECT s.payload, {BLOCK_CODE} AS block, {{row_columns}}
         FROM {{stats}} s
         WHERE s.date >= %(start)s AND s.date < %(end)s AND {{accepted}} {{row_filter}} OFFSET 0) r
   {{row_join}}
