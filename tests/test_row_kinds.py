@@ -199,8 +199,9 @@ def test_a_day_without_rows_is_published_only_between_days_with_rows(
         (HARVEST[2], True),
     ]
     info = status.status(config)
-    assert info["empty_days"] == [HARVEST[1].isoformat()]
-    assert info["last_day_rows"] == result.days[2].rows
+    assert info.empty_days == [HARVEST[1]]
+    assert info.last_day_rows == result.days[2].rows
+    assert info.as_dict()["empty_days"] == [HARVEST[1].isoformat()]
 
 
 @pytest.mark.parametrize("store_kind", ["postgres", "opensearch"])
@@ -220,7 +221,7 @@ def test_days_after_the_telemetry_stopped_or_before_it_began_are_refused(
             collect(config, day=day)
     # --allow-empty publishes such a day on purpose; status then flags it.
     idb_stats.collect.collect(config, Selection(day=HARVEST[2]), allow_empty=True)
-    assert status.status(config)["empty_days"] == [HARVEST[2].isoformat()]
+    assert status.status(config).empty_days == [HARVEST[2]]
 
 
 @pytest.mark.parametrize("store_kind", ["postgres", "opensearch"])
