@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS {s}.publishers (
   publisher_id text COLLATE "C" NOT NULL,
   doc json NOT NULL,
   PRIMARY KEY (harvest_date, publisher_id));
--- The schema's version and the field of each position of daily.counts (see LAYOUT).
+-- The schema's version and the field of each position of daily.counts (see SCHEMA_VERSION).
 CREATE TABLE IF NOT EXISTS {s}.layout (
   only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
   version int NOT NULL,
