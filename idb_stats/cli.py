@@ -462,6 +462,10 @@ def log_outcome(verb: str, outcome: DayOutcome, seconds: float | None = None) ->
         details.append(f"{len(outcome.duplicates)} recordsets had duplicates")
     if outcome.filled_blocks:
         details.append(f"{outcome.filled_blocks} missing blocks filled with zeros")
+    if outcome.snapshots:
+        details.append(f"{outcome.snapshots} record-count snapshots")
+    if outcome.superseded_snapshots:
+        details.append(f"{outcome.superseded_snapshots} earlier record-count runs of the day superseded")
     if outcome.rejected:
         details.append("rejected " + ", ".join(f"{r}: {n}" for r, n in outcome.rejected.items()))
     if seconds is not None:
@@ -552,9 +556,14 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
 @click.option(
     "--from-store",
     type=click.Choice(["elasticsearch", "opensearch"]),
-    help="Adopting into PostgreSQL: the kind of cluster holding the original index.",
+    hidden=True,
+    help="Accepted for older scripts; the cluster at --from-url says what it is.",
 )
-@click.option("--from-url", help="Adopting into PostgreSQL: that cluster's URL (no credentials in it).")
+@click.option(
+    "--from-url",
+    help="The original's cluster (Elasticsearch 2.x-9.x or OpenSearch), when it is not store.url; "
+    "no credentials in it.",
+)
 @duplicates_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and the counts; write nothing.")
 def adopt(
@@ -569,33 +578,24 @@ def adopt(
     """Take over the original collector's index: copy it into this version's shape and ids.
 
     Every document is read whatever its id, normalised, and its day published with totals and a
-    day marker. On Elasticsearch/OpenSearch the copy goes to a new index, then one atomic request
-    deletes the original index and gives its name to the copy as an alias, so the portal keeps
-    reading it. Re-run to finish an interrupted adoption. See docs/migrating.md.
+    day marker; its record-count documents become snapshots. On Elasticsearch/OpenSearch the copy
+    goes to a new index, then one atomic request makes the original's name an alias of the copy
+    and the record-count index, so the portal keeps reading it. Re-run to finish an interrupted
+    adoption. See docs/migrating.md.
     """
     from dataclasses import replace
 
     from .adopt import adopt as run_adopt
 
     search_store = config.store in ("elasticsearch", "opensearch")
-    if search_store and (from_store or from_url):
-        raise click.UsageError(
-            "--from-store/--from-url are for adopting into PostgreSQL; the index is read from store.url"
-        )
-    if not search_store and not (from_store and from_url):
-        raise click.UsageError(
-            "adopting into PostgreSQL needs --from-store and --from-url (the original's cluster)"
-        )
+    if not search_store and not from_url:
+        raise click.UsageError("adopting into PostgreSQL needs --from-url (the original's cluster)")
     if from_url and (has_password(from_url) or not from_url.startswith(("http://", "https://"))):
         raise click.UsageError(
             "--from-url: an http(s):// URL without credentials (put them in the configuration)"
         )
     legacy_name = legacy_index or config.daily_index
-    if search_store:
-        legacy_config = replace(config, daily_index=legacy_name)
-    else:
-        assert from_store is not None
-        legacy_config = replace(config, store=from_store, store_url=from_url, daily_index=legacy_name)
+    legacy_config = replace(config, store_url=from_url or config.store_url, daily_index=legacy_name)
     bar = ProgressBar("days")
     tracker = Tracker(sinks=[bar, status_sink("days")])
     done = [0]

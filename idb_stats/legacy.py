@@ -174,6 +174,8 @@ class DayOutcome:
     filled_blocks: int = 0
     duplicates: dict[str, int] = field(default_factory=dict)  # recordset -> documents found
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> documents
+    snapshots: int = 0  # record-count documents written (one per recordset and day)
+    superseded_snapshots: int = 0  # earlier record-count runs of the same recordset and day
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -183,6 +185,8 @@ class DayOutcome:
             "filled_blocks": self.filled_blocks,
             "duplicates": dict(sorted(self.duplicates.items())),
             "rejected": dict(sorted(self.rejected.items())),
+            "snapshots": self.snapshots,
+            "superseded_snapshots": self.superseded_snapshots,
         }
 
 
