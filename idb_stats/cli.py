@@ -867,6 +867,11 @@ def status_text(info: store_status.Status) -> str:
     lines.append(f"last re-check:         {_recheck_line(info.last_recheck)}")
     if info.not_rechecked:
         lines.append(f"not re-checkable:      {_not_rechecked_line(info)}")
+    if info.adopted_gaps:
+        lines.append(
+            f"gaps in adopted days:  {_dates(info.adopted_gaps)} (telemetry exists: "
+            "idb-stats collect-stats --from D --to D)"
+        )
     if info.not_closed_days:
         lines.append(f"complete but not over: {_dates(info.not_closed_days)} (idb-stats forget-day DATE)")
     for command, run in info.last_runs.items():

@@ -86,7 +86,12 @@ class Es2:
         parts = [unquote(p) for p in path.strip("/").split("/") if p]
         if method == "GET" and not parts:
             version = {"number": "2.4.6", "build_snapshot": False, "lucene_version": "5.5.2"}
-            return 200, {"name": "esnode", "cluster_name": "idigbio", "version": version, "tagline": "You Know, for Search"}
+            return 200, {
+                "name": "esnode",
+                "cluster_name": "idigbio",
+                "version": version,
+                "tagline": "You Know, for Search",
+            }
         if method == "GET" and parts[0] == "_alias" and len(parts) == 2:
             index = self.aliases.get(parts[1])
             return 200, ({index: {"aliases": {parts[1]: {}}}} if index else {})
@@ -107,26 +112,42 @@ class Es2:
             return self._search(index, docs, query, body or {})
         return error("illegal_argument_exception", f"no handler for {method} {path}", 400)
 
-    def _search(self, index: str, docs: list[Doc], query: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
+    def _search(
+        self, index: str, docs: list[Doc], query: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, Any]:
         unknown = sorted(set(body) - SEARCH_KEYS)
         if unknown:
-            return error("search_parse_exception", f"failed to parse search source. unknown key [{unknown[0]}]", 400)
+            return error(
+                "search_parse_exception", f"failed to parse search source. unknown key [{unknown[0]}]", 400
+            )
         matching = [d for d in docs if _matches(d, body.get("query"))]
         shards = {"total": 5, "successful": 5, "failed": 0}
         if "aggs" in body:
             histogram = body["aggs"]["days"]["date_histogram"]
             if set(histogram) - HISTOGRAM_KEYS or histogram.get("interval") != "day":
-                return error("search_parse_exception", f"Unknown key for a VALUE_STRING in [days]: {histogram}", 400)
+                return error(
+                    "search_parse_exception", f"Unknown key for a VALUE_STRING in [days]: {histogram}", 400
+                )
             counts: dict[int, int] = {}
             for d in matching:
                 day = moment(d.source["harvest_date"]) // 86_400_000 * 86_400_000
                 counts[day] = counts.get(day, 0) + 1
             buckets = [
-                {"key_as_string": datetime.fromtimestamp(k / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"), "key": k, "doc_count": n}
+                {
+                    "key_as_string": datetime.fromtimestamp(k / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                    "key": k,
+                    "doc_count": n,
+                }
                 for k, n in sorted(counts.items())
             ]
             hits = {"total": len(matching), "max_score": 0.0, "hits": []}
-            return 200, {"took": 1, "timed_out": False, "_shards": shards, "hits": hits, "aggregations": {"days": {"buckets": buckets}}}
+            return 200, {
+                "took": 1,
+                "timed_out": False,
+                "_shards": shards,
+                "hits": hits,
+                "aggregations": {"days": {"buckets": buckets}},
+            }
         if body.get("sort") != ["_doc"]:
             return error("search_parse_exception", "adopt's reader sorts by _doc", 400)
         all_hits = [
@@ -151,7 +172,9 @@ class Es2:
             return 200, {"succeeded": True, "num_freed": freed}
         scroll_id = body.get("scroll_id") if isinstance(body, dict) else None
         if scroll_id not in self.scrolls:
-            return error("search_context_missing_exception", f"No search context found for id [{scroll_id}]", 404)
+            return error(
+                "search_context_missing_exception", f"No search context found for id [{scroll_id}]", 404
+            )
         rest = self.scrolls[scroll_id]
         page, self.scrolls[scroll_id] = rest[: self.scroll_size], rest[self.scroll_size :]
         shards = {"total": 5, "successful": 5, "failed": 0}
@@ -187,7 +210,9 @@ class Es2Server:
                 raw = self.rfile.read(length) if length else b""
                 url = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                status, payload = cluster.handle(self.command, url.path, query, json.loads(raw) if raw else None)
+                status, payload = cluster.handle(
+                    self.command, url.path, query, json.loads(raw) if raw else None
+                )
                 data = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json; charset=UTF-8")
