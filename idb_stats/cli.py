@@ -945,6 +945,13 @@ def changes(config: Config, since: date | None, recordset_id: str | None, fmt: s
 @click.option(
     "--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock (--repair)."
 )
+@click.option(
+    "--include-adopted",
+    "include_adopted",
+    type=DATE,
+    multiple=True,
+    help="--repair: also republish this adopted day (the original's history; repeatable).",
+)
 def verify_command(
     config: Config,
     first: date | None,
@@ -953,13 +960,19 @@ def verify_command(
     repair: bool,
     fmt: str,
     lock_timeout: float | None,
+    include_adopted: tuple[date, ...],
 ) -> None:
     """Recompute published days from the telemetry and compare them with the store.
 
     Every document field by field, totals against the sum of the daily documents, and the
     ledger against the documents. Days whose source rows are gone are unverifiable and never
-    touched. Exit 0 when all agree, 11 on any difference, 10 when only unverifiable days remain.
+    touched. Adopted days that differ only by the events at exactly midnight (which the original
+    counted for no day) are listed as midnight_only, not as differences; --repair leaves adopted
+    days alone unless named with --include-adopted. Exit 0 when all agree, 11 on any difference,
+    10 when only unverifiable days remain.
     """
+    if include_adopted and not repair:
+        raise click.UsageError("--include-adopted names adopted days for --repair; add --repair")
     from . import verify
 
     as_json = fmt == "json"
@@ -989,7 +1002,9 @@ def verify_command(
         )
         tracker.update(done, str(result.harvest_date), total)
 
-    outcome = verify.verify(config, first, last, sample, repair, on_difference, lock_timeout, on_day)
+    outcome = verify.verify(
+        config, first, last, sample, repair, on_difference, lock_timeout, on_day, frozenset(include_adopted)
+    )
     checked = len(outcome.report.days) + (len(outcome.after_repair.days) if outcome.after_repair else 0)
     log.info(
         "verify: %s checked in %s",
@@ -1002,6 +1017,7 @@ def verify_command(
             "before_repair" if outcome.after_repair else "result": outcome.report.as_dict(),
             "repaired_days": [d.isoformat() for d in outcome.repaired_days],
             "rebuilt_totals": outcome.rebuilt_totals,
+            "adopted_left": [d.isoformat() for d in outcome.adopted_left],
         }
         if outcome.after_repair:
             summary["result"] = outcome.after_repair.as_dict()
@@ -1020,6 +1036,11 @@ def verify_command(
                 f"{prefix}totals: {report.totals_checked} recordsets checked, "
                 f"{len(report.totals_differing)} differ"
             )
+            if report.midnight_days:
+                click.echo(
+                    f"{prefix}adopted days differing only by the events at midnight, which the original "
+                    f"counted for no day (docs/migrating.md): {', '.join(map(str, report.midnight_days))}"
+                )
             if prefix == "" and outcome.after_repair:
                 click.echo(
                     f"repaired: {len(outcome.repaired_days)} days republished, "
@@ -1028,10 +1049,16 @@ def verify_command(
     final = outcome.final
     if not final.agrees:
         days = ", ".join(map(str, final.differing_days)) or "none"
+        left = (
+            f"; adopted days left as the original wrote them: {', '.join(map(str, outcome.adopted_left))} "
+            "(--include-adopted D republishes one from the telemetry)"
+            if outcome.adopted_left
+            else ""
+        )
         raise VerifyDifferences(
             f"verify: {final.differences} differences (days {days}, "
             f"totals of {len(final.totals_differing)} recordsets); --json lists them, --repair fixes what "
-            "the telemetry can recompute"
+            f"the telemetry can recompute, except adopted days unless named with --include-adopted{left}"
         )
     if final.unverifiable_days:
         raise SourceRowsGone(

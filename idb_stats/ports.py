@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from .model import Cell, DayStats, SkipReport
+
+if TYPE_CHECKING:
+    from .rules import TelemetryRow
 
 Document = dict[str, Any]
 
@@ -36,6 +39,9 @@ class TelemetrySource(Protocol):
 
     def harvest_dates(self) -> list[date]:
         """Every harvest date whose window holds telemetry."""
+
+    def rows_at(self, moment: date) -> list[TelemetryRow]:
+        """The rows stamped exactly at the midnight that starts `moment`."""
 
     def fingerprints(self, days: list[date]) -> dict[date, dict[str, Any] | None]:
         """The current fingerprint of each harvest date (None when its window has no rows)."""

@@ -46,6 +46,7 @@ from .model import (
     event_window,
 )
 from .pg import NUMERIC_AS_INT, connect, one_line
+from .rules import TelemetryRow, load_json
 from .secrets import scrub
 
 EXAMPLE_IDS = 5
@@ -601,6 +602,17 @@ class PostgresTelemetrySource:
         finally:
             for stream in streams:
                 stream.close()
+
+    def rows_at(self, moment: date) -> list[TelemetryRow]:
+        """The rows stamped exactly at the midnight that starts `moment` (in the telemetry's time
+        zone): the events the original collector's open window left out of every day (verify)."""
+        statement = (
+            "SELECT s.id, s.type, s.record_type, q.query_hash, s.ip_geocode::text, s.payload::text "
+            "FROM {stats} s LEFT JOIN {queries} q ON q.id = s.query_id WHERE s.date = %(at)s ORDER BY s.id"
+        ).format(**self._names)
+        with self._reading("reading the rows at midnight"), self._conn, self._conn.cursor() as cur:
+            cur.execute(statement, {"at": moment})
+            return [TelemetryRow(r[0], r[1], r[2], r[3], load_json(r[4]), load_json(r[5])) for r in cur]
 
     def harvest_dates(self) -> list[date]:
         with self._reading("listing the days with telemetry"), self._conn, self._conn.cursor() as cur:
