@@ -330,13 +330,15 @@ class Verifier:
                         day, day_documents(telemetry, day, DayStats(day), self.config.breakdown_limit)
                     )
                 )
-        if pending and adopted and self._only_midnight(day):
-            # The original's numbers, as it counted: reported as such, no difference.
+        residual = self._as_the_original_counted(day) if pending and adopted else None
+        if residual == []:
+            # The original's numbers as it counted them: listed as such, no difference.
             result.midnight_differences = len(pending)
             for difference in pending:
                 self._report(Difference("midnight", *astuple_tail(difference)))
         else:
-            for difference in pending:
+            # On an adopted day with midnight events, what differs from the original's own count.
+            for difference in pending if residual is None else residual:
                 found(
                     difference.check,
                     difference.recordset_id,
@@ -350,9 +352,11 @@ class Verifier:
             result.outcome = "midnight_only"
         return result
 
-    def _document_differences(self, day: date, recomputed: Iterable[Document]) -> Iterator[Difference]:
+    def _document_differences(
+        self, day: date, recomputed: Iterable[Document], stored: Iterable[Document] | None = None
+    ) -> Iterator[Difference]:
         iso = day.isoformat()
-        stored = map(with_every_block, self.store.export(day, day))
+        stored = map(with_every_block, self.store.export(day, day)) if stored is None else stored
         for recordset_id, wanted, have in by_recordset(recomputed, stored):
             if wanted is None or have is None:
                 yield Difference(
@@ -362,12 +366,13 @@ class Verifier:
                 for path, expected, actual in diff(wanted, have):
                     yield Difference("documents", iso, recordset_id, path, expected, actual)
 
-    def _only_midnight(self, day: date) -> bool:
-        """Whether the store's documents of the day are the recomputed ones without the events
-        stamped exactly at the midnight that opens the day's window."""
+    def _as_the_original_counted(self, day: date) -> list[Difference] | None:
+        """The differences between the store's documents of the day and the recomputed ones
+        without the events stamped exactly at the midnight that opens the day's window (None
+        when there are no such events)."""
         rows = self.source.rows_at(day - ONE_DAY)
         if not rows:
-            return False
+            return None
         events = {doc["recordset_id"]: doc for doc in aggregate(rows, day)[0]}
         with self.source.read_day(day) as telemetry:
             recomputed = day_documents(telemetry, day, DayStats(day), self.config.breakdown_limit)
@@ -376,7 +381,19 @@ class Verifier:
                 for doc in recomputed
                 if (left := without_events(doc, events.get(doc["recordset_id"]))) is not None
             )
-            return next(iter(self._document_differences(day, original)), None) is None
+            # Less the midnight events, a term they alone brought is gone while one that other rows
+            # brought with 0 hits stays (both are 0 hits after subtracting): zero entries are left
+            # out on both sides.
+            stored = (without_zero_entries(with_every_block(doc)) for doc in self.store.export(day, day))
+            return list(self._document_differences(day, original, stored))
+
+
+def without_zero_entries(doc: Document) -> Document:
+    out = copy.deepcopy(doc)
+    for rt, ty in BLOCKS:
+        for name in LISTS:
+            out[rt][ty][name] = [e for e in out[rt][ty][name] if e.get("count") != 0]
+    return out
 
 
 def astuple_tail(difference: Difference) -> tuple[str | None, str | None, str, Any, Any]:
@@ -403,10 +420,10 @@ def without_events(doc: Document, events: Document | None) -> Document | None:
             sums: dict[str, list[Any]] = {entry_key(e, key): [e[key], e["count"]] for e in block[name]}
             for entry in less[name]:
                 sums.setdefault(entry_key(entry, key), [entry[key], 0])[1] -= entry["count"]
-            block[name] = [{key: value, "count": n} for value, n in sums.values() if n]
+            block[name] = [{key: value, "count": n} for value, n in sums.values()]
     if all(out[rt][ty]["count"] == 0 and out[rt][ty]["total"] == 0 for rt, ty in BLOCKS):
         return None
-    return out
+    return without_zero_entries(out)
 
 
 @dataclass

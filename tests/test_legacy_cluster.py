@@ -23,6 +23,7 @@ from helpers import (
     MakeConfig,
     assert_consistent,
     collect,
+    execute,
     insert_rows,
     load_week,
     other_store,
@@ -31,6 +32,7 @@ from helpers import (
 )
 
 from idb_stats import status as store_status
+from idb_stats import verify
 from idb_stats.adopt import adopt
 from idb_stats.config import Config
 from idb_stats.model import BLOCKS
@@ -370,3 +372,95 @@ def test_the_portals_four_query_kinds_on_stats_after_adopt_and_collection(
     assert collected
     daily += collected
     assert check("collected") == 48
+
+
+# --- verify on adopted history ------------------------------------------------------------------
+
+
+def as_the_original_wrote(doc: dict[str, Any]) -> dict[str, Any]:
+    """The original's shape of a document: doubles, `geo: null` for no geocode, lists in its
+    dictionaries' order (here: reversed), so entries of equal count sit elsewhere than ours."""
+    out = as_original(doc)
+    for rt, ty in BLOCKS:
+        block = out[rt][ty]
+        for entry in block["geocodes"]:
+            if entry["geo"] == {}:
+                entry["geo"] = None
+        for name in ("items", "queries", "geocodes"):
+            block[name].reverse()
+    return out
+
+
+@pytest.mark.parametrize("store_kind", ["postgres", "opensearch"], indirect=True)
+def test_verify_on_adopted_history_reports_midnight_events_and_repairs_only_named_days(
+    make_config: MakeConfig, dsn: str, es2: Es2Server, tmp_path: Any
+) -> None:
+    load_week(dsn)
+    # The original's numbers: its window (date > D-1 AND date < D) leaves out rows stamped at
+    # exactly midnight. Collected without them, then they are put back.
+    midnight = "date = date_trunc('day', date)"
+    execute(dsn, f"CREATE TABLE midnight_rows AS SELECT * FROM stats WHERE {midnight}")
+    assert execute(dsn, f"DELETE FROM stats WHERE {midnight}") > 0
+    scratch = other_store(make_config, "original")
+    collect(scratch, first=HARVEST[0], last=HARVEST[-1])
+    original = export(scratch)
+    execute(dsn, "INSERT INTO stats SELECT * FROM midnight_rows")
+    nulls = sum(e["geo"] == {} for d in original for rt, ty in BLOCKS for e in d[rt][ty]["geocodes"])
+    assert nulls > 0  # the case that made position-by-position comparison condemn every day
+    # One real difference, on HARVEST[1]: a count the telemetry does not give.
+    altered = next(d for d in original if d["harvest_date"] == HARVEST[1].isoformat())
+    altered["records"]["seen"]["total"] += 1
+    for doc in original:
+        es2.cluster.add(LEGACY_INDEX, "search", as_the_original_wrote(doc))
+    es2.cluster.aliases[LEGACY_ALIAS] = LEGACY_INDEX
+    config = make_config()
+    target = f"{config.daily_index}-v2" if config.store != "postgres" else None
+    adopt(config, legacy_of(config, es2), target, "keep-last", dry_run=False)
+
+    report = verify.verify(config).report
+    outcomes = {d.harvest_date: d.outcome for d in report.days}
+    assert outcomes == {
+        HARVEST[0]: "midnight_only",
+        HARVEST[1]: "differs",
+        HARVEST[2]: "midnight_only",
+        HARVEST[3]: "midnight_only",
+    }
+    assert report.differences == 1  # the altered total, and nothing else
+    assert all(d.midnight_differences > 0 for d in report.days if d.outcome == "midnight_only")
+
+    # --repair leaves the adopted day alone ...
+    before = export(config)
+    outcome = verify.verify(config, repair=True)
+    assert outcome.adopted_left == [HARVEST[1]] and outcome.repaired_days == []
+    assert export(config) == before
+    # ... unless it is named: then it holds what the telemetry gives (midnight events included).
+    outcome = verify.verify(config, repair=True, include_adopted=frozenset({HARVEST[1]}))
+    assert outcome.repaired_days == [HARVEST[1]] and outcome.final.differences == 0
+    assert {d.harvest_date: d.outcome for d in outcome.final.days}[HARVEST[1]] == "agrees"
+
+
+@pytest.mark.parametrize("store_kind", ["postgres"], indirect=True)
+def test_verify_command_on_midnight_only_days_exits_0_and_include_adopted_needs_repair(
+    make_config: MakeConfig, dsn: str, es2: Es2Server, tmp_path: Any
+) -> None:
+    load_week(dsn)
+    midnight = "date = date_trunc('day', date)"
+    execute(dsn, f"CREATE TABLE midnight_rows AS SELECT * FROM stats WHERE {midnight}")
+    execute(dsn, f"DELETE FROM stats WHERE {midnight}")
+    scratch = other_store(make_config, "original")
+    collect(scratch, first=HARVEST[0], last=HARVEST[1])
+    for doc in export(scratch):
+        es2.cluster.add(LEGACY_INDEX, "search", as_the_original_wrote(doc))
+    es2.cluster.aliases[LEGACY_ALIAS] = LEGACY_INDEX
+    execute(dsn, "INSERT INTO stats SELECT * FROM midnight_rows")
+    config = make_config()
+    adopt(config, legacy_of(config, es2), None, "keep-last", dry_run=False)
+    env = {"IDB_STATS_SOURCE_DSN": config.source_dsn or "", "IDB_STATS_STORE": "postgres"}
+    toml = tmp_path / "config.toml"
+    toml.write_text(f'[store]\nschema = "{config.store_schema}"\n')
+    checked = run("verify", "--config", str(toml), env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"{HARVEST[0]}  midnight_only" in checked.stdout
+    assert "differing only by the events at midnight" in checked.stdout
+    misuse = run("verify", "--config", str(toml), "--include-adopted", str(HARVEST[0]), env=env)
+    assert misuse.returncode == 2 and "add --repair" in misuse.stderr
