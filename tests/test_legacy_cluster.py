@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ from helpers import (
     insert_rows,
     load_week,
     other_store,
+    query,
     random_rows,
     run,
 )
@@ -36,6 +39,7 @@ from idb_stats import verify
 from idb_stats.adopt import adopt
 from idb_stats.config import Config
 from idb_stats.model import BLOCKS
+from idb_stats.source import PostgresTelemetrySource
 from idb_stats.stores import open_store
 
 SEARCH = pytest.mark.parametrize("store_kind", ["opensearch", "elasticsearch"], indirect=True)
@@ -464,3 +468,78 @@ def test_verify_command_on_midnight_only_days_exits_0_and_include_adopted_needs_
     assert "differing only by the events at midnight" in checked.stdout
     misuse = run("verify", "--config", str(toml), "--include-adopted", str(HARVEST[0]), env=env)
     assert misuse.returncode == 2 and "add --repair" in misuse.stderr
+
+
+# --- docs/migrating.md, walked through --------------------------------------------------------
+
+MIGRATING = (Path(__file__).resolve().parent.parent / "docs" / "migrating.md").read_text()
+
+
+def section(title: str) -> str:
+    start = MIGRATING.index(f"## {title}")
+    return MIGRATING[start : MIGRATING.index("\n## ", start + 1)]
+
+
+def blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, re.S)
+
+
+def test_migrating_md_gives_the_bodies_the_search_api_needs() -> None:
+    printed = [json.loads(b) for b in blocks(section("5. The portal's queries"), "json")]
+    default = ("2014-01-01", "now", "year", None, False)
+    assert printed[0] == translated("search", search_api_body("search", *default))[1]
+    assert printed[0] == translated("fields", search_api_body("fields", *default))[1]
+    assert printed[1] == translated("api", search_api_body("api", *default))[1]
+    assert printed[1] == translated("digest", search_api_body("digest", *default))[1]
+    stats_page = ("2023-11-01T04:00:00.000Z", "now", "month", "<recordset uuid>", True)
+    assert (
+        printed[2] == translated("fields", search_api_body("fields", *stats_page))[1]["aggs"]["fdh"]["filter"]
+    )
+    # Section 1 names both of the original's timers.
+    assert "idb-interaction-telemetry-aggregator.timer" in section(
+        "1."
+    ) and "idb-recordset-stats-aggregator.timer" in section("1.")
+
+
+@pytest.mark.parametrize("store_kind", ["postgres"], indirect=True)
+def test_migrating_md_walked_through_on_postgres(
+    make_config: MakeConfig, dsn: str, es2: Es2Server, deployment: Deployment, tmp_path: Any
+) -> None:
+    config = make_config()
+    env = {"IDB_STATS_STORE": "postgres"}
+    # Section 2's configuration as printed, with this machine's database, and a postgres store.
+    (tmp_path / "source-dsn").write_text(dsn)
+    (toml_text,) = blocks(section("2. Configure"), "toml")
+    assert "[source]" in toml_text
+    toml = tmp_path / "config.toml"
+    text = (
+        toml_text.replace("/etc/idb-stats/source-dsn", str(tmp_path / "source-dsn"))
+        .replace('kind = "opensearch"', 'kind = "postgres"')
+        .replace('url = "https://search.example.org:9200"', f'schema = "{config.store_schema}"')
+    )
+    toml.write_text(text)
+    checked = run("check-config", "--config", str(toml), env=env)
+    assert checked.returncode == 0, checked.stderr
+    # Section 3's commands, with the 2.x server's URL.
+    commands = [
+        line for line in blocks(section("3. Adopt"), "sh")[0].splitlines() if line.startswith("idb-stats")
+    ]
+    assert len(commands) == 2
+    for line in commands:
+        args = line.replace("http://esnodec1.example.org:9200", es2.url).split()[1:]
+        result = run(*args, "--config", str(toml), env=env)
+        assert result.returncode == 0, (line, result.stderr)
+    assert export(config) == sorted(deployment.expected, key=lambda d: (d["harvest_date"], d["recordset_id"]))
+    # Section 4: status names the gap the original left.
+    shown = run("status", "--config", str(toml), env=env)
+    assert f"gaps in adopted days:  {HARVEST[2]}" in shown.stdout, shown.stderr
+    # The midnight query of "How idb-stats' numbers differ" labels each event's harvest date.
+    (midnight_sql,) = blocks(MIGRATING[MIGRATING.index("## How idb-stats") :], "sql")
+    labelled = dict(query(dsn, midnight_sql))
+    source = PostgresTelemetrySource(config)
+    try:
+        assert labelled and all(
+            len(source.rows_at(day - timedelta(days=1))) == n for day, n in labelled.items()
+        )
+    finally:
+        source.close()
