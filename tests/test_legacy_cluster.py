@@ -543,3 +543,46 @@ def test_migrating_md_walked_through_on_postgres(
         )
     finally:
         source.close()
+
+
+@pytest.mark.parametrize("store_kind", ["postgres"], indirect=True)
+def test_adopt_from_url_mistakes_exit_with_one_line_before_any_write(
+    make_config: MakeConfig, es2: Es2Server, tmp_path: Any
+) -> None:
+    config = make_config()
+    env = {"IDB_STATS_SOURCE_DSN": config.source_dsn or "", "IDB_STATS_STORE": "postgres"}
+    toml = tmp_path / "config.toml"
+    toml.write_text(f'[store]\nschema = "{config.store_schema}"\nbulk_max_retries = 1\n')
+    base = ("adopt", "--config", str(toml))
+    absent = run(*base, "--from-url", es2.url, "--index", "no-such-index", env=env)
+    assert absent.returncode == 3 and "there is no index 'no-such-index' to adopt" in absent.stderr
+    with_password = run(*base, "--from-url", "http://user:secret@127.0.0.1:9", env=env)
+    assert with_password.returncode == 2 and "secret" not in with_password.stderr
+    closed = Es2Server()
+    closed.close()  # a port nothing listens on any more
+    unreachable = run(*base, "--from-url", closed.url, env=env)
+    assert unreachable.returncode == 5 and "legacy cluster" in unreachable.stderr, unreachable.stderr
+    # A scroll the 2.x server lost half-way (its context expired): the error says so, nothing is adopted.
+    for i in range(1500):
+        es2.cluster.add(
+            LEGACY_INDEX,
+            "api",
+            {"recordset_id": f"rs-{i}", "records_count": i, "harvest_date": "2020-02-18T01:00:00"},
+        )
+    es2.cluster.aliases[LEGACY_ALIAS] = LEGACY_INDEX
+    original_scroll = es2.cluster._scroll
+
+    def expired(method: str, body: Any) -> tuple[int, Any]:
+        if method == "POST":
+            es2.cluster.scrolls.clear()
+        return original_scroll(method, body)
+
+    es2.cluster._scroll = expired  # type: ignore[method-assign]
+    lost = run(*base, "--from-url", es2.url, "--index", LEGACY_ALIAS, env=env)
+    assert lost.returncode == 5 and "No search context found" in lost.stderr, lost.stderr
+    assert "Traceback" not in with_password.stderr  # click's usage error, with its usage lines
+    for result in (absent, unreachable, lost):
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 3, (
+            result.stderr
+        )
+    assert store_status.status(config)["complete_days"] == 0
