@@ -1,14 +1,19 @@
 """Taking over an index the original collector wrote (`idb-stats adopt`), and legacy-shaped imports.
 
-The original's index is read day by day, whatever its documents' ids (a scroll per UTC day of
-harvest_date, so memory follows one day). Each day's documents are normalised (legacy.py), their
+The original's index is read day by day over plain HTTP, on any cluster from Elasticsearch 2 on
+(stores/legacy_reader.py), whatever its documents' ids (a scroll per UTC day of harvest_date, so
+memory follows one day). Each day is planned (plan_day, pure: mapping type `search` -> daily
+documents, `api` -> record-count snapshots), its documents normalised (legacy.py), their
 duplicates resolved by the operator's policy, and published through the store's normal, crash-safe
 publish_day into the target: a new versioned index (Elasticsearch/OpenSearch) or the PostgreSQL
-store. Totals and day markers come with it; markers carry a run id starting "adopt-", so status
-counts gaps only from where collection continues, and collect-stats catches up from the day after
-the last adopted one. Days already adopted are skipped, so an interrupted adoption is finished by
-running it again. Last, when the target is a search index, one atomic `_aliases` request deletes
-the original index and gives its name to the new one, so the portal keeps reading `stats`.
+store; a dry run plans every day the same way and writes nothing. Totals and day markers come
+with it; markers carry a run id starting "adopt-", so status counts lag only from where
+collection continues (and lists the adopted range's gaps apart), and collect-stats catches up
+from the day after the last adopted one. Days already adopted are skipped, so an interrupted
+adoption is finished by running it again. Last, when the target is a search index, one atomic
+`_aliases` request gives the original's name to the new index and the record-count index
+(deleting the original index, or moving its alias), so the portal keeps reading `stats` for all
+four of its query kinds.
 Long because adoption is one protocol (plan, per-day copy, check, alias switch) best read whole.
 """
 
@@ -215,13 +220,17 @@ def adopt(
         days = reader.days(legacy_index)
         report.undated = report.documents - sum(days.values())
         if dry_run or duplicates == "refuse":
-            # A refusal comes before any write: every day is planned first.
-            plans = [_planned(reader, legacy_index, day, duplicates, True) for day in sorted(days)]
-            report.would_refuse = any(p.outcome.duplicates for p in plans) and duplicates == "refuse"
+            # A refusal comes before any write: every day is planned first (one day in memory at a time).
+            if dry_run and on_total:
+                on_total(len(days))
+            outcomes = []
+            for day in sorted(days):
+                outcomes.append(_planned(reader, legacy_index, day, duplicates, True).outcome)
+                if dry_run and on_day:
+                    on_day(outcomes[-1])
+            report.would_refuse = any(o.duplicates for o in outcomes) and duplicates == "refuse"
             if report.would_refuse and not dry_run:
-                found = [
-                    (p.outcome.harvest_date, p.outcome.duplicates) for p in plans if p.outcome.duplicates
-                ]
+                found = [(o.harvest_date, o.duplicates) for o in outcomes if o.duplicates]
                 raise DuplicateDocuments(
                     f"{sum(len(d) for _, d in found)} (recordset, day) pairs have more than one document "
                     f"in {legacy_index!r}, e.g. "
@@ -233,12 +242,7 @@ def adopt(
                     "re-runs) or --duplicates sum (see docs/migrating.md)"
                 )
             if dry_run:
-                if on_total:
-                    on_total(len(days))
-                for plan in plans:
-                    report.days.append(plan.outcome)
-                    if on_day:
-                        on_day(plan.outcome)
+                report.days += outcomes
                 return report
         target_config = replace(config, daily_index=target_index or "") if search_target else config
         with open_store(target_config) as store:
