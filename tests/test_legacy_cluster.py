@@ -585,4 +585,4 @@ def test_adopt_from_url_mistakes_exit_with_one_line_before_any_write(
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 3, (
             result.stderr
         )
-    assert store_status.status(config)["complete_days"] == 0
+    assert store_status.status(config).complete_days == 0
