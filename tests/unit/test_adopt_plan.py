@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from idb_stats.adopt import plan_day
 from idb_stats.legacy import DuplicatesRefused
-from idb_stats.model import BLOCKS, RECORD_TYPES
+from idb_stats.model import BLOCKS
 from idb_stats.stores.legacy_reader import LegacyHit, _generated_id_order
 from idb_stats.verify import diff, without_events
 
@@ -25,10 +25,8 @@ RECORDSETS = [f"rs-{i}" for i in range(4)]
 
 def daily(recordset: str, seen: int) -> dict[str, Any]:
     doc: dict[str, Any] = {"recordset_id": recordset, "harvest_date": f"{DAY}T00:00:00"}
-    for rt in RECORD_TYPES:
-        doc[rt] = {}
     for rt, ty in BLOCKS:
-        doc[rt][ty] = {"count": 0.0, "total": 0.0, "items": [], "queries": [], "geocodes": []}
+        doc.setdefault(rt, {})[ty] = {"count": 0.0, "total": 0.0, "items": [], "queries": [], "geocodes": []}
     doc["records"]["seen"] = {
         "count": float(seen),
         "total": float(seen),
