@@ -23,7 +23,7 @@ import psycopg2.errorcodes
 import psycopg2.extensions
 from psycopg2 import sql
 
-from . import fingerprint
+from . import fingerprint, interrupt
 from .config import Config
 from .documents import geocode_table
 from .errors import ConfigError, DataQualityError, IdbStatsError, SourceUnreachable
@@ -348,7 +348,8 @@ def read_error(exc: psycopg2.Error, what: str, dsn: str) -> IdbStatsError:
     """A failed telemetry query as the operator should see it: unreachable (exit 4) only when the
     connection failed; a row PostgreSQL could not process is a data problem (exit 6); a missing
     table or column, or a statement timeout of the telemetry database, is a configuration problem
-    (exit 3)."""
+    (exit 3). Classified by SQLSTATE only: the message is in the server's lc_messages language.
+    A query cancelled at this process's request (a signal) raises Interrupted."""
     detail = scrub(one_line(exc), dsn)
     code = exc.pgcode or ""
     if code[:2] in ("22", "54"):  # data exception, program limit exceeded
@@ -358,13 +359,17 @@ def read_error(exc: psycopg2.Error, what: str, dsn: str) -> IdbStatsError:
         )
     if code[:2] == "42":  # undefined table or column, no privilege
         return ConfigError([f"source: {what}: {detail} (check source.stats_table and source.queries_table)"])
-    if code == psycopg2.errorcodes.QUERY_CANCELED and "statement timeout" in detail:
+    if code == psycopg2.errorcodes.QUERY_CANCELED:
+        # Cancelled at this process's request (a signal): the run is interrupted, not failed.
+        interrupt.check()
+    if interrupt.cancelled_by_server(exc):
         # A limit of the telemetry database (its role's or database's statement_timeout), not a
         # connection lost: it cancels the same query every run until it is lifted.
         return ConfigError(
             [
                 f"source: {what}: the telemetry database cancelled the query at its statement_timeout "
-                f"({detail}); lift it for idb-stats' role there (ALTER ROLE ... SET statement_timeout = 0)"
+                f"(or an administrator did: SQLSTATE 57014; {detail}); lift it for idb-stats' role "
+                "there (ALTER ROLE ... SET statement_timeout = 0)"
             ]
         )
     if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):

@@ -21,7 +21,7 @@ import psycopg2.errorcodes
 import psycopg2.extras
 from psycopg2.sql import Identifier
 
-from .. import changes
+from .. import changes, interrupt
 from ..config import Config
 from ..documents import add_terms
 from ..errors import StoreError, StoreUnreachable
@@ -261,15 +261,19 @@ class PostgresStore(ClosedOnExit):
             raise StoreError(f"{what} failed and was rolled back: {self._explain(exc)}") from None
 
     def _explain(self, exc: psycopg2.Error) -> str:
-        """The server's message, and which setting to look at when it was one of our timeouts."""
+        """The server's message, and which setting to look at when it was one of our timeouts
+        (told by SQLSTATE: the message is in the server's lc_messages language)."""
         message = one_line(exc)
         if exc.pgcode == psycopg2.errorcodes.LOCK_NOT_AVAILABLE:
             return (
                 f"{message} (waited store.lock_wait_timeout = {self._timeouts['lock_timeout']:g} s for "
                 "another session holding a lock on the store's tables: look for it in pg_stat_activity)"
             )
-        if exc.pgcode == psycopg2.errorcodes.QUERY_CANCELED and "statement timeout" in message:
-            return f"{message} (store.statement_timeout = {self._timeouts['statement_timeout']:g} s)"
+        if interrupt.cancelled_by_server(exc):
+            return (
+                f"{message} (cancelled by the server, SQLSTATE 57014: store.statement_timeout = "
+                f"{self._timeouts['statement_timeout']:g} s, or an administrator)"
+            )
         return message
 
     def init(self) -> None:
