@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -25,7 +26,7 @@ import click
 from . import __version__, apistats, checks, cohort, collect, forget, importing, interrupt, monitoring, ndjson
 from . import changes as changes_ledger  # the `changes` command below takes the plain name
 from . import status as store_status  # the `status` command below takes the plain name
-from .config import STORE_KINDS, Config, load_config
+from .config import MAX_JOBS, STORE_KINDS, Config, load_config
 from .errors import (
     EXIT_CODE_MEANINGS,
     ConfigError,
@@ -70,6 +71,25 @@ class DateType(click.ParamType):
 
 
 DATE = DateType()
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds, 0 or more and finite: click's FloatRange takes "nan" (it passes every
+    comparison with the bound) and "inf", and a run lock waited on for NaN seconds waits forever."""
+
+    name = "seconds"
+
+    def __init__(self) -> None:
+        super().__init__(min=0)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        seconds = float(super().convert(value, param, ctx))
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
+
+
+SECONDS = Seconds()
 
 
 def config_options(func: F) -> F:
@@ -327,9 +347,9 @@ def day_fields(stats: DayStats) -> dict[str, Any]:
 )
 @click.option("--force-span", is_flag=True, help="Catch up even beyond collect.max_catch_up_days.")
 @click.option(
-    "--jobs", type=click.IntRange(1, 64), help="Days aggregated in parallel [default: collect.jobs]."
+    "--jobs", type=click.IntRange(1, MAX_JOBS), help="Days aggregated in parallel [default: collect.jobs]."
 )
-@click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
+@click.option("--lock-timeout", type=SECONDS, help="Seconds to wait for another run's lock.")
 @click.option(
     "--allow-empty",
     is_flag=True,
@@ -479,7 +499,7 @@ def log_outcome(verb: str, outcome: DayOutcome, seconds: float | None = None) ->
 @publishes_metrics
 @click.argument("source_file", type=click.File("rb"), default="-")
 @duplicates_option
-@click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
+@click.option("--lock-timeout", type=SECONDS, help="Seconds to wait for another run's lock.")
 def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: float | None) -> None:
     """Load an NDJSON export into the store; each harvest date in it replaces that day.
 
@@ -942,9 +962,7 @@ def changes(config: Config, since: date | None, recordset_id: str | None, fmt: s
     "--repair", is_flag=True, help="Republish differing days, rebuild divergent totals, then verify again."
 )
 @format_option("text", "json", help_text="json: every difference as a JSON line, then the summary.")
-@click.option(
-    "--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock (--repair)."
-)
+@click.option("--lock-timeout", type=SECONDS, help="Seconds to wait for another run's lock (--repair).")
 @click.option(
     "--include-adopted",
     "include_adopted",
@@ -1075,7 +1093,7 @@ class Lagging(IdbStatsError):
 @config_options
 @publishes_metrics
 @click.argument("harvest_date", type=DATE)
-@click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
+@click.option("--lock-timeout", type=SECONDS, help="Seconds to wait for another run's lock.")
 def forget_day(config: Config, harvest_date: date, lock_timeout: float | None) -> None:
     """Remove a harvest date from the store: its documents, its share of the totals and its
     completion mark (recorded in the run ledger). The day is missing again: the next catch-up
@@ -1203,7 +1221,7 @@ def demo(days: int, rows_per_day: int, keep_running: bool) -> None:
 @cli.command("api-stats")
 @config_options
 @publishes_metrics
-@click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
+@click.option("--lock-timeout", type=SECONDS, help="Seconds to wait for another run's lock.")
 def api_stats(config: Config, lock_timeout: float | None) -> None:
     """Snapshot how many records and media records each recordset holds now (run daily).
 
