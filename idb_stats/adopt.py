@@ -1,4 +1,4 @@
-"""Taking over an index the original collector wrote (`idb-stats adopt`), and legacy-shaped imports.
+"""Taking over an index the original collector wrote (`idb-stats adopt`).
 
 The original's index is read day by day over plain HTTP, on any cluster from Elasticsearch 2 on
 (stores/legacy_reader.py), whatever its documents' ids (a scroll per UTC day of harvest_date, so
@@ -28,19 +28,17 @@ from typing import Any
 
 from .config import Config
 from .documents import Document
-from .errors import ConfigError, DataQualityError, IdbStatsError, IncompatibleIndex, StoreError
+from .errors import ConfigError, DataQualityError, IncompatibleIndex, StoreError
 from .legacy import (
     DayOutcome,
     DuplicatesRefused,
     NotADailyDocument,
     is_size_snapshot,
-    legacy_day,
     missing_blocks,
     normalise,
     resolve_duplicates,
 )
 from .model import DayStats
-from .ndjson import JSON_WHITESPACE
 from .pg import run_lock
 from .ports import Store
 from .stores import open_store
@@ -361,61 +359,3 @@ def _verify(
             f"adopt: {legacy_index!r} changed during adoption ({documents_at_start} -> {now} documents): "
             "stop the original collector's timers, then run `idb-stats adopt` again"
         )
-
-
-def normalised_import(
-    lines: Iterable[str | dict[str, Any]], duplicates: str, on_rejected: Callable[[int, str], None]
-) -> Iterator[tuple[DayOutcome, list[Document]]]:
-    """NDJSON lines (an export, ours or the original's; or parsed) as days of normalised documents.
-
-    A day's lines must be contiguous (as an export is). Every line is counted: adopted, resolved
-    as a duplicate, or rejected with its line number and reason through on_rejected.
-    """
-    import json
-
-    current: DayOutcome | None = None
-    docs: list[Document] = []
-    finished: set[date] = set()
-    for number, line in enumerate(lines, 1):
-        if isinstance(line, str) and not line.strip(JSON_WHITESPACE):
-            continue
-        try:
-            raw = json.loads(line) if isinstance(line, str) else line
-            day = legacy_day(raw.get("harvest_date") if isinstance(raw, dict) else None)
-        except ValueError as exc:
-            on_rejected(number, getattr(exc, "reason", "not_json"))
-            continue
-        if current is None or day != current.harvest_date:
-            if current is not None:
-                yield _resolved(current, docs, duplicates)
-                finished.add(current.harvest_date)
-            if day in finished:
-                raise IdbStatsError(
-                    f"import: line {number}: documents of {day} are not contiguous; sort by harvest_date"
-                )
-            current, docs = DayOutcome(day), []
-        current.read += 1
-        try:
-            doc = normalise(raw)
-        except NotADailyDocument as exc:
-            current.rejected[exc.reason] = current.rejected.get(exc.reason, 0) + 1
-            on_rejected(number, exc.reason)
-            continue
-        current.filled_blocks += missing_blocks(raw)
-        docs.append(doc)
-    if current is not None:
-        yield _resolved(current, docs, duplicates)
-
-
-def _resolved(
-    outcome: DayOutcome, docs: list[Document], duplicates: str
-) -> tuple[DayOutcome, list[Document]]:
-    try:
-        resolved = resolve_duplicates(docs, duplicates, outcome)
-    except DuplicatesRefused as exc:
-        raise DuplicateDocuments(
-            f"import: more than one document for a recordset and day: {exc}; nothing of that day was "
-            "written; choose --duplicates keep-last or --duplicates sum"
-        ) from None
-    outcome.written = len(resolved)
-    return outcome, resolved

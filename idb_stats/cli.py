@@ -13,9 +13,7 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -503,49 +501,40 @@ def log_outcome(verb: str, outcome: DayOutcome, seconds: float | None = None) ->
 def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: float | None) -> None:
     """Load an NDJSON export into the store; each harvest date in it replaces that day.
 
-    The whole file is checked first (a line that is not a daily document, or whose numbers
-    contradict the rules, such as a view block's total not equal to its count, is named by its
-    number), so a malformed file writes nothing; nor does an export cut short (its closing line,
-    which counts each day's documents, missing or disagreeing). A file without export's opening
+    The file is read once and checked whole first (a line that is not a daily document, holds
+    anything collect-stats never writes, or whose numbers contradict the rules or exceed what the
+    store holds, is named by its number), so a malformed file writes nothing; nor does an export
+    cut short (its closing line, which counts each day's documents, missing or disagreeing).
+    What is written is what was checked, from a private copy of the documents. A file without export's opening
     line (an older export) is imported with a warning that its completeness cannot be checked.
     Exports of the original collector are accepted: date-time harvest dates, counts as doubles
     and missing blocks are normalised; every line is accounted for, per day.
     """
     bar = ProgressBar("documents")
     tracker = Tracker(sinks=[bar, status_sink("documents")])  # from the start: the check is part of the run
-    if not source_file.seekable():  # a pipe: keep a copy to read twice
-        spool = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - lives as long as the command
-        shutil.copyfileobj(source_file, spool)
-        source_file = spool
-    source_file.seek(0)
     name = (
         "standard input"
         if source_file.name in ("<stdin>", "-") or isinstance(source_file.name, int)
         else source_file.name
     )
-    checked = ndjson.check_export(source_file, name, collect.last_closed(config))
-    tracker.total = checked.documents
-    log.info(
-        "%s checked: %s in %s", name, plural(checked.documents, "document"), duration_text(tracker.elapsed())
-    )
-    if checked.complete is None:
-        log.warning(
-            "%s has no export opening line (an older export, or another tool's): whether it is "
-            "complete cannot be checked; a file cut short imports its last day partly",
-            name,
-        )
-    source_file.seek(0)
     if lock_timeout is not None:
         config = dataclasses.replace(config, lock_timeout=lock_timeout)
-    rejected: list[int] = []
 
-    def on_rejected(line: int, reason: str) -> None:
-        rejected.append(line)
-        log.warning(
-            "line %d not imported: %s", line, reason, extra={"fields": {"line": line, "reason": reason}}
+    def on_checked(checked: ndjson.CheckedExport) -> None:
+        tracker.total = checked.documents
+        log.info(
+            "%s checked: %s in %s",
+            name,
+            plural(checked.documents, "document"),
+            duration_text(tracker.elapsed()),
         )
+        if checked.complete is None:
+            log.warning(
+                "%s has no export opening line (an older export, or another tool's): whether it is "
+                "complete cannot be checked; a file cut short imports its last day partly",
+                name,
+            )
 
-    lines = ndjson.document_lines(source_file, checked)  # check_export has read them as UTF-8
     read = [0]
 
     def on_day(outcome: DayOutcome, stats: DayStats) -> None:
@@ -554,13 +543,14 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
         log_outcome("imported", outcome, stats.seconds)
         tracker.update(read[0], str(outcome.harvest_date))
 
-    outcomes = importing.import_documents(config, lines, duplicates, on_rejected, on_day=on_day)
+    outcomes = importing.import_file(
+        config, source_file, name, duplicates, collect.last_closed(config), on_checked, on_day
+    )
     seconds = tracker.elapsed()
     log.info(
-        "import: %d days, %d documents written, %d lines rejected in %s",
+        "import: %d days, %d documents written in %s",
         len(outcomes),
         sum(o.written for o in outcomes),
-        len(rejected),
         duration_text(seconds),
         extra={"fields": {"days": len(outcomes), "seconds": f"{seconds:.3f}"}},
     )

@@ -187,3 +187,13 @@ def replace_day(totals: Totals, day: date, old: Summary | None, new: Summary | N
     if new is not None:
         totals = with_day(totals, day, new)
     return totals
+
+
+def added(a: Summary, b: Summary) -> Summary:
+    """The sum of two summaries."""
+    return _combine(a, b, +1)
+
+
+def subtracted(a: Summary, b: Summary) -> Summary:
+    """a without b (b a part of a)."""
+    return _combine(a, b, -1)
