@@ -112,10 +112,10 @@ def edited_line(draw: st.DrawFn) -> bytes:
         elif action == "delete":
             del parent[where[-1]]
     text = json.dumps(doc, ensure_ascii=draw(st.booleans()))
-    if draw(st.booleans()):  # the same key twice in one object
-        match = draw(st.sampled_from(list(re.finditer(r'\{"(\w+)": ', text)) or [None]))
-        if match is not None:
-            text = text[: match.end()] + '0, "' + match[1] + '": ' + text[match.end() :]
+    objects = list(re.finditer(r'\{"(\w+)": ', text))
+    if objects and draw(st.booleans()):  # the same key twice in one object
+        match = draw(st.sampled_from(objects))
+        text = text[: match.end()] + '0, "' + match[1] + '": ' + text[match.end() :]
     return utf8(text) + b"\n"
 
 
