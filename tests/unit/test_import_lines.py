@@ -113,7 +113,8 @@ def edited_line(draw: st.DrawFn) -> bytes:
             del parent[where[-1]]
     text = json.dumps(doc, ensure_ascii=draw(st.booleans()))
     objects = list(re.finditer(r'\{"(\w+)": ', text))
-    if objects and draw(st.booleans()):  # the same key twice in one object
+    twice: bool = draw(st.booleans())
+    if objects and twice:  # the same key twice in one object
         match = draw(st.sampled_from(objects))
         text = text[: match.end()] + '0, "' + match[1] + '": ' + text[match.end() :]
     return utf8(text) + b"\n"
