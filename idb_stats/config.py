@@ -384,8 +384,14 @@ def _coerce(declared: DeclaredSetting, value: Any, problems: list[str]) -> Any:
     elif kind is timedelta:
         if isinstance(value, timedelta):
             return value
-        if (duration := parse_duration(value)) is not None:
-            return duration
+        seconds = duration_seconds(value)
+        if seconds is not None and seconds > min(declared.maximum or math.inf, LONGEST_DURATION):
+            # Refused here, before a timedelta of it overflows (settle = "1000000000d").
+            shown = format_duration(timedelta(seconds=min(declared.maximum or math.inf, LONGEST_DURATION)))
+            problems.append(f"{declared.key}: must be at most {shown}, got {value!r:.60}")
+            return declared.default
+        if seconds is not None:
+            return timedelta(seconds=seconds)
         problems.append(f'{declared.key}: {value!r:.60} is not a duration like "30min", "2h", "90s" or "1d"')
         return declared.default
     elif isinstance(value, str):
@@ -417,16 +423,17 @@ def _float(value: Any) -> float | None:
 
 
 DURATION_UNITS = {"s": 1, "sec": 1, "min": 60, "h": 3600, "d": 86400}
-DURATION = re.compile(r"^\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*(s|sec|min|h|d)\s*$")
+DURATION = re.compile(r"^\s*([0-9]{1,30}(?:\.[0-9]{1,30})?)\s*(s|sec|min|h|d)\s*$")
+# A timedelta holds less than a billion days; durations are refused well before (a year for settle).
+LONGEST_DURATION = 999_999 * 86_400
 
 
-def parse_duration(text: Any) -> timedelta | None:
-    """'30min', '2h', '90s', '1d' as a timedelta; None when the text is not one. At most 12
-    digits before the point: any duration the settings allow, and none a timedelta cannot hold."""
+def duration_seconds(text: Any) -> float | None:
+    """'30min', '2h', '90s', '1d' in seconds; None when the text is not a duration."""
     match = DURATION.match(text) if isinstance(text, str) else None
     if match is None:
         return None
-    return timedelta(seconds=float(match[1]) * DURATION_UNITS[match[2]])
+    return float(match[1]) * DURATION_UNITS[match[2]]
 
 
 def format_duration(duration: timedelta) -> str:

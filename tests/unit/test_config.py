@@ -210,7 +210,7 @@ NUMBERS = st.one_of(
 )
 DURATIONS = st.one_of(
     st.from_regex(r"[0-9]{1,25}(\.[0-9]{1,12})?\s?(s|sec|min|h|d)", fullmatch=True),
-    st.sampled_from(["100000000h", "366d", "367d", "31622400s", "nan d", "infd", "1e9d", "-1d"]),
+    st.sampled_from(["100000000h", "1000000000d", "366d", "367d", "31622400s", "nan d", "1e9d", "-1d"]),
     st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12),
 )
 
@@ -245,7 +245,7 @@ def test_any_number_or_duration_is_honoured_or_refused(
         ("[collect]\nmax_skipped_share = nan", "collect.max_skipped_share: must be a finite number, got nan"),
         ("[collect]\nlock_timeout = nan", "collect.lock_timeout: must be a finite number, got nan"),
         ("[collect]\nlock_timeout = inf", "collect.lock_timeout: must be a finite number, got inf"),
-        ('[collect]\nsettle = "100000000h"', "collect.settle: must be at most 366d, got 1e+08h"),
+        ('[collect]\nsettle = "100000000h"', "collect.settle: must be at most 366d, got '100000000h'"),
         ("[collect]\njobs = 1000", "collect.jobs: must be at most 64, got 1000"),
         (
             '[store]\nkind = "opensearch"\nurl = "http://o:9200"\nbulk_max_retries = 5000',
