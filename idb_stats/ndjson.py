@@ -314,15 +314,17 @@ def _block_problem(block: dict[str, Any], rt: str, ty: str, current_shape: bool)
     if block["queries"] and ty == "view" and current_shape:
         return "has queries, which a view never has (a record view is not a search)"
     for list_name, key in (("items", "term"), ("queries", "term"), ("geocodes", "geo")):
-        seen: set[str] = set()
+        seen: set[object] = set()
         for entry in block[list_name]:
+            ident: object
             if entry.get("term") == OTHER_TERM and key == "geo":
                 ident = OTHER_TERM
             elif key == "geo":
-                problem = _geocode_problem(entry["geo"], current_shape)
-                if problem:
+                geo = entry["geo"]
+                if problem := _geocode_problem(geo, current_shape):
                     return f"geocode {problem}"
-                ident = json.dumps(entry["geo"], sort_keys=True)
+                # Its entries, in any order: a geocode is grouped by its canonical JSON.
+                ident = None if geo is None else tuple(sorted(geo.items()))
             else:
                 term = entry["term"]
                 if not isinstance(term, str):
@@ -338,7 +340,10 @@ def _block_problem(block: dict[str, Any], rt: str, ty: str, current_shape: bool)
                     )
                 ident = term
             if ident in seen:
-                return f"{list_name} list has {_shown(ident)} twice (collect-stats lists each once)"
+                twice = entry.get(key) if key == "geo" else ident
+                return (
+                    f"{list_name} list has {_shown(json.dumps(twice))} twice (collect-stats lists each once)"
+                )
             seen.add(ident)
     return None
 
