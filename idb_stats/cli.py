@@ -505,8 +505,9 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
     anything collect-stats never writes, or whose numbers contradict the rules or exceed what the
     store holds, is named by its number), so a malformed file writes nothing; nor does an export
     cut short (its closing line, which counts each day's documents, missing or disagreeing).
-    What is written is what was checked, from a private copy of the documents. A file without export's opening
-    line (an older export) is imported with a warning that its completeness cannot be checked.
+    What is written is what was checked, from a private copy of the documents. A file without
+    export's opening line (an older export) is imported with a warning that its completeness
+    cannot be checked.
     Exports of the original collector are accepted: date-time harvest dates, counts as doubles
     and missing blocks are normalised; every line is accounted for, per day.
     """
