@@ -155,7 +155,7 @@ REFUSED = [
     ("format as a string", r"an export in format '1', which this idb-stats does not read"),
     ("geocode value not a string", r"geocode value 'country' is not a string"),
     ("geocode entry repeated", r"geocodes list has '.+' twice"),
-    ("items in a download block", r"(records|mediarecords)\.download has items, which only view and seen"),
+    ("items in a download block", r"(records|mediarecords)\.download has items, which only the blocks of"),
     ("unknown block", r"unknown block records\.'like'"),
     ("unknown key", r"unknown key 'note'"),
 ]
