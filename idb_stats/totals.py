@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from .documents import by_count
-from .model import BLOCKS, OTHER_TERM, RECORD_TYPES, UNKNOWN_COUNTRY
+from .model import BLOCKS, DOCUMENT_RECORD_TYPES, OTHER_TERM, UNKNOWN_COUNTRY
 
 DayRange = tuple[date, date]
 
@@ -31,7 +31,7 @@ class Summary:
     countries: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {rt: {} for rt in RECORD_TYPES}
+        out: dict[str, Any] = {rt: {} for rt in DOCUMENT_RECORD_TYPES}
         for rt, ty in BLOCKS:
             count, total = self.counts.get((rt, ty), (0, 0))
             out[rt][ty] = {
@@ -142,6 +142,17 @@ class Totals:
         return cls(doc["recordset_id"], summary, days)
 
 
+def with_every_total(doc: dict[str, Any]) -> dict[str, Any]:
+    """A totals document as this version reads it: a block it lacks (written before the block
+    existed) is zeros, as Totals.to_doc writes them."""
+    if all(ty in doc.get(rt, {}) for rt, ty in BLOCKS):
+        return doc
+    out = {**doc, **{rt: dict(doc.get(rt, {})) for rt in DOCUMENT_RECORD_TYPES}}
+    for rt, ty in BLOCKS:
+        out[rt].setdefault(ty, {"count": 0, "total": 0, "countries": []})
+    return out
+
+
 def _combine(a: Summary, b: Summary, sign: int) -> Summary:
     out = Summary()
     for block in BLOCKS:
@@ -176,3 +187,13 @@ def replace_day(totals: Totals, day: date, old: Summary | None, new: Summary | N
     if new is not None:
         totals = with_day(totals, day, new)
     return totals
+
+
+def added(a: Summary, b: Summary) -> Summary:
+    """The sum of two summaries."""
+    return _combine(a, b, +1)
+
+
+def subtracted(a: Summary, b: Summary) -> Summary:
+    """a without b (b a part of a)."""
+    return _combine(a, b, -1)
