@@ -753,7 +753,7 @@ def report(
 @click.option(
     "--max-lag",
     type=click.IntRange(0),
-    help="Exit 8 when the last complete harvest date is more than N days old.",
+    help="Exit 8 when the last complete harvest date is more than N days old, or any day is damaged.",
 )
 @format_option(
     "text",
@@ -849,6 +849,7 @@ def status_text(info: store_status.Status) -> str:
         lines.append(
             f"damaged days:          {_dates(info.damaged_days)} (idb-stats collect-stats redoes them)"
         )
+        lines += [f"  {d.harvest_date}: {'; '.join(d.reasons)}" for d in info.damage]
     lines.append(f"last re-check:         {_recheck_line(info.last_recheck)}")
     if info.not_rechecked:
         lines.append(f"not re-checkable:      {_not_rechecked_line(info)}")

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from datetime import date
 from typing import Any, Protocol, Self
 
-from .model import Cell, DayStats, SkipReport
+from .model import Cell, DayStats, HeldDays, SkipReport
 
 Document = dict[str, Any]
 
@@ -58,11 +58,19 @@ class Store(Protocol):
         """Create schema, indexes or templates; safe to repeat."""
 
     def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
-        """Replace the day's documents with these, adjust totals, mark the day complete."""
+        """Replace the day's documents with these, adjust totals, mark the day complete.
+
+        Never trusts totals that disagree with the documents (they list the day without its
+        document, or hold its document without listing it): those recordsets' totals are rebuilt
+        from their documents instead."""
 
     def forget_day(self, harvest_date: date) -> int:
         """Remove the day's documents, take them out of the totals and unmark the day; returns the
-        documents removed. Safe to repeat, and repaired by repeating after a failure part-way."""
+        documents removed. Safe to repeat, and repaired by repeating after a failure part-way;
+        totals that disagree with the documents are rebuilt, as by publish_day."""
+
+    def held_days(self) -> HeldDays:
+        """What the store holds of each day, from its documents and totals (not its marks)."""
 
     def export(self, first: date, last: date) -> Iterator[Document]:
         """Daily documents of the range, sorted by harvest_date then recordset_id."""

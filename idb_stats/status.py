@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from . import fingerprint, planning
-from .collect import last_closed, tracked_days
+from .collect import day_states, last_closed, tracked_days
 from .config import Config
 from .ledger import RUN_COMMANDS
 from .stores import open_store
@@ -72,6 +72,8 @@ class Status:
     snapshot_recordsets: Any
     # Days the store holds only part of (documents without their mark, or the reverse).
     damaged_days: list[date] = field(default_factory=list)
+    # The same days with why each is damaged (planning.assess_days).
+    damage: list[planning.Damage] = field(default_factory=list)
 
     @property
     def last_day_rows(self) -> int | None:
@@ -102,6 +104,7 @@ class Status:
             "complete_days": self.complete_days,
             "missing_days": [d.isoformat() for d in self.missing_days],
             "damaged_days": [d.isoformat() for d in self.damaged_days],
+            "damaged": [d.as_dict() for d in self.damage],
             "not_closed_days": [d.isoformat() for d in self.not_closed_days],
             "last_day": self.last_day,
             "last_run": self.last_run,
@@ -118,12 +121,17 @@ class Status:
 def status(config: Config) -> Status:
     """What an operator or a monitor needs: last complete day, lag, holes, each command's last run."""
     with open_store(config) as store:
-        complete = store.completed_days()
+        # Complete: marked, and what the store holds of the day agrees with the mark (the
+        # documents and totals, not the mark alone, say whether a day is whole).
+        marks, states = day_states(store)
+        complete = {d: m for d, m in marks.items() if d in states.complete}
+        damaged = states.damaged_days
         days = tracked_days(complete)
         closed = last_closed(config)
         last = max(complete, default=None)
-        first = min(days, default=None)
-        through = planning.complete_through(days, closed)
+        # Gaps are counted from the first complete or damaged day, as the catch-up plans them.
+        first = min(days | tracked_days(complete, damaged), default=None)
+        through = planning.complete_through(days, closed, damaged)
         runs = store.runs(limit=20)
         checked = next((r for r in runs if "recheck" in r and r.get("outcome") != "running"), None)
         snapshots = store.snapshots()
@@ -135,7 +143,8 @@ def status(config: Config) -> Status:
             complete_through=through,
             lag_days=(closed - through).days if through else None,
             complete_days=len(complete),
-            missing_days=planning.missing_days(days, first, min(last or closed, closed)),
+            # Damaged days are missing too (not complete), wherever they lie.
+            missing_days=sorted({*planning.missing_days(days, first, min(last or closed, closed)), *damaged}),
             not_closed_days=sorted(d for d in days if d > closed),
             last_day=complete[last] if last else None,
             last_run=runs[0] if runs else None,
@@ -154,4 +163,6 @@ def status(config: Config) -> Status:
             last_snapshot=last_snapshot,
             snapshot_missing_today=bool(snapshots) and last_snapshot != datetime.now(UTC).date(),
             snapshot_recordsets=snapshots.get(last_snapshot) if last_snapshot else None,
+            damaged_days=damaged,
+            damage=list(states.damaged),
         )
