@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -84,11 +84,13 @@ def refuse_open_days(selection: Selection, closed: date) -> None:
         planning.refuse_unclosed(first, closed)
 
 
-def tracked_days(complete: dict[date, dict[str, Any]]) -> set[date]:
-    """The complete days gaps are counted among: from the last adopted day on, when the store
-    adopted the original collector's history (its gaps are the original's, not ours to fill)."""
+def tracked_days(complete: dict[date, dict[str, Any]], days: Iterable[date] | None = None) -> set[date]:
+    """The complete days (or of `days`, those) gaps are counted among: from the last adopted day
+    on, when the store adopted the original collector's history (its gaps are the original's,
+    not ours to fill; a damaged adopted day is repaired by re-running adopt, as the telemetry
+    may not hold it)."""
     start = max(adopted_days(complete), default=None)
-    return {d for d in complete if start is None or d >= start}
+    return {d for d in (complete if days is None else days) if start is None or d >= start}
 
 
 def day_states(store: Store) -> tuple[dict[date, dict[str, Any]], planning.DayStates]:
@@ -127,7 +129,7 @@ def plan(
             settled_day(config),
             config.max_catch_up_days,
             selection.force_span,
-            states.damaged_days,
+            tracked_days(completed, states.damaged_days),
         )
     days, not_closed = planning.split_closed(candidates, closed)
     if not_closed:

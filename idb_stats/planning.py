@@ -126,25 +126,24 @@ def catch_up(
     damaged: Iterable[date] = (),
 ) -> Plan:
     """Every damaged day first, wherever it lies, then every missing harvest date from the first
-    complete one through the last closed one.
+    complete or damaged one through the last closed one (a damaged day becomes complete once
+    redone, and then the days after it count as missing anyway).
 
     A day that failed stays missing and is retried here, even when later days succeeded; on a
     first run, the last closed day only.
     """
     repair = sorted(d for d in set(damaged) if d <= last_closed)
-    if not complete:
-        missing = [] if last_closed in repair else [last_closed]
-        why = "first run: the last closed harvest date only"
-    else:
-        first = min(complete)
-        span = date_range(first, last_closed) if first <= last_closed else []
-        missing = [d for d in span if d not in complete and d not in repair]
-        why = f"catch-up of {len(missing)} missing days" + (
-            f" from {missing[0]} to {missing[-1]}" if missing else ""
-        )
+    if not complete and not repair:
+        return Plan([last_closed], "first run: the last closed harvest date only")
+    first = min(complete | set(repair))
+    span = date_range(first, last_closed) if first <= last_closed else []
+    missing = [d for d in span if d not in complete and d not in repair]
     days = [*repair, *missing]
     if not days:
-        return Plan([], f"up to date: every harvest date from {min(complete)} to {last_closed} is complete")
+        return Plan([], f"up to date: every harvest date from {first} to {last_closed} is complete")
+    why = f"catch-up of {len(missing)} missing days" + (
+        f" from {missing[0]} to {missing[-1]}" if missing else ""
+    )
     if repair:
         why = f"{len(repair)} damaged days ({', '.join(map(str, repair))}) first, then {why}"
     if len(days) > max_days and not force:
