@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +229,44 @@ def test_a_day_with_documents_deleted_is_republished_imported_and_repaired(
         assert "Traceback" not in result.stderr
         assert snapshot(config) == clean, command
         assert state(config)[2] == []
+
+
+def test_a_half_written_earliest_day_is_shown_damaged_and_redone_by_the_catch_up(
+    make_config: MakeConfig, dsn: str, tmp_path: Path
+) -> None:
+    """The issue's case: the earliest day republished part-way (its mark gone, some totals no
+    longer listing it). status said "missing days: none", --max-lag exited 0, and the catch-up,
+    planning from the first complete day, never redid it."""
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=n) for n in (2, 1, 0)]
+    insert_rows(
+        dsn, [row for i, d in enumerate(days) for row in random_rows(i, d - timedelta(days=1), 60, False)]
+    )
+    config = make_config()
+    collect(config, Selection(first=days[0], last=days[-1]))
+    clean = snapshot_of(config, days)
+    raw = RawStore(config)
+    raw.delete_marker(days[0])
+    for doc in clean[1][:2]:
+        raw.change_totals(doc["recordset_id"], relisting(remove_day, days[0]))
+    toml = tmp_path / "config.toml"
+    toml.write_text(config_toml(config))
+    shown = run("status", "--config", str(toml))
+    assert (
+        "missing days:          none" not in shown.stdout
+        and f"damaged day:           {days[0]}" in shown.stdout
+    )
+    lagging = run("status", "--max-lag", "5", "--config", str(toml))
+    assert lagging.returncode == 8 and str(days[0]) in lagging.stderr, lagging.stderr
+    as_json = json.loads(run("status", "--json", "--config", str(toml)).stdout)
+    assert [d["harvest_date"] for d in as_json["damaged"]] == [str(days[0])]
+    assert as_json["missing_days"] == [str(days[0])] and as_json["complete_days"] == 2
+    catch_up = run("collect-stats", "--config", str(toml))
+    assert catch_up.returncode == 0, catch_up.stderr
+    assert snapshot_of(config, days) == clean
+    assert run("status", "--max-lag", "0", "--config", str(toml)).returncode == 0
+
+
+def snapshot_of(config: Config, days: list[date]) -> tuple[list[Doc], list[Doc]]:
+    with open_store(config) as store:
+        return list(store.export(days[0], days[-1])), list(store.totals())
