@@ -254,7 +254,7 @@ def test_a_half_written_earliest_day_is_shown_damaged_and_redone_by_the_catch_up
     shown = run("status", "--config", str(toml))
     assert (
         "missing days:          none" not in shown.stdout
-        and f"damaged day:           {days[0]}" in shown.stdout
+        and f"damaged days:          {days[0]}" in shown.stdout
     )
     lagging = run("status", "--max-lag", "5", "--config", str(toml))
     assert lagging.returncode == 8 and str(days[0]) in lagging.stderr, lagging.stderr
