@@ -25,12 +25,13 @@ from helpers import (
     run,
     snapshot,
 )
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from idb_stats import verify
 from idb_stats.collect import Selection, collect, day_states
 from idb_stats.config import Config
+from idb_stats.forget import forget_day
 from idb_stats.importing import import_documents
 from idb_stats.model import BLOCKS
 from idb_stats.stores import open_store
@@ -191,6 +192,9 @@ def test_one_verify_repair_undoes_any_damage(
 
 @SETTINGS
 @given(damage=damages(DAY_LOCAL), day_index=st.integers(0, len(HARVEST) - 1))
+# Found by this property: a recordset's totals document and its document of the day both deleted;
+# the re-run took it for a new recordset and its totals held that day only.
+@example(damage=[("delete_document", 0, 0, 1), ("delete_totals", 0, 0, 1)], day_index=0)
 def test_one_rerun_of_a_damaged_day_undoes_its_damage(
     make_config: MakeConfig,
     clean: tuple[list[Doc], list[Doc]],
@@ -270,3 +274,17 @@ def test_a_half_written_earliest_day_is_shown_damaged_and_redone_by_the_catch_up
 def snapshot_of(config: Config, days: list[date]) -> tuple[list[Doc], list[Doc]]:
     with open_store(config) as store:
         return list(store.export(days[0], days[-1])), list(store.totals())
+
+
+def test_forget_day_of_a_day_only_totals_still_count_rebuilds_them(
+    make_config: MakeConfig, clean: tuple[list[Doc], list[Doc]]
+) -> None:
+    """Totals listing a day of which the store holds nothing else: forget-day used to say the day
+    is not held and leave them counting it; now it takes the day out of them."""
+    config = fresh_copy(make_config, clean[0])
+    stray = HARVEST[-1] + timedelta(days=3)
+    RawStore(config).change_totals(RECORDSETS[1], relisting(add_day, stray))
+    assert [d.harvest_date for d in state(config)[2]] == [stray]
+    assert forget_day(config, stray) == 0
+    daily, totals, damaged = state(config)
+    assert (daily, totals) == clean and damaged == []

@@ -454,6 +454,16 @@ class PostgresStore(ClosedOnExit):
                 untrusted.append(rs)
             elif swapped is not totals or totals.empty:
                 merged[rs] = swapped
+        # A recordset without totals is new, unless its totals were deleted: then it has documents
+        # of other days, which the totals must hold too.
+        cur.execute(
+            self._sql(
+                "SELECT DISTINCT recordset_id FROM {s}.daily "
+                "WHERE recordset_id = ANY(%s) AND harvest_date <> %s"
+            ),
+            ([rs for rs in recordsets if current.get(rs, Totals(rs)).empty and rs not in untrusted], day),
+        )
+        untrusted += [rs for (rs,) in cur]
         if untrusted:
             # Totals that disagree with the documents are summed again from them: the table holds
             # the day's new documents already, so this is what they must be.

@@ -275,13 +275,16 @@ class SearchStore(ClosedOnExit):
             ),
             allowed=(404,),
         )
+
         # Phase 3: add the new documents to their totals.
-        self._merge_totals(
-            sorted(new),
-            lambda current: {
-                rs: with_day(t, day, new[rs]) for rs, t in current.items() if not t.includes(day)
-            },
-        )
+        def add(current: dict[str, Totals]) -> dict[str, Totals]:
+            # A recordset without totals is new, unless its totals were deleted: then it has
+            # documents of other days, which the totals must hold too.
+            lost = self._with_other_days(day, [rs for rs, t in current.items() if t.empty])
+            current = {**current, **self._rebuilt(day, {rs: current[rs] for rs in lost})}
+            return {rs: with_day(t, day, new[rs]) for rs, t in current.items() if not t.includes(day)}
+
+        self._merge_totals(sorted(new), add)
         if previous == "day":
             self._record_changes(stats, old, new)
         self._refresh(self.daily, self.totals_index)
@@ -369,6 +372,23 @@ class SearchStore(ClosedOnExit):
                 continue
             days[rs].append((held, summarize(hit["_source"])))
         return {rs: rebuilt(rs, held) for rs, held in days.items()}
+
+    def _with_other_days(self, day: date, recordsets: list[str]) -> list[str]:
+        """Of these recordsets, those with documents of other days than `day`."""
+        if not recordsets:
+            return []
+        body = {
+            "size": 0,
+            "query": {
+                "bool": {
+                    "filter": [{"terms": {"recordset_id": recordsets}}],
+                    "must_not": [{"range": {"harvest_date": self._day_bounds(day)}}],
+                }
+            },
+            "aggs": {"rs": {"terms": {"field": "recordset_id", "size": len(recordsets)}}},
+        }
+        response = self.http.request("POST", f"/{quote(self.daily)}/_search", body)
+        return sorted(bucket["key"] for bucket in response["aggregations"]["rs"]["buckets"])
 
     def _unfinished(self) -> dict[date, str]:
         """Days whose publish or forget-day began and has not finished, with what began."""
