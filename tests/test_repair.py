@@ -51,9 +51,11 @@ DAMAGE_KINDS = (
     "tamper_document",
 )
 # Damage one re-run of its day can see and undo: the day's documents, mark, and the totals of
-# recordsets it holds or that list it. A tampered number (a count changed in place, its day still
-# listed) is visible only to verify, which recomputes.
-DAY_LOCAL = DAMAGE_KINDS[:6]
+# recordsets it holds or that list it. A tampered number is visible only to verify, which
+# recomputes: a count changed in place, and so a day taken out of a totals document's listing
+# with its counts left in (with the day's document also gone, nothing but a sum shows that the
+# counts still hold it; found by this property on Elasticsearch).
+DAY_LOCAL = ("delete_document", "delete_marker", "extra_document", "delete_totals", "list_day")
 
 
 def damages(kinds: tuple[str, ...]) -> st.SearchStrategy[list[tuple[str, int, int, int]]]:
@@ -195,6 +197,8 @@ def test_one_verify_repair_undoes_any_damage(
 # Found by this property: a recordset's totals document and its document of the day both deleted;
 # the re-run took it for a new recordset and its totals held that day only.
 @example(damage=[("delete_document", 0, 0, 1), ("delete_totals", 0, 0, 1)], day_index=0)
+# A day's document held by totals that no longer list the day (rebuilt, not taken for uncounted).
+@example(damage=[("unlist_day", 0, 3, 1)], day_index=1)
 def test_one_rerun_of_a_damaged_day_undoes_its_damage(
     make_config: MakeConfig,
     clean: tuple[list[Doc], list[Doc]],
