@@ -41,7 +41,7 @@ from .interrupt import Interrupted
 from .json_text import compact
 from .legacy import DUPLICATE_POLICIES, DayOutcome
 from .logs import LOG_FORMAT_ENV, LOG_FORMATS, ProgressBar, json_logging, setup_logging, status_sink
-from .model import DayStats
+from .model import PAGE_TYPES, DayStats
 from .planning import Plan
 from .progress import Tracker, duration_text
 from .report import build_report
@@ -279,9 +279,15 @@ def _write_metrics(config: Config, path: Path) -> None:
 
 
 def day_summary(stats: DayStats) -> str:
+    pages = [
+        f"{stats.kinds[kind]} {kind.removesuffix('s')} page views"
+        for kind in PAGE_TYPES
+        if stats.kinds.get(kind)
+    ]
     return (
         f"{stats.harvest_date}: {stats.rows} rows, {stats.entries} entries, {stats.recordsets} recordsets, "
-        f"{stats.skipped} skipped, {stats.seconds:.1f} s"
+        + "".join(f"{p}, " for p in pages)
+        + f"{stats.skipped} skipped, {stats.seconds:.1f} s"
     )
 
 
@@ -292,6 +298,8 @@ def day_fields(stats: DayStats) -> dict[str, Any]:
         "entries": stats.entries,
         "recordsets": stats.recordsets,
         "skipped": stats.skipped,
+        # Flat, so each is a journal field of its own (IDB_STATS_RECORDSETS_PAGE_VIEWS).
+        **{f"{kind}_page_views": stats.kinds.get(kind, 0) for kind in PAGE_TYPES},
         "seconds": f"{stats.seconds:.3f}",
         "run_id": stats.run_id,
     }
@@ -326,7 +334,8 @@ def day_fields(stats: DayStats) -> dict[str, Any]:
     "--allow-empty",
     is_flag=True,
     help="Publish a day whose source rows are gone even though the store holds its documents "
-    "(empties it); refused otherwise, exit 10.",
+    "(empties it), or a day without rows the source cannot vouch for (no rows after it, or "
+    "before it); refused otherwise, exit 10.",
 )
 def collect_stats(
     config: Config,
@@ -453,6 +462,10 @@ def log_outcome(verb: str, outcome: DayOutcome, seconds: float | None = None) ->
         details.append(f"{len(outcome.duplicates)} recordsets had duplicates")
     if outcome.filled_blocks:
         details.append(f"{outcome.filled_blocks} missing blocks filled with zeros")
+    if outcome.snapshots:
+        details.append(f"{outcome.snapshots} record-count snapshots")
+    if outcome.superseded_snapshots:
+        details.append(f"{outcome.superseded_snapshots} earlier record-count runs of the day superseded")
     if outcome.rejected:
         details.append("rejected " + ", ".join(f"{r}: {n}" for r, n in outcome.rejected.items()))
     if seconds is not None:
@@ -543,9 +556,14 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
 @click.option(
     "--from-store",
     type=click.Choice(["elasticsearch", "opensearch"]),
-    help="Adopting into PostgreSQL: the kind of cluster holding the original index.",
+    hidden=True,
+    help="Accepted for older scripts; the cluster at --from-url says what it is.",
 )
-@click.option("--from-url", help="Adopting into PostgreSQL: that cluster's URL (no credentials in it).")
+@click.option(
+    "--from-url",
+    help="The original's cluster (Elasticsearch 2.x-9.x or OpenSearch), when it is not store.url; "
+    "no credentials in it.",
+)
 @duplicates_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and the counts; write nothing.")
 def adopt(
@@ -560,33 +578,24 @@ def adopt(
     """Take over the original collector's index: copy it into this version's shape and ids.
 
     Every document is read whatever its id, normalised, and its day published with totals and a
-    day marker. On Elasticsearch/OpenSearch the copy goes to a new index, then one atomic request
-    deletes the original index and gives its name to the copy as an alias, so the portal keeps
-    reading it. Re-run to finish an interrupted adoption. See docs/migrating.md.
+    day marker; its record-count documents become snapshots. On Elasticsearch/OpenSearch the copy
+    goes to a new index, then one atomic request makes the original's name an alias of the copy
+    and the record-count index, so the portal keeps reading it. Re-run to finish an interrupted
+    adoption. See docs/migrating.md.
     """
     from dataclasses import replace
 
     from .adopt import adopt as run_adopt
 
     search_store = config.store in ("elasticsearch", "opensearch")
-    if search_store and (from_store or from_url):
-        raise click.UsageError(
-            "--from-store/--from-url are for adopting into PostgreSQL; the index is read from store.url"
-        )
-    if not search_store and not (from_store and from_url):
-        raise click.UsageError(
-            "adopting into PostgreSQL needs --from-store and --from-url (the original's cluster)"
-        )
+    if not search_store and not from_url:
+        raise click.UsageError("adopting into PostgreSQL needs --from-url (the original's cluster)")
     if from_url and (has_password(from_url) or not from_url.startswith(("http://", "https://"))):
         raise click.UsageError(
             "--from-url: an http(s):// URL without credentials (put them in the configuration)"
         )
     legacy_name = legacy_index or config.daily_index
-    if search_store:
-        legacy_config = replace(config, daily_index=legacy_name)
-    else:
-        assert from_store is not None
-        legacy_config = replace(config, store=from_store, store_url=from_url, daily_index=legacy_name)
+    legacy_config = replace(config, store_url=from_url or config.store_url, daily_index=legacy_name)
     bar = ProgressBar("days")
     tracker = Tracker(sinks=[bar, status_sink("days")])
     done = [0]
@@ -839,7 +848,8 @@ def status_text(info: store_status.Status) -> str:
     lines = [
         f"store:                 {info.store}",
         f"last closed day:       {info.last_closed}",
-        f"last complete day:     {info.last_complete or 'none'}",
+        f"last complete day:     {info.last_complete or 'none'}"
+        + (f" ({plural(info.last_day_rows, 'row')})" if info.last_day_rows is not None else ""),
         f"complete through:      {info.complete_through or 'none'}",
         f"lag:                   {lag_text(info.lag_days)}",
         f"complete days:         {info.complete_days}",
@@ -850,9 +860,19 @@ def status_text(info: store_status.Status) -> str:
             f"damaged days:          {_dates(info.damaged_days)} (idb-stats collect-stats redoes them)"
         )
         lines += [f"  {d.harvest_date}: {'; '.join(d.reasons)}" for d in info.damage]
+    if info.empty_days:
+        lines.append(
+            f"published empty:       {_dates(info.empty_days)} (0 telemetry rows; "
+            "check the source if the portal was not down)"
+        )
     lines.append(f"last re-check:         {_recheck_line(info.last_recheck)}")
     if info.not_rechecked:
         lines.append(f"not re-checkable:      {_not_rechecked_line(info)}")
+    if info.adopted_gaps:
+        lines.append(
+            f"gaps in adopted days:  {_dates(info.adopted_gaps)} (telemetry exists: "
+            "idb-stats collect-stats --from D --to D)"
+        )
     if info.not_closed_days:
         lines.append(f"complete but not over: {_dates(info.not_closed_days)} (idb-stats forget-day DATE)")
     for command, run in info.last_runs.items():
@@ -926,6 +946,13 @@ def changes(config: Config, since: date | None, recordset_id: str | None, fmt: s
 @click.option(
     "--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock (--repair)."
 )
+@click.option(
+    "--include-adopted",
+    "include_adopted",
+    type=DATE,
+    multiple=True,
+    help="--repair: also republish this adopted day (the original's history; repeatable).",
+)
 def verify_command(
     config: Config,
     first: date | None,
@@ -934,13 +961,19 @@ def verify_command(
     repair: bool,
     fmt: str,
     lock_timeout: float | None,
+    include_adopted: tuple[date, ...],
 ) -> None:
     """Recompute published days from the telemetry and compare them with the store.
 
     Every document field by field, totals against the sum of the daily documents, and the
     ledger against the documents. Days whose source rows are gone are unverifiable and never
-    touched. Exit 0 when all agree, 11 on any difference, 10 when only unverifiable days remain.
+    touched. Adopted days that differ only by the events at exactly midnight (which the original
+    counted for no day) are listed as midnight_only, not as differences; --repair leaves adopted
+    days alone unless named with --include-adopted. Exit 0 when all agree, 11 on any difference,
+    10 when only unverifiable days remain.
     """
+    if include_adopted and not repair:
+        raise click.UsageError("--include-adopted names adopted days for --repair; add --repair")
     from . import verify
 
     as_json = fmt == "json"
@@ -970,7 +1003,9 @@ def verify_command(
         )
         tracker.update(done, str(result.harvest_date), total)
 
-    outcome = verify.verify(config, first, last, sample, repair, on_difference, lock_timeout, on_day)
+    outcome = verify.verify(
+        config, first, last, sample, repair, on_difference, lock_timeout, on_day, frozenset(include_adopted)
+    )
     checked = len(outcome.report.days) + (len(outcome.after_repair.days) if outcome.after_repair else 0)
     log.info(
         "verify: %s checked in %s",
@@ -983,6 +1018,7 @@ def verify_command(
             "before_repair" if outcome.after_repair else "result": outcome.report.as_dict(),
             "repaired_days": [d.isoformat() for d in outcome.repaired_days],
             "rebuilt_totals": outcome.rebuilt_totals,
+            "adopted_left": [d.isoformat() for d in outcome.adopted_left],
         }
         if outcome.after_repair:
             summary["result"] = outcome.after_repair.as_dict()
@@ -1001,6 +1037,11 @@ def verify_command(
                 f"{prefix}totals: {report.totals_checked} recordsets checked, "
                 f"{len(report.totals_differing)} differ"
             )
+            if report.midnight_days:
+                click.echo(
+                    f"{prefix}adopted days differing only by the events at midnight, which the original "
+                    f"counted for no day (docs/migrating.md): {', '.join(map(str, report.midnight_days))}"
+                )
             if prefix == "" and outcome.after_repair:
                 click.echo(
                     f"repaired: {len(outcome.repaired_days)} days republished, "
@@ -1009,10 +1050,16 @@ def verify_command(
     final = outcome.final
     if not final.agrees:
         days = ", ".join(map(str, final.differing_days)) or "none"
+        left = (
+            f"; adopted days left as the original wrote them: {', '.join(map(str, outcome.adopted_left))} "
+            "(--include-adopted D republishes one from the telemetry)"
+            if outcome.adopted_left
+            else ""
+        )
         raise VerifyDifferences(
             f"verify: {final.differences} differences (days {days}, "
             f"totals of {len(final.totals_differing)} recordsets); --json lists them, --repair fixes what "
-            "the telemetry can recompute"
+            f"the telemetry can recompute, except adopted days unless named with --include-adopted{left}"
         )
     if final.unverifiable_days:
         raise SourceRowsGone(

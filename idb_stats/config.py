@@ -131,6 +131,11 @@ class Config:
     api_index: str = _index_setting(
         "store.api_index", "stats-api", "Recordset size snapshots index (api-stats)."
     )
+    publishers_index: str = _index_setting(
+        "store.publishers_index",
+        "stats-publishers",
+        "Publisher page views index (one document per publisher and day).",
+    )
     store_username: str | None = _setting(
         "store.username",
         help="User for basic authentication, with store.password.",
@@ -526,7 +531,7 @@ def _validate_together(v: dict[str, Any], problems: list[str]) -> None:
             problems.append(f"store.url: the {v['store']} store needs an http(s):// URL, got {redact(url)!r}")
         # Each role needs an index of its own: their templates would overwrite one another's mapping.
         roles: dict[str, list[str]] = {}
-        for attribute in ("daily_index", "totals_index", "runs_index", "api_index"):
+        for attribute in ("daily_index", "totals_index", "runs_index", "api_index", "publishers_index"):
             roles.setdefault(v[attribute], []).append(f"store.{attribute}")
         for name, settings in roles.items():
             if len(settings) > 1:

@@ -39,8 +39,8 @@ EXIT_CODE_MEANINGS: dict[int, str] = {
     ExitCode.LOCK_HELD: "lock held by another run",
     ExitCode.LAGGING: "status --max-lag: lagging",
     ExitCode.SPAN_TOO_LONG: "catch-up span too long",
-    ExitCode.SOURCE_ROWS_GONE: "a day's source rows are gone while the store holds its documents "
-    "(--allow-empty)",
+    ExitCode.SOURCE_ROWS_GONE: "a day's source rows are gone while the store holds its documents, or "
+    "a day without rows and without rows after it (a stopped writer) or before it (--allow-empty)",
     ExitCode.VERIFY_DIFFERENCES: "verify found differences",
     130: "stopped by SIGINT (run recorded as interrupted)",
     143: "stopped by SIGTERM (run recorded as interrupted)",
@@ -122,6 +122,11 @@ class SourceRowsGone(IdbStatsError):
     """Re-running a day whose source rows are gone would erase its published documents."""
 
     exit_code = ExitCode.SOURCE_ROWS_GONE
+
+
+class EmptySource(SourceRowsGone):
+    """A day without rows whose source shows no sign of a live writer (no rows after the day's
+    window) or that lies before the telemetry begins: publishing it would mark it complete and empty."""
 
 
 class VerifyDifferences(IdbStatsError):

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from .model import Cell, DayStats, HeldDays, SkipReport
+
+if TYPE_CHECKING:
+    from .rules import TelemetryRow
 
 Document = dict[str, Any]
 
@@ -20,9 +23,14 @@ class TelemetryDay(Protocol):
     # The day's tables that cells of kind "geocodes" and "queries" name entries of (see Cell).
     geocodes: list[str]  # canonical JSON texts
     queries: list[str]
+    # The day's publisher page views: (publisher, geocode JSON text, views); see publisher_documents.
+    publisher_views: list[tuple[str, str, int]]
 
     def cells(self) -> Iterator[Cell]:
         """The day's aggregated cells, grouped by recordset (streamed, not held in memory)."""
+
+    def rows_around(self) -> tuple[bool, bool]:
+        """Whether the telemetry has rows before the day's window, and after it (same snapshot)."""
 
 
 class TelemetrySource(Protocol):
@@ -31,6 +39,9 @@ class TelemetrySource(Protocol):
 
     def harvest_dates(self) -> list[date]:
         """Every harvest date whose window holds telemetry."""
+
+    def rows_at(self, moment: date) -> list[TelemetryRow]:
+        """The rows stamped exactly at the midnight that starts `moment`."""
 
     def fingerprints(self, days: list[date]) -> dict[date, dict[str, Any] | None]:
         """The current fingerprint of each harvest date (None when its window has no rows)."""
@@ -57,23 +68,30 @@ class Store(Protocol):
     def init(self) -> None:
         """Create schema, indexes or templates; safe to repeat."""
 
-    def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
-        """Replace the day's documents with these, adjust totals, mark the day complete.
+    def publish_day(
+        self, stats: DayStats, documents: Iterable[Document], publishers: Sequence[Document] | None = None
+    ) -> None:
+        """Replace the day's documents (and, unless publishers is None, its publisher documents)
+        with these, adjust totals, mark the day complete.
 
         Never trusts totals that disagree with the documents (they list the day without its
         document, or hold its document without listing it): those recordsets' totals are rebuilt
         from their documents instead."""
 
     def forget_day(self, harvest_date: date) -> int:
-        """Remove the day's documents, take them out of the totals and unmark the day; returns the
-        documents removed. Safe to repeat, and repaired by repeating after a failure part-way;
-        totals that disagree with the documents are rebuilt, as by publish_day."""
+        """Remove the day's documents (and publisher documents), take them out of the totals and
+        unmark the day; returns the daily documents removed. Safe to repeat, and repaired by
+        repeating after a failure part-way; totals that disagree with the documents are rebuilt,
+        as by publish_day."""
 
     def held_days(self) -> HeldDays:
         """What the store holds of each day, from its documents and totals (not its marks)."""
 
     def export(self, first: date, last: date) -> Iterator[Document]:
         """Daily documents of the range, sorted by harvest_date then recordset_id."""
+
+    def publishers(self, first: date, last: date) -> Iterator[Document]:
+        """Publisher documents between the dates, by harvest_date then publisher_id."""
 
     def totals(self, recordsets: Sequence[str] = ()) -> Iterator[Document]:
         """Totals documents, sorted by recordset_id; all when no recordset is named."""

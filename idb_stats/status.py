@@ -6,16 +6,23 @@ renderers (the terminal text in cli.py, Nagios and Prometheus in monitoring.py) 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 from . import fingerprint, planning
+from .adopt import adopted_days
 from .collect import day_states, last_closed, tracked_days
 from .config import Config
+from .errors import IdbStatsError
 from .ledger import RUN_COMMANDS
+from .source import PostgresTelemetrySource
 from .stores import open_store
+
+log = logging.getLogger(__name__)
 
 # Last-run outcomes that mean the command did not do its work. "abandoned": the ledger says
 # running but no process holds the run lock any more (killed, machine lost).
@@ -74,6 +81,11 @@ class Status:
     damaged_days: list[date] = field(default_factory=list)
     # The same days with why each is damaged (planning.assess_days).
     damage: list[planning.Damage] = field(default_factory=list)
+    # Days collected from a window without telemetry rows (a real outage, or --allow-empty).
+    empty_days: list[date] = field(default_factory=list)
+    # Not lag (collection continues after them) but history the portal lacks: days inside the
+    # adopted range the original failed to write, whose telemetry exists (None: not asked).
+    adopted_gaps: list[date] | None = field(default_factory=list)
 
     @property
     def last_day_rows(self) -> int | None:
@@ -105,8 +117,11 @@ class Status:
             "missing_days": [d.isoformat() for d in self.missing_days],
             "damaged_days": [d.isoformat() for d in self.damaged_days],
             "damaged": [d.as_dict() for d in self.damage],
+            "adopted_gaps": None if self.adopted_gaps is None else [d.isoformat() for d in self.adopted_gaps],
             "not_closed_days": [d.isoformat() for d in self.not_closed_days],
             "last_day": self.last_day,
+            "last_day_rows": self.last_day_rows,
+            "empty_days": [d.isoformat() for d in self.empty_days],
             "last_run": self.last_run,
             "last_runs": {command: run.record for command, run in self.last_runs.items()},
             "last_recheck": self.last_recheck,
@@ -116,6 +131,29 @@ class Status:
             "snapshot_missing_today": self.snapshot_missing_today,
             "snapshot_recordsets": self.snapshot_recordsets,
         }
+
+
+def _read_from_source(marker: Mapping[str, Any]) -> bool:
+    """A day marker of a day collected from telemetry (it has a source fingerprint, EMPTY for no
+    rows); imported and adopted days were not, so their row count says nothing."""
+    return marker.get("fingerprint") is not None
+
+
+def adopted_gaps(config: Config, complete: dict[date, dict[str, Any]]) -> list[date] | None:
+    """Days inside the adopted range that the store lacks while the telemetry has rows for them:
+    days the original collector failed to write (None when the telemetry cannot be asked). The
+    source is opened only when the adopted range has holes."""
+    adopted = adopted_days(complete)
+    holes = planning.missing_days(set(complete), adopted[0], adopted[-1]) if adopted else []
+    if not holes:
+        return []
+    try:
+        with contextlib.closing(PostgresTelemetrySource(config)) as source:
+            found = source.fingerprints(holes)
+    except IdbStatsError as exc:
+        log.warning("status: cannot ask the telemetry for gaps in the adopted history: %s", exc)
+        return None
+    return [d for d in holes if found.get(d) is not None]
 
 
 def status(config: Config) -> Status:
@@ -165,4 +203,8 @@ def status(config: Config) -> Status:
             snapshot_recordsets=snapshots.get(last_snapshot) if last_snapshot else None,
             damaged_days=damaged,
             damage=list(states.damaged),
+            empty_days=sorted(
+                d for d, marker in complete.items() if _read_from_source(marker) and not marker.get("rows")
+            ),
+            adopted_gaps=adopted_gaps(config, complete),
         )

@@ -15,7 +15,7 @@ from itertools import pairwise
 from typing import Any
 
 from .documents import by_count
-from .model import BLOCKS, OTHER_TERM, RECORD_TYPES, UNKNOWN_COUNTRY
+from .model import BLOCKS, DOCUMENT_RECORD_TYPES, OTHER_TERM, UNKNOWN_COUNTRY
 
 DayRange = tuple[date, date]
 
@@ -33,7 +33,7 @@ class Summary:
     countries: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {rt: {} for rt in RECORD_TYPES}
+        out: dict[str, Any] = {rt: {} for rt in DOCUMENT_RECORD_TYPES}
         for rt, ty in BLOCKS:
             count, total = self.counts.get((rt, ty), (0, 0))
             out[rt][ty] = {
@@ -146,6 +146,17 @@ class Totals:
             summary.counts[(rt, ty)] = block_figures(block)
             summary.countries[(rt, ty)] = {c["country"]: int(c["count"]) for c in block.get("countries", [])}
         return cls(doc["recordset_id"], summary, day_ranges(doc.get("harvest_dates", [])))
+
+
+def with_every_total(doc: dict[str, Any]) -> dict[str, Any]:
+    """A totals document as this version reads it: a block it lacks (written before the block
+    existed) is zeros, as Totals.to_doc writes them."""
+    if all(ty in doc.get(rt, {}) for rt, ty in BLOCKS):
+        return doc
+    out = {**doc, **{rt: dict(doc.get(rt, {})) for rt in DOCUMENT_RECORD_TYPES}}
+    for rt, ty in BLOCKS:
+        out[rt].setdefault(ty, {"count": 0, "total": 0, "countries": []})
+    return out
 
 
 def _combine(a: Summary, b: Summary, sign: int) -> Summary:

@@ -34,7 +34,7 @@ def cli_setup(config: Config, legacy: Legacy, tmp_path: Any) -> tuple[Any, dict[
         "[store]\n"
         + "".join(
             f'{role}_index = "{getattr(config, role + "_index")}"\n'
-            for role in ("daily", "totals", "runs", "api")
+            for role in ("daily", "totals", "runs", "api", "publishers")
         )
     )
     env = {
@@ -225,15 +225,17 @@ def test_adopt_copies_every_document_switches_the_alias_and_collection_continues
     report = adopt(config, config, target, "keep-last", dry_run=False)
     assert report.alias_switched
     assert report.documents == legacy.documents
-    assert report.size_snapshots == 1
+    assert report.as_dict()["size_snapshots"] == 1
     assert [d.harvest_date for d in report.days] == legacy.days
     assert {d.harvest_date: d.duplicates for d in report.days if d.duplicates} == {
         date.fromisoformat(legacy.duplicate[1]): {legacy.duplicate[0]: 2}
     }
     # The portal's name now reads the copy: one document per recordset and day, ids deterministic.
     store: Any = open_store(config)
-    assert store.index_state(config.daily_index) == ("alias", [target])
-    hits = store.http.request("POST", f"/{config.daily_index}/_search", {"size": 1000})["hits"]["hits"]
+    # The portal's one name covers the copy and the record counts (the original's `api` type).
+    assert store.index_state(config.daily_index) == ("alias", sorted([target, config.api_index]))
+    usage = {"size": 1000, "query": {"term": {"type": "search"}}}
+    hits = store.http.request("POST", f"/{config.daily_index}/_search", usage)["hits"]["hits"]
     assert sorted(h["_id"] for h in hits) == sorted(
         f"{d['recordset_id']}-{d['harvest_date']}" for d in legacy.expected
     )

@@ -18,7 +18,6 @@ conflict the document is re-read and the merge redone. The day is marked complet
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,7 +27,7 @@ from urllib.parse import quote, urlsplit
 
 from .. import changes
 from ..config import Config
-from ..documents import add_terms, by_count, daily_document_id
+from ..documents import add_terms, by_count, daily_document_id, publisher_document_id
 from ..errors import DataQualityError, IncompatibleIndex, StoreError
 from ..model import BLOCKS, COUNT_FIELDS, UNKNOWN_COUNTRY, DayStats, HeldDays
 from ..ports import ClosedOnExit, Document
@@ -43,7 +42,14 @@ from ..totals import (
     summarize,
     with_day,
 )
-from .mappings import api_mapping, daily_mapping, mapping_differences, runs_mapping, totals_mapping
+from .mappings import (
+    api_mapping,
+    daily_mapping,
+    mapping_differences,
+    publishers_mapping,
+    runs_mapping,
+    totals_mapping,
+)
 from .transport import BulkAction, RetryingRequests, SearchTransport, check_bulk
 
 log = logging.getLogger(__name__)
@@ -84,6 +90,15 @@ def refuse_beyond_long(kind: str, what: str, summary: Summary) -> None:
 # Recordset buckets per period when a series is asked for all recordsets at once.
 SERIES_RECORDSETS = 10_000
 
+# Every document says which of the portal's query kinds it answers (Elasticsearch's recipe for
+# removing mapping types: the type becomes a keyword field). After adopt the daily name is an
+# alias of the daily and the record-count index, so reads of daily documents leave `api` out.
+USAGE_TYPE, SNAPSHOT_TYPE = "search", "api"
+
+
+def usage_only(query: dict[str, Any]) -> dict[str, Any]:
+    return {"bool": {"filter": [query], "must_not": [{"term": {"type": SNAPSHOT_TYPE}}]}}
+
 
 class SearchStore(ClosedOnExit):
     kind = "search"
@@ -94,6 +109,7 @@ class SearchStore(ClosedOnExit):
         self.totals_index = config.totals_index
         self.runs_index = config.runs_index
         self.api_index = config.api_index
+        self.publishers_index = config.publishers_index
         self._identity: str | None = None
         self.http = RetryingRequests(transport, self.kind, config.bulk_max_retries, config.bulk_chunk_bytes)
 
@@ -130,6 +146,7 @@ class SearchStore(ClosedOnExit):
             ("totals", self.totals_index, totals_mapping()),
             ("runs", self.runs_index, runs_mapping()),
             ("api", self.api_index, api_mapping()),
+            ("publishers", self.publishers_index, publishers_mapping()),
         ]
 
     def init(self) -> None:
@@ -163,7 +180,11 @@ class SearchStore(ClosedOnExit):
         else:
             # Fields a newer version added (the ledger's command, change records): a live index
             # gets them in place; index_differences has already refused any conflicting field.
-            self.http.request("PUT", f"/{quote(index)}/_mapping", {"properties": mapping["properties"]})
+            behind = self.index_state(index)[1] if index == self.daily else []
+            for concrete in [i for i in behind if i != self.api_index] or [index]:
+                self.http.request(
+                    "PUT", f"/{quote(concrete)}/_mapping", {"properties": mapping["properties"]}
+                )
 
     def index_differences(self, index: str, mapping: dict[str, Any]) -> list[str]:
         """How a live index (or the index behind an alias) differs from the mapping; [] if absent."""
@@ -171,7 +192,9 @@ class SearchStore(ClosedOnExit):
         if not live:
             return []
         differences: list[str] = []
-        for concrete in live.values():
+        for name, concrete in live.items():
+            if index == self.daily and name == self.api_index:
+                continue  # the portal's alias also covers the record-count index
             mappings = concrete.get("mappings", {})
             if "properties" not in mappings and len(mappings) == 1:  # a pre-7 cluster: under a type
                 mappings = next(iter(mappings.values()))
@@ -184,6 +207,15 @@ class SearchStore(ClosedOnExit):
     def _require_indexes(self) -> None:
         if not self._initialized():
             raise StoreError(f"the {self.kind} indexes do not exist yet: run `idb-stats init`")
+
+    def _require_publishers_index(self) -> None:
+        # Made by `init` since schema version 2; written to without it, the index would be created
+        # with a guessed mapping.
+        if not self.http.request("HEAD", f"/{quote(self.publishers_index)}", ok=(404,)):
+            raise StoreError(
+                f"the {self.kind} index {self.publishers_index!r} (publisher page views) does not exist: "
+                "the indexes were made by an older idb-stats; run `idb-stats init`"
+            )
 
     # --- reading helpers ---------------------------------------------------------------------
 
@@ -238,7 +270,7 @@ class SearchStore(ClosedOnExit):
         present: set[str] = set()
         for hit in self._scan(
             self.daily,
-            {"range": {"harvest_date": self._day_bounds(day)}},
+            usage_only({"range": {"harvest_date": self._day_bounds(day)}}),
             [{"recordset_id": "asc"}],
             ["recordset_id", *SUMMARY_FIELDS],
         ):
@@ -248,8 +280,12 @@ class SearchStore(ClosedOnExit):
                 old[recordset_id] = summarize(hit["_source"])
         return old, present
 
-    def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
+    def publish_day(
+        self, stats: DayStats, documents: Iterable[Document], publishers: Sequence[Document] | None = None
+    ) -> None:
         self._require_indexes()
+        if publishers is not None:
+            self._require_publishers_index()
         day = stats.harvest_date
         previous = self._begin(day, f"a publish by run {stats.run_id}")
         old, present = self._day_documents(day)
@@ -264,7 +300,7 @@ class SearchStore(ClosedOnExit):
                 refuse_beyond_long(self.kind, f"{day} {doc['recordset_id']!r}", new[doc["recordset_id"]])
                 yield (
                     {"index": {"_index": self.daily, "_id": daily_document_id(doc["recordset_id"], day)}},
-                    doc,
+                    {**doc, "type": USAGE_TYPE},
                 )
 
         check_bulk(self.http.bulk(index_actions()))
@@ -285,6 +321,8 @@ class SearchStore(ClosedOnExit):
             return {rs: with_day(t, day, new[rs]) for rs, t in current.items() if not t.includes(day)}
 
         self._merge_totals(sorted(new), add)
+        if publishers is not None:  # None (import, adopt): the day's publisher documents stay
+            self._replace_publishers(day, publishers)
         if previous == "day":
             self._record_changes(stats, old, new)
         self._refresh(self.daily, self.totals_index)
@@ -304,6 +342,8 @@ class SearchStore(ClosedOnExit):
             self.http.bulk(({"delete": {"_index": self.daily, "_id": i}}, None) for i in sorted(present)),
             allowed=(404,),
         )
+        if self.http.request("HEAD", f"/{quote(self.publishers_index)}", ok=(404,)):
+            self._replace_publishers(day, [])
         self._refresh(self.daily, self.totals_index)
         self.http.request("DELETE", self._marker_path(day), params={"refresh": "true"}, ok=(404,))
         return len(old)
@@ -358,12 +398,14 @@ class SearchStore(ClosedOnExit):
         days: dict[str, list[tuple[date, Summary]]] = {rs: [] for rs in current}
         for hit in self._scan(
             self.daily,
-            {
-                "bool": {
-                    "filter": [{"terms": {"recordset_id": sorted(current)}}],
-                    "must_not": [{"range": {"harvest_date": self._day_bounds(day)}}],
+            usage_only(
+                {
+                    "bool": {
+                        "filter": [{"terms": {"recordset_id": sorted(current)}}],
+                        "must_not": [{"range": {"harvest_date": self._day_bounds(day)}}],
+                    }
                 }
-            },
+            ),
             [{"recordset_id": "asc"}, {"harvest_date": "asc"}],
             ["recordset_id", "harvest_date", *SUMMARY_FIELDS],
         ):
@@ -379,12 +421,14 @@ class SearchStore(ClosedOnExit):
             return []
         body = {
             "size": 0,
-            "query": {
-                "bool": {
-                    "filter": [{"terms": {"recordset_id": recordsets}}],
-                    "must_not": [{"range": {"harvest_date": self._day_bounds(day)}}],
+            "query": usage_only(
+                {
+                    "bool": {
+                        "filter": [{"terms": {"recordset_id": recordsets}}],
+                        "must_not": [{"range": {"harvest_date": self._day_bounds(day)}}],
+                    }
                 }
-            },
+            ),
             "aggs": {"rs": {"terms": {"field": "recordset_id", "size": len(recordsets)}}},
         }
         response = self.http.request("POST", f"/{quote(self.daily)}/_search", body)
@@ -398,6 +442,42 @@ class SearchStore(ClosedOnExit):
             date.fromisoformat(hit["_source"]["harvest_date"][:10]): str(hit["_source"].get("operation", ""))
             for hit in marks
         }
+
+    def _replace_publishers(self, day: date, publishers: Sequence[Document]) -> None:
+        """The day's publisher documents become these (no totals: nothing sums them yet)."""
+        check_bulk(
+            self.http.bulk(
+                (
+                    {
+                        "index": {
+                            "_index": self.publishers_index,
+                            "_id": publisher_document_id(d["publisher_id"], day),
+                        }
+                    },
+                    d,
+                )
+                for d in publishers
+            )
+        )
+        self._refresh(self.publishers_index)
+        written = {publisher_document_id(d["publisher_id"], day) for d in publishers}
+        present = {
+            hit["_id"]
+            for hit in self._scan(
+                self.publishers_index,
+                {"term": {"harvest_date": day.isoformat()}},
+                [{"publisher_id": "asc"}],
+                False,
+            )
+        }
+        check_bulk(
+            self.http.bulk(
+                ({"delete": {"_index": self.publishers_index, "_id": i}}, None)
+                for i in sorted(present - written)
+            ),
+            allowed=(404,),
+        )
+        self._refresh(self.publishers_index)
 
     def _record_changes(self, stats: DayStats, old: dict[str, Summary], new: dict[str, Summary]) -> None:
         """Log what a republish changed, as documents of kind "change" in the runs index.
@@ -509,7 +589,21 @@ class SearchStore(ClosedOnExit):
     def export(self, first: date, last: date) -> Iterator[Document]:
         self._require_indexes()
         query = {"range": {"harvest_date": {"gte": first.isoformat(), "lte": last.isoformat()}}}
-        for hit in self._scan(self.daily, query, [{"harvest_date": "asc"}, {"recordset_id": "asc"}]):
+        for hit in self._scan(
+            self.daily, usage_only(query), [{"harvest_date": "asc"}, {"recordset_id": "asc"}]
+        ):
+            source = hit["_source"]
+            source.pop("type", None)
+            yield source
+
+    def publishers(self, first: date, last: date) -> Iterator[Document]:
+        self._require_indexes()
+        if not self.http.request("HEAD", f"/{quote(self.publishers_index)}", ok=(404,)):
+            return
+        query = {"range": {"harvest_date": {"gte": first.isoformat(), "lte": last.isoformat()}}}
+        for hit in self._scan(
+            self.publishers_index, query, [{"harvest_date": "asc"}, {"publisher_id": "asc"}]
+        ):
             yield hit["_source"]
 
     def totals(self, recordsets: Sequence[str] = ()) -> Iterator[Document]:
@@ -534,7 +628,19 @@ class SearchStore(ClosedOnExit):
             self.totals_index, {"match_all": {}}, [{"recordset_id": "asc"}], ["harvest_dates"]
         )
         listed = listed_days(day_ranges(hit["_source"].get("harvest_dates", [])) for hit in totals)
-        return HeldDays(self.legacy_days(self.daily), listed, self._unfinished())
+        histogram = {"field": "harvest_date", "calendar_interval": "day", "min_doc_count": 1}
+        body = {
+            "size": 0,
+            "query": usage_only({"match_all": {}}),
+            "aggs": {"days": {"date_histogram": histogram}},
+        }
+        buckets = self.http.request("POST", f"/{quote(self.daily)}/_search", body)["aggregations"]["days"][
+            "buckets"
+        ]
+        documents = {
+            datetime.fromtimestamp(b["key"] / 1000, UTC).date(): int(b["doc_count"]) for b in buckets
+        }
+        return HeldDays(documents, listed, self._unfinished())
 
     def record_run(self, run: dict[str, Any]) -> None:
         self._require_indexes()
@@ -577,7 +683,7 @@ class SearchStore(ClosedOnExit):
                             "_id": daily_document_id(doc["recordset_id"], snapshot_date),
                         }
                     },
-                    {**doc, "snapshot_date": snapshot_date.isoformat()},
+                    {**doc, "snapshot_date": snapshot_date.isoformat(), "type": SNAPSHOT_TYPE},
                 )
 
         check_bulk(self.http.bulk(actions()))
@@ -613,7 +719,7 @@ class SearchStore(ClosedOnExit):
         bounds = {k: v.isoformat() for k, v in (("gte", first), ("lte", last)) if v is not None}
         if bounds:
             clauses.append({"range": {"harvest_date": bounds}})
-        return {"bool": {"filter": clauses}}
+        return {"bool": {"filter": clauses, "must_not": [{"term": {"type": SNAPSHOT_TYPE}}]}}
 
     def series(
         self,
@@ -733,53 +839,22 @@ class SearchStore(ClosedOnExit):
         self._refresh(index)
         return int(self.http.request("GET", f"/{quote(index)}/_count")["count"])
 
-    def legacy_days(self, index: str) -> dict[date, int]:
-        """Documents per UTC day of harvest_date, whatever its stored form (date, date-time)."""
-        histogram = {"field": "harvest_date", "calendar_interval": "day", "min_doc_count": 1}
-        body = {"size": 0, "aggs": {"days": {"date_histogram": histogram}}}
-        buckets = self.http.request("POST", f"/{quote(index)}/_search", body)["aggregations"]["days"][
-            "buckets"
+    def replace_index_with_alias(
+        self, name: str, target: str, api_index: str, state: str, behind: Sequence[str]
+    ) -> None:
+        """In one atomic request, make `name` an alias of `target` (its write index) and of the
+        record-count index, so the portal's one name answers all four of its query kinds; `name`
+        stops being what it was (state): an index (deleted: an alias cannot take a live index's
+        name), an alias of the original's indexes (moved: those are kept), or nothing. Readers see the old
+        documents until the moment they see the new ones."""
+        actions: list[dict[str, Any]] = [
+            {"add": {"index": target, "alias": name, "is_write_index": True}},
+            {"add": {"index": api_index, "alias": name}},
         ]
-        return {datetime.fromtimestamp(b["key"] / 1000, UTC).date(): int(b["doc_count"]) for b in buckets}
-
-    def legacy_documents(
-        self, index: str, day: date, source: Any = True
-    ) -> Iterator[tuple[tuple[int, str], dict[str, Any]]]:
-        """Every document of a UTC day, whatever its _id, with (sequence number, id) for
-        "last written" order. A scroll: search_after would need a unique sort key, and two
-        documents of the same recordset and day are exactly what must not be skipped."""
-        body: dict[str, Any] = {
-            "query": {"range": {"harvest_date": {"gte": day.isoformat(), "lt": (day + ONE_DAY).isoformat()}}},
-            "sort": ["_doc"],
-            "size": PAGE,
-            "_source": source,
-            "seq_no_primary_term": True,
-        }
-        response = self.http.request("POST", f"/{quote(index)}/_search", body, params={"scroll": "5m"})
-        scroll_id = response.get("_scroll_id")
-        try:
-            while True:
-                hits = response["hits"]["hits"]
-                for hit in hits:
-                    yield (int(hit.get("_seq_no", 0)), hit["_id"]), hit.get("_source", {})
-                if len(hits) < PAGE or not scroll_id:
-                    return
-                response = self.http.request(
-                    "POST", "/_search/scroll", {"scroll": "5m", "scroll_id": scroll_id}
-                )
-                scroll_id = response.get("_scroll_id", scroll_id)
-        finally:
-            if scroll_id:
-                with contextlib.suppress(StoreError):
-                    self.http.request("DELETE", "/_search/scroll", {"scroll_id": [scroll_id]}, ok=(404,))
-
-    def replace_index_with_alias(self, name: str, target: str) -> None:
-        """In one atomic request, delete index `name` and give `target` the alias `name`.
-
-        An alias cannot take the name of a live index, so both happen together: readers of
-        `name` see the old index until the moment they see the new one.
-        """
-        actions = [{"add": {"index": target, "alias": name}}, {"remove_index": {"index": name}}]
+        if state == "alias":
+            actions += [{"remove": {"index": old, "alias": name}} for old in behind]
+        elif state == "index":
+            actions.append({"remove_index": {"index": name}})
         self.http.request("POST", "/_aliases", {"actions": actions})
 
     def close(self) -> None:
