@@ -783,7 +783,7 @@ def report(
 @click.option(
     "--max-lag",
     type=click.IntRange(0),
-    help="Exit 8 when the last complete harvest date is more than N days old.",
+    help="Exit 8 when the last complete harvest date is more than N days old, or any day is damaged.",
 )
 @format_option(
     "text",
@@ -880,6 +880,7 @@ def status_text(info: store_status.Status) -> str:
         lines.append(
             f"damaged days:          {_dates(info.damaged_days)} (idb-stats collect-stats redoes them)"
         )
+        lines += [f"  {d.harvest_date}: {'; '.join(d.reasons)}" for d in info.damage]
     if info.empty_days:
         lines.append(
             f"published empty:       {_dates(info.empty_days)} (0 telemetry rows; "

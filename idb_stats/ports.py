@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from datetime import date
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from .model import Cell, DayStats, SkipReport
+from .model import Cell, DayStats, HeldDays, SkipReport
 from .runs import RunLock, RunRecord
 
 if TYPE_CHECKING:
@@ -73,12 +73,20 @@ class Store(Protocol):
         self, stats: DayStats, documents: Iterable[Document], publishers: Sequence[Document] | None = None
     ) -> None:
         """Replace the day's documents (and, unless publishers is None, its publisher documents)
-        with these, adjust totals, mark the day complete."""
+        with these, adjust totals, mark the day complete.
+
+        Never trusts totals that disagree with the documents (they list the day without its
+        document, or hold its document without listing it): those recordsets' totals are rebuilt
+        from their documents instead."""
 
     def forget_day(self, harvest_date: date) -> int:
         """Remove the day's documents (and publisher documents), take them out of the totals and
         unmark the day; returns the daily documents removed. Safe to repeat, and repaired by
-        repeating after a failure part-way."""
+        repeating after a failure part-way; totals that disagree with the documents are rebuilt,
+        as by publish_day."""
+
+    def held_days(self) -> HeldDays:
+        """What the store holds of each day, from its documents and totals (not its marks)."""
 
     def export(self, first: date, last: date) -> Iterator[Document]:
         """Daily documents of the range, sorted by harvest_date then recordset_id."""

@@ -16,7 +16,7 @@ from typing import Any
 from . import fingerprint, planning
 from .adopt import adopted_days
 from .clock import SYSTEM_CLOCK, Clock
-from .collect import last_closed, tracked_days
+from .collect import day_states, last_closed, tracked_days
 from .config import Config
 from .errors import IdbStatsError
 from .ledger import RUN_COMMANDS
@@ -81,6 +81,8 @@ class Status:
     snapshot_recordsets: Any
     # Days the store holds only part of (documents without their mark, or the reverse).
     damaged_days: list[date] = field(default_factory=list)
+    # The same days with why each is damaged (planning.assess_days).
+    damage: list[planning.Damage] = field(default_factory=list)
     # Days collected from a window without telemetry rows (a real outage, or --allow-empty).
     empty_days: list[date] = field(default_factory=list)
     # Not lag (collection continues after them) but history the portal lacks: days inside the
@@ -116,6 +118,7 @@ class Status:
             "complete_days": self.complete_days,
             "missing_days": [d.isoformat() for d in self.missing_days],
             "damaged_days": [d.isoformat() for d in self.damaged_days],
+            "damaged": [d.as_dict() for d in self.damage],
             "adopted_gaps": None if self.adopted_gaps is None else [d.isoformat() for d in self.adopted_gaps],
             "not_closed_days": [d.isoformat() for d in self.not_closed_days],
             "last_day": self.last_day,
@@ -158,12 +161,17 @@ def adopted_gaps(config: Config, complete: dict[date, dict[str, Any]]) -> list[d
 def status(config: Config, clock: Clock = SYSTEM_CLOCK) -> Status:
     """What an operator or a monitor needs: last complete day, lag, holes, each command's last run."""
     with open_store(config) as store:
-        complete = store.completed_days()
+        # Complete: marked, and what the store holds of the day agrees with the mark (the
+        # documents and totals, not the mark alone, say whether a day is whole).
+        marks, states = day_states(store)
+        complete = {d: m for d, m in marks.items() if d in states.complete}
+        damaged = states.damaged_days
         days = tracked_days(complete)
         closed = last_closed(config, clock)
         last = max(complete, default=None)
-        first = min(days, default=None)
-        through = planning.complete_through(days, closed)
+        # Gaps are counted from the first complete or damaged day, as the catch-up plans them.
+        first = min(days | tracked_days(complete, damaged), default=None)
+        through = planning.complete_through(days, closed, damaged)
         runs = store.runs(limit=20)
         last_runs = {command: run for command in RUN_COMMANDS if (run := store.last_run(command))}
         if any(run.get("outcome") == RUNNING for run in [*runs[:1], *last_runs.values()]):
@@ -180,7 +188,8 @@ def status(config: Config, clock: Clock = SYSTEM_CLOCK) -> Status:
             complete_through=through,
             lag_days=(closed - through).days if through else None,
             complete_days=len(complete),
-            missing_days=planning.missing_days(days, first, min(last or closed, closed)),
+            # Damaged days are missing too (not complete), wherever they lie.
+            missing_days=sorted({*planning.missing_days(days, first, min(last or closed, closed)), *damaged}),
             not_closed_days=sorted(d for d in days if d > closed),
             last_day=complete[last] if last else None,
             last_run=runs[0] if runs else None,
@@ -195,6 +204,8 @@ def status(config: Config, clock: Clock = SYSTEM_CLOCK) -> Status:
             last_snapshot=last_snapshot,
             snapshot_missing_today=bool(snapshots) and last_snapshot != clock.now().date(),
             snapshot_recordsets=snapshots.get(last_snapshot) if last_snapshot else None,
+            damaged_days=damaged,
+            damage=list(states.damaged),
             empty_days=sorted(
                 d for d, marker in complete.items() if _read_from_source(marker) and not marker.get("rows")
             ),
