@@ -22,13 +22,13 @@ from . import fingerprint, interrupt, planning
 from .adopt import adopted_days
 from .config import Config
 from .documents import day_documents
+from .engines import open_source
 from .errors import DataQualityError, SourceRowsGone
 from .interrupt import Interrupted
 from .ledger import ledger_entry, new_run
 from .model import DayStats
 from .pg import run_lock
 from .ports import Store, TelemetrySource
-from .source import PostgresTelemetrySource
 from .stores import open_store
 
 log = logging.getLogger("idb_stats")
@@ -219,7 +219,7 @@ def _init_worker(config: Config, dry_run: bool, parent: int) -> None:
     if os.getppid() != parent:  # the parent died before the line above
         os._exit(int(Interrupted(signal.SIGTERM).exit_code))
     _worker["config"] = config
-    _worker["source"] = PostgresTelemetrySource(config)
+    _worker["source"] = open_source(config)
     _worker["store"] = None if dry_run else open_store(config)
 
 
@@ -289,7 +289,7 @@ def collect(
     refuse_open_days(selection, last_closed(config))
     run = new_run(command, dry_run=dry_run, plan=None)
     run_id = run["run_id"]
-    with contextlib.closing(PostgresTelemetrySource(config)) as source, open_store(config) as store:
+    with contextlib.closing(open_source(config)) as source, open_store(config) as store:
         lock = (
             contextlib.nullcontext()
             if dry_run
@@ -352,7 +352,7 @@ def collect(
 
 
 def _plan_with_recheck(
-    config: Config, selection: Selection, store: Store, source: PostgresTelemetrySource
+    config: Config, selection: Selection, store: Store, source: TelemetrySource
 ) -> tuple[planning.Plan, dict[date, str], list[fingerprint.Stale]]:
     """The plan, each day's reason for the change ledger, and (plain catch-up) the published days
     whose source rows changed, which join the plan as late_rows."""

@@ -8,7 +8,7 @@ row-at-a-time baseline of the benchmark.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -92,6 +92,23 @@ def _is_hit_count(value: Any) -> bool:
     return 0 <= value <= MAX_HITS and value == int(value)
 
 
+def row_cells(row: TelemetryRow) -> Iterator[tuple[str, str, str, str, str, int]]:
+    """What an accepted row (skip_reason None) adds: (recordset, record_type, type, kind, key, hits)
+    once per entry and kind; kind "item" (key: record), "query" (key: query hash) or "geo" (key:
+    canonical JSON of the geocode). A cell adds 1 to its key's entries and `hits` to its hits."""
+    assert row.record_type is not None and row.type is not None
+    geo = canonical_geo(row.ip_geocode)
+    for key, value in row.payload.items():
+        if row.type in PER_RECORD_TYPES:
+            recordset, hits = value, 1
+            yield recordset, row.record_type, row.type, "item", key, 1
+        else:
+            recordset, hits = key, int(value)
+        if row.query_hash is not None and row.type != "view":
+            yield recordset, row.record_type, row.type, "query", row.query_hash, hits
+        yield recordset, row.record_type, row.type, "geo", geo, hits
+
+
 def aggregate(
     rows: Iterable[TelemetryRow], harvest_date: date, limit: int = 0, max_examples: int = 5
 ) -> tuple[list[Document], SkipReport]:
@@ -99,11 +116,6 @@ def aggregate(
     report = SkipReport()
     # (recordset, record_type, type, kind, key) -> [entries, hits]
     acc: dict[tuple[str, str, str, str, str], list[int]] = {}
-
-    def add(rs: str, rt: str, ty: str, kind: str, key: str, hits: int) -> None:
-        slot = acc.setdefault((rs, rt, ty, kind, key), [0, 0])
-        slot[0] += 1
-        slot[1] += hits
 
     for row in rows:
         report.rows += 1
@@ -114,17 +126,10 @@ def aggregate(
             if len(skip.example_ids) < max_examples:
                 skip.example_ids.append(row.id)
             continue
-        assert row.record_type is not None and row.type is not None
-        geo = canonical_geo(row.ip_geocode)
-        for key, value in row.payload.items():
-            if row.type in PER_RECORD_TYPES:
-                recordset, hits = value, 1
-                add(recordset, row.record_type, row.type, "item", key, 1)
-            else:
-                recordset, hits = key, int(value)
-            if row.query_hash is not None and row.type != "view":
-                add(recordset, row.record_type, row.type, "query", row.query_hash, hits)
-            add(recordset, row.record_type, row.type, "geo", geo, hits)
+        for rs, rt, ty, kind, key, hits in row_cells(row):
+            slot = acc.setdefault((rs, rt, ty, kind, key), [0, 0])
+            slot[0] += 1
+            slot[1] += hits
 
     by_recordset: dict[str, list[Cell]] = {}
     for (rs, rt, ty, kind, key), (entries, hits) in acc.items():

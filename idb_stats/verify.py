@@ -29,11 +29,11 @@ from typing import Any
 from .collect import process_day
 from .config import Config
 from .documents import day_documents
+from .engines import open_source
 from .ledger import now_iso
 from .model import DayStats
 from .pg import run_lock
 from .ports import Document, Store, TelemetrySource
-from .source import PostgresTelemetrySource
 from .stores import open_store
 from .totals import Totals, summarize, with_day
 
@@ -288,7 +288,7 @@ def verify(
 ) -> Outcome:
     """Compare, and with repair: republish differing days (reason repair), rebuild totals that
     are not the sum of their days, then compare again."""
-    with contextlib.closing(PostgresTelemetrySource(config)) as source, open_store(config) as store:
+    with contextlib.closing(open_source(config)) as source, open_store(config) as store:
         report = Verifier(config, store, source, on_difference).run(first, last, sample)
         outcome = Outcome(report)
         if not repair or report.agrees:
