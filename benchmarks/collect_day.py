@@ -46,7 +46,7 @@ from typing import Any
 
 import psycopg2
 
-from idb_stats import embedded, rules, synthetic
+from idb_stats import embedded, rules, stream, synthetic
 from idb_stats.config import load_config
 from idb_stats.model import DayStats, event_window
 from idb_stats.stores import open_store
@@ -149,6 +149,28 @@ def step_baseline(dsn: str, harvest: date, out: Path) -> dict[str, Any]:
         for doc in docs:
             handle.write(json.dumps(doc, sort_keys=True) + "\n")
     return {"documents": len(docs), "rows": report.rows}
+
+
+def step_copy_bytes(dsn: str, harvest: date) -> dict[str, Any]:
+    """What the stream engine's one COPY of the day sends: what would cross the network if the
+    telemetry database were remote."""
+
+    class Counter:
+        size = 0
+
+        def write(self, row: bytes) -> None:
+            self.size += len(row)
+
+    conn = psycopg2.connect(dsn)
+    counter = Counter()
+    with conn, conn.cursor() as cur:
+        statement = stream.COPY_SQL.format(stats="stats", queries="queries")
+        cur.copy_expert(
+            cur.mogrify(statement, dict(zip(("start", "end"), event_window(harvest), strict=True))).decode(),
+            counter,
+        )
+    conn.close()
+    return {"bytes": counter.size}
 
 
 def step_write(store_dsn: str, harvest: date, documents: Path) -> dict[str, Any]:
@@ -348,6 +370,7 @@ class ShapeResult:
     sql: Measure
     stream_equal: bool
     sql_equal: bool
+    copy_bytes: int  # the stream engine's COPY of the 1x day
 
 
 def write_floor(
@@ -416,6 +439,8 @@ def run_shape(
                 baseline = Measure("3 row-at-a-time loop", seconds, rss, entries)
                 print(baseline.line())
                 stream_equal, _ = same_documents(baseline_out, store, harvest)
+                _, _, out = run_measured([*me, "--step", "copy-bytes"])
+                copy_bytes = json.loads(out)["bytes"]
                 sql_equal, _ = same_documents(baseline_out, sql_store, harvest)
         assert sql is not None
         if args.days > 1:
@@ -435,7 +460,7 @@ def run_shape(
                     jobs,
                 )
                 print(f"collect-stats over {args.days} days, --jobs {jobs}: {measure.seconds:.1f} s")
-        return ShapeResult(shape.name, scales, baseline, sql, stream_equal, sql_equal)
+        return ShapeResult(shape.name, scales, baseline, sql, stream_equal, sql_equal, copy_bytes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -503,6 +528,10 @@ def print_table(results: list[ShapeResult]) -> None:
                 f"{scale}x rows: {label}",
                 functools.partial(lambda r, scale, i: scale_texts(r, scale)[i], scale=scale, i=i),
             )
+    row(
+        "COPY of the day MB / s at 1 Gbit/s",
+        lambda r: f"{r.copy_bytes / 1e6:.0f} / {r.copy_bytes * 8 / 1e9:.1f}",
+    )
     row("documents equal to the row loop's: stream", lambda r: f"{r.stream_equal} ({one(r).documents})")
     row("documents equal to the row loop's: sql", lambda r: f"{r.sql_equal} ({one(r).documents})")
 
@@ -524,7 +553,9 @@ def main() -> None:
         help="multiples of --rows-per-day to load and measure (default 1,2,4)",
     )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--step", choices=["floor", "baseline", "write"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--step", choices=["floor", "baseline", "write", "copy-bytes"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--store-dsn", help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     parser.add_argument("--harvest-date", type=date.fromisoformat, help=argparse.SUPPRESS)
@@ -535,6 +566,9 @@ def main() -> None:
         return
     if args.step == "baseline":
         print(json.dumps(step_baseline(args.dsn, args.harvest_date, args.out)))
+        return
+    if args.step == "copy-bytes":
+        print(json.dumps(step_copy_bytes(args.dsn, args.harvest_date)))
         return
     if args.step == "write":
         print(json.dumps(step_write(args.store_dsn, args.harvest_date, args.out)))
