@@ -66,8 +66,9 @@ RULES_BATCH = 5_000
 MEMORY_LIMIT = "160MB"
 FETCH_ROWS = 20
 
-COPY_SQL = """
-COPY (SELECT s.id, s.type::text, s.record_type::text, q.query_hash::text, s.ip_geocode::text, s.payload::text
+# No leading newline: pg_stat_activity shows the statement as "COPY (SELECT …".
+COPY_SQL = """COPY (SELECT s.id, s.type::text, s.record_type::text, q.query_hash::text,
+             s.ip_geocode::text, s.payload::text
       FROM {stats} s LEFT JOIN {queries} q ON q.id = s.query_id
       WHERE s.date >= %(start)s AND s.date < %(end)s) TO STDOUT WITH (FORMAT csv)"""
 # The rows left to rules.py, read again in the same snapshot; their geocode also as the text the
