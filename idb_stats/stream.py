@@ -336,9 +336,10 @@ class StreamTelemetrySource(PostgresTelemetrySource):
             # DuckDB stopped reading (or never started): a reader that opens and closes the FIFO
             # ends a writer blocked in open() or write() with a broken pipe.
             self._conn.cancel()
-            with contextlib.suppress(OSError):
-                os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
-            thread.join()
+            while thread.is_alive():  # the writer may not have reached open() yet
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+                thread.join(0.1)
             raise
         thread.join()
         if copy.error is not None:
