@@ -7,11 +7,11 @@ import contextlib
 import json
 import os
 import uuid
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import pytest
-from helpers import engine_config, insert_rows, query, random_rows, reference, sql_documents
+from helpers import RECORDSETS, engine_config, insert_rows, query, random_rows, reference, sql_documents
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +23,7 @@ from idb_stats.errors import ConfigError
 from idb_stats.model import MAX_HITS, SKIP_REASONS, DayStats
 
 DAY = date(2020, 2, 17)  # events of this calendar day have harvest date 2020-02-18
+HARVEST_DATE = date(2020, 2, 18)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -365,3 +366,31 @@ def test_spellings_postgresql_reads_alike_are_one_geocode_one_item(dsn: str, eng
         {"geo": {}, "count": 6},
     ]
     assert docs[0]["records"]["view"]["items"] == [{"term": "ré", "count": 3}]
+
+
+@pytest.mark.parametrize("line_bytes", [200, None], ids=["200-bytes", "1-MB"])
+def test_rows_the_stream_engine_leaves_to_the_rules(
+    dsn: str, line_bytes: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rows longer than the engine's CSV line limit never reach DuckDB: they are read again by id
+    # and given to rules.py, with the skipped ones and the hit counts written 3.0; a page of
+    # 30,000 records is longer than the 1 MB limit, and at 200 bytes most rows are.
+    from idb_stats import stream
+
+    if line_bytes is not None:
+        monkeypatch.setattr(stream, "MAX_LINE_BYTES", line_bytes)
+    start = datetime(DAY.year, DAY.month, DAY.day, 12)
+    page = {f"r{i:06d}": RECORDSETS[0] for i in range(30_000)}
+    insert_rows(
+        dsn,
+        [
+            *random_rows(3, DAY),
+            (start, "seen", "records", "q0001", {"country": "US"}, page),
+            (start, "search", "records", None, None, {RECORDSETS[0]: 3.0}),
+        ],
+    )
+    expected_docs, expected_report = reference(dsn, HARVEST_DATE)
+    docs, report = sql_documents(dsn, HARVEST_DATE, engine="stream")
+    assert docs == expected_docs
+    assert report.as_dict() == expected_report.as_dict() and report.rows == expected_report.rows
+    assert any(len(d["records"]["seen"]["items"]) >= 30_000 for d in docs)
