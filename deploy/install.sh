@@ -95,7 +95,7 @@ else
   chmod 0755 "$root$prefix/bin/idb-stats-as-service"
 fi
 run mkdir -p "$root$prefix/share/docs"
-run cp "$checkout/README.md" "$checkout/docs/operations.md" "$root$prefix/share/docs/"
+run cp "$checkout/README.md" "$checkout"/docs/*.md "$root$prefix/share/docs/"
 
 # 3. Configuration: an example config if none, readable by the service group only.
 run mkdir -p "$etc/credentials"

@@ -103,10 +103,12 @@ def adopt(
     duplicates: str,
     dry_run: bool,
     on_day: Callable[[DayOutcome], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> AdoptReport:
     """Adopt legacy_config.daily_index (on a search cluster) into config's store.
 
     target_index: the new index when config's store is a search store (None for PostgreSQL).
+    on_total hears how many days are to adopt before on_day hears of each (for progress).
     """
     from .stores.search import SearchStore
 
@@ -153,6 +155,8 @@ def adopt(
                     + "; choose --duplicates keep-last or --duplicates sum (see docs/migrating.md)"
                 )
         if dry_run:
+            if on_total:
+                on_total(len(days))
             for day in sorted(days):
                 outcome = DayOutcome(day, read=days[day], duplicates=planned.get(day, {}))
                 report.days.append(outcome)
@@ -167,6 +171,8 @@ def adopt(
                 _refuse_foreign_totals(store, reader, target_config, search_target)
                 store.init()
                 done = set(adopted_days(store.completed_days()))
+                if on_total:
+                    on_total(len(days.keys() - done))
                 run_id = f"{ADOPT_RUN_PREFIX}{uuid.uuid4().hex[:8]}"
                 for day in sorted(days):
                     if day in done:

@@ -8,24 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from . import __version__, apistats, checks, cohort, collect, forget, importing, interrupt, ndjson
+from . import __version__, apistats, checks, cohort, collect, forget, importing, interrupt, monitoring, ndjson
 from . import changes as changes_ledger  # the `changes` command below takes the plain name
 from . import status as store_status  # the `status` command below takes the plain name
 from .config import STORE_KINDS, Config, load_config
 from .errors import (
+    EXIT_CODE_MEANINGS,
     ConfigError,
     ExitCode,
     IdbStatsError,
@@ -33,13 +35,15 @@ from .errors import (
     SourceRowsGone,
     UsageError,
     VerifyDifferences,
+    exit_codes_help,
 )
 from .interrupt import Interrupted
 from .json_text import compact
 from .legacy import DUPLICATE_POLICIES, DayOutcome
-from .logs import ProgressBar, sd_notify, setup_logging
-from .model import DayStats
+from .logs import LOG_FORMAT_ENV, LOG_FORMATS, ProgressBar, json_logging, setup_logging, status_sink
+from .model import PAGE_TYPES, DayStats
 from .planning import Plan
+from .progress import Tracker, duration_text
 from .report import build_report
 from .secrets import has_password
 from .stores import open_store
@@ -48,14 +52,9 @@ from .terminal import broken_pipe, writing
 log = logging.getLogger("idb_stats")
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_CODES_HELP = """Exit codes: 0 ok, 1 unexpected error, 2 usage (bad arguments or input file,
-a harvest date not over yet, an output that cannot be written), 3 configuration (also a failed
-check-config --connect, or an index with another mapping: run adopt), 4 telemetry database
-unreachable, 5 store unreachable or write not acknowledged, 6 too many skipped rows (or duplicate
-documents under --duplicates refuse), 7 lock held by another run, 8 status: lagging, 9 catch-up
-span too long, 10 a day's source rows are gone while the store holds its documents
-(--allow-empty), 11 verify found differences, 130/143 stopped by SIGINT/SIGTERM (run recorded as
-interrupted), 141 standard output closed by its reader (| head)."""
+# Every command's help ends with this table (set on each command below the last one).
+EXIT_CODES_HELP = exit_codes_help()
+CONFIG_ENV = "IDB_STATS_CONFIG"
 
 
 class DateType(click.ParamType):
@@ -80,6 +79,8 @@ def config_options(func: F) -> F:
         "--config",
         "config_path",
         type=click.Path(dir_okay=False),
+        envvar=CONFIG_ENV,
+        show_envvar=True,
         help="TOML configuration file [default: /etc/idb-stats/config.toml if present].",
     )
     @click.option(
@@ -107,7 +108,7 @@ def config_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def range_options(func: F) -> F:
+def range_options(func: F, required: bool = False) -> F:
     """--from/--to; a reversed range is refused before anything is opened."""
 
     @functools.wraps(func)
@@ -116,8 +117,38 @@ def range_options(func: F) -> F:
             raise UsageError(f"--from {first} is after --to {last}: swap them")
         return func(*args, first=first, last=last, **kwargs)
 
-    wrapped = click.option("--to", "last", type=DATE, help="Last harvest date (inclusive).")(checked)
-    return click.option("--from", "first", type=DATE, help="First harvest date (inclusive).")(wrapped)  # type: ignore[return-value]
+    to = click.option("--to", "last", type=DATE, required=required, help="Last harvest date (inclusive).")
+    since = click.option(
+        "--from", "first", type=DATE, required=required, help="First harvest date (inclusive)."
+    )
+    return since(to(checked))  # type: ignore[return-value]
+
+
+def required_range_options(func: F) -> F:
+    return range_options(func, required=True)
+
+
+def format_option(*formats: str, default: str | None = None, help_text: str = "") -> Callable[[F], F]:
+    """--format FORMAT, the one spelling of machine output on every command that prints data, and
+    --json, kept as its alias: the command receives `fmt`."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def chosen(*args: Any, fmt: str | None, as_json: bool, **kwargs: Any) -> Any:
+            if as_json and fmt not in (None, "json"):
+                raise click.UsageError(f"--json is --format json; it cannot go with --format {fmt}")
+            return func(*args, fmt="json" if as_json else fmt or formats[0], **kwargs)
+
+        with_json = click.option("--json", "as_json", is_flag=True, help="The same as --format json.")(chosen)
+        return click.option(  # type: ignore[return-value]
+            "--format",
+            "fmt",
+            type=click.Choice(formats),
+            default=default,
+            help=(help_text + " " if help_text else "") + f"[default: {default or formats[0]}]",
+        )(with_json)
+
+    return decorate
 
 
 def plural(count: int, noun: str) -> str:
@@ -152,23 +183,44 @@ class Commands(click.Group):
             raise closed from None
 
 
+LOG_FORMAT_HELP = (
+    "Log lines on standard error as text, or json (one object per line with the fields journald "
+    "gets) [default: journald under systemd, else text]."
+)
+
+
 @click.group(cls=Commands, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="idb-stats")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
-def cli(verbose: bool, quiet: bool) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    envvar=LOG_FORMAT_ENV,
+    show_envvar=True,
+    help=LOG_FORMAT_HELP,
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, quiet: bool, log_format: str | None) -> None:
     """Daily per-recordset usage statistics from search API telemetry."""
-    setup_logging(verbose, quiet)
+    ctx.meta["logging"] = {"verbose": verbose, "quiet": quiet, "log_format": log_format}
+    setup_logging(verbose, quiet, log_format)
 
 
-def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    # -v/-q given after the command name: the group's setting is replaced.
-    if value:
-        setup_logging(verbose=param.name == "verbose", quiet=param.name == "quiet")
+def _set_logging(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    # -v/-q/--log-format given after the command name: they replace the group's setting.
+    if not value:
+        return
+    chosen = ctx.meta.setdefault("logging", {"verbose": False, "quiet": False, "log_format": None})
+    if param.name in ("verbose", "quiet"):
+        chosen.update(verbose=param.name == "verbose", quiet=param.name == "quiet")
+    else:
+        chosen["log_format"] = value
+    setup_logging(**chosen)
 
 
-def verbosity_options(command: click.Command) -> None:
-    """-v/-q are accepted after the command name too (`idb-stats status -v`)."""
+def logging_options(command: click.Command) -> None:
+    """-v/-q/--log-format are accepted after the command name too (`idb-stats status -v`)."""
     for name, flag, help_text in (
         ("verbose", "-v", "Log debug details."),
         ("quiet", "-q", "Log warnings and errors only."),
@@ -179,16 +231,63 @@ def verbosity_options(command: click.Command) -> None:
                 is_flag=True,
                 expose_value=False,
                 is_eager=True,
-                callback=_set_verbosity,
+                callback=_set_logging,
                 help=help_text,
             )
         )
+    command.params.append(
+        click.Option(
+            ["--log-format", "log_format"],
+            type=click.Choice(LOG_FORMATS),
+            expose_value=False,
+            is_eager=True,
+            callback=_set_logging,
+            help=LOG_FORMAT_HELP,
+        )
+    )
+
+
+def publishes_metrics(func: F) -> F:
+    """After a command that records its run, however it ends: monitoring.textfile rewritten (when
+    set) from the store's status, so Prometheus sees the run's outcome."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, config: Config, **kwargs: Any) -> Any:
+        ran = True
+        try:
+            return func(*args, config=config, **kwargs)
+        except (UsageError, click.UsageError):
+            ran = False  # a mistake refused before anything ran: nothing to report, nothing written
+            raise
+        finally:
+            if ran and config.metrics_textfile:
+                _write_metrics(config, Path(config.metrics_textfile))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _write_metrics(config: Config, path: Path) -> None:
+    try:
+        text = monitoring.prometheus_text(store_status.status(config))
+    except IdbStatsError as exc:
+        log.warning("monitoring.textfile: cannot read the status (%s); %s says the store is down", exc, path)
+        text = monitoring.prometheus_down(config.store)
+    try:
+        monitoring.write_atomically(path, text)
+    except OSError as exc:
+        log.warning("monitoring.textfile: cannot write %s: %s", path, exc.strerror or exc)
 
 
 def day_summary(stats: DayStats) -> str:
+    pages = [
+        f"{stats.kinds[kind]} {kind.removesuffix('s')} page views"
+        for kind in PAGE_TYPES
+        if stats.kinds.get(kind)
+    ]
     return (
         f"{stats.harvest_date}: {stats.rows} rows, {stats.entries} entries, {stats.recordsets} recordsets, "
-        f"{stats.skipped} skipped, {stats.seconds:.1f} s"
+        + "".join(f"{p}, " for p in pages)
+        + f"{stats.skipped} skipped, {stats.seconds:.1f} s"
     )
 
 
@@ -199,13 +298,16 @@ def day_fields(stats: DayStats) -> dict[str, Any]:
         "entries": stats.entries,
         "recordsets": stats.recordsets,
         "skipped": stats.skipped,
+        # Flat, so each is a journal field of its own (IDB_STATS_RECORDSETS_PAGE_VIEWS).
+        **{f"{kind}_page_views": stats.kinds.get(kind, 0) for kind in PAGE_TYPES},
         "seconds": f"{stats.seconds:.3f}",
         "run_id": stats.run_id,
     }
 
 
-@cli.command("collect-stats", epilog=EXIT_CODES_HELP)
+@cli.command("collect-stats")
 @config_options
+@publishes_metrics
 @click.option(
     "-d", "--date", "day", type=DATE, help="Process this one harvest date (events of the day before)."
 )
@@ -217,7 +319,12 @@ def day_fields(stats: DayStats) -> dict[str, Any]:
     help="Redo complete days too (all) or only fill the gaps (missing). "
     "[default: all for --date/--from/--to, missing for --all]",
 )
-@click.option("--dry-run", is_flag=True, help="Aggregate and print each day's summary; write nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Aggregate and print each day's summary as JSON; write nothing."
+)
+@format_option(
+    "text", "json", help_text="json: also print each day's summary on standard output, one JSON line."
+)
 @click.option("--force-span", is_flag=True, help="Catch up even beyond collect.max_catch_up_days.")
 @click.option(
     "--jobs", type=click.IntRange(1, 64), help="Days aggregated in parallel [default: collect.jobs]."
@@ -227,7 +334,8 @@ def day_fields(stats: DayStats) -> dict[str, Any]:
     "--allow-empty",
     is_flag=True,
     help="Publish a day whose source rows are gone even though the store holds its documents "
-    "(empties it); refused otherwise, exit 10.",
+    "(empties it), or a day without rows the source cannot vouch for (no rows after it, or "
+    "before it); refused otherwise, exit 10.",
 )
 def collect_stats(
     config: Config,
@@ -237,6 +345,7 @@ def collect_stats(
     all_days: bool,
     reprocess: str | None,
     dry_run: bool,
+    fmt: str,
     force_span: bool,
     jobs: int | None,
     lock_timeout: float | None,
@@ -255,12 +364,12 @@ def collect_stats(
     if sum(x for x in (day is not None, first is not None or last is not None, all_days)) > 1:
         raise click.UsageError("use one of --date, --from/--to, --all")
     selection = collect.Selection(day, first, last, all_days, reprocess, force_span)
-    bar: ProgressBar | None = None
+    bar = ProgressBar("days")
     rows = [0]
+    tracker = Tracker(sinks=[bar, status_sink("days", lambda: [f"{_human(rows[0])} rows"])])
 
     def on_plan(plan: Plan) -> None:
-        nonlocal bar
-        bar = ProgressBar(len(plan.days))
+        tracker.total = len(plan.days)
         log.info(
             "plan: %s (%s)%s", plan.reason, plural(len(plan.days), "day"), " [dry run]" if dry_run else ""
         )
@@ -274,14 +383,11 @@ def collect_stats(
 
     def on_day(stats: DayStats, done: int, total: int) -> None:
         rows[0] += stats.rows
-        if bar:
-            bar.clear()
+        bar.clear()
         log.info(day_summary(stats), extra={"fields": day_fields(stats)})
-        if dry_run:
+        if dry_run or fmt == "json":
             click.echo(json.dumps(stats.as_dict()))
-        sd_notify(f"STATUS={stats.harvest_date}: {done}/{total} days, {_human(rows[0])} rows")
-        if bar:
-            bar.update(done, str(stats.harvest_date))
+        tracker.update(done, str(stats.harvest_date), total)
 
     result = collect.collect(
         config,
@@ -293,12 +399,21 @@ def collect_stats(
         on_day=on_day,
         allow_empty=allow_empty,
     )
+    seconds = tracker.elapsed()
     log.info(
-        "run %s finished: %s, %s",
+        "run %s finished: %s, %s in %s",
         result.run_id,
         plural(len(result.days), "day"),
         plural(rows[0], "row"),
-        extra={"fields": {"run_id": result.run_id, "days": len(result.days), "rows": rows[0]}},
+        duration_text(seconds),
+        extra={
+            "fields": {
+                "run_id": result.run_id,
+                "days": len(result.days),
+                "rows": rows[0],
+                "seconds": f"{seconds:.3f}",
+            }
+        },
     )
 
 
@@ -317,14 +432,13 @@ def init(config: Config) -> None:
 
 @cli.command()
 @config_options
-@range_options
+@required_range_options
 @output_option
 def export(config: Config, first: date | None, last: date | None, output: Any) -> None:
     """Daily documents as NDJSON, sorted by harvest_date then recordset_id, between an opening
     line and a closing line that counts the documents of each day (import checks them, so a file
     cut short is refused)."""
-    if first is None or last is None:
-        raise click.UsageError("export needs --from and --to")
+    assert first is not None and last is not None  # required options
     log.debug("exporting %s to %s", first, last)
     with open_store(config) as store, writing(output):
         output.writelines(ndjson.export_lines(store.export(first, last), first, last))
@@ -341,7 +455,7 @@ def duplicates_option(func: F) -> F:
     )(func)
 
 
-def log_outcome(verb: str, outcome: DayOutcome) -> None:
+def log_outcome(verb: str, outcome: DayOutcome, seconds: float | None = None) -> None:
     fields = outcome.as_dict()
     details = [f"{outcome.read} read", f"{outcome.written} written"]
     if outcome.duplicates:
@@ -350,11 +464,15 @@ def log_outcome(verb: str, outcome: DayOutcome) -> None:
         details.append(f"{outcome.filled_blocks} missing blocks filled with zeros")
     if outcome.rejected:
         details.append("rejected " + ", ".join(f"{r}: {n}" for r, n in outcome.rejected.items()))
+    if seconds is not None:
+        details.append(f"{seconds:.1f} s")
+        fields["seconds"] = f"{seconds:.3f}"
     log.info("%s %s: %s", verb, outcome.harvest_date, ", ".join(details), extra={"fields": fields})
 
 
-@cli.command("import", epilog=EXIT_CODES_HELP)
+@cli.command("import")
 @config_options
+@publishes_metrics
 @click.argument("source_file", type=click.File("rb"), default="-")
 @duplicates_option
 @click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
@@ -369,6 +487,8 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
     Exports of the original collector are accepted: date-time harvest dates, counts as doubles
     and missing blocks are normalised; every line is accounted for, per day.
     """
+    bar = ProgressBar("documents")
+    tracker = Tracker(sinks=[bar, status_sink("documents")])  # from the start: the check is part of the run
     if not source_file.seekable():  # a pipe: keep a copy to read twice
         spool = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - lives as long as the command
         shutil.copyfileobj(source_file, spool)
@@ -380,7 +500,10 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
         else source_file.name
     )
     checked = ndjson.check_export(source_file, name, collect.last_closed(config))
-    log.debug("%s: %s", name, plural(checked.documents, "document"))
+    tracker.total = checked.documents
+    log.info(
+        "%s checked: %s in %s", name, plural(checked.documents, "document"), duration_text(tracker.elapsed())
+    )
     if checked.complete is None:
         log.warning(
             "%s has no export opening line (an older export, or another tool's): whether it is "
@@ -399,19 +522,29 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
         )
 
     lines = ndjson.document_lines(source_file, checked)  # check_export has read them as UTF-8
-    outcomes = importing.import_documents(config, lines, duplicates, on_rejected)
-    for outcome in outcomes:
-        log_outcome("imported", outcome)
+    read = [0]
+
+    def on_day(outcome: DayOutcome, stats: DayStats) -> None:
+        read[0] += outcome.read
+        bar.clear()
+        log_outcome("imported", outcome, stats.seconds)
+        tracker.update(read[0], str(outcome.harvest_date))
+
+    outcomes = importing.import_documents(config, lines, duplicates, on_rejected, on_day=on_day)
+    seconds = tracker.elapsed()
     log.info(
-        "import: %d days, %d documents written, %d lines rejected",
+        "import: %d days, %d documents written, %d lines rejected in %s",
         len(outcomes),
         sum(o.written for o in outcomes),
         len(rejected),
+        duration_text(seconds),
+        extra={"fields": {"days": len(outcomes), "seconds": f"{seconds:.3f}"}},
     )
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
+@cli.command()
 @config_options
+@publishes_metrics
 @click.option("--index", "legacy_index", help="The original collector's index [default: store.daily_index].")
 @click.option(
     "--target", help="Elasticsearch/OpenSearch: the new index to create [default: <store.daily_index>-v2]."
@@ -463,15 +596,37 @@ def adopt(
     else:
         assert from_store is not None
         legacy_config = replace(config, store=from_store, store_url=from_url, daily_index=legacy_name)
+    bar = ProgressBar("days")
+    tracker = Tracker(sinks=[bar, status_sink("days")])
+    done = [0]
+
+    def on_total(total: int) -> None:
+        tracker.total = total
+
+    def on_day(outcome: DayOutcome) -> None:
+        done[0] += 1
+        bar.clear()
+        log_outcome("would adopt" if dry_run else "adopted", outcome)
+        tracker.update(done[0], str(outcome.harvest_date))
+
     report = run_adopt(
         config,
         legacy_config,
         (target or f"{config.daily_index}-v2") if search_store else None,
         duplicates,
         dry_run,
-        lambda outcome: log_outcome("would adopt" if dry_run else "adopted", outcome),
+        on_day,
+        on_total,
     )
     click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+    seconds = tracker.elapsed()
+    log.info(
+        "adopt%s: %s in %s",
+        " (dry run)" if dry_run else "",
+        plural(len(report.days), "day"),
+        duration_text(seconds),
+        extra={"fields": {"days": len(report.days), "seconds": f"{seconds:.3f}"}},
+    )
 
 
 @cli.command()
@@ -514,10 +669,14 @@ def _report_unknown(named: Sequence[str], unknown: list[str]) -> None:
     help="More recordset ids, one per line (# starts a comment; - reads standard input).",
 )
 @range_options
-@click.option("--interval", type=click.Choice(cohort.INTERVALS), default="month", show_default=True)
 @click.option(
-    "--format", "fmt", type=click.Choice(list(cohort.FORMATTERS)), default="table", show_default=True
+    "--interval",
+    type=click.Choice(cohort.INTERVALS),
+    default="month",
+    show_default=True,
+    help="One row of counts per day, week (starting Monday), month or year of harvest dates.",
 )
+@format_option(*cohort.FORMATTERS, help_text="csv holds the series only; json holds everything.")
 @click.option("--sum", "summed", is_flag=True, help="One row per interval for the whole cohort.")
 @click.option("--top", type=click.IntRange(0), default=10, show_default=True, help="Countries listed.")
 @output_option
@@ -554,7 +713,7 @@ def show(
 
 @cli.command()
 @config_options
-@range_options
+@required_range_options
 @click.option(
     "--out",
     "out_dir",
@@ -570,15 +729,18 @@ def show(
 def report(
     config: Config, first: date | None, last: date | None, out_dir: Path, interval: str | None
 ) -> None:
-    """A static HTML report of the range: opens from disk, needs no network.
+    """A static HTML report of the range (--from and --to required): opens from disk, needs no network.
 
     index.html has portal-wide charts per event type, a sortable table of recordsets and the
     countries; recordsets/ has one page per recordset with its charts, top records, queries and
     countries.
     """
-    if first is None or last is None:
-        raise click.UsageError("report needs --from and --to")
-    bar = ProgressBar(0, unit="recordset pages")
+    assert first is not None and last is not None  # required options
+    tracker = Tracker(sinks=[ProgressBar("recordset pages"), status_sink("recordset pages")])
+
+    def progress(done: int, total: int) -> None:
+        tracker.update(done, "", total)
+
     result = build_report(
         lambda: open_store(config),
         config.store,
@@ -586,7 +748,7 @@ def report(
         last,
         out_dir,
         interval,
-        lambda done, total: bar.update(done, "", total),
+        progress,
     )
     click.echo(
         f"{plural(result.pages, 'page')}, {result.bytes / 1e6:.1f} MB in {result.out_dir} "
@@ -595,76 +757,148 @@ def report(
     )
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
+@cli.command()
 @config_options
 @click.option(
     "--max-lag",
     type=click.IntRange(0),
     help="Exit 8 when the last complete harvest date is more than N days old.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(config: Config, max_lag: int | None, as_json: bool) -> None:
-    """Last complete day, lag, missing days, the last run and the last size snapshot."""
-    info = store_status.status(config)
-    if as_json:
-        click.echo(json.dumps(info, indent=2, default=str))
+@format_option(
+    "text",
+    "json",
+    "nagios",
+    "prometheus",
+    help_text="nagios: one plugin line with performance data, exit 0/1/2/3 for OK/WARNING/CRITICAL/UNKNOWN; "
+    "prometheus: the text exposition format (node_exporter's textfile collector).",
+)
+@click.option(
+    "--warn-lag",
+    type=click.IntRange(0),
+    default=monitoring.DEFAULT_WARN_LAG,
+    show_default=True,
+    help="--format nagios: WARNING when the lag is more than N days.",
+)
+@click.option(
+    "--crit-lag",
+    type=click.IntRange(0),
+    default=monitoring.DEFAULT_CRIT_LAG,
+    show_default=True,
+    help="--format nagios: CRITICAL when the lag is more than N days.",
+)
+def status(config: Config, max_lag: int | None, fmt: str, warn_lag: int, crit_lag: int) -> None:
+    """Last complete day, lag, missing and damaged days, each command's last run and the last size
+    snapshot.
+
+    --format nagios is a Nagios/Icinga/Zabbix check: CRITICAL for damaged days, a failed or
+    abandoned last run, or a lag over --crit-lag; WARNING for a lag over --warn-lag or an
+    interrupted last run; UNKNOWN (exit 3) when the store cannot be read.
+    """
+    if warn_lag > crit_lag:
+        mistake = f"--warn-lag {warn_lag} is above --crit-lag {crit_lag}: swap them"
+        if fmt == "nagios":  # a check's own usage mistake is UNKNOWN to Nagios, not CRITICAL (2)
+            click.echo(monitoring.nagios_unknown(mistake).line())
+            sys.exit(monitoring.NagiosState.UNKNOWN)
+        raise UsageError(mistake)
+    if fmt == "nagios":
+        _nagios(config, warn_lag, crit_lag)
+        return
+    try:
+        info = store_status.status(config)
+    except IdbStatsError:
+        if fmt == "prometheus":  # still a parsable file, which says the store is down
+            click.echo(monitoring.prometheus_down(config.store), nl=False)
+        raise
+    if fmt == "json":
+        click.echo(json.dumps(info.as_dict(), indent=2, default=str))
+    elif fmt == "prometheus":
+        click.echo(monitoring.prometheus_text(info), nl=False)
     else:
-        lines = [
-            f"store:                 {info['store']}",
-            f"last closed day:       {info['last_closed_harvest_date']}",
-            f"last complete day:     {info['last_complete_harvest_date'] or 'none'}",
-            f"complete through:      {info['complete_through'] or 'none'}",
-            f"lag:                   {lag_text(info['lag_days'])}",
-            f"complete days:         {info['complete_days']}",
-            f"missing days:          {', '.join(info['missing_days']) or 'none'}",
-            f"last re-check:         {_recheck_line(info['last_recheck'])}",
-        ]
-        if info["not_rechecked"]:
-            lines.append(f"not re-checkable:      {_not_rechecked_line(info)}")
-        if info["not_closed_days"]:
-            lines.append(
-                f"complete but not over: {', '.join(info['not_closed_days'])} (idb-stats forget-day DATE)"
+        click.echo(status_text(info))
+    lag = info.lag_days
+    if max_lag is not None and (lag is None or lag > max_lag or info.damaged_days):
+        holes = f" (missing: {_dates(info.missing_days)})" if info.missing_days else ""
+        if info.damaged_days:
+            raise Lagging(
+                f"damaged days {_dates(info.damaged_days)} (--max-lag {max_lag}): "
+                "run `idb-stats collect-stats` to redo them"
             )
-        for command, run in info["last_runs"].items():
-            seconds = f"{run['seconds']:.1f} s" if run.get("seconds") is not None else "-"
-            label = f"last {command}:"
-            lines.append(
-                f"{label:23s}{run['outcome']} {run['started_at']} ({seconds}) {run['run_id']} "
-                f"{run.get('error') or ''}".rstrip()
-            )
-        if not info["last_runs"]:
-            lines.append("last run:              none")
-        lines.append(
-            f"last size snapshot:    {info['last_snapshot'] or 'none'}"
-            + (" (none today)" if info["snapshot_missing_today"] else "")
-        )
-        click.echo("\n".join(lines))
-    lag = info["lag_days"]
-    if max_lag is not None and (lag is None or lag > max_lag):
-        holes = f" (missing: {', '.join(info['missing_days'])})" if info["missing_days"] else ""
         if lag is None:
             raise Lagging(f"no complete harvest date yet (--max-lag {max_lag}); run idb-stats collect-stats")
         raise Lagging(
-            f"complete through {info['complete_through']}{holes}, lag {plural(lag, 'day')} "
+            f"complete through {info.complete_through}{holes}, lag {plural(lag, 'day')} "
             f"exceeds --max-lag {max_lag}: run `idb-stats collect-stats` to catch up"
         )
+
+
+def _nagios(config: Config, warn_lag: int, crit_lag: int) -> None:
+    try:
+        check = monitoring.nagios_check(store_status.status(config), warn_lag, crit_lag)
+    except IdbStatsError as exc:
+        check = monitoring.nagios_unknown(str(exc))
+    click.echo(check.line())
+    sys.exit(check.state)
+
+
+def _dates(days: Iterable[date]) -> str:
+    return ", ".join(d.isoformat() for d in days)
+
+
+def status_text(info: store_status.Status) -> str:
+    lines = [
+        f"store:                 {info.store}",
+        f"last closed day:       {info.last_closed}",
+        f"last complete day:     {info.last_complete or 'none'}"
+        + (f" ({plural(info.last_day_rows, 'row')})" if info.last_day_rows is not None else ""),
+        f"complete through:      {info.complete_through or 'none'}",
+        f"lag:                   {lag_text(info.lag_days)}",
+        f"complete days:         {info.complete_days}",
+        f"missing days:          {_dates(info.missing_days) or 'none'}",
+    ]
+    if info.damaged_days:
+        lines.append(
+            f"damaged days:          {_dates(info.damaged_days)} (idb-stats collect-stats redoes them)"
+        )
+    if info.empty_days:
+        lines.append(
+            f"published empty:       {_dates(info.empty_days)} (0 telemetry rows; "
+            "check the source if the portal was not down)"
+        )
+    lines.append(f"last re-check:         {_recheck_line(info.last_recheck)}")
+    if info.not_rechecked:
+        lines.append(f"not re-checkable:      {_not_rechecked_line(info)}")
+    if info.not_closed_days:
+        lines.append(f"complete but not over: {_dates(info.not_closed_days)} (idb-stats forget-day DATE)")
+    for command, run in info.last_runs.items():
+        seconds = f"{run.seconds:.1f} s" if run.seconds is not None else "-"
+        label = f"last {command}:"
+        lines.append(
+            f"{label:23s}{run.outcome} {run.started_at} ({seconds}) {run.run_id} {run.error or ''}".rstrip()
+        )
+    if not info.last_runs:
+        lines.append("last run:              none")
+    lines.append(
+        f"last size snapshot:    {info.last_snapshot or 'none'}"
+        + (" (none today)" if info.snapshot_missing_today else "")
+    )
+    return "\n".join(lines)
 
 
 def lag_text(lag: int | None) -> str:
     return "-" if lag is None else plural(lag, "day")
 
 
-def _not_rechecked_line(info: dict[str, Any]) -> str:
-    groups = info["not_rechecked"]
+def _not_rechecked_line(info: store_status.Status) -> str:
+    groups = info.not_rechecked
     days = sum(len(d) for d in groups.values())
-    listed = "; ".join(f"{why}: {', '.join(d)}" for why, d in groups.items())
+    listed = "; ".join(f"{why}: {_dates(d)}" for why, d in groups.items())
     return (
-        f"{plural(days, 'day')} of the last {info['recheck_days']} published carry no source "
+        f"{plural(days, 'day')} of the last {info.recheck_days} published carry no source "
         f"fingerprint, so late rows there go unnoticed ({listed})"
     )
 
 
-def _recheck_line(recheck: dict[str, Any] | None) -> str:
+def _recheck_line(recheck: Mapping[str, Any] | None) -> str:
     if recheck is None:
         return "none"
     stale = recheck["stale"]
@@ -676,17 +910,17 @@ def _recheck_line(recheck: dict[str, Any] | None) -> str:
     )
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
+@cli.command()
 @config_options
 @click.option("--since", type=DATE, help="Changes made on or after this (UTC) date.")
 @click.option("--recordset", "recordset_id", help="Changes of this recordset only.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON record per line, every block.")
-def changes(config: Config, since: date | None, recordset_id: str | None, as_json: bool) -> None:
+@format_option("text", "json", help_text="json: one JSON record per line, every block.")
+def changes(config: Config, since: date | None, recordset_id: str | None, fmt: str) -> None:
     """Every change to published numbers: when a published day was republished with different
     counts or totals, the old and new figures per block, the reason and the run."""
     with open_store(config) as store:
         records = store.changes(since, recordset_id)
-    if as_json:
+    if fmt == "json":
         with writing(sys.stdout):
             write_ndjson(records, sys.stdout)
         return
@@ -694,14 +928,15 @@ def changes(config: Config, since: date | None, recordset_id: str | None, as_jso
         click.echo(changes_ledger.as_text(record))
 
 
-@cli.command("verify", epilog=EXIT_CODES_HELP)
+@cli.command("verify")
 @config_options
+@publishes_metrics
 @range_options
 @click.option("--sample", type=click.IntRange(1), help="Check this many days of the range, picked at random.")
 @click.option(
     "--repair", is_flag=True, help="Republish differing days, rebuild divergent totals, then verify again."
 )
-@click.option("--json", "as_json", is_flag=True, help="Every difference as a JSON line, then the summary.")
+@format_option("text", "json", help_text="json: every difference as a JSON line, then the summary.")
 @click.option(
     "--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock (--repair)."
 )
@@ -711,7 +946,7 @@ def verify_command(
     last: date | None,
     sample: int | None,
     repair: bool,
-    as_json: bool,
+    fmt: str,
     lock_timeout: float | None,
 ) -> None:
     """Recompute published days from the telemetry and compare them with the store.
@@ -722,11 +957,41 @@ def verify_command(
     """
     from . import verify
 
+    as_json = fmt == "json"
+    bar = ProgressBar("days")
+    tracker = Tracker(sinks=[bar, status_sink("days")])
+
     def on_difference(difference: verify.Difference, after_repair: bool) -> None:
         if as_json:
             click.echo(json.dumps({**difference.as_dict(), "after_repair": after_repair}, default=str))
 
-    outcome = verify.verify(config, first, last, sample, repair, on_difference, lock_timeout)
+    def on_day(result: verify.DayResult, done: int, total: int, after_repair: bool) -> None:
+        bar.clear()
+        log.info(
+            "%s%s: %s, %s documents%s",
+            "after repair: " if after_repair else "",
+            result.harvest_date,
+            result.outcome,
+            result.documents,
+            f", {plural(result.differences, 'difference')}" if result.differences else "",
+            extra={
+                "fields": {
+                    "harvest_date": result.harvest_date.isoformat(),
+                    "outcome": result.outcome,
+                    "differences": result.differences,
+                }
+            },
+        )
+        tracker.update(done, str(result.harvest_date), total)
+
+    outcome = verify.verify(config, first, last, sample, repair, on_difference, lock_timeout, on_day)
+    checked = len(outcome.report.days) + (len(outcome.after_repair.days) if outcome.after_repair else 0)
+    log.info(
+        "verify: %s checked in %s",
+        plural(checked, "day"),
+        duration_text(tracker.elapsed()),
+        extra={"fields": {"days": checked, "seconds": f"{tracker.elapsed():.3f}"}},
+    )
     if as_json:
         summary = {
             "before_repair" if outcome.after_repair else "result": outcome.report.as_dict(),
@@ -774,8 +1039,9 @@ class Lagging(IdbStatsError):
     exit_code = ExitCode.LAGGING
 
 
-@cli.command("forget-day", epilog=EXIT_CODES_HELP)
+@cli.command("forget-day")
 @config_options
+@publishes_metrics
 @click.argument("harvest_date", type=DATE)
 @click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
 def forget_day(config: Config, harvest_date: date, lock_timeout: float | None) -> None:
@@ -802,14 +1068,21 @@ def forget_day(config: Config, harvest_date: date, lock_timeout: float | None) -
     is_flag=True,
     help="Also connect to every configured endpoint and check its tables and privileges.",
 )
-def check_config(config: Config, connect: bool) -> None:
+@format_option("json", "text", help_text="How the configuration is printed (text: one setting a line).")
+def check_config(config: Config, connect: bool, fmt: str) -> None:
     """Validate the configuration (every problem at once) and print it with secrets redacted.
 
     With --connect: reach the telemetry database, the store and the ingest database (when
     api.dsn is set), check the tables the commands read and the privileges they need, and list
     every failure, one line each (exit 3).
     """
-    click.echo(json.dumps(config.describe(), indent=2))
+    described = config.describe()
+    if fmt == "json":
+        click.echo(json.dumps(described, indent=2))
+    else:
+        for section, values in described.items():
+            for name, value in values.items():
+                click.echo(f"{section}.{name} = {json.dumps(value)}")
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
     if connect:
@@ -825,18 +1098,68 @@ def check_config(config: Config, connect: bool) -> None:
 
 @cli.command("sample-config")
 @click.option("--markdown", is_flag=True, help="The settings table of docs/configuration.md instead.")
-def sample_config(markdown: bool) -> None:
+@click.option(
+    "--commands",
+    is_flag=True,
+    help="The command reference docs/commands.md instead (from every command's help).",
+)
+def sample_config(markdown: bool, commands: bool) -> None:
     """Print a configuration file listing every setting with its default and help (the source of
-    deploy/config.example.toml), or with --markdown the settings table of docs/configuration.md."""
+    deploy/config.example.toml), with --markdown the settings table of docs/configuration.md, or
+    with --commands the command reference docs/commands.md."""
     from .settings_docs import sample_config as sample
     from .settings_docs import settings_table
 
-    click.echo(settings_table() if markdown else sample(), nl=False)
+    if markdown and commands:
+        raise click.UsageError("--markdown or --commands, not both")
+    click.echo(commands_reference() if commands else settings_table() if markdown else sample(), nl=False)
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def commands_reference() -> str:
+    """docs/commands.md: every command's usage, help and options, as `--help` shows them."""
+    root = click.Context(cli, info_name="idb-stats")
+    lines = [
+        "# Commands",
+        "",
+        "Generated by `idb-stats sample-config --commands` from the commands' own help (a test keeps",
+        "it current); `idb-stats COMMAND --help` shows the same. Options that every command takes:",
+        "",
+        "| option | what |",
+        "|---|---|",
+    ]
+    for param in cli.get_params(root):
+        if (record := param.get_help_record(root)) is not None:
+            lines.append(f"| `{_cell(record[0])}` | {_cell(record[1])} |")
+    lines += ["", "Environment: `IDB_STATS_CONFIG` (the configuration file), `IDB_STATS_LOG_FORMAT`; the"]
+    lines += ["settings' own variables are in [configuration.md](configuration.md)."]
+    for name in cli.list_commands(root):
+        command = cli.commands[name]
+        context = click.Context(command, info_name=name, parent=root)
+        lines += ["", f"## idb-stats {name}", "", "```", command.get_usage(context), "```", ""]
+        lines += [inspect.cleandoc(command.help or ""), "", "| option | what |", "|---|---|"]
+        for param in command.get_params(context):
+            if param.name in ("verbose", "quiet", "log_format") or "--help" in getattr(param, "opts", ()):
+                continue  # in the table above
+            if (record := param.get_help_record(context)) is not None:
+                lines.append(f"| `{_cell(record[0])}` | {_cell(record[1])} |")
+    lines += ["", "## Exit codes", "", "| code | meaning |", "|---|---|"]
+    lines += [f"| {int(code)} | {_cell(meaning)} |" for code, meaning in sorted(EXIT_CODE_MEANINGS.items())]
+    return "\n".join(lines) + "\n"
 
 
 @cli.command()
 @click.option("--days", type=click.IntRange(1, 60), default=7, show_default=True, help="Days of telemetry.")
-@click.option("--rows-per-day", type=click.IntRange(1), default=3000, show_default=True)
+@click.option(
+    "--rows-per-day",
+    type=click.IntRange(1),
+    default=3000,
+    show_default=True,
+    help="Synthetic telemetry rows (search, view, download events) per day.",
+)
 @click.option("--keep-running", is_flag=True, help="Leave the server up and print its DSN until Ctrl-C.")
 def demo(days: int, rows_per_day: int, keep_running: bool) -> None:
     """Start a throwaway PostgreSQL, load a week of synthetic telemetry, collect it, print totals."""
@@ -845,8 +1168,9 @@ def demo(days: int, rows_per_day: int, keep_running: bool) -> None:
     demo_module.run(days, rows_per_day, keep_running, click.echo)
 
 
-@cli.command("api-stats", epilog=EXIT_CODES_HELP)
+@cli.command("api-stats")
 @config_options
+@publishes_metrics
 @click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
 def api_stats(config: Config, lock_timeout: float | None) -> None:
     """Snapshot how many records and media records each recordset holds now (run daily).
@@ -877,6 +1201,8 @@ def api_stats(config: Config, lock_timeout: float | None) -> None:
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
+    envvar=CONFIG_ENV,
+    show_envvar=True,
     help="TOML configuration file [default: /etc/idb-stats/config.toml if present]; only [notify] is read.",
 )
 def notify_failure(unit: str, config_path: str | None) -> None:
@@ -891,9 +1217,19 @@ def notify_failure(unit: str, config_path: str | None) -> None:
         sys.exit(code)
 
 
-# Every command defined above gets -v/-q after its name: keep this after the last command.
+# Every command defined above gets -v/-q/--log-format after its name and the exit-code table in
+# its help: keep this after the last command.
 for _command in cli.commands.values():
-    verbosity_options(_command)
+    logging_options(_command)
+    _command.epilog = EXIT_CODES_HELP
+
+
+def _show(exc: click.ClickException, exit_code: int) -> None:
+    """click's own message, or under --log-format json a log line like every other error."""
+    if json_logging():
+        log.error("%s", exc.format_message(), extra={"fields": {"exit_code": int(exit_code)}})
+    else:
+        exc.show()
 
 
 def main() -> None:
@@ -904,10 +1240,10 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(ExitCode.UNEXPECTED)
     except click.FileError as exc:  # an -o or input path that cannot be opened: a usage mistake
-        exc.show()
+        _show(exc, ExitCode.USAGE)
         sys.exit(ExitCode.USAGE)
     except click.ClickException as exc:
-        exc.show()
+        _show(exc, exc.exit_code)
         sys.exit(exc.exit_code)
     except OutputClosed:
         # Quiet, and nothing left to flush into the closed pipe at exit.

@@ -21,14 +21,14 @@ from typing import Any
 from . import fingerprint, interrupt, planning
 from .adopt import adopted_days
 from .config import Config
-from .documents import day_documents
+from .documents import day_documents, publisher_documents
 from .engines import open_source
-from .errors import DataQualityError, SourceRowsGone
+from .errors import DataQualityError, EmptySource, SourceRowsGone
 from .interrupt import Interrupted
 from .ledger import ledger_entry, new_run
 from .model import DayStats
 from .pg import run_lock
-from .ports import Store, TelemetrySource
+from .ports import Store, TelemetryDay, TelemetrySource
 from .stores import open_store
 
 log = logging.getLogger("idb_stats")
@@ -145,7 +145,8 @@ def process_day(
     """Aggregate one harvest date and publish it (store None: dry run, nothing written).
 
     A day whose window has no rows is not published over documents the store holds for it,
-    unless allow_empty: rows that are gone (retention, a wrong DSN) must not erase history.
+    unless allow_empty: rows that are gone (retention, a wrong DSN) must not erase history. Nor is
+    it published at all unless the source has rows before and after its window (refuse_empty).
     """
     started = time.monotonic()
     interrupt.check()
@@ -157,6 +158,7 @@ def process_day(
             rows=report.rows,
             skipped=report.skipped,
             skip_reasons=report.as_dict(),
+            kinds=dict(report.kinds),
             fingerprint=telemetry.fingerprint,
             reason=reason,
         )
@@ -166,6 +168,8 @@ def process_day(
                 "nothing was written. Check source.dsn and source.stats_table, or pass --allow-empty "
                 "if the rows were removed on purpose and the day should be emptied"
             )
+        if report.rows == 0 and store is not None and not allow_empty:
+            refuse_empty(telemetry, day)
         if report.skipped_share > config.max_skipped_share:
             reasons = ", ".join(
                 f"{k}: {v['rows']} (e.g. ids {v['example_ids']})" for k, v in stats.skip_reasons.items()
@@ -176,6 +180,8 @@ def process_day(
                 f"nothing was written for this day. {reasons}"
             )
         documents = day_documents(telemetry, day, stats, config.breakdown_limit)
+        publishers = publisher_documents(telemetry.publisher_views, day, config.breakdown_limit)
+        stats.publishers = len(publishers)
 
         def timed(documents: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             # A signal stops a search store's publish between documents (nothing there to cancel),
@@ -191,9 +197,32 @@ def process_day(
                 for _ in timed(documents):
                     pass
             else:
-                store.publish_day(stats, timed(documents))
+                store.publish_day(stats, timed(documents), publishers)
     stats.seconds = time.monotonic() - started
     return stats
+
+
+def refuse_empty(telemetry: TelemetryDay, day: date) -> None:
+    """A day without rows is a real day (an outage of the portal) only when the telemetry has rows
+    after its window, so its writer is alive, and before it, so the telemetry had begun: an empty
+    or wrong source (a DSN pointing at a copy, a writer that stopped) or a backfill from before the
+    telemetry would otherwise publish complete, empty days and status would stay green."""
+    before, after = telemetry.rows_around()
+    if before and after:
+        return
+    if not before and not after:
+        why = "the telemetry source has no rows at all: check source.dsn and source.stats_table"
+    elif not after:
+        why = (
+            "and none after it: the telemetry writer (the search API's stats collector) may have "
+            "stopped, or source.dsn points at a copy that is no longer written; check it"
+        )
+    else:
+        why = "and it lies before the telemetry begins: start the range at the first day with telemetry"
+    raise EmptySource(
+        f"{day}: the telemetry has no rows for this day {why}; nothing was written for it. "
+        "If the portal really had no activity that day, publish it empty with --allow-empty"
+    )
 
 
 def has_documents(store: Store, day: date) -> bool:

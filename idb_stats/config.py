@@ -47,6 +47,7 @@ SECTION_HELP = {
     "collect": "How collect-stats runs.",
     "api": "The ingest database read by api-stats.",
     "notify": "Failure alerts (idb-stats-notify@.service).",
+    "monitoring": "Metrics for monitors (see docs/operations.md, Monitoring).",
 }
 
 
@@ -131,6 +132,11 @@ class Config:
     runs_index: str = _index_setting("store.runs_index", "stats-runs", "Run ledger and day markers index.")
     api_index: str = _index_setting(
         "store.api_index", "stats-api", "Recordset size snapshots index (api-stats)."
+    )
+    publishers_index: str = _index_setting(
+        "store.publishers_index",
+        "stats-publishers",
+        "Publisher page views index (one document per publisher and day).",
     )
     store_username: str | None = _setting(
         "store.username",
@@ -244,6 +250,16 @@ class Config:
         "notify.command",
         help="Shell command run when a unit fails (IDB_STATS_FAILED_UNIT, IDB_STATS_FAILED_RESULT set).",
         example="'logger -t idb-stats-alert \"$IDB_STATS_FAILED_UNIT failed: $IDB_STATS_FAILED_RESULT\"'",
+    )
+    metrics_textfile: str | None = _setting(
+        "monitoring.textfile",
+        help="After every collect-stats, api-stats, import, forget-day, adopt and verify, however it "
+        "ends, write `status --format prometheus` to this file atomically, for node_exporter's "
+        "textfile collector (a *.prom path in its --collector.textfile.directory).",
+        env="IDB_STATS_METRICS_TEXTFILE",
+        pattern=re.compile(r"^/.*[^/]\.prom$"),
+        pattern_help="an absolute path ending in .prom (the textfile collector reads only those)",
+        example='"/var/lib/prometheus/node-exporter/idb_stats.prom"',
     )
     config_path: str | None = None  # where the file layer came from (not a setting)
     # Valid but unwise, said by check-config: a secret written into the configuration file itself.
@@ -510,6 +526,9 @@ def _check_value(declared: DeclaredSetting, value: Any, store_kind: str, problem
 
 def _validate_together(v: dict[str, Any], problems: list[str]) -> None:
     """Rules that involve more than one setting, or the world outside the file."""
+    textfile = v["metrics_textfile"]
+    if textfile and not Path(textfile).parent.is_dir():
+        problems.append(f"monitoring.textfile: no such directory {Path(textfile).parent}")
     if not v["source_dsn"]:
         problems.append(
             "source.dsn: no telemetry database given (set [source] dsn or dsn_file, IDB_STATS_SOURCE_DSN, "
@@ -525,7 +544,7 @@ def _validate_together(v: dict[str, Any], problems: list[str]) -> None:
             problems.append(f"store.url: the {v['store']} store needs an http(s):// URL, got {redact(url)!r}")
         # Each role needs an index of its own: their templates would overwrite one another's mapping.
         roles: dict[str, list[str]] = {}
-        for attribute in ("daily_index", "totals_index", "runs_index", "api_index"):
+        for attribute in ("daily_index", "totals_index", "runs_index", "api_index", "publishers_index"):
             roles.setdefault(v[attribute], []).append(f"store.{attribute}")
         for name, settings in roles.items():
             if len(settings) > 1:

@@ -12,13 +12,15 @@ from .config import load_config
 from .interrupt import Interrupted
 from .stores import open_store
 
+# The demo's table: a few columns of the totals, under headers that fit.
 COLUMNS = [
-    ("records", "search"),
-    ("records", "seen"),
-    ("records", "view"),
-    ("records", "download"),
-    ("mediarecords", "view"),
+    ("search", "records", "search"),
+    ("seen", "records", "seen"),
+    ("view", "records", "view"),
+    ("download", "records", "download"),
+    ("media view", "mediarecords", "view"),
 ]
+TOP = 10
 
 
 def run(days: int, rows_per_day: int, keep_running: bool, echo: Callable[[str], None]) -> None:
@@ -50,19 +52,33 @@ def run(days: int, rows_per_day: int, keep_running: bool, echo: Callable[[str], 
                 f"{stats.recordsets} recordsets, {stats.skipped} skipped"
             )
         with open_store(config) as store:
-            echo("")
-            header = f"{'recordset':<38}{'days':>5}" + "".join(
-                f"{rt[:5] + '.' + ty:>16}" for rt, ty in COLUMNS
+            totals = sorted(store.totals(), key=lambda d: -d["records"]["search"]["total"])
+        echo("")
+        echo(
+            f"the {min(TOP, len(totals))} most searched of {len(totals)} recordsets "
+            f"(total hits over the {days} days):"
+        )
+        echo(f"{'recordset':<38}{'days':>5}" + "".join(f"{label:>12}" for label, _, _ in COLUMNS))
+        for doc in totals[:TOP]:
+            echo(
+                f"{doc['recordset_id']:<38}{doc['days']:>5}"
+                + "".join(f"{doc[rt][ty]['total']:>12,}" for _, rt, ty in COLUMNS)
             )
-            echo("totals per recordset (total hits):")
-            echo(header)
-            for doc in store.totals():
-                echo(
-                    f"{doc['recordset_id']:<38}{doc['days']:>5}"
-                    + "".join(f"{doc[rt][ty]['total']:>16}" for rt, ty in COLUMNS)
-                )
+        example = totals[0]["recordset_id"] if totals else "RECORDSET"
+        echo("")
+        echo("what to try next:")
+        if not keep_running:
+            echo("  idb-stats demo --keep-running        keep this PostgreSQL up, then in another shell:")
+        for line in (
+            f"  export IDB_STATS_SOURCE_DSN='{dsn if keep_running else '<the DSN it prints>'}'",
+            "  idb-stats status                     last complete day, lag, each command's last run",
+            f"  idb-stats show {example} --interval day",
+            f"  idb-stats report --from {first} --to {last} --out demo-report",
+            "  your own telemetry database: README.md, Quick start; every command: docs/commands.md",
+        ):
+            echo(line)
         if keep_running:
-            echo(f"\nPostgreSQL stays up: IDB_STATS_SOURCE_DSN='{dsn}' (Ctrl-C to stop)")
+            echo("\nPostgreSQL stays up until Ctrl-C.")
             try:
                 while True:
                     time.sleep(3600)

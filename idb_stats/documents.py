@@ -10,7 +10,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from .model import BLOCKS, OTHER_TERM, RECORD_TYPES, Cell, DayStats
+from .model import BLOCKS, DOCUMENT_RECORD_TYPES, OTHER_TERM, PUBLISHER_BLOCK, Cell, DayStats
 
 if TYPE_CHECKING:
     from .ports import TelemetryDay
@@ -159,7 +159,7 @@ def build_document(
             counts[block][0] += cell.entries
             counts[block][1] += cell.hits
     doc: Document = {"recordset_id": recordset_id, "harvest_date": harvest_date.isoformat()}
-    for record_type in RECORD_TYPES:
+    for record_type in DOCUMENT_RECORD_TYPES:
         doc[record_type] = {}
     for (record_type, event_type), (count, total) in counts.items():
         kinds, ready = lists[(record_type, event_type)], ranked[(record_type, event_type)]
@@ -177,6 +177,47 @@ def build_document(
         }
     entries = sum(c for c, _ in counts.values())
     return doc, entries
+
+
+def with_every_block(doc: Document) -> Document:
+    """A daily document as this version reads it: a block it lacks (written before the block
+    existed, such as recordsets.view before schema version 2) is an empty one."""
+    if all(ty in doc.get(rt, {}) for rt, ty in BLOCKS):
+        return doc
+    out = {**doc, **{rt: dict(doc.get(rt, {})) for rt in DOCUMENT_RECORD_TYPES}}
+    for rt, ty in BLOCKS:
+        out[rt].setdefault(ty, {"count": 0, "total": 0, "items": [], "queries": [], "geocodes": []})
+    return out
+
+
+def publisher_document(
+    publisher_id: str, harvest_date: date, views: dict[str, int], limit: int = 0
+) -> Document:
+    """A publisher's daily document: its page's views (each one entry, one hit) by geocode, from
+    canonical geocode JSON -> views. Shaped like a recordset block without items or queries."""
+    count = sum(views.values())
+    record_type, event_type = PUBLISHER_BLOCK
+    return {
+        "publisher_id": publisher_id,
+        "harvest_date": harvest_date.isoformat(),
+        record_type: {event_type: {"count": count, "total": count, "geocodes": geocode_list(views, limit)}},
+    }
+
+
+def publisher_documents(
+    views: Iterable[tuple[str, str, int]], harvest_date: date, limit: int = 0
+) -> list[Document]:
+    """Publisher documents, sorted by publisher, from (publisher, geocode JSON text, views) rows."""
+    by_publisher: dict[str, dict[str, int]] = {}
+    for publisher_id, geo_text, n in views:
+        geocodes = by_publisher.setdefault(publisher_id, {})
+        key = _canonical_geo_text(geo_text)
+        geocodes[key] = geocodes.get(key, 0) + int(n)
+    return [publisher_document(p, harvest_date, v, limit) for p, v in sorted(by_publisher.items())]
+
+
+def publisher_document_id(publisher_id: str, harvest_date: date | str) -> str:
+    return daily_document_id(publisher_id, harvest_date)
 
 
 def build_documents(

@@ -24,6 +24,36 @@ class ExitCode(IntEnum):
     OUTPUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a tool its reader stopped
 
 
+# What each exit code means: every command's help shows this table (cli.py), and a test checks
+# that every exit code an error type carries is in it. 130/143 are interrupt.Interrupted's.
+EXIT_CODE_MEANINGS: dict[int, str] = {
+    ExitCode.OK: "ok",
+    ExitCode.UNEXPECTED: "unexpected error",
+    ExitCode.USAGE: "usage (bad arguments or input file, a harvest date not over yet, an output that "
+    "cannot be written)",
+    ExitCode.CONFIG: "configuration (also a failed check-config --connect, or an index with another "
+    "mapping: run adopt)",
+    ExitCode.SOURCE_UNREACHABLE: "telemetry database unreachable",
+    ExitCode.STORE_FAILED: "store unreachable or write not acknowledged",
+    ExitCode.DATA_QUALITY: "too many skipped rows (or duplicate documents under --duplicates refuse)",
+    ExitCode.LOCK_HELD: "lock held by another run",
+    ExitCode.LAGGING: "status --max-lag: lagging",
+    ExitCode.SPAN_TOO_LONG: "catch-up span too long",
+    ExitCode.SOURCE_ROWS_GONE: "a day's source rows are gone while the store holds its documents, or "
+    "a day without rows and without rows after it (a stopped writer) or before it (--allow-empty)",
+    ExitCode.VERIFY_DIFFERENCES: "verify found differences",
+    130: "stopped by SIGINT (run recorded as interrupted)",
+    143: "stopped by SIGTERM (run recorded as interrupted)",
+    ExitCode.OUTPUT_CLOSED: "standard output closed by its reader (| head)",
+}
+
+
+def exit_codes_help() -> str:
+    """The exit-code table of every command's help, one paragraph."""
+    listed = ", ".join(f"{int(code)} {meaning}" for code, meaning in sorted(EXIT_CODE_MEANINGS.items()))
+    return f"Exit codes: {listed}. status --format nagios exits 0-3 (OK, WARNING, CRITICAL, UNKNOWN)."
+
+
 class IdbStatsError(Exception):
     exit_code = ExitCode.UNEXPECTED
 
@@ -92,6 +122,11 @@ class SourceRowsGone(IdbStatsError):
     """Re-running a day whose source rows are gone would erase its published documents."""
 
     exit_code = ExitCode.SOURCE_ROWS_GONE
+
+
+class EmptySource(SourceRowsGone):
+    """A day without rows whose source shows no sign of a live writer (no rows after the day's
+    window) or that lies before the telemetry begins: publishing it would mark it complete and empty."""
 
 
 class VerifyDifferences(IdbStatsError):

@@ -33,6 +33,7 @@ def import_documents(
     duplicates: str = "refuse",
     on_rejected: Callable[[int, str], None] | None = None,
     lock_timeout: float | None = None,
+    on_day: Callable[[DayOutcome, DayStats], None] | None = None,
 ) -> list[DayOutcome]:
     """Load daily documents (NDJSON lines or parsed, ours or the original's) into the store.
 
@@ -54,4 +55,6 @@ def import_documents(
                 stats.seconds = time.monotonic() - started
                 run["days"].append({**stats.as_dict(), **outcome.as_dict()})
                 outcomes.append(outcome)
+                if on_day:
+                    on_day(outcome, stats)
     return outcomes

@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from .documents import Document
-from .model import BLOCKS, RECORD_TYPES
+from .model import BLOCKS, DOCUMENT_RECORD_TYPES, RECORD_TYPES
 
 DUPLICATE_POLICIES = ("refuse", "keep-last", "sum")
 
@@ -113,7 +113,7 @@ def normalise(doc: Any) -> Document:
         raise NotADailyDocument("no_recordset_id", repr(recordset_id)[:60])
     day = legacy_day(doc.get("harvest_date"))
     out: Document = {"recordset_id": recordset_id, "harvest_date": day.isoformat()}
-    for rt in RECORD_TYPES:
+    for rt in DOCUMENT_RECORD_TYPES:
         if doc.get(rt) is not None and not isinstance(doc.get(rt), dict):
             raise NotADailyDocument("bad_block", rt)
         out[rt] = {}
@@ -150,7 +150,7 @@ def _sum_lists(lists: Iterable[list[dict[str, Any]]], key: str) -> list[dict[str
 def sum_documents(docs: list[Document]) -> Document:
     """One document adding up normalised documents of the same recordset and day."""
     out: Document = {"recordset_id": docs[0]["recordset_id"], "harvest_date": docs[0]["harvest_date"]}
-    for rt in RECORD_TYPES:
+    for rt in DOCUMENT_RECORD_TYPES:
         out[rt] = {}
     for rt, ty in BLOCKS:
         blocks = [d[rt][ty] for d in docs]

@@ -10,7 +10,20 @@ RECORD_TYPES = ("records", "mediarecords")
 EVENT_TYPES = ("search", "seen", "mapping", "view", "download")
 # Events whose payload maps record uuid -> recordset uuid (one entry = one record).
 PER_RECORD_TYPES = ("view", "seen")
-BLOCKS = tuple((rt, ty) for rt in RECORD_TYPES for ty in EVENT_TYPES)
+# The portal's search API also logs views of recordset and publisher pages (/v2/view/:t/:uuid) as
+# rows of record_type "recordsets" / "publishers", type "view", whose payload is keyed by the
+# page's uuid (the original collector ignored them). Each key is one page view.
+PAGE_TYPES = ("recordsets", "publishers")
+PAGE_EVENT = "view"
+# A recordset page's views are a block of that recordset's daily document (recordsets.view); a
+# publisher page's views go to a publisher document of their own (PUBLISHER_BLOCK).
+RECORDSET_PAGE_BLOCK = ("recordsets", PAGE_EVENT)
+PUBLISHER_BLOCK = ("publishers", PAGE_EVENT)
+BLOCKS = (*((rt, ty) for rt in RECORD_TYPES for ty in EVENT_TYPES), RECORDSET_PAGE_BLOCK)
+# The blocks whose entries are records, broken down by record in `items`.
+ITEM_BLOCKS = tuple((rt, ty) for rt, ty in BLOCKS if rt in RECORD_TYPES and ty in PER_RECORD_TYPES)
+# The top-level keys of a daily document (and of a totals document), in order.
+DOCUMENT_RECORD_TYPES = tuple(dict.fromkeys(rt for rt, _ in BLOCKS))
 # The additive figures of a block, in the order series columns and stored counts use.
 COUNT_FIELDS = tuple((rt, ty, f) for rt, ty in BLOCKS for f in ("count", "total"))
 
@@ -19,7 +32,7 @@ OTHER_TERM = "__other__"
 UNKNOWN_COUNTRY = "unknown"
 
 # Why a telemetry row was skipped, in the order the rules check them; rules.skip_reason and the
-# SQL in the source assign exactly these (README "What is counted" says what each means).
+# SQL in the source assign exactly these (docs/counting.md says what each means).
 SKIP_REASONS = (
     "unknown_record_type",
     "unknown_type",
@@ -58,10 +71,12 @@ class SkipReason:
 
 @dataclass
 class SkipReport:
-    """How many of a day's rows were read and which were skipped, by reason."""
+    """How many of a day's rows were read, which were skipped, by reason, and how many the rules
+    accepted, by record_type (kinds)."""
 
     rows: int = 0
     reasons: dict[str, SkipReason] = field(default_factory=dict)
+    kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def skipped(self) -> int:
@@ -107,6 +122,9 @@ class DayStats:
     entries: int = 0
     recordsets: int = 0
     skip_reasons: dict[str, dict[str, object]] = field(default_factory=dict)
+    # Accepted rows by record_type: records, mediarecords and the page views (PAGE_TYPES).
+    kinds: dict[str, int] = field(default_factory=dict)
+    publishers: int = 0  # publisher documents written
     seconds: float = 0.0
     # Of the source rows the day was computed from (fingerprint.py); None when not read from a source.
     fingerprint: dict[str, Any] | None = None
@@ -122,6 +140,8 @@ class DayStats:
             "entries": self.entries,
             "recordsets": self.recordsets,
             "skip_reasons": self.skip_reasons,
+            "kinds": dict(sorted(self.kinds.items())),
+            "publishers": self.publishers,
             "seconds": round(self.seconds, 3),
             "fingerprint": self.fingerprint,
             "reason": self.reason,

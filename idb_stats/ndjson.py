@@ -21,7 +21,7 @@ from .documents import Document
 from .errors import UsageError
 from .json_text import compact
 from .legacy import NotADailyDocument, legacy_day, missing_blocks, normalise
-from .model import BLOCKS, PER_RECORD_TYPES
+from .model import BLOCKS, ITEM_BLOCKS, PER_RECORD_TYPES
 
 # A blank line holds only what JSON calls whitespace; str.strip() would also drop U+001C or
 # U+2028, making a line of them vanish instead of being refused as not JSON.
@@ -182,7 +182,7 @@ def _check_counts(
 
 
 def inconsistency(doc: Document, made_by_collect_stats: bool) -> str | None:
-    """What in a normalised daily document contradicts the rules (README "What is counted"), or None.
+    """What in a normalised daily document contradicts the rules (docs/counting.md), or None.
 
     Always: a view or seen entry is one record, one hit, so such a block's total is its count.
     For a document in this version's shape (made_by_collect_stats) also: every entry carries a
@@ -201,7 +201,7 @@ def inconsistency(doc: Document, made_by_collect_stats: bool) -> str | None:
         if geocodes != block["total"]:
             return f"{where} geocode counts add up to {geocodes}, not its total {block['total']}"
         items = sum(entry["count"] for entry in block["items"])
-        if ty in PER_RECORD_TYPES and items != block["count"]:
+        if (rt, ty) in ITEM_BLOCKS and items != block["count"]:
             return f"{where} item counts add up to {items}, not its count {block['count']}"
     return None
 

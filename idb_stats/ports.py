@@ -20,9 +20,14 @@ class TelemetryDay(Protocol):
     # The day's tables that cells of kind "geocodes" and "queries" name entries of (see Cell).
     geocodes: list[str]  # canonical JSON texts
     queries: list[str]
+    # The day's publisher page views: (publisher, geocode JSON text, views); see publisher_documents.
+    publisher_views: list[tuple[str, str, int]]
 
     def cells(self) -> Iterator[Cell]:
         """The day's aggregated cells, grouped by recordset (streamed, not held in memory)."""
+
+    def rows_around(self) -> tuple[bool, bool]:
+        """Whether the telemetry has rows before the day's window, and after it (same snapshot)."""
 
 
 class TelemetrySource(Protocol):
@@ -57,15 +62,22 @@ class Store(Protocol):
     def init(self) -> None:
         """Create schema, indexes or templates; safe to repeat."""
 
-    def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
-        """Replace the day's documents with these, adjust totals, mark the day complete."""
+    def publish_day(
+        self, stats: DayStats, documents: Iterable[Document], publishers: Sequence[Document] | None = None
+    ) -> None:
+        """Replace the day's documents (and, unless publishers is None, its publisher documents)
+        with these, adjust totals, mark the day complete."""
 
     def forget_day(self, harvest_date: date) -> int:
-        """Remove the day's documents, take them out of the totals and unmark the day; returns the
-        documents removed. Safe to repeat, and repaired by repeating after a failure part-way."""
+        """Remove the day's documents (and publisher documents), take them out of the totals and
+        unmark the day; returns the daily documents removed. Safe to repeat, and repaired by
+        repeating after a failure part-way."""
 
     def export(self, first: date, last: date) -> Iterator[Document]:
         """Daily documents of the range, sorted by harvest_date then recordset_id."""
+
+    def publishers(self, first: date, last: date) -> Iterator[Document]:
+        """Publisher documents between the dates, by harvest_date then publisher_id."""
 
     def totals(self, recordsets: Sequence[str] = ()) -> Iterator[Document]:
         """Totals documents, sorted by recordset_id; all when no recordset is named."""

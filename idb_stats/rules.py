@@ -14,14 +14,17 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from .documents import Document, build_document, canonical_geo
+from .documents import Document, build_document, canonical_geo, publisher_document
 from .model import (
     EVENT_TYPES,
     MAX_GEOCODE_BYTES,
     MAX_HITS,
     MAX_ID_BYTES,
+    PAGE_EVENT,
+    PAGE_TYPES,
     PER_RECORD_TYPES,
     RECORD_TYPES,
+    RECORDSET_PAGE_BLOCK,
     Cell,
     SkipReason,
     SkipReport,
@@ -50,9 +53,10 @@ class TelemetryRow:
 def skip_reason(row: TelemetryRow) -> str | None:
     """Why the rules skip a row, or None when they accept it. Checked in this order, which is
     the order of model.SKIP_REASONS; source.SKIP_REASON_SQL states the same in SQL."""
-    if row.record_type not in RECORD_TYPES:
+    if row.record_type not in RECORD_TYPES and row.record_type not in PAGE_TYPES:
         return "unknown_record_type"
-    if row.type not in EVENT_TYPES:
+    # A page of a recordset or publisher is only ever viewed.
+    if row.type not in (EVENT_TYPES if row.record_type in RECORD_TYPES else (PAGE_EVENT,)):
         return "unknown_type"
     if row.ip_geocode is not None and not isinstance(row.ip_geocode, dict):
         return "geocode_not_object"
@@ -68,10 +72,14 @@ def skip_reason(row: TelemetryRow) -> str | None:
     if "" in row.payload:
         return "empty_key"
     values = row.payload.values()
-    if row.type in PER_RECORD_TYPES:
+    if row.record_type in PAGE_TYPES:
+        # Keyed by the page's uuid; the value is the viewed document's `recordset` field, which
+        # recordset and publisher documents lack: whatever it is, it is not read.
+        ids: Iterable[str] = row.payload
+    elif row.type in PER_RECORD_TYPES:
         if any(not isinstance(v, str) or v == "" for v in values):
             return "bad_recordset_value"
-        ids: Iterable[str] = (*row.payload, *values)
+        ids = (*row.payload, *values)
     else:
         if any(not _is_hit_count(v) for v in values):
             return "bad_hit_count"
@@ -92,12 +100,43 @@ def _is_hit_count(value: Any) -> bool:
     return 0 <= value <= MAX_HITS and value == int(value)
 
 
+@dataclass
+class RulesDay:
+    """What the rules make of a harvest day's rows."""
+
+    documents: list[Document]  # daily documents, sorted by recordset
+    report: SkipReport
+    publishers: list[Document]  # publisher documents, sorted by publisher
+
+
+def aggregate(
+    rows: Iterable[TelemetryRow], harvest_date: date, limit: int = 0, max_examples: int = 5
+) -> tuple[list[Document], SkipReport]:
+    """Apply the rules to the rows of one harvest day: documents sorted by recordset, and skips."""
+    day = aggregate_day(rows, harvest_date, limit, max_examples)
+    return day.documents, day.report
+
+
+# The kind of cell a publisher page's view makes: it goes to that publisher's document
+# (documents.publisher_document), keyed by geocode, not to a recordset's.
+PUBLISHER_VIEW = "publisher"
+
+
 def row_cells(row: TelemetryRow) -> Iterator[tuple[str, str, str, str, str, int]]:
-    """What an accepted row (skip_reason None) adds: (recordset, record_type, type, kind, key, hits)
-    once per entry and kind; kind "item" (key: record), "query" (key: query hash) or "geo" (key:
-    canonical JSON of the geocode). A cell adds 1 to its key's entries and `hits` to its hits."""
+    """What an accepted row (skip_reason None) adds: (id, record_type, type, kind, key, hits) once
+    per entry and kind. id is a recordset for kind "item" (key: record), "query" (key: query hash)
+    and "geo" (key: canonical JSON of the geocode), a publisher for PUBLISHER_VIEW (key: the
+    geocode). A cell adds 1 to its key's entries and `hits` to its hits."""
     assert row.record_type is not None and row.type is not None
     geo = canonical_geo(row.ip_geocode)
+    if row.record_type in PAGE_TYPES:
+        # Each key is one view of that page: count +1, total +1, geocodes[geo] +1.
+        for key in row.payload:
+            if row.record_type == RECORDSET_PAGE_BLOCK[0]:
+                yield key, *RECORDSET_PAGE_BLOCK, "geo", geo, 1
+            else:
+                yield key, row.record_type, row.type, PUBLISHER_VIEW, geo, 1
+        return
     for key, value in row.payload.items():
         if row.type in PER_RECORD_TYPES:
             recordset, hits = value, 1
@@ -109,13 +148,15 @@ def row_cells(row: TelemetryRow) -> Iterator[tuple[str, str, str, str, str, int]
         yield recordset, row.record_type, row.type, "geo", geo, hits
 
 
-def aggregate(
+def aggregate_day(
     rows: Iterable[TelemetryRow], harvest_date: date, limit: int = 0, max_examples: int = 5
-) -> tuple[list[Document], SkipReport]:
-    """Apply the rules to the rows of one harvest day: documents sorted by recordset, and skips."""
+) -> RulesDay:
+    """Apply the rules to the rows of one harvest day: daily and publisher documents, and skips."""
     report = SkipReport()
     # (recordset, record_type, type, kind, key) -> [entries, hits]
     acc: dict[tuple[str, str, str, str, str], list[int]] = {}
+    # publisher -> geocode -> page views
+    publishers: dict[str, dict[str, int]] = {}
 
     for row in rows:
         report.rows += 1
@@ -126,7 +167,13 @@ def aggregate(
             if len(skip.example_ids) < max_examples:
                 skip.example_ids.append(row.id)
             continue
+        assert row.record_type is not None
+        report.kinds[row.record_type] = report.kinds.get(row.record_type, 0) + 1
         for rs, rt, ty, kind, key, hits in row_cells(row):
+            if kind == PUBLISHER_VIEW:
+                views = publishers.setdefault(rs, {})
+                views[key] = views.get(key, 0) + hits
+                continue
             slot = acc.setdefault((rs, rt, ty, kind, key), [0, 0])
             slot[0] += 1
             slot[1] += hits
@@ -137,4 +184,5 @@ def aggregate(
     docs = [build_document(rs, harvest_date, cells, limit)[0] for rs, cells in sorted(by_recordset.items())]
     for skip in report.reasons.values():
         skip.example_ids.sort()
-    return docs, report
+    pages = [publisher_document(p, harvest_date, views, limit) for p, views in sorted(publishers.items())]
+    return RulesDay(docs, report, pages)

@@ -1,6 +1,6 @@
 """The PostgreSQL telemetry source: the aggregation rules pushed into PostgreSQL.
 
-The rules (see model.py and README) are applied in SQL: a skip report, the day's tables of
+The rules (see model.py and docs/counting.md) are applied in SQL: a skip report, the day's tables of
 geocodes and queries, then three aggregations run at once and streamed in recordset order, all
 from one snapshot. Python merges the streams, ranks each list and assembles one recordset at a
 time. The source tables are only ever read.
@@ -29,9 +29,17 @@ from .documents import geocode_table
 from .errors import ConfigError, DataQualityError, IdbStatsError, SourceUnreachable
 from .model import (
     BLOCKS,
+    EVENT_TYPES,
+    ITEM_BLOCKS,
     MAX_GEOCODE_BYTES,
     MAX_HITS,
     MAX_ID_BYTES,
+    PAGE_EVENT,
+    PAGE_TYPES,
+    PER_RECORD_TYPES,
+    PUBLISHER_BLOCK,
+    RECORD_TYPES,
+    RECORDSET_PAGE_BLOCK,
     Cell,
     SkipReason,
     SkipReport,
@@ -48,6 +56,19 @@ SKIPPED_IDS_CAP = 50_000
 # today's day of 50,000 rows and 146 MB on the wide one; 20 rows each at 67 MB and 103 MB.
 FETCH_ROWS = 20
 
+
+def sql_list(values: tuple[str, ...]) -> str:
+    """The model's names as an SQL list of literals (they are plain words, never user input)."""
+    assert all(v.isidentifier() for v in values)
+    return ", ".join(f"'{v}'" for v in values)
+
+
+# The row kinds in SQL, from the model's vocabulary.
+IS_RECORD_ROW = f"s.record_type IN ({sql_list(RECORD_TYPES)})"
+IS_PAGE_ROW = f"s.record_type IN ({sql_list(PAGE_TYPES)})"
+IS_PER_RECORD = f"{IS_RECORD_ROW} AND s.type IN ({sql_list(PER_RECORD_TYPES)})"
+IS_HITS = f"{IS_RECORD_ROW} AND s.type NOT IN ({sql_list(PER_RECORD_TYPES)})"
+
 # Why a row is skipped, or NULL when the rules accept it: rules.skip_reason in SQL, check for
 # check in the same order. Apart from the id lengths, only reads columns of the stats row, so no
 # payload is expanded for it. jsonpath runs in strict mode, as lax mode would unwrap [5] into 5; it
@@ -55,8 +76,11 @@ FETCH_ROWS = 20
 # measure a string, so {oversized} (a row with a LONG_ENTRY) is given in two forms below.
 SKIP_REASON_TEMPLATE = f"""
 CASE
-  WHEN s.record_type IS NULL OR s.record_type NOT IN ('records', 'mediarecords') THEN 'unknown_record_type'
-  WHEN s.type IS NULL OR s.type NOT IN ('search', 'seen', 'mapping', 'view', 'download') THEN 'unknown_type'
+  WHEN s.record_type IS NULL OR s.record_type NOT IN ({sql_list(RECORD_TYPES + PAGE_TYPES)})
+    THEN 'unknown_record_type'
+  WHEN s.type IS NULL OR s.type NOT IN ({sql_list(EVENT_TYPES)})
+    OR ({IS_PAGE_ROW} AND s.type <> '{PAGE_EVENT}')
+    THEN 'unknown_type'
   WHEN s.ip_geocode IS NOT NULL AND jsonb_typeof(s.ip_geocode) NOT IN ('object', 'null')
     THEN 'geocode_not_object'
   WHEN jsonb_path_exists(s.ip_geocode, 'strict $.* ? (@.type() != "string")', '{{{{}}}}', true)
@@ -64,24 +88,24 @@ CASE
   WHEN {{big_geocode}} THEN 'oversized_geocode'
   WHEN s.payload IS NULL OR jsonb_typeof(s.payload) <> 'object' THEN 'payload_not_object'
   WHEN s.payload ? '' THEN 'empty_key'
-  WHEN s.type IN ('view', 'seen') AND jsonb_path_exists(
+  WHEN {IS_PER_RECORD} AND jsonb_path_exists(
       s.payload, 'strict $.* ? (@.type() != "string" || @ == "")', '{{{{}}}}', true)
     THEN 'bad_recordset_value'
-  WHEN s.type NOT IN ('view', 'seen') AND jsonb_path_exists(
+  WHEN {IS_HITS} AND jsonb_path_exists(
       s.payload,
       'strict $.* ? (@.type() != "number" || @ < 0 || @ > {MAX_HITS} || @.floor() != @)', '{{{{}}}}', true)
     THEN 'bad_hit_count'
   WHEN {{oversized}} THEN 'oversized_id'
 END"""
-# An entry holding an id longer than MAX_ID_BYTES: a key, or a view/seen value (a recordset id;
-# other values are hit counts). The skip report finds such rows with a join, which keeps its scan
-# parallel: as a subquery inside the CASE it took the report from 0.9 s to 4.4 s on 100,000 rows,
-# as the join 2.2 s (both on a loaded machine). SKIP_REASON_SQL holds the self-contained form, for
-# the cell queries' fallback and the tests.
+# An entry holding an id longer than MAX_ID_BYTES: a key, or a view/seen value of records
+# (a recordset id; other values are hit counts, and a page view's value is not read). The skip
+# report finds such rows with a join, which keeps its scan parallel: as a subquery inside the
+# CASE it took the report from 0.9 s to 4.4 s on 100,000 rows, as the join 2.2 s (both on a loaded
+# machine). SKIP_REASON_SQL holds the self-contained form, for the cell queries' fallback and the
+# tests.
 PAYLOAD_ENTRIES = "jsonb_each_text(CASE WHEN jsonb_typeof(s.payload) = 'object' THEN s.payload END) e"
 LONG_ENTRY = (
-    f"(octet_length(e.key) > {MAX_ID_BYTES} "
-    f"OR (s.type IN ('view', 'seen') AND octet_length(e.value) > {MAX_ID_BYTES}))"
+    f"(octet_length(e.key) > {MAX_ID_BYTES} OR ({IS_PER_RECORD} AND octet_length(e.value) > {MAX_ID_BYTES}))"
 )
 # A geocode's keys and values together over MAX_GEOCODE_BYTES (its values are strings by then):
 # found with a join too, by summing the entries of every row's geocode.
@@ -122,7 +146,7 @@ SELECT * FROM (
   FROM (SELECT e.value COLLATE "C" AS rs, r.block, e.key, count(*) AS n
         FROM (SELECT s.payload, {BLOCK_CODE} AS block
               FROM {{stats}} s
-              WHERE s.date >= %(start)s AND s.date < %(end)s AND s.type IN ('view', 'seen') AND {{accepted}}
+              WHERE s.date >= %(start)s AND s.date < %(end)s AND {IS_PER_RECORD} AND {{accepted}}
               OFFSET 0) r
         CROSS JOIN LATERAL jsonb_each_text(r.payload) e
         GROUP BY 1, 2, 3) items
@@ -148,20 +172,30 @@ ORDER BY rs
 # Its single braces, once formatted, are the placeholders read_day fills.
 HALF = 2**31
 assert MAX_HITS < HALF * HALF, "hits are summed as two int4 halves"
+# Which rows' entries are records, hits or page views, by their block's code (a publisher page's
+# row has no block: its views are publisher documents, PUBLISHERS_SQL).
+ITEM_CODES = ", ".join(str(BLOCKS.index(block)) for block in ITEM_BLOCKS)
+HIT_CODES = ", ".join(
+    str(code) for code, (rt, ty) in enumerate(BLOCKS) if rt in RECORD_TYPES and ty not in PER_RECORD_TYPES
+)
+PAGE_CODE = BLOCKS.index(RECORDSET_PAGE_BLOCK)
 ROW_ENTRIES = f"""
-  FROM (SELECT s.payload, s.type, {BLOCK_CODE} AS block, {{row_columns}}
+  FROM (SELECT s.payload, {BLOCK_CODE} AS block, {{row_columns}}
         FROM {{stats}} s
         WHERE s.date >= %(start)s AND s.date < %(end)s AND {{accepted}} {{row_filter}} OFFSET 0) r
   {{row_join}}
   CROSS JOIN LATERAL (
-    -- view/seen: record uuid -> recordset uuid, one hit each
+    -- view/seen of records: record uuid -> recordset uuid, one hit each
     SELECT e.value COLLATE "C" AS rs, count(*)::int AS entries, 0 AS hits_high, count(*)::int AS hits_low
-    FROM jsonb_each_text(r.payload) e WHERE r.type IN ('view', 'seen') GROUP BY e.value
+    FROM jsonb_each_text(r.payload) e WHERE r.block IN ({ITEM_CODES}) GROUP BY e.value
     UNION ALL
     -- search/mapping/download: recordset uuid -> hits (3.0 is a valid count)
     SELECT e.key COLLATE "C", 1, (h >> 31)::int, (h & {HALF - 1})::int
     FROM jsonb_each_text(r.payload) e, LATERAL (SELECT e.value::numeric::bigint AS h) hits
-    WHERE r.type NOT IN ('view', 'seen')
+    WHERE r.block IN ({HIT_CODES})
+    UNION ALL
+    -- a recordset page's view: recordset uuid -> (not read), one hit each
+    SELECT e.key COLLATE "C", 1, 0, 1 FROM jsonb_object_keys(r.payload) e(key) WHERE r.block = {PAGE_CODE}
   ) per_row"""
 # Geocode and query lists are [rank, hits] pairs: a rank names an entry of the day's geocode or query
 # table. The block's sums of entries and hits are its count and total when every entry has a value
@@ -221,6 +255,15 @@ QUERY_ROWS = {
     "row_join": "JOIN day_queries t ON t.id = r.query_id",
 }
 
+# A publisher page's views of the day by publisher and geocode (few: one row per page view).
+PUBLISHERS_SQL = f"""
+SELECT e.key COLLATE "C", r.geo, count(*)
+FROM (SELECT s.payload, {GEOCODE_TEXT.replace("{}", "{{}}")} AS geo FROM {{stats}} s
+      WHERE s.date >= %(start)s AND s.date < %(end)s AND s.record_type = '{PUBLISHER_BLOCK[0]}'
+        AND {{accepted}} OFFSET 0) r
+CROSS JOIN LATERAL jsonb_object_keys(r.payload) e(key)
+GROUP BY 1, 2"""
+
 # The day's reading transactions are idle by design while the day is written: the exporting one
 # until the day is done, each stream between the batches it has fetched and their use. A portal's
 # idle_in_transaction_session_timeout (a guard against forgotten sessions) cut them mid-day: the day
@@ -243,9 +286,11 @@ STREAM_SETTINGS = (
 
 # Every skipped id up to a cap: with them the cell queries skip rows by id instead of repeating
 # the (costly) jsonpath checks on every row.
+# Accepted rows are counted by record_type (the day's kinds).
 SKIPS_SQL = """
-SELECT reason, count(*), (array_agg(id ORDER BY id) FILTER (WHERE reason IS NOT NULL))[1:{cap}]
-FROM (SELECT s.id, {reason} AS reason FROM {stats} s LEFT JOIN (
+SELECT reason, CASE WHEN reason IS NULL THEN record_type END, count(*),
+       (array_agg(id ORDER BY id) FILTER (WHERE reason IS NOT NULL))[1:{cap}]
+FROM (SELECT s.id, s.record_type, {reason} AS reason FROM {stats} s LEFT JOIN (
         SELECT DISTINCT s.id FROM {stats} s CROSS JOIN LATERAL {entries}
         WHERE s.date >= %(start)s AND s.date < %(end)s AND {long_entry}) long_ids ON long_ids.id = s.id
       LEFT JOIN (
@@ -253,7 +298,7 @@ FROM (SELECT s.id, {reason} AS reason FROM {stats} s LEFT JOIN (
         WHERE s.date >= %(start)s AND s.date < %(end)s
         GROUP BY s.id HAVING {geocode_bytes} > {max_geocode_bytes}) big_geocodes ON big_geocodes.id = s.id
       WHERE s.date >= %(start)s AND s.date < %(end)s) r
-GROUP BY reason"""
+GROUP BY 1, 2"""
 
 # The skip report sorts every row of the day by reason (for the ids' order), in two parallel
 # workers and the leader. At the default 4 MB each, a wide day of 50,000 rows wrote 30 MB of
@@ -268,6 +313,12 @@ WITH RECURSIVE days(day) AS (
   SELECT (SELECT min(date)::date FROM {stats} WHERE date >= days.day + 1) FROM days WHERE days.day IS NOT NULL
 )
 SELECT day + 1 FROM days WHERE day IS NOT NULL"""
+
+
+# Two probes of the date index: is there a row before the window, and one after it?
+ROWS_AROUND_SQL = """
+SELECT EXISTS (SELECT FROM {stats} WHERE date < %(start)s),
+       EXISTS (SELECT FROM {stats} WHERE date >= %(end)s)"""
 
 
 def quoted_name(name: str, conn: psycopg2.extensions.connection) -> str:
@@ -369,10 +420,15 @@ class PostgresTelemetryDay:
     fingerprint: fingerprint.Fingerprint | None
     geocodes: list[str]
     queries: list[str]
+    publisher_views: list[tuple[str, str, int]]
     _streams: Callable[[], Iterator[Cell]]
+    _around: Callable[[], tuple[bool, bool]]
 
     def cells(self) -> Iterator[Cell]:
         return self._streams()
+
+    def rows_around(self) -> tuple[bool, bool]:
+        return self._around()
 
 
 class PostgresTelemetrySource:
@@ -401,6 +457,7 @@ class PostgresTelemetrySource:
             **self._names,
         )
         self._dates_sql = HARVEST_DATES_SQL.format(**self._names)
+        self._around_sql = ROWS_AROUND_SQL.format(**self._names)
         row_hash = fingerprint.row_hash(self._stats_kind)
         self._fingerprint_sql = fingerprint.DAY_SQL.format(row_hash=row_hash, **self._names)
         self._fingerprints_sql = fingerprint.DAYS_SQL.format(row_hash=row_hash, **self._names)
@@ -462,6 +519,8 @@ class PostgresTelemetrySource:
                 report, accepted = self._skip_report(cur, window)
                 names = {"accepted": accepted, **self._names}
                 ranks, geocodes, query_hashes = self._day_tables(cur, names, window)
+                cur.execute(PUBLISHERS_SQL.format(**names), window)
+                publisher_views = cur.fetchall()
                 # One array literal, not psycopg2's ARRAY[...] of a constant per geocode: the
                 # server parsed 1,000,000 of those in 1.0 s and 350 MB, the literal in 0.06 s.
                 params = {**window, "geocode_ranks": "{" + ",".join(map(str, ranks)) + "}"}
@@ -480,22 +539,34 @@ class PostgresTelemetrySource:
                     day_fingerprint,
                     geocodes,
                     query_hashes,
+                    publisher_views,
                     lambda: self._merged(snapshot, queries, f"aggregating {harvest_date}"),
+                    lambda: self._rows_around(cur, window, harvest_date),
                 )
         finally:
             if not self._conn.closed:  # else the lost connection's error is the one to report
                 self._conn.set_session(isolation_level="DEFAULT")
+
+    def _rows_around(self, cur: Any, window: dict[str, Any], harvest_date: date) -> tuple[bool, bool]:
+        """Asked only of a day without rows: on a view without an index on `date` the probes may
+        read the whole table."""
+        with self._reading(f"looking for rows around {harvest_date}"):
+            cur.execute(self._around_sql, window)
+            before, after = cur.fetchone() or (False, False)
+        return bool(before), bool(after)
 
     def _skip_report(self, cur: Any, window: dict[str, Any]) -> tuple[SkipReport, str]:
         """The day's skip report, and the SQL condition that keeps the rows the rules accept."""
         cur.execute(SKIPS_WORK_MEM)
         cur.execute(self._skips_sql, window)
         report, skipped_ids = SkipReport(), []
-        for reason, rows, ids in cur:
+        for reason, kind, rows, ids in cur:
             report.rows += rows
             if reason is not None:
                 report.reasons[reason] = SkipReason(rows, list(ids[:EXAMPLE_IDS]))
                 skipped_ids += ids
+            else:
+                report.kinds[kind] = rows
         if report.skipped == 0:
             return report, "true"
         if report.skipped <= SKIPPED_IDS_CAP:

@@ -1,8 +1,14 @@
-"""The status use case: what an operator or a monitor reads from the store, without the lock."""
+"""The status use case: what an operator or a monitor reads from the store, without the lock.
+
+`status` returns a typed `Status`; `Status.as_dict` is the `status --json` document, and the
+renderers (the terminal text in cli.py, Nagios and Prometheus in monitoring.py) read the fields.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 
 from . import fingerprint, planning
@@ -11,8 +17,115 @@ from .config import Config
 from .ledger import RUN_COMMANDS
 from .stores import open_store
 
+# Last-run outcomes that mean the command did not do its work. "abandoned": the ledger says
+# running but no process holds the run lock any more (killed, machine lost).
+FAILED_OUTCOMES = ("failed", "abandoned")
 
-def status(config: Config) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class RunState:
+    """A command's last run as the ledger recorded it."""
+
+    command: str
+    run_id: str
+    outcome: str  # running, ok, failed, interrupted, abandoned
+    started_at: str
+    seconds: float | None
+    error: str | None
+    record: Mapping[str, Any]  # the whole ledger entry, which --json shows as it is
+
+    @classmethod
+    def from_record(cls, command: str, record: Mapping[str, Any]) -> RunState:
+        seconds = record.get("seconds")
+        return cls(
+            command=command,
+            run_id=str(record.get("run_id", "")),
+            outcome=str(record.get("outcome", "unknown")),
+            started_at=str(record.get("started_at", "")),
+            seconds=float(seconds) if seconds is not None else None,
+            error=record.get("error"),
+            record=record,
+        )
+
+
+@dataclass(frozen=True)
+class Status:
+    store: str
+    last_closed: date
+    last_complete: date | None
+    complete_through: date | None
+    # Counted from the first hole, so a failed day makes the store lag until it is redone.
+    lag_days: int | None
+    complete_days: int
+    missing_days: list[date]
+    not_closed_days: list[date]
+    last_day: Mapping[str, Any] | None  # the last complete day's stats (rows, seconds, ...)
+    last_run: Mapping[str, Any] | None
+    last_runs: dict[str, RunState]
+    # The latest catch-up's re-check of published days: found stale, and republished.
+    last_recheck: Mapping[str, Any] | None
+    # Published days the re-check skips, by why: their late rows would go unnoticed.
+    not_rechecked: dict[str, list[date]]
+    recheck_days: int
+    last_snapshot: date | None
+    snapshot_missing_today: bool
+    snapshot_recordsets: Any
+    # Days the store holds only part of (documents without their mark, or the reverse).
+    damaged_days: list[date] = field(default_factory=list)
+    # Days collected from a window without telemetry rows (a real outage, or --allow-empty).
+    empty_days: list[date] = field(default_factory=list)
+
+    @property
+    def last_day_rows(self) -> int | None:
+        return int(self.last_day["rows"]) if self.last_day and "rows" in self.last_day else None
+
+    @property
+    def last_day_seconds(self) -> float | None:
+        seconds = self.last_day.get("seconds") if self.last_day else None
+        return float(seconds) if seconds is not None else None
+
+    @property
+    def failed_runs(self) -> list[RunState]:
+        return [run for run in self.last_runs.values() if run.outcome in FAILED_OUTCOMES]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `status --json` document."""
+
+        def iso(day: date | None) -> str | None:
+            return day.isoformat() if day else None
+
+        return {
+            "store": self.store,
+            "today": self.last_closed.isoformat(),
+            "last_closed_harvest_date": self.last_closed.isoformat(),
+            "last_complete_harvest_date": iso(self.last_complete),
+            "complete_through": iso(self.complete_through),
+            "lag_days": self.lag_days,
+            "complete_days": self.complete_days,
+            "missing_days": [d.isoformat() for d in self.missing_days],
+            "damaged_days": [d.isoformat() for d in self.damaged_days],
+            "not_closed_days": [d.isoformat() for d in self.not_closed_days],
+            "last_day": self.last_day,
+            "last_day_rows": self.last_day_rows,
+            "empty_days": [d.isoformat() for d in self.empty_days],
+            "last_run": self.last_run,
+            "last_runs": {command: run.record for command, run in self.last_runs.items()},
+            "last_recheck": self.last_recheck,
+            "not_rechecked": {why: [d.isoformat() for d in days] for why, days in self.not_rechecked.items()},
+            "recheck_days": self.recheck_days,
+            "last_snapshot": iso(self.last_snapshot),
+            "snapshot_missing_today": self.snapshot_missing_today,
+            "snapshot_recordsets": self.snapshot_recordsets,
+        }
+
+
+def _read_from_source(marker: Mapping[str, Any]) -> bool:
+    """A day marker of a day collected from telemetry (it has a source fingerprint, EMPTY for no
+    rows); imported and adopted days were not, so their row count says nothing."""
+    return marker.get("fingerprint") is not None
+
+
+def status(config: Config) -> Status:
     """What an operator or a monitor needs: last complete day, lag, holes, each command's last run."""
     with open_store(config) as store:
         complete = store.completed_days()
@@ -25,35 +138,33 @@ def status(config: Config) -> dict[str, Any]:
         checked = next((r for r in runs if "recheck" in r and r.get("outcome") != "running"), None)
         snapshots = store.snapshots()
         last_snapshot = max(snapshots, default=None)
-        return {
-            "store": config.store,
-            "today": closed.isoformat(),
-            "last_closed_harvest_date": closed.isoformat(),
-            "last_complete_harvest_date": last.isoformat() if last else None,
-            "complete_through": through.isoformat() if through else None,
-            # Counted from the first hole, so a failed day makes the store lag until it is redone.
-            "lag_days": (closed - through).days if through else None,
-            "complete_days": len(complete),
-            "missing_days": [
-                d.isoformat() for d in planning.missing_days(days, first, min(last or closed, closed))
-            ],
-            "not_closed_days": sorted(d.isoformat() for d in days if d > closed),
-            "last_day": complete[last] if last else None,
-            "last_run": runs[0] if runs else None,
-            "last_runs": {command: run for command in RUN_COMMANDS if (run := store.last_run(command))},
-            # The latest catch-up's re-check of published days: found stale, and republished.
-            "last_recheck": (
+        return Status(
+            store=config.store,
+            last_closed=closed,
+            last_complete=last,
+            complete_through=through,
+            lag_days=(closed - through).days if through else None,
+            complete_days=len(complete),
+            missing_days=planning.missing_days(days, first, min(last or closed, closed)),
+            not_closed_days=sorted(d for d in days if d > closed),
+            last_day=complete[last] if last else None,
+            last_run=runs[0] if runs else None,
+            last_runs={
+                command: RunState.from_record(command, run)
+                for command in RUN_COMMANDS
+                if (run := store.last_run(command))
+            },
+            last_recheck=(
                 {"run_id": checked["run_id"], "started_at": checked["started_at"], **checked["recheck"]}
                 if checked
                 else None
             ),
-            # Published days the re-check skips: their late rows would go unnoticed.
-            "not_rechecked": {
-                why: [d.isoformat() for d in days]
-                for why, days in fingerprint.unfingerprinted(complete, config.recheck_days).items()
-            },
-            "recheck_days": config.recheck_days,
-            "last_snapshot": last_snapshot.isoformat() if last_snapshot else None,
-            "snapshot_missing_today": bool(snapshots) and last_snapshot != datetime.now(UTC).date(),
-            "snapshot_recordsets": snapshots.get(last_snapshot) if last_snapshot else None,
-        }
+            not_rechecked=dict(fingerprint.unfingerprinted(complete, config.recheck_days)),
+            recheck_days=config.recheck_days,
+            last_snapshot=last_snapshot,
+            snapshot_missing_today=bool(snapshots) and last_snapshot != datetime.now(UTC).date(),
+            snapshot_recordsets=snapshots.get(last_snapshot) if last_snapshot else None,
+            empty_days=sorted(
+                d for d, marker in complete.items() if _read_from_source(marker) and not marker.get("rows")
+            ),
+        )

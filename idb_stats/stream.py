@@ -22,7 +22,7 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -40,8 +40,11 @@ from .model import (
     MAX_GEOCODE_BYTES,
     MAX_HITS,
     MAX_ID_BYTES,
+    PAGE_EVENT,
+    PAGE_TYPES,
     PER_RECORD_TYPES,
     RECORD_TYPES,
+    RECORDSET_PAGE_BLOCK,
     Cell,
     SkipReason,
     SkipReport,
@@ -49,9 +52,10 @@ from .model import (
 )
 from .source import EXAMPLE_IDS, PostgresTelemetrySource
 
-# Kinds of cell in the engine's aggregation: the three of the rules, then a row left to rules.py
-# (key: its id) and the day's row count (one group, checked against the rows COPY sent).
-ITEM, QUERY, GEO, LEFT_TO_RULES, ROW_COUNT = range(5)
+# Kinds of cell in the engine's aggregation: the three of the rules, a row left to rules.py (key:
+# its id), the day's row count (checked against the rows COPY sent; rs: the record_type of a row
+# the engine accepted) and a publisher page's views (rs: the publisher, key: the geocode).
+ITEM, QUERY, GEO, LEFT_TO_RULES, ROW_COUNT, PUBLISHER = range(6)
 KIND_LISTS = {ITEM: "items", QUERY: "queries", GEO: "geocodes"}
 
 # A row longer than this (CSV bytes) never reaches DuckDB, whose CSV reader holds buffers of a
@@ -81,8 +85,10 @@ WHERE s.date >= %(start)s AND s.date < %(end)s AND s.id = ANY(%(ids)s)
 ORDER BY s.id"""
 
 
-def _sql_list(values: tuple[str, ...]) -> str:
-    return "[" + ", ".join("'" + value + "'" for value in values) + "]"
+def _sql_tuple(values: tuple[str, ...]) -> str:
+    """The model's names as an SQL list of literals (plain words, never user input)."""
+    assert all(value.isidentifier() for value in values)
+    return "(" + ", ".join(f"'{value}'" for value in values) + ")"
 
 
 # PostgreSQL's COPY CSV: NULL is an unquoted empty field, an empty string a quoted one.
@@ -92,12 +98,17 @@ READ_CSV = f"""read_csv({{path}}, header = false, auto_detect = false, delim = '
     columns = {{{{'id': 'BIGINT', 'type': 'VARCHAR', 'record_type': 'VARCHAR', 'qh': 'VARCHAR',
                 'geo': 'VARCHAR', 'payload': 'VARCHAR'}}}})"""
 
-# The block (record type, event type) as its position in model.BLOCKS, from 0.
+# The block (record type, event type) as its position in model.BLOCKS, from 0; NULL for a
+# publisher page's view (its views go to publisher documents) and for a row the rules skip.
 BLOCK = (
-    f"(list_position({_sql_list(RECORD_TYPES)}, record_type) - 1) * {len(EVENT_TYPES)}"
-    f" + list_position({_sql_list(EVENT_TYPES)}, type) - 1"
+    "CASE "
+    + " ".join(
+        f"WHEN record_type = '{rt}' AND type = '{ty}' THEN {code}" for code, (rt, ty) in enumerate(BLOCKS)
+    )
+    + " END"
 )
-PER_RECORD = f"type IN ({', '.join(repr(t) for t in PER_RECORD_TYPES)})"
+IS_PAGE = f"record_type IN {_sql_tuple(PAGE_TYPES)}"
+IS_PER_RECORD = f"type IN {_sql_tuple(PER_RECORD_TYPES)}"
 # Whether the engine applies the rules to a row itself: only when every check of
 # rules.skip_reason passes, decided on values DuckDB reads exactly as rules.load_json does. A
 # value's JSON type is yyjson's: UBIGINT only for a plain integer literal that fits 64 bits (jsonb
@@ -106,8 +117,10 @@ PER_RECORD = f"type IN ({', '.join(repr(t) for t in PER_RECORD_TYPES)})"
 # UTF-8 bytes, as rules._utf8_length does. A NULL anywhere (a check that could not be made) is
 # not a pass. Keys and values are read once per row (json_keys, and the '$.*' wildcard, in the
 # object's order): a MAP of JSON values re-parsed per check cost 2.4 s more of the wide day.
+# A page view's values are not read.
 FAST = f"""COALESCE(
-  record_type IN {tuple(RECORD_TYPES)} AND type IN {tuple(EVENT_TYPES)}
+  ((record_type IN {_sql_tuple(RECORD_TYPES)} AND type IN {_sql_tuple(EVENT_TYPES)})
+   OR ({IS_PAGE} AND type = '{PAGE_EVENT}'))
   AND (geo IS NULL OR geo = 'null' OR (starts_with(geo, '{{')
        AND len(list_filter(geo_types, lambda t: t <> 'VARCHAR')) = 0
        AND COALESCE(list_sum(list_transform(geo_keys, lambda k: strlen(k))), 0)
@@ -115,20 +128,26 @@ FAST = f"""COALESCE(
   AND starts_with(payload, '{{')
   AND NOT list_contains(keys, '')
   AND len(list_filter(keys, lambda k: strlen(k) > {MAX_ID_BYTES})) = 0
-  AND CASE WHEN {PER_RECORD}
+  AND CASE WHEN {IS_PAGE} THEN true
+      WHEN {IS_PER_RECORD}
       THEN len(list_filter(types, lambda t: t <> 'VARCHAR')) = 0 AND NOT list_contains(vals, '')
            AND len(list_filter(vals, lambda v: strlen(v) > {MAX_ID_BYTES})) = 0
       ELSE len(list_filter(types, lambda t: t <> 'UBIGINT')) = 0
            AND len(list_filter(vals, lambda v: TRY_CAST(v AS UBIGINT) <= {MAX_HITS})) = len(vals)
   END, false)"""
 # The cells of a row, as rules.row_cells states them, one struct per (kind, recordset, key):
-# view/seen add 1 per record to its item and, summed per recordset within the row, to the row's
-# geocode and (seen) query; search/mapping/download add the hits of each recordset.
+# view/seen of records add 1 per record to its item and, summed per recordset within the row, to
+# the row's geocode and (seen) query; search/mapping/download add the hits of each recordset; a
+# recordset page's view adds 1 to that recordset's geocode (block recordsets.view), a publisher
+# page's view 1 to that publisher's geocode (kind PUBLISHER, no block).
 CELL = "{'kind': %s, 'rs': %s, 'key': %s, 'entries': %s, 'hits': %s}"
 ROW_CELLS = f"""
 CASE
-  WHEN NOT ({FAST}) THEN [{CELL % (LEFT_TO_RULES, "NULL", "id::VARCHAR", 0, 0)}]
-  WHEN {PER_RECORD} THEN list_concat(
+  WHEN NOT fast THEN [{CELL % (LEFT_TO_RULES, "NULL", "id::VARCHAR", 0, 0)}]
+  WHEN record_type = '{RECORDSET_PAGE_BLOCK[0]}'
+    THEN list_transform(keys, lambda k: {CELL % (GEO, "k", "geo_key", 1, 1)})
+  WHEN {IS_PAGE} THEN list_transform(keys, lambda k: {CELL % (PUBLISHER, "k", "geo_key", 1, 1)})
+  WHEN {IS_PER_RECORD} THEN list_concat(
     list_transform(keys, lambda k, i: {CELL % (ITEM, "vals[i]", "k", 1, 1)}),
     list_transform(map_entries(list_aggregate(vals, 'histogram')),
                    lambda r: {CELL % (GEO, "r.key", "geo_key", "r.value", "r.value")}),
@@ -140,27 +159,35 @@ CASE
     CASE WHEN qh IS NULL THEN []
          ELSE list_transform(keys, lambda k, i: {CELL % (QUERY, "k", "qh", 1, "vals[i]::UBIGINT")}) END)
 END"""
+# Every row also adds one to the row count, under its record_type when the engine accepted it
+# (the day's kinds).
 AGGREGATE_SQL = f"""
 CREATE TABLE cells AS
 SELECT c.kind::UTINYINT AS kind, c.rs, block::UTINYINT AS block, c.key,
        sum(c.entries)::HUGEINT AS entries, sum(c.hits)::HUGEINT AS hits
 FROM (
-  SELECT block, unnest(list_append(cells, {CELL % (ROW_COUNT, "NULL", "NULL", 1, 0)})) AS c
+  SELECT block,
+         unnest(list_append({ROW_CELLS},
+                            {CELL % (ROW_COUNT, "CASE WHEN fast THEN record_type END", "NULL", 1, 0)})) AS c
   FROM (
-    SELECT CASE WHEN record_type IN {tuple(RECORD_TYPES)} AND type IN {tuple(EVENT_TYPES)}
-                THEN {BLOCK} END AS block,
-           {ROW_CELLS} AS cells
+    SELECT *, CASE WHEN fast THEN {BLOCK} END AS block
     FROM (
-      SELECT id, type, record_type, qh, geo, payload,
-             json_keys(payload) AS keys, json_type(payload, '$.*') AS types,
-             json_extract_string(payload, '$.*') AS vals,
-             json_keys(geo) AS geo_keys, json_type(geo, '$.*') AS geo_types,
-             json_extract_string(geo, '$.*') AS geo_values,
-             CASE WHEN geo IS NULL OR geo = 'null' THEN '{{}}' ELSE geo END AS geo_key
-      FROM {READ_CSV.format(path="$path")}))
+      SELECT *, {FAST} AS fast
+      FROM (
+        SELECT id, type, record_type, qh, geo, payload,
+               json_keys(payload) AS keys, json_type(payload, '$.*') AS types,
+               json_extract_string(payload, '$.*') AS vals,
+               json_keys(geo) AS geo_keys, json_type(geo, '$.*') AS geo_types,
+               json_extract_string(geo, '$.*') AS geo_values,
+               CASE WHEN geo IS NULL OR geo = 'null' THEN '{{}}' ELSE geo END AS geo_key
+        FROM {READ_CSV.format(path="$path")})))
 )
 GROUP BY ALL"""
 
+# Rows the engine accepted, by record_type (rules.py's accepted ones are added to these).
+ACCEPTED_SQL = f"SELECT rs, sum(entries) FROM cells WHERE kind = {ROW_COUNT} AND rs IS NOT NULL GROUP BY rs"
+# The day's publisher page views: (publisher, geocode text, views), for documents.publisher_documents.
+PUBLISHER_VIEWS_SQL = f"SELECT rs, key, sum(entries) FROM cells WHERE kind = {PUBLISHER} GROUP BY rs, key"
 # The day's query hashes in byte order (DuckDB compares strings bytewise, which is code point
 # order, Python's): a query's rank is its position here, from 1.
 QUERY_RANKS_SQL = f"""
@@ -238,7 +265,12 @@ class StreamTelemetryDay:
     fingerprint: fingerprint.Fingerprint | None
     geocodes: list[str]
     queries: list[str]
+    publisher_views: list[tuple[str, str, int]]
     _engine: duckdb.DuckDBPyConnection
+    _around: Callable[[], tuple[bool, bool]]
+
+    def rows_around(self) -> tuple[bool, bool]:
+        return self._around()
 
     def cells(self) -> Iterator[Cell]:
         kinds = KIND_LISTS
@@ -289,16 +321,38 @@ class StreamTelemetrySource(PostgresTelemetrySource):
                         cur.execute(self._fingerprint_sql, window)
                         day_fingerprint = fingerprint.from_row(cur.fetchone() or (0,) * 6)
                         rows, left = self._aggregate(cur, engine, Path(work), window)
+                        # Asked only of a day without rows, in its snapshot (two probes of the
+                        # date index; a view without one may be read whole, so not for every day).
+                        around = self._rows_around(cur, window, harvest_date) if rows == 0 else None
                     report = self._apply_rules(engine, window, left)
                     report.rows = rows
             finally:
                 if not self._conn.closed:
                     self._conn.set_session(isolation_level="DEFAULT")
+            for kind, accepted in engine.execute(ACCEPTED_SQL).fetchall():
+                report.kinds[kind] = report.kinds.get(kind, 0) + int(accepted)
             geocodes = self._rank_tables(engine)
             queries = [
                 key for (key,) in engine.execute("SELECT key FROM query_ranks ORDER BY rank").fetchall()
             ]
-            yield StreamTelemetryDay(report, day_fingerprint, geocodes, queries, engine)
+            publisher_views = [
+                (p, geo, int(n)) for p, geo, n in engine.execute(PUBLISHER_VIEWS_SQL).fetchall()
+            ]
+            yield StreamTelemetryDay(
+                report,
+                day_fingerprint,
+                geocodes,
+                queries,
+                publisher_views,
+                engine,
+                (lambda: around) if around is not None else lambda: self._around_now(harvest_date),
+            )
+
+    def _around_now(self, harvest_date: date) -> tuple[bool, bool]:
+        """Rows around a day that has rows (not asked by collect-stats), in a snapshot of now."""
+        window = dict(zip(("start", "end"), event_window(harvest_date), strict=True))
+        with self._conn, self._conn.cursor() as cur:
+            return self._rows_around(cur, window, harvest_date)
 
     @staticmethod
     def _engine(work: Path) -> duckdb.DuckDBPyConnection:
@@ -365,9 +419,9 @@ class StreamTelemetrySource(PostgresTelemetrySource):
         report = SkipReport()
         if not ids:
             return report
-        extra: dict[tuple[int, str, int, str], list[int]] = {}
+        extra: dict[tuple[int, str, int | None, str], list[int]] = {}
         block_of = {block: code for code, block in enumerate(BLOCKS)}
-        kind_of = {"item": ITEM, "query": QUERY, "geo": GEO}
+        kind_of = {"item": ITEM, "query": QUERY, "geo": GEO, rules.PUBLISHER_VIEW: PUBLISHER}
         with self._conn.cursor() as cur:
             for start in range(0, len(ids), RULES_BATCH):
                 cur.execute(self._rules_rows_sql, {**window, "ids": ids[start : start + RULES_BATCH]})
@@ -387,9 +441,15 @@ class StreamTelemetrySource(PostgresTelemetrySource):
                         if len(skip.example_ids) < EXAMPLE_IDS:  # rows come in id order
                             skip.example_ids.append(row_id)
                         continue
+                    report.kinds[record_type] = report.kinds.get(record_type, 0) + 1
                     for rs, rt, ty, kind, key, hits in rules.row_cells(row):
                         # The engine keys a geocode by its jsonb text; the rules by canonical JSON.
-                        cell = (kind_of[kind], rs, block_of[(rt, ty)], geo_key if kind == "geo" else key)
+                        cell = (
+                            kind_of[kind],
+                            rs,
+                            block_of.get((rt, ty)),  # none for a publisher's view
+                            geo_key if kind in ("geo", rules.PUBLISHER_VIEW) else key,
+                        )
                         slot = extra.setdefault(cell, [0, 0])
                         slot[0] += 1
                         slot[1] += hits
@@ -399,7 +459,7 @@ class StreamTelemetrySource(PostgresTelemetrySource):
 
     @staticmethod
     def _add_cells(
-        engine: duckdb.DuckDBPyConnection, extra: dict[tuple[int, str, int, str], list[int]]
+        engine: duckdb.DuckDBPyConnection, extra: dict[tuple[int, str, int | None, str], list[int]]
     ) -> None:
         """Cells from rules.py added to the engine's: the cells are grouped again (a day whose
         rows all went to rules.py is as slow as the row loop, and as exact)."""

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from .documents import by_count
-from .model import BLOCKS, OTHER_TERM, RECORD_TYPES, UNKNOWN_COUNTRY
+from .model import BLOCKS, DOCUMENT_RECORD_TYPES, OTHER_TERM, UNKNOWN_COUNTRY
 
 DayRange = tuple[date, date]
 
@@ -31,7 +31,7 @@ class Summary:
     countries: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {rt: {} for rt in RECORD_TYPES}
+        out: dict[str, Any] = {rt: {} for rt in DOCUMENT_RECORD_TYPES}
         for rt, ty in BLOCKS:
             count, total = self.counts.get((rt, ty), (0, 0))
             out[rt][ty] = {
@@ -140,6 +140,17 @@ class Totals:
             summary.countries[(rt, ty)] = {c["country"]: int(c["count"]) for c in block.get("countries", [])}
         days = [(date.fromisoformat(a), date.fromisoformat(b)) for a, b in doc.get("harvest_dates", [])]
         return cls(doc["recordset_id"], summary, days)
+
+
+def with_every_total(doc: dict[str, Any]) -> dict[str, Any]:
+    """A totals document as this version reads it: a block it lacks (written before the block
+    existed) is zeros, as Totals.to_doc writes them."""
+    if all(ty in doc.get(rt, {}) for rt, ty in BLOCKS):
+        return doc
+    out = {**doc, **{rt: dict(doc.get(rt, {})) for rt in DOCUMENT_RECORD_TYPES}}
+    for rt, ty in BLOCKS:
+        out[rt].setdefault(ty, {"count": 0, "total": 0, "countries": []})
+    return out
 
 
 def _combine(a: Summary, b: Summary, sign: int) -> Summary:

@@ -28,14 +28,14 @@ from typing import Any
 
 from .collect import process_day
 from .config import Config
-from .documents import day_documents
+from .documents import day_documents, with_every_block
 from .engines import open_source
 from .ledger import now_iso
 from .model import DayStats
 from .pg import run_lock
 from .ports import Document, Store, TelemetrySource
 from .stores import open_store
-from .totals import Totals, summarize, with_day
+from .totals import Totals, summarize, with_day, with_every_total
 
 log = logging.getLogger("idb_stats")
 
@@ -159,6 +159,8 @@ class Report:
 
 # Called with every difference as it is found, and whether it was found after a repair.
 OnDifference = Callable[[Difference, bool], None]
+# Called with each day once checked, how many of how many are done, and whether after a repair.
+OnDay = Callable[[DayResult, int, int, bool], None]
 
 
 @dataclass
@@ -183,7 +185,8 @@ def _sum_store(store: Store) -> _Sums:
 def _divergent_totals(store: Store, sums: _Sums) -> Iterator[tuple[str, Document | None, Document | None]]:
     """(recordset, expected, stored) of every totals document that is not the sum of its days."""
     expected = (sums.totals[rs].to_doc() for rs in sorted(sums.totals))
-    for recordset_id, wanted, stored in by_recordset(expected, store.totals()):
+    # Documents written before a block existed read it as zeros, as the day's recomputed ones have it.
+    for recordset_id, wanted, stored in by_recordset(expected, map(with_every_total, store.totals())):
         if wanted != stored:
             yield recordset_id, wanted, stored
 
@@ -196,12 +199,14 @@ class Verifier:
         source: TelemetrySource,
         on_difference: OnDifference,
         after_repair: bool = False,
+        on_day: OnDay | None = None,
     ):
         self.config = config
         self.store = store
         self.source = source
         self.on_difference = on_difference
         self.after_repair = after_repair
+        self.on_day = on_day
 
     def run(self, first: date | None, last: date | None, sample: int | list[date] | None) -> Report:
         """Check totals, and the days of the range (all, a random sample of `sample` days, or
@@ -219,10 +224,12 @@ class Verifier:
             days = sorted(set(sample))
         elif sample is not None and sample < len(days):
             days = sorted(random.sample(days, sample))
-        for day in days:
+        for done, day in enumerate(days, 1):
             result = self._check_day(day, marked.get(day), sums.per_day.get(day, 0))
             report.days.append(result)
             report.differences += result.differences
+            if self.on_day:
+                self.on_day(result, done, len(days), self.after_repair)
         return report
 
     def _report(self, difference: Difference) -> None:
@@ -255,7 +262,8 @@ class Verifier:
                     return result
             else:
                 recomputed = day_documents(telemetry, day, DayStats(day), self.config.breakdown_limit)
-                for recordset_id, wanted, have in by_recordset(recomputed, self.store.export(day, day)):
+                stored_documents = map(with_every_block, self.store.export(day, day))
+                for recordset_id, wanted, have in by_recordset(recomputed, stored_documents):
                     if wanted is None or have is None:
                         found("documents", recordset_id, "document", wanted is not None, have is not None)
                     else:
@@ -285,20 +293,21 @@ def verify(
     repair: bool = False,
     on_difference: OnDifference = lambda d, after_repair: None,
     lock_timeout: float | None = None,
+    on_day: OnDay | None = None,
 ) -> Outcome:
     """Compare, and with repair: republish differing days (reason repair), rebuild totals that
     are not the sum of their days, then compare again."""
     with contextlib.closing(open_source(config)) as source, open_store(config) as store:
-        report = Verifier(config, store, source, on_difference).run(first, last, sample)
+        report = Verifier(config, store, source, on_difference, on_day=on_day).run(first, last, sample)
         outcome = Outcome(report)
         if not repair or report.agrees:
             return outcome
         timeout = config.lock_timeout if lock_timeout is None else lock_timeout
         with run_lock(config, store.identity, timeout):
             outcome.repaired_days, outcome.rebuilt_totals = _repair(config, store, source, report)
-        outcome.after_repair = Verifier(config, store, source, on_difference, after_repair=True).run(
-            first, last, sorted(d.harvest_date for d in report.days)
-        )
+        outcome.after_repair = Verifier(
+            config, store, source, on_difference, after_repair=True, on_day=on_day
+        ).run(first, last, sorted(d.harvest_date for d in report.days))
         return outcome
 
 

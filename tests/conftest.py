@@ -144,6 +144,7 @@ def make_config(request: pytest.FixtureRequest, dsn: str, store_kind: str) -> Ma
                 "store.totals_index": f"{prefix}-totals",
                 "store.runs_index": f"{prefix}-runs",
                 "store.api_index": f"{prefix}-api",
+                "store.publishers_index": f"{prefix}-publishers",
                 "store.bulk_max_retries": 4,
             }
         )

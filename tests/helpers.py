@@ -23,7 +23,7 @@ from idb_stats.config import Config, load_config
 from idb_stats.documents import day_documents
 from idb_stats.engines import open_source
 from idb_stats.model import BLOCKS, DayStats
-from idb_stats.rules import TelemetryRow, aggregate, load_json
+from idb_stats.rules import RulesDay, TelemetryRow, aggregate_day, load_json
 from idb_stats.stores import open_store
 from idb_stats.synthetic import fake_uuid
 
@@ -65,6 +65,12 @@ def insert_rows(dsn: str, rows: list[Row]) -> None:
 
 def reference(dsn: str, harvest_date: date, limit: int = 0) -> tuple[list[dict[str, Any]], Any]:
     """Documents and skip report of a day by the plain statement of the rules (idb_stats.rules)."""
+    day = reference_day(dsn, harvest_date, limit)
+    return day.documents, day.report
+
+
+def reference_day(dsn: str, harvest_date: date, limit: int = 0) -> RulesDay:
+    """A day by the plain statement of the rules: documents, skip report, publisher documents."""
     start, end = harvest_date - timedelta(days=1), harvest_date
     conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:
@@ -76,10 +82,11 @@ def reference(dsn: str, harvest_date: date, limit: int = 0) -> tuple[list[dict[s
         )
         rows = [TelemetryRow(r[0], r[1], r[2], r[3], load_json(r[4]), load_json(r[5])) for r in cur]
     conn.close()
-    return aggregate(rows, harvest_date, limit)
+    return aggregate_day(rows, harvest_date, limit)
 
 
 RECORDSETS = [fake_uuid(1, i) for i in range(12)]
+PUBLISHERS = [fake_uuid(3, i) for i in range(4)]
 QUERIES = [f"q{i:04d}" for i in range(8)]
 GEOS: list[Any] = [{"country": "US", "region": "FL"}, {"country": "BR"}, {}, None, {"city": "Nowhere"}]
 
@@ -101,6 +108,25 @@ def random_rows(seed: int, day: date, n: int = 150, bad: bool = True) -> list[Ro
         )
         event_type = rng.choice(["search", "seen", "mapping", "view", "download"])
         record_type = rng.choice(["records", "records", "mediarecords"])
+        if i % 7 == 5:
+            # A page view as the search API logs it (/v2/view/recordsets|publishers/:uuid): keyed by
+            # the page, valued by the viewed document's absent `recordset` field, or nothing at all.
+            record_type = rng.choice(["recordsets", "publishers"])
+            pages = RECORDSETS if record_type == "recordsets" else PUBLISHERS
+            rows.append(
+                (
+                    rng.choice([start + timedelta(seconds=rng.uniform(0, 86399)), start]),
+                    "view",
+                    record_type,
+                    rng.choice([None, QUERIES[0]]),
+                    rng.choice(GEOS),
+                    {
+                        rng.choice(pages): rng.choice([None, "", 5, [1]])
+                        for _ in range(rng.choice([0, 1, 1, 2]))
+                    },
+                )
+            )
+            continue
         query = rng.choice([None, *QUERIES])
         geo = rng.choice(GEOS)
         if event_type in ("view", "seen"):
@@ -119,6 +145,7 @@ def random_rows(seed: int, day: date, n: int = 150, bad: bool = True) -> list[Ro
     if bad:
         some_rs = RECORDSETS[0]
         rows += [
+            (start + timedelta(hours=1), "search", "_all", None, None, {some_rs: 1}),
             (start + timedelta(hours=1), "search", "publishers", None, None, {some_rs: 1}),
             (start + timedelta(hours=1), "search", None, None, None, {some_rs: 1}),
             (start + timedelta(hours=2), "facet", "records", None, None, {some_rs: 1}),
@@ -135,6 +162,8 @@ def random_rows(seed: int, day: date, n: int = 150, bad: bool = True) -> list[Ro
             (start + timedelta(hours=9), "search", "records", None, {"country": 7}, {some_rs: 1}),
             (start + timedelta(hours=9), "search", "records", None, {"city": "x" * 1_000}, {some_rs: 1}),
             (start + timedelta(hours=9), "view", "records", None, None, {"r" * 501: some_rs}),
+            (start + timedelta(hours=9), "view", "publishers", None, None, {"p" * 501: None}),
+            (start + timedelta(hours=9), "view", "recordsets", None, {"country": 7}, {some_rs: None}),
         ]
     return rows
 
@@ -165,8 +194,10 @@ def totals_from_daily(daily: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         t = out.setdefault(doc["recordset_id"], {"days": set(), "blocks": {b: [0, 0] for b in BLOCKS}})
         t["days"].add(doc["harvest_date"])
         for rt, ty in BLOCKS:
-            t["blocks"][(rt, ty)][0] += doc[rt][ty]["count"]
-            t["blocks"][(rt, ty)][1] += doc[rt][ty]["total"]
+            # A document written before a block existed (an older version's) reads it as zeros.
+            block = doc.get(rt, {}).get(ty, {"count": 0, "total": 0})
+            t["blocks"][(rt, ty)][0] += block["count"]
+            t["blocks"][(rt, ty)][1] += block["total"]
     return out
 
 
@@ -178,8 +209,9 @@ def assert_consistent(daily: list[dict[str, Any]], totals: list[dict[str, Any]])
         assert t["days"] == len(e["days"])
         assert t["first_harvest_date"] == min(e["days"]) and t["last_harvest_date"] == max(e["days"])
         for rt, ty in BLOCKS:
-            assert [t[rt][ty]["count"], t[rt][ty]["total"]] == e["blocks"][(rt, ty)]
-            assert sum(c["count"] for c in t[rt][ty]["countries"]) == e["blocks"][(rt, ty)][1]
+            block = t.get(rt, {}).get(ty, {"count": 0, "total": 0, "countries": []})
+            assert [block["count"], block["total"]] == e["blocks"][(rt, ty)]
+            assert sum(c["count"] for c in block["countries"]) == e["blocks"][(rt, ty)][1]
 
 
 def collect(config: Any, **selection: Any) -> RunResult:
@@ -202,7 +234,7 @@ def other_store(make_config: MakeConfig, name: str) -> Config:
             "store.schema": name,
             **{
                 f"store.{index}": f"{getattr(base, index)}-{name}"
-                for index in ("daily_index", "totals_index", "runs_index", "api_index")
+                for index in ("daily_index", "totals_index", "runs_index", "api_index", "publishers_index")
             },
         }
     )

@@ -34,7 +34,7 @@ def cli_setup(config: Config, legacy: Legacy, tmp_path: Any) -> tuple[Any, dict[
         "[store]\n"
         + "".join(
             f'{role}_index = "{getattr(config, role + "_index")}"\n'
-            for role in ("daily", "totals", "runs", "api")
+            for role in ("daily", "totals", "runs", "api", "publishers")
         )
     )
     env = {
@@ -245,7 +245,7 @@ def test_adopt_copies_every_document_switches_the_alias_and_collection_continues
     assert daily == expected
     assert_consistent(daily, totals_of(config))
     # status counts gaps only from the last adopted day; a plain run continues the day after it.
-    info = store_status.status(config)
+    info = store_status.status(config).as_dict()
     assert info["missing_days"] == [] and info["last_complete_harvest_date"] == legacy.days[-1].isoformat()
     store = open_store(config)
     plan = idb_stats.collect.plan(config, idb_stats.collect.Selection(force_span=True), store, None)  # type: ignore[arg-type]
@@ -325,7 +325,7 @@ def test_adopt_into_postgres(make_config: MakeConfig, dsn: str, osmem_url: str) 
     daily = export_all(config)
     assert daily == sorted(legacy.expected, key=lambda d: (d["harvest_date"], d["recordset_id"]))
     assert_consistent(daily, totals_of(config))
-    assert store_status.status(config)["missing_days"] == []
+    assert store_status.status(config).as_dict()["missing_days"] == []
 
 
 @SEARCH

@@ -11,13 +11,22 @@ from datetime import date, datetime
 from typing import Any
 
 import pytest
-from helpers import RECORDSETS, engine_config, insert_rows, query, random_rows, reference, sql_documents
+from helpers import (
+    RECORDSETS,
+    engine_config,
+    insert_rows,
+    query,
+    random_rows,
+    reference,
+    reference_day,
+    sql_documents,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from idb_stats import source as source_module
 from idb_stats.config import ENGINES
-from idb_stats.documents import day_documents
+from idb_stats.documents import day_documents, publisher_documents
 from idb_stats.engines import open_source
 from idb_stats.errors import ConfigError
 from idb_stats.model import MAX_HITS, SKIP_REASONS, DayStats
@@ -40,15 +49,22 @@ def test_sql_matches_rules(
     source = open_source(engine_config(dsn, engine))
     try:
         for harvest in (date(2020, 2, 18), date(2020, 2, 19)):
-            expected_docs, expected_report = reference(dsn, harvest, limit)
+            expected = reference_day(dsn, harvest, limit)
+            expected_docs, expected_report = expected.documents, expected.report
             stats = DayStats(harvest)
             with source.read_day(harvest) as telemetry:
                 report = telemetry.report
                 docs = list(day_documents(telemetry, harvest, stats, limit))
+                publishers = publisher_documents(telemetry.publisher_views, harvest, limit)
             assert docs == expected_docs
             assert report.rows == expected_report.rows
             assert report.as_dict() == expected_report.as_dict()
+            assert report.kinds == expected_report.kinds
+            assert publishers == expected.publishers
             assert stats.recordsets == len(expected_docs) > 0
+            # The page rows are there, and counted: recordset page views in their block, publishers'.
+            assert report.kinds.keys() == {"records", "mediarecords", "recordsets", "publishers"}
+            assert any(d["recordsets"]["view"]["count"] for d in docs) and publishers
     finally:
         source.close()
 
@@ -62,6 +78,7 @@ def test_every_skip_reason_is_counted_with_examples(dsn: str, engine: str) -> No
     assert set(report.reasons) == set(SKIP_REASONS)
     assert report.reasons["bad_hit_count"].rows == 4
     assert report.reasons["unknown_record_type"].rows == 2
+    assert report.reasons["unknown_type"].rows == 2  # a publisher page searched is no page view
     assert all(r.example_ids for r in report.reasons.values())
 
 

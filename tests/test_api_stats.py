@@ -69,6 +69,6 @@ def test_snapshot_counts_and_replaces_same_day(make_config: MakeConfig, dsn: str
     docs = snapshot_docs(config)
     assert {d["recordset_id"]: (d["records_count"], d["mediarecords_count"]) for d in docs} == expected
     assert all(d["harvest_date"].startswith(second["snapshot_date"]) for d in docs)
-    status = store_status.status(config)
+    status = store_status.status(config).as_dict()
     assert status["last_snapshot"] == second["snapshot_date"] and status["snapshot_missing_today"] is False
     assert status["snapshot_recordsets"] == len(expected)

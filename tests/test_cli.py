@@ -7,22 +7,44 @@ import re
 from datetime import date, datetime
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 from helpers import HARVEST, ROOT, exported_documents, insert_rows, load_week, reference, run
 
 from idb_stats.cli import cli
 from idb_stats.collect import Selection, collect
 from idb_stats.config import load_config
+from idb_stats.errors import IdbStatsError
 from idb_stats.pg import run_lock
 from idb_stats.stores import open_store
 
 
 def test_every_command_is_documented() -> None:
-    readme = (ROOT / "README.md").read_text()
+    usage = (ROOT / "docs" / "usage.md").read_text()
     operations = (ROOT / "docs" / "operations.md").read_text()
     for name, command in cli.commands.items():
         assert command.help and len(command.help) > 20, f"{name} has no help text"
-        assert f"idb-stats {name}" in readme + operations, f"{name} is not documented"
+        assert f"| `idb-stats {name}" in usage, f"{name} is not in docs/usage.md's table"
+        assert f"idb-stats {name}" in usage + operations, f"{name} is not documented"
+
+
+def test_readme_first_screen_says_what_it_is_and_how_to_start() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_screen = "\n".join(readme.splitlines()[:40])
+    assert "usage statistics" in first_screen and "idb-stats demo" in first_screen
+    assert len(readme.splitlines()) <= 100  # read in five minutes; the details live in docs/
+    for heading in (
+        "## Try it, then test it",
+        "## Quick start against your own database",
+        "## Where to go next",
+    ):
+        assert heading in readme
+    for link in re.findall(r"\]\((docs/[^)#]+)", readme):
+        assert (ROOT / link).is_file(), link
+    for doc in (ROOT / "docs").glob("*.md"):  # links between the documents resolve too
+        for link in re.findall(r"\]\(([a-z_]+\.md)", doc.read_text()):
+            assert (ROOT / "docs" / link).is_file(), (doc.name, link)
 
 
 def test_config_errors_are_listed_together(tmp_path: Path) -> None:
@@ -80,7 +102,12 @@ def test_collect_export_totals_status_through_the_cli(dsn: str) -> None:
     assert untouched["last_complete_harvest_date"] is None and untouched["last_run"] is None
     done = run("collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1]), env=env)
     assert done.returncode == 0, done.stderr
-    assert re.search(rf"{HARVEST[0]}: \d+ rows, \d+ entries, \d+ recordsets, 0 skipped", done.stderr)
+    assert re.search(
+        rf"{HARVEST[0]}: \d+ rows, \d+ entries, \d+ recordsets, "
+        r"(\d+ (recordset|publisher) page views, )*0 skipped",
+        done.stderr,
+    )
+    assert "recordset page views" in done.stderr and "publisher page views" in done.stderr
     exported = run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1]), env=env)
     expected = [doc for h in HARVEST for doc in reference(dsn, h)[0]]
     assert exported_documents(exported.stdout) == expected
@@ -170,3 +197,80 @@ def test_import_round_trip_through_files(dsn: str, tmp_path: Path) -> None:
 def test_help_lists_exit_codes(args: list[str]) -> None:
     result = run(*args)
     assert result.returncode == 0 and "Exit codes" in result.stdout
+
+
+def _error_types(base: type[IdbStatsError]) -> list[type[IdbStatsError]]:
+    found: list[type[IdbStatsError]] = []
+    for sub in base.__subclasses__():
+        found += [sub, *_error_types(sub)]
+    return found
+
+
+def test_every_command_help_has_the_exit_code_table_of_every_error_type() -> None:
+    import importlib
+    import pkgutil
+
+    import idb_stats
+    from idb_stats.errors import EXIT_CODE_MEANINGS
+
+    for module in pkgutil.walk_packages(idb_stats.__path__, "idb_stats."):
+        importlib.import_module(module.name)  # every error type defined anywhere
+    codes = {int(t.exit_code) for t in _error_types(IdbStatsError)}
+    assert codes and codes <= set(EXIT_CODE_MEANINGS), codes - set(EXIT_CODE_MEANINGS)
+    assert {130, 143} <= set(EXIT_CODE_MEANINGS)  # interrupt.Interrupted's
+    runner = CliRunner()
+    for name in cli.commands:
+        shown = runner.invoke(cli, [name, "--help"], terminal_width=10_000).stdout
+        for code, meaning in EXIT_CODE_MEANINGS.items():
+            assert f"{code} {meaning}" in " ".join(shown.split()), (name, code)
+
+
+def test_options_are_documented_and_required_ones_marked() -> None:
+    runner = CliRunner()
+    for name, command in cli.commands.items():
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                assert param.help, f"{name} {param.opts[0]} has no help"
+    for name in ("report", "export"):
+        shown = " ".join(runner.invoke(cli, [name, "--help"]).stdout.split())
+        assert "First harvest date (inclusive). [required]" in shown, name
+        missing = runner.invoke(
+            cli, [name, "--to", "2020-02-18", "--out", "x"] if name == "report" else [name]
+        )
+        assert missing.exit_code == 2 and "Missing option '--from'" in missing.output
+
+
+def test_config_path_from_idb_stats_config(tmp_path: Path) -> None:
+    config = tmp_path / "elsewhere.toml"
+    config.write_text('[source]\ndsn = "host=db dbname=t"\n[store]\nschema = "from_env_file"\n')
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["check-config"], env={"IDB_STATS_CONFIG": str(config)})
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["store"]["schema"] == "from_env_file"
+    as_text = runner.invoke(cli, ["check-config", "--format", "text"], env={"IDB_STATS_CONFIG": str(config)})
+    assert 'store.schema = "from_env_file"' in as_text.stdout.splitlines()
+    # The flag still wins over the variable.
+    other = tmp_path / "other.toml"
+    other.write_text('[source]\ndsn = "host=db dbname=t"\n')
+    flagged = runner.invoke(
+        cli, ["check-config", "--config", str(other)], env={"IDB_STATS_CONFIG": str(config)}
+    )
+    assert json.loads(flagged.stdout)["store"]["schema"] == "idb_stats"
+
+
+def test_completion_script_is_what_the_docs_say() -> None:
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    assert "_IDB_STATS_COMPLETE=bash_source idb-stats" in operations
+    # The installed entry point, as the docs run it (click names the variable after the program).
+    import os
+    import subprocess
+    import sys
+
+    script = subprocess.run(
+        [str(Path(sys.executable).parent / "idb-stats")],
+        env={**os.environ, "_IDB_STATS_COMPLETE": "bash_source"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert script.returncode == 0 and "_idb_stats_completion" in script.stdout, script.stderr

@@ -15,18 +15,19 @@ from typing import Any
 
 import psycopg2
 import pytest
-from helpers import QUERIES, assert_consistent, insert_rows, random_rows, reference
+from helpers import QUERIES, assert_consistent, insert_rows, random_rows, reference_day
 from hostile import DAY, HARVEST, collect_day, sql_and_rules_reasons, store_snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from idb_stats import embedded
 from idb_stats.config import ENGINES, Config, load_config
-from idb_stats.documents import day_documents
+from idb_stats.documents import day_documents, publisher_documents
 from idb_stats.engines import open_source
 from idb_stats.errors import DataQualityError
-from idb_stats.model import MAX_HITS, PER_RECORD_TYPES, DayStats
+from idb_stats.model import MAX_HITS, PER_RECORD_TYPES, RECORDSET_PAGE_BLOCK, DayStats
 from idb_stats.rules import load_json
+from idb_stats.stores import open_store
 
 EXAMPLES = int(os.environ.get("IDB_STATS_HOSTILE_EXAMPLES", "20"))
 STORE_SCHEMA = "hostile"
@@ -89,13 +90,28 @@ geocodes = st.one_of(
     ).map(json_object),
     json_values,
 )
-hostile_rows = st.tuples(
-    st.sampled_from([MIDNIGHT, MIDNIGHT + timedelta(hours=9), MIDNIGHT + timedelta(days=1, microseconds=-1)]),
-    st.sampled_from(["search", "seen", "mapping", "view", "download", "facet", None]),
-    st.sampled_from(["records", "mediarecords", "publishers", None]),
-    st.sampled_from([None, *QUERIES[:2]]),
-    geocodes,
-    payloads,
+moments = st.sampled_from(
+    [MIDNIGHT, MIDNIGHT + timedelta(hours=9), MIDNIGHT + timedelta(days=1, microseconds=-1)]
+)
+hostile_rows = st.one_of(
+    st.tuples(
+        moments,
+        st.sampled_from(["search", "seen", "mapping", "view", "download", "facet", None]),
+        # Page views (recordsets, publishers) with types no page has, and record types nobody knows.
+        st.sampled_from(["records", "mediarecords", "recordsets", "publishers", "_all", None]),
+        st.sampled_from([None, *QUERIES[:2]]),
+        geocodes,
+        payloads,
+    ),
+    # Page views as the search API logs them, with hostile keys, values and geocodes.
+    st.tuples(
+        moments,
+        st.just("view"),
+        st.sampled_from(["recordsets", "publishers"]),
+        st.sampled_from([None, *QUERIES[:2]]),
+        geocodes,
+        payloads,
+    ),
 )
 
 
@@ -170,16 +186,19 @@ def test_hostile_rows_are_counted_or_skipped_never_injected(
     # The SQL path and rules.py agree on every row, and each engine with rules.py on the whole day.
     sql, rules = sql_and_rules_reasons(dsn)
     assert sql == rules
-    expected_docs, expected_report = reference(dsn, HARVEST)
+    expected = reference_day(dsn, HARVEST)
+    expected_docs, expected_report = expected.documents, expected.report
     source = open_source(hostile_day.config_with(1.0, engine))
     try:
         with source.read_day(HARVEST) as telemetry:
             report = telemetry.report
             docs = list(day_documents(telemetry, HARVEST, DayStats(HARVEST)))
+            publishers = publisher_documents(telemetry.publisher_views, HARVEST)
     finally:
         source.close()
     assert docs == expected_docs
     assert report.as_dict() == expected_report.as_dict() and report.rows == expected_report.rows
+    assert report.kinds == expected_report.kinds and publishers == expected.publishers
 
     # A run exits ok, or refuses the day (exit 6) and writes nothing; twice gives the same store.
     config = hostile_day.config_with(share, engine)
@@ -194,12 +213,18 @@ def test_hostile_rows_are_counted_or_skipped_never_injected(
         daily, totals = store_snapshot(config)
         assert daily == expected_docs
         assert_consistent(daily, totals)
+        assert stats.kinds == report.kinds and stats.publishers == len(expected.publishers)
+        with open_store(config) as store:
+            assert list(store.publishers(HARVEST, HARVEST)) == expected.publishers
     # The valid rows' documents are unchanged, but for recordsets an accepted hostile row names.
     named: set[str] = set()
-    for row_id, (_, event_type, _, _, _, payload) in zip(ids, rows, strict=True):
+    for row_id, (_, event_type, record_type, _, _, payload) in zip(ids, rows, strict=True):
         if sql[row_id] is None:
             entries = load_json(payload)
-            named |= set(entries.values()) if event_type in PER_RECORD_TYPES else set(entries)
+            if record_type == RECORDSET_PAGE_BLOCK[0]:
+                named |= set(entries)
+            elif record_type in ("records", "mediarecords"):
+                named |= set(entries.values()) if event_type in PER_RECORD_TYPES else set(entries)
     stored = {doc["recordset_id"]: doc for doc in daily}
     assert set(stored) == set(hostile_day.valid_documents) | named
     for recordset, doc in hostile_day.valid_documents.items():

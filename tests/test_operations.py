@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -82,6 +83,13 @@ def test_every_timer_starts_a_shipped_service_and_is_enabled_by_install() -> Non
     # Unverifiable days (exit 10: telemetry past its retention) are no failure; differences are.
     assert re.search(r"^ExecStart=\S+/idb-stats verify ", verify, re.MULTILINE)
     assert re.search(r"^SuccessExitStatus=10$", verify, re.MULTILINE)
+
+
+def test_timers_say_what_they_run_and_that_they_run_on_the_host_clock() -> None:
+    api_timer = (ROOT / "systemd/idb-stats-api.timer").read_text()
+    assert "collection" not in api_timer and "size snapshot" in api_timer.splitlines()[0]
+    operations = (ROOT / "docs/operations.md").read_text()
+    assert "The timers run on the host clock; days close in `source.timezone`." in operations
 
 
 def test_install_into_staging_root(tmp_path: Path) -> None:
@@ -208,6 +216,39 @@ def test_collect_under_systemd_sends_journal_fields_and_status(dsn: str, tmp_pat
             assert f"IDB_STATS_{field}" in e
         assert int(e["IDB_STATS_ROWS"]) > 0
     assert stderr_file.read_text() == ""  # everything went to the journal
+    finished = entries[-1]
+    assert re.search(r"finished: 2 days, [\d,]+ rows in [\d.]+ s$", finished["MESSAGE"]), finished
+    assert float(finished["IDB_STATS_SECONDS"]) > 0
     notify.setblocking(False)
-    status = notify.recv(4096).decode()
-    assert re.match(rf"STATUS={HARVEST[0]}: 1/2 days, [\d.k]+ rows", status)
+    first, last = notify.recv(4096).decode(), notify.recv(4096).decode()
+    # The backfill's progress: elapsed, rate and (until the last day) the time left.
+    assert re.match(
+        rf"STATUS={HARVEST[0]}: 1/2 days, [\d.k]+ rows, [\d.]+ s elapsed, [\d.]+ days/(s|min|h|d), "
+        r"ETA [\d.]+ s$",
+        first,
+    ), first
+    assert re.match(rf"STATUS={HARVEST[1]}: 2/2 days, [\d.k]+ rows, [\d.]+ s elapsed, [^,]+/[a-z]+$", last), (
+        last
+    )
+
+    # --log-format json writes the very fields the journal received, one object per line.
+    as_json = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "idb_stats.cli",
+            "--log-format",
+            "json",
+            "collect-stats",
+            "-d",
+            str(HARVEST[0]),
+        ],
+        env={k: v for k, v in env.items() if k not in ("JOURNAL_STREAM", "NOTIFY_SOCKET")},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    (day,) = [e for e in map(json.loads, as_json.stderr.splitlines()) if "IDB_STATS_HARVEST_DATE" in e]
+    assert set(day) - {"TIMESTAMP"} == set(days[0])

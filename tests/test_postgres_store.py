@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import json
+from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
-from helpers import HARVEST, MakeConfig, published, query, reference
+from helpers import (
+    HARVEST,
+    MakeConfig,
+    assert_consistent,
+    collect,
+    insert_rows,
+    other_store,
+    published,
+    query,
+    reference,
+)
 from hostile import HARVEST as HOSTILE_HARVEST
 from hostile import collect_day, create_telemetry, insert_raw, store_snapshot
 
+from idb_stats.documents import with_every_block
 from idb_stats.errors import StoreError
+from idb_stats.importing import import_documents
+from idb_stats.model import BLOCKS, COUNT_FIELDS
 from idb_stats.stores import open_store
+from idb_stats.totals import Totals, summarize
+
+# A store as the version before schema 2 made it (how: the file's first lines).
+V1_STORE = Path(__file__).parent / "fixtures" / "postgres_store_v1.sql"
+V1_DAYS = [date(2020, 2, 18), date(2020, 2, 19)]
 
 
 def read_side(config: Any, recordsets: list[str]) -> list[Any]:
@@ -84,3 +104,90 @@ def test_documents_are_compressed_with_lz4_only_where_the_server_offers_it(
     )
     assert methods == (["lz4"] if lz4_offered else ["pglz"])
     assert store_snapshot(config)[0] == reference(dsn, HOSTILE_HARVEST)[0]
+
+
+@pytest.mark.parametrize("store_kind", ["postgres"])
+def test_init_migrates_a_version_1_store_whose_documents_read_the_new_block_as_zeros(
+    make_config: MakeConfig, dsn: str
+) -> None:
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(V1_STORE.read_text())
+    conn.close()
+    config = make_config(**{"store.schema": "idb_stats"})
+    v1_docs = {
+        (d, rs): json.loads(doc)
+        for d, rs, doc in query(dsn, "SELECT harvest_date, recordset_id, doc::text FROM idb_stats.daily")
+    }
+    v1_totals = {
+        rs: json.loads(doc) for rs, doc in query(dsn, "SELECT recordset_id, doc::text FROM idb_stats.totals")
+    }
+    assert v1_docs and all("recordsets" not in doc for doc in v1_docs.values())
+    [(length,)] = query(dsn, "SELECT DISTINCT cardinality(counts) FROM idb_stats.daily")
+    assert length == 20 < len(COUNT_FIELDS)  # version 1's positional layout, without recordsets.view
+
+    with (
+        open_store(config) as store,
+        pytest.raises(StoreError, match="older idb-stats: run `idb-stats init`"),
+    ):
+        store.series([], None, None, "day")
+    with open_store(config) as store:
+        store.init()
+        store.init()  # a second init finds the schema current and changes nothing
+        series = store.series([], None, None, "day")
+        exported = list(store.export(V1_DAYS[0], V1_DAYS[-1]))
+        totals = list(store.totals())
+
+    # Every count is where its name says (nothing shifted); the new block is 0 everywhere.
+    assert len(series) == len(v1_docs)
+    for row in series:
+        summary = summarize(v1_docs[(row["period"], row["recordset_id"])])
+        for rt, ty in BLOCKS:
+            assert (row[f"{rt}.{ty}.count"], row[f"{rt}.{ty}.total"]) == summary.counts[(rt, ty)]
+        assert (row["recordsets.view.count"], row["recordsets.view.total"]) == (0, 0)
+    # Old documents stay as written; read through the rules' types, the new block is zeros.
+    assert {(date.fromisoformat(d["harvest_date"]), d["recordset_id"]): d for d in exported} == v1_docs
+    assert {t["recordset_id"]: t for t in totals} == v1_totals
+    assert all(Totals.from_doc(t).summary.counts[("recordsets", "view")] == (0, 0) for t in totals)
+    assert query(dsn, "SELECT version, count_fields FROM idb_stats.layout") == [
+        (2, [".".join(field) for field in COUNT_FIELDS])
+    ]
+    # An older idb-stats writing its 20 counts now fails instead of shifting the columns.
+    with pytest.raises(psycopg2.IntegrityError, match="daily_counts_layout"):
+        query(
+            dsn,
+            "INSERT INTO idb_stats.daily SELECT '2020-03-01', recordset_id, doc, summary, counts[1:20], "
+            "countries, terms FROM idb_stats.daily LIMIT 1",
+        )
+
+    # Imported elsewhere (an export of the old documents), they carry the new block as zeros.
+    copy = other_store(make_config, "copy")
+    import_documents(copy, exported)
+    with open_store(copy) as store:
+        imported = list(store.export(V1_DAYS[0], V1_DAYS[-1]))
+        assert_consistent(imported, list(store.totals()))
+    assert imported == [with_every_block(doc) for doc in exported] and imported != exported
+
+    # A new day with page views publishes into the migrated store; totals stay the sum of the days.
+    rs = sorted(v1_totals)[0]
+    insert_rows(
+        dsn,
+        [
+            (datetime(2020, 2, 19, 10), "view", "recordsets", None, {"country": "US"}, {rs: None}),
+            (datetime(2020, 2, 19, 11), "view", "publishers", None, None, {"publisher-1": None}),
+            (datetime(2020, 2, 19, 12), "search", "records", None, None, {rs: 3}),
+        ],
+    )
+    collect(config, day=date(2020, 2, 20))
+    with open_store(config) as store:
+        daily = list(store.export(V1_DAYS[0], date(2020, 2, 20)))
+        totals = list(store.totals())
+        series = store.series([rs], None, None, "year", by_recordset=False)
+        publishers = list(store.publishers(date(2020, 2, 20), date(2020, 2, 20)))
+    assert_consistent(daily, totals)
+    (new,) = [d for d in daily if d["harvest_date"] == "2020-02-20"]
+    assert new["recordsets"]["view"]["count"] == 1 and new["records"]["search"]["total"] == 3
+    (year,) = series
+    assert year["recordsets.view.count"] == 1
+    assert year["records.search.total"] == 3 + v1_totals[rs]["records"]["search"]["total"]
+    assert [p["publisher_id"] for p in publishers] == ["publisher-1"]

@@ -47,6 +47,7 @@ def test_a_store_publishes_and_exports_through_a_transport_handed_in(osmem_url: 
             "store.totals_index": f"{prefix}-totals",
             "store.runs_index": f"{prefix}-runs",
             "store.api_index": f"{prefix}-api",
+            "store.publishers_index": f"{prefix}-publishers",
             "store.bulk_max_retries": 2,
         },
         environ={},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import BLOCKS, RECORD_TYPES
+from ..model import BLOCKS, DOCUMENT_RECORD_TYPES, PUBLISHER_BLOCK
 
 # Days are stored as plain dates, but range bounds are parsed with the field's format, and real
 # clients (the portal's stats page) send ISO date-times such as 2023-11-01T04:00:00.000Z.
@@ -42,8 +42,23 @@ def daily_mapping() -> dict[str, Any]:
             "harvest_date": {"type": "date", "format": DAY_FORMAT},
             **{
                 rt: {"properties": {ty: _block_mapping() for _, ty in BLOCKS if _ == rt}}
-                for rt in RECORD_TYPES
+                for rt in DOCUMENT_RECORD_TYPES
             },
+        },
+    }
+
+
+def publishers_mapping() -> dict[str, Any]:
+    """Publisher documents (documents.publisher_document): a publisher page's views of a day."""
+    block = _block_mapping()
+    block["properties"] = {k: v for k, v in block["properties"].items() if k not in ("items", "queries")}
+    record_type, event_type = PUBLISHER_BLOCK
+    return {
+        "dynamic": False,
+        "properties": {
+            "publisher_id": {"type": "keyword"},
+            "harvest_date": {"type": "date", "format": DAY_FORMAT},
+            record_type: {"properties": {event_type: block}},
         },
     }
 
@@ -64,7 +79,9 @@ def totals_mapping() -> dict[str, Any]:
             "last_harvest_date": {"type": "date", "format": DAY_FORMAT},
             "days": {"type": "long"},
             "harvest_dates": {"type": "object", "enabled": False},
-            **{rt: {"properties": {ty: block for _, ty in BLOCKS if _ == rt}} for rt in RECORD_TYPES},
+            **{
+                rt: {"properties": {ty: block for _, ty in BLOCKS if _ == rt}} for rt in DOCUMENT_RECORD_TYPES
+            },
         },
     }
 

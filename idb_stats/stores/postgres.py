@@ -26,7 +26,7 @@ from ..config import Config
 from ..documents import add_terms
 from ..errors import StoreError, StoreUnreachable
 from ..json_text import compact
-from ..model import BLOCKS, COUNT_FIELDS, OTHER_TERM, DayStats
+from ..model import BLOCKS, COUNT_FIELDS, OTHER_TERM, RECORD_TYPES, DayStats
 from ..pg import NUMERIC_AS_INT, connect, one_line
 from ..ports import ClosedOnExit, Document
 from ..totals import Summary, Totals, replace_day, summarize
@@ -71,7 +71,28 @@ CREATE TABLE IF NOT EXISTS {s}.api_snapshots (
   recordset_id text COLLATE "C" NOT NULL,
   doc json NOT NULL,
   PRIMARY KEY (snapshot_date, recordset_id));
+-- Publisher page views, one document per publisher and harvest date (schema version 2).
+CREATE TABLE IF NOT EXISTS {s}.publishers (
+  harvest_date date NOT NULL,
+  publisher_id text COLLATE "C" NOT NULL,
+  doc json NOT NULL,
+  PRIMARY KEY (harvest_date, publisher_id));
+-- The schema's version and the field of each position of daily.counts (see SCHEMA_VERSION).
+CREATE TABLE IF NOT EXISTS {s}.layout (
+  only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+  version int NOT NULL,
+  count_fields text[] NOT NULL);
 """
+
+# daily.counts is positional (COUNT_FIELDS order), so a new block changes what each position
+# means. The store records its layout (the field names in order) and `init` moves every row's
+# counts to this version's layout by name, a field the store never had reading 0; a CHECK on the
+# array's length makes an older idb-stats, which would write the old layout, fail instead of
+# shifting the columns silently. Version 1 is every store made before the layout was recorded.
+SCHEMA_VERSION = 2
+COUNT_FIELD_NAMES = [".".join(field) for field in COUNT_FIELDS]
+VERSION_1_COUNT_FIELDS = [f"{rt}.{ty}.{f}" for rt, ty, f in COUNT_FIELDS if rt in RECORD_TYPES]
+COUNTS_LENGTH_CHECK = "daily_counts_layout"
 
 
 # COPY's text format gives meaning to four characters in a column: backslash (escapes, \N for
@@ -103,7 +124,9 @@ def range_filter(recordsets: Sequence[str]) -> str:
 READ_COLUMNS_SQL = f"""
 ALTER TABLE {{s}}.daily ADD COLUMN counts numeric[], ADD COLUMN countries jsonb, ADD COLUMN terms jsonb;
 UPDATE {{s}}.daily SET
-  counts = ARRAY[{", ".join(f"(summary->'{rt}'->'{ty}'->>'{f}')::numeric" for rt, ty, f in COUNT_FIELDS)}],
+  counts = ARRAY[{
+    ", ".join(f"COALESCE((summary->'{rt}'->'{ty}'->>'{f}')::numeric, 0)" for rt, ty, f in COUNT_FIELDS)
+}],
   countries = (
     SELECT COALESCE(jsonb_object_agg(country, hits), '{{{{}}}}') FROM (
       SELECT c.key AS country, sum(c.value::numeric) AS hits
@@ -254,15 +277,59 @@ class PostgresStore(ClosedOnExit):
             # Two first runs racing to create the schema would collide on the catalog.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"idb-stats init {self.schema}",))
             state = self._schema_state(cur)
+            layout = self._count_layout(cur) if state != "missing" else COUNT_FIELD_NAMES
             if state == "outdated":
-                cur.execute(self._sql(READ_COLUMNS_SQL))
+                cur.execute(self._sql(READ_COLUMNS_SQL))  # computes counts in this version's layout
+                layout = COUNT_FIELD_NAMES
             cur.execute(self._sql(SCHEMA_SQL))
             if state == "narrow-counts":
                 cur.execute(self._sql("ALTER TABLE {s}.daily ALTER COLUMN counts TYPE numeric[]"))
+            if layout != COUNT_FIELD_NAMES:
+                self._migrate_counts(cur, layout)
+            cur.execute(
+                self._sql(
+                    "INSERT INTO {s}.layout (version, count_fields) VALUES (%s, %s) ON CONFLICT (only_row) "
+                    "DO UPDATE SET version = EXCLUDED.version, count_fields = EXCLUDED.count_fields"
+                ),
+                (SCHEMA_VERSION, COUNT_FIELD_NAMES),
+            )
+            # Added once per layout (the check reads every row): _migrate_counts drops the old one.
+            cur.execute(
+                "SELECT EXISTS (SELECT FROM pg_constraint WHERE conname = %s AND conrelid = to_regclass(%s))",
+                (COUNTS_LENGTH_CHECK, f"{self._quoted_schema}.daily"),
+            )
+            if cur.fetchone() != (True,):
+                cur.execute(
+                    self._sql(
+                        f"ALTER TABLE {{s}}.daily ADD CONSTRAINT {COUNTS_LENGTH_CHECK} "
+                        f"CHECK (cardinality(counts) = {len(COUNT_FIELDS)})"
+                    )
+                )
+
+    def _count_layout(self, cur: Any) -> list[str]:
+        """The field of each position of daily.counts in this store (version 1: not recorded)."""
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{self._quoted_schema}.layout",))
+        if cur.fetchone() != (True,):
+            return VERSION_1_COUNT_FIELDS
+        cur.execute(self._sql("SELECT count_fields FROM {s}.layout"))
+        row = cur.fetchone()
+        return list(row[0]) if row else VERSION_1_COUNT_FIELDS
+
+    def _migrate_counts(self, cur: Any, layout: list[str]) -> None:
+        """Every row's counts moved from the store's layout to this version's, by field name; a
+        field the store did not have is 0 (a block its documents lack reads as zeros)."""
+        position = {name: i for i, name in enumerate(layout, 1)}
+        moved = ", ".join(
+            f"COALESCE(counts[{position[name]}], 0)" if name in position else "0"
+            for name in COUNT_FIELD_NAMES
+        )
+        cur.execute(self._sql(f"ALTER TABLE {{s}}.daily DROP CONSTRAINT IF EXISTS {COUNTS_LENGTH_CHECK}"))
+        cur.execute(self._sql(f"UPDATE {{s}}.daily SET counts = ARRAY[{moved}]::numeric[]"))
 
     def _schema_state(self, cur: Any) -> str:
         """missing, outdated (made before the read columns), narrow-counts (counts as bigint[],
-        which 1,100 hit counts of 2**53 - 1 overflow) or current. Both need `init`."""
+        which 1,100 hit counts of 2**53 - 1 overflow), old-layout (an older schema version: its
+        counts in another order, no publisher table) or current. All but current need `init`."""
         cur.execute(
             "SELECT to_regclass(%s) IS NOT NULL, "
             "(SELECT udt_name FROM information_schema.columns WHERE table_schema = %s "
@@ -276,7 +343,9 @@ class PostgresStore(ClosedOnExit):
             return "missing"
         if not read_columns:
             return "outdated"
-        return "narrow-counts" if counts_type == "_int8" else "current"
+        if counts_type == "_int8":
+            return "narrow-counts"
+        return "current" if self._count_layout(cur) == COUNT_FIELD_NAMES else "old-layout"
 
     def _initialized(self) -> bool:
         with self._transaction("reading the store schema") as cur:
@@ -291,16 +360,26 @@ class PostgresStore(ClosedOnExit):
         self._schema_current = state == "current"
         if state == "missing":
             raise StoreError(f"the store schema {self.schema!r} does not exist yet: run `idb-stats init`")
-        if state in ("outdated", "narrow-counts"):
+        if state in ("outdated", "narrow-counts", "old-layout"):
             raise StoreError(
                 f"the store schema {self.schema!r} was made by an older idb-stats: "
                 "run `idb-stats init` to add the columns this version reads"
             )
 
-    def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
+    def publish_day(
+        self, stats: DayStats, documents: Iterable[Document], publishers: Sequence[Document] | None = None
+    ) -> None:
         self._require_schema()
         day = stats.harvest_date
         with self._transaction(f"publishing {day}") as cur:
+            if publishers is not None:  # None (import, adopt): the day's publisher documents stay
+                cur.execute(self._sql("DELETE FROM {s}.publishers WHERE harvest_date = %s"), (day,))
+                psycopg2.extras.execute_values(
+                    cur,
+                    self._sql("INSERT INTO {s}.publishers (harvest_date, publisher_id, doc) VALUES %s"),
+                    [(day, doc["publisher_id"], compact(doc)) for doc in publishers],
+                    page_size=1000,
+                )
             cur.execute(
                 self._sql("SELECT recordset_id, summary::text FROM {s}.daily WHERE harvest_date = %s"), (day,)
             )
@@ -331,6 +410,7 @@ class PostgresStore(ClosedOnExit):
             )
             old = SummaryTexts(dict(cur.fetchall()))
             self._update_totals(cur, harvest_date, old, SummaryTexts({}))
+            cur.execute(self._sql("DELETE FROM {s}.publishers WHERE harvest_date = %s"), (harvest_date,))
             cur.execute(self._sql("DELETE FROM {s}.days WHERE harvest_date = %s"), (harvest_date,))
         return len(old)
 
@@ -483,6 +563,14 @@ class PostgresStore(ClosedOnExit):
         rows = self._stream(
             "SELECT doc::text FROM {s}.daily WHERE harvest_date BETWEEN %s AND %s "
             "ORDER BY harvest_date, recordset_id",
+            (first, last),
+        )
+        return (json.loads(text) for (text,) in rows)
+
+    def publishers(self, first: date, last: date) -> Iterator[Document]:
+        rows = self._stream(
+            "SELECT doc::text FROM {s}.publishers WHERE harvest_date BETWEEN %s AND %s "
+            "ORDER BY harvest_date, publisher_id",
             (first, last),
         )
         return (json.loads(text) for (text,) in rows)

@@ -28,12 +28,19 @@ from urllib.parse import quote, urlsplit
 
 from .. import changes
 from ..config import Config
-from ..documents import add_terms, by_count, daily_document_id
+from ..documents import add_terms, by_count, daily_document_id, publisher_document_id
 from ..errors import DataQualityError, IncompatibleIndex, StoreError
 from ..model import BLOCKS, COUNT_FIELDS, UNKNOWN_COUNTRY, DayStats
 from ..ports import ClosedOnExit, Document
 from ..totals import ONE_DAY, Summary, Totals, summarize, with_day, without_day
-from .mappings import api_mapping, daily_mapping, mapping_differences, runs_mapping, totals_mapping
+from .mappings import (
+    api_mapping,
+    daily_mapping,
+    mapping_differences,
+    publishers_mapping,
+    runs_mapping,
+    totals_mapping,
+)
 from .transport import BulkAction, RetryingRequests, SearchTransport, check_bulk
 
 log = logging.getLogger(__name__)
@@ -82,6 +89,7 @@ class SearchStore(ClosedOnExit):
         self.totals_index = config.totals_index
         self.runs_index = config.runs_index
         self.api_index = config.api_index
+        self.publishers_index = config.publishers_index
         self._identity: str | None = None
         self.http = RetryingRequests(transport, self.kind, config.bulk_max_retries, config.bulk_chunk_bytes)
 
@@ -118,6 +126,7 @@ class SearchStore(ClosedOnExit):
             ("totals", self.totals_index, totals_mapping()),
             ("runs", self.runs_index, runs_mapping()),
             ("api", self.api_index, api_mapping()),
+            ("publishers", self.publishers_index, publishers_mapping()),
         ]
 
     def init(self) -> None:
@@ -173,6 +182,15 @@ class SearchStore(ClosedOnExit):
         if not self._initialized():
             raise StoreError(f"the {self.kind} indexes do not exist yet: run `idb-stats init`")
 
+    def _require_publishers_index(self) -> None:
+        # Made by `init` since schema version 2; written to without it, the index would be created
+        # with a guessed mapping.
+        if not self.http.request("HEAD", f"/{quote(self.publishers_index)}", ok=(404,)):
+            raise StoreError(
+                f"the {self.kind} index {self.publishers_index!r} (publisher page views) does not exist: "
+                "the indexes were made by an older idb-stats; run `idb-stats init`"
+            )
+
     # --- reading helpers ---------------------------------------------------------------------
 
     def _scan(
@@ -195,8 +213,12 @@ class SearchStore(ClosedOnExit):
 
     # --- publishing a day ----------------------------------------------------------------------
 
-    def publish_day(self, stats: DayStats, documents: Iterable[Document]) -> None:
+    def publish_day(
+        self, stats: DayStats, documents: Iterable[Document], publishers: Sequence[Document] | None = None
+    ) -> None:
         self._require_indexes()
+        if publishers is not None:
+            self._require_publishers_index()
         day = stats.harvest_date
         marker_path = f"/{quote(self.runs_index)}/_doc/day-{day}"
         republished = bool(self.http.request("GET", marker_path, ok=(404,)))
@@ -242,6 +264,8 @@ class SearchStore(ClosedOnExit):
         )
         # Phase 3: add the new documents to their totals.
         self._merge_totals(new, lambda t, s: None if t.includes(day) else with_day(t, day, s))
+        if publishers is not None:  # None (import, adopt): the day's publisher documents stay
+            self._replace_publishers(day, publishers)
         if republished:
             self._record_changes(stats, old, new)
         self._refresh(self.daily, self.totals_index)
@@ -277,8 +301,46 @@ class SearchStore(ClosedOnExit):
             ),
             allowed=(404,),
         )
+        if self.http.request("HEAD", f"/{quote(self.publishers_index)}", ok=(404,)):
+            self._replace_publishers(day, [])
         self._refresh(self.daily, self.totals_index)
         return len(old)
+
+    def _replace_publishers(self, day: date, publishers: Sequence[Document]) -> None:
+        """The day's publisher documents become these (no totals: nothing sums them yet)."""
+        check_bulk(
+            self.http.bulk(
+                (
+                    {
+                        "index": {
+                            "_index": self.publishers_index,
+                            "_id": publisher_document_id(d["publisher_id"], day),
+                        }
+                    },
+                    d,
+                )
+                for d in publishers
+            )
+        )
+        self._refresh(self.publishers_index)
+        written = {publisher_document_id(d["publisher_id"], day) for d in publishers}
+        present = {
+            hit["_id"]
+            for hit in self._scan(
+                self.publishers_index,
+                {"term": {"harvest_date": day.isoformat()}},
+                [{"publisher_id": "asc"}],
+                False,
+            )
+        }
+        check_bulk(
+            self.http.bulk(
+                ({"delete": {"_index": self.publishers_index, "_id": i}}, None)
+                for i in sorted(present - written)
+            ),
+            allowed=(404,),
+        )
+        self._refresh(self.publishers_index)
 
     def _record_changes(self, stats: DayStats, old: dict[str, Summary], new: dict[str, Summary]) -> None:
         """Log what a republish changed, as documents of kind "change" in the runs index.
@@ -391,6 +453,16 @@ class SearchStore(ClosedOnExit):
         self._require_indexes()
         query = {"range": {"harvest_date": {"gte": first.isoformat(), "lte": last.isoformat()}}}
         for hit in self._scan(self.daily, query, [{"harvest_date": "asc"}, {"recordset_id": "asc"}]):
+            yield hit["_source"]
+
+    def publishers(self, first: date, last: date) -> Iterator[Document]:
+        self._require_indexes()
+        if not self.http.request("HEAD", f"/{quote(self.publishers_index)}", ok=(404,)):
+            return
+        query = {"range": {"harvest_date": {"gte": first.isoformat(), "lte": last.isoformat()}}}
+        for hit in self._scan(
+            self.publishers_index, query, [{"harvest_date": "asc"}, {"publisher_id": "asc"}]
+        ):
             yield hit["_source"]
 
     def totals(self, recordsets: Sequence[str] = ()) -> Iterator[Document]:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from idb_stats.documents import term_list
 from idb_stats.model import MAX_GEOCODE_BYTES, MAX_ID_BYTES, OTHER_TERM, SKIP_REASONS
-from idb_stats.rules import TelemetryRow, aggregate, skip_reason
+from idb_stats.rules import TelemetryRow, aggregate, aggregate_day, skip_reason
 
 DAY = date(2020, 2, 18)
 US = {"country": "US"}
@@ -55,9 +55,71 @@ def test_seen_and_view_count_one_per_record_and_views_have_no_queries() -> None:
     assert (viewed["count"], viewed["items"], viewed["queries"]) == (1, [{"term": "r1", "count": 1}], [])
 
 
+def test_a_recordset_page_view_is_a_block_of_that_recordsets_document() -> None:
+    # As the search API logs /v2/view/recordsets/:uuid: keyed by the page's uuid, the value the
+    # viewed document's `recordset` field (which a recordset lacks): never read, whatever it is.
+    rows = [
+        row("view", {"rs1": None}, record_type="recordsets", query="view"),
+        row("view", {"rs1": "x", "rs2": {"a": [1]}}, record_type="recordsets", geo=None),
+        row("search", {"rs1": 4}, query="q1"),
+    ]
+    pages = block(rows, "rs1", "recordsets", "view")
+    assert pages == {
+        "count": 2,
+        "total": 2,
+        "items": [],
+        "queries": [],
+        "geocodes": [{"geo": US, "count": 1}, {"geo": {}, "count": 1}],
+    }
+    assert block(rows, "rs2", "recordsets", "view")["count"] == 1
+    assert block(rows, "rs2", "records", "search")["count"] == 0
+    assert block(rows, "rs1", "records", "search")["total"] == 4
+
+
+def test_a_publisher_page_view_makes_a_publisher_document_not_a_recordset_one() -> None:
+    rows = [
+        row("view", {"p1": None}, record_type="publishers"),
+        row("view", {"p1": None, "p2": None}, record_type="publishers", geo=None),
+        row("view", {}, record_type="publishers"),  # the page's uuid dropped: a row, no view
+    ]
+    day = aggregate_day(rows, DAY)
+    assert day.documents == [] and day.report.skipped == 0
+    assert day.report.kinds == {"publishers": 3}
+    assert day.publishers == [
+        {
+            "publisher_id": "p1",
+            "harvest_date": DAY.isoformat(),
+            "publishers": {
+                "view": {
+                    "count": 2,
+                    "total": 2,
+                    "geocodes": [{"geo": US, "count": 1}, {"geo": {}, "count": 1}],
+                }
+            },
+        },
+        {
+            "publisher_id": "p2",
+            "harvest_date": DAY.isoformat(),
+            "publishers": {"view": {"count": 1, "total": 1, "geocodes": [{"geo": {}, "count": 1}]}},
+        },
+    ]
+
+
+@pytest.mark.parametrize("record_type", ["recordsets", "publishers"])
+def test_page_rows_are_held_to_the_rules_of_ids_and_geocodes(record_type: str) -> None:
+    # Recognised, not exempt: a page is only viewed, and its id and geocode obey the same limits.
+    page = {"record_type": record_type}
+    assert skip_reason(row("search", {"p": 1}, **page)) == "unknown_type"
+    assert skip_reason(row("view", {"p" * (MAX_ID_BYTES + 1): None}, **page)) == "oversized_id"
+    assert skip_reason(row("view", {"p": "x" * (MAX_ID_BYTES + 1)}, **page)) is None
+    assert skip_reason(row("view", {"": None}, **page)) == "empty_key"
+    assert skip_reason(row("view", None, **page)) == "payload_not_object"
+    assert skip_reason(row("view", {"p": None}, geo={"country": 7}, **page)) == "bad_geocode_value"
+
+
 # One row breaking each rule, in the order skip_reason checks them.
 BROKEN = {
-    "unknown_record_type": row("search", {"rs": 1}, record_type="publishers"),
+    "unknown_record_type": row("search", {"rs": 1}, record_type="_all"),
     "unknown_type": row("facet", {"rs": 1}),
     "geocode_not_object": row("search", {"rs": 1}, geo="US"),
     "bad_geocode_value": row("search", {"rs": 1}, geo={"country": 7}),
