@@ -11,10 +11,9 @@ import functools
 import inspect
 import json
 import logging
+import math
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -25,7 +24,7 @@ import click
 from . import __version__, apistats, checks, cohort, collect, forget, importing, interrupt, monitoring, ndjson
 from . import changes as changes_ledger  # the `changes` command below takes the plain name
 from . import status as store_status  # the `status` command below takes the plain name
-from .config import STORE_KINDS, Config, load_config
+from .config import MAX_JOBS, STORE_KINDS, Config, load_config
 from .errors import (
     EXIT_CODE_MEANINGS,
     ConfigError,
@@ -70,6 +69,25 @@ class DateType(click.ParamType):
 
 
 DATE = DateType()
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds, 0 or more and finite: click's FloatRange takes "nan" (it passes every
+    comparison with the bound) and "inf", and a run lock waited on for NaN seconds waits forever."""
+
+    name = "seconds"
+
+    def __init__(self) -> None:
+        super().__init__(min=0)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        seconds = float(super().convert(value, param, ctx))
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
+
+
+SECONDS = Seconds()
 
 
 def config_options(func: F) -> F:
@@ -327,9 +345,9 @@ def day_fields(stats: DayStats) -> dict[str, Any]:
 )
 @click.option("--force-span", is_flag=True, help="Catch up even beyond collect.max_catch_up_days.")
 @click.option(
-    "--jobs", type=click.IntRange(1, 64), help="Days aggregated in parallel [default: collect.jobs]."
+    "--jobs", type=click.IntRange(1, MAX_JOBS), help="Days aggregated in parallel [default: collect.jobs]."
 )
-@click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
+@click.option("--lock-timeout", type=SECONDS, help="Seconds to wait for another run's lock.")
 @click.option(
     "--allow-empty",
     is_flag=True,
@@ -462,6 +480,10 @@ def log_outcome(verb: str, outcome: DayOutcome, seconds: float | None = None) ->
         details.append(f"{len(outcome.duplicates)} recordsets had duplicates")
     if outcome.filled_blocks:
         details.append(f"{outcome.filled_blocks} missing blocks filled with zeros")
+    if outcome.snapshots:
+        details.append(f"{outcome.snapshots} record-count snapshots")
+    if outcome.superseded_snapshots:
+        details.append(f"{outcome.superseded_snapshots} earlier record-count runs of the day superseded")
     if outcome.rejected:
         details.append("rejected " + ", ".join(f"{r}: {n}" for r, n in outcome.rejected.items()))
     if seconds is not None:
@@ -475,53 +497,45 @@ def log_outcome(verb: str, outcome: DayOutcome, seconds: float | None = None) ->
 @publishes_metrics
 @click.argument("source_file", type=click.File("rb"), default="-")
 @duplicates_option
-@click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
+@click.option("--lock-timeout", type=SECONDS, help="Seconds to wait for another run's lock.")
 def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: float | None) -> None:
     """Load an NDJSON export into the store; each harvest date in it replaces that day.
 
-    The whole file is checked first (a line that is not a daily document, or whose numbers
-    contradict the rules, such as a view block's total not equal to its count, is named by its
-    number), so a malformed file writes nothing; nor does an export cut short (its closing line,
-    which counts each day's documents, missing or disagreeing). A file without export's opening
-    line (an older export) is imported with a warning that its completeness cannot be checked.
+    The file is read once and checked whole first (a line that is not a daily document, holds
+    anything collect-stats never writes, or whose numbers contradict the rules or exceed what the
+    store holds, is named by its number), so a malformed file writes nothing; nor does an export
+    cut short (its closing line, which counts each day's documents, missing or disagreeing).
+    What is written is what was checked, from a private copy of the documents. A file without
+    export's opening line (an older export) is imported with a warning that its completeness
+    cannot be checked.
     Exports of the original collector are accepted: date-time harvest dates, counts as doubles
     and missing blocks are normalised; every line is accounted for, per day.
     """
     bar = ProgressBar("documents")
     tracker = Tracker(sinks=[bar, status_sink("documents")])  # from the start: the check is part of the run
-    if not source_file.seekable():  # a pipe: keep a copy to read twice
-        spool = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - lives as long as the command
-        shutil.copyfileobj(source_file, spool)
-        source_file = spool
-    source_file.seek(0)
     name = (
         "standard input"
         if source_file.name in ("<stdin>", "-") or isinstance(source_file.name, int)
         else source_file.name
     )
-    checked = ndjson.check_export(source_file, name, collect.last_closed(config))
-    tracker.total = checked.documents
-    log.info(
-        "%s checked: %s in %s", name, plural(checked.documents, "document"), duration_text(tracker.elapsed())
-    )
-    if checked.complete is None:
-        log.warning(
-            "%s has no export opening line (an older export, or another tool's): whether it is "
-            "complete cannot be checked; a file cut short imports its last day partly",
-            name,
-        )
-    source_file.seek(0)
     if lock_timeout is not None:
         config = dataclasses.replace(config, lock_timeout=lock_timeout)
-    rejected: list[int] = []
 
-    def on_rejected(line: int, reason: str) -> None:
-        rejected.append(line)
-        log.warning(
-            "line %d not imported: %s", line, reason, extra={"fields": {"line": line, "reason": reason}}
+    def on_checked(checked: ndjson.CheckedExport) -> None:
+        tracker.total = checked.documents
+        log.info(
+            "%s checked: %s in %s",
+            name,
+            plural(checked.documents, "document"),
+            duration_text(tracker.elapsed()),
         )
+        if checked.complete is None:
+            log.warning(
+                "%s has no export opening line (an older export, or another tool's): whether it is "
+                "complete cannot be checked; a file cut short imports its last day partly",
+                name,
+            )
 
-    lines = ndjson.document_lines(source_file, checked)  # check_export has read them as UTF-8
     read = [0]
 
     def on_day(outcome: DayOutcome, stats: DayStats) -> None:
@@ -530,13 +544,14 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
         log_outcome("imported", outcome, stats.seconds)
         tracker.update(read[0], str(outcome.harvest_date))
 
-    outcomes = importing.import_documents(config, lines, duplicates, on_rejected, on_day=on_day)
+    outcomes = importing.import_file(
+        config, source_file, name, duplicates, collect.last_closed(config), on_checked, on_day
+    )
     seconds = tracker.elapsed()
     log.info(
-        "import: %d days, %d documents written, %d lines rejected in %s",
+        "import: %d days, %d documents written in %s",
         len(outcomes),
         sum(o.written for o in outcomes),
-        len(rejected),
         duration_text(seconds),
         extra={"fields": {"days": len(outcomes), "seconds": f"{seconds:.3f}"}},
     )
@@ -552,9 +567,14 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
 @click.option(
     "--from-store",
     type=click.Choice(["elasticsearch", "opensearch"]),
-    help="Adopting into PostgreSQL: the kind of cluster holding the original index.",
+    hidden=True,
+    help="Accepted for older scripts; the cluster at --from-url says what it is.",
 )
-@click.option("--from-url", help="Adopting into PostgreSQL: that cluster's URL (no credentials in it).")
+@click.option(
+    "--from-url",
+    help="The original's cluster (Elasticsearch 2.x-9.x or OpenSearch), when it is not store.url; "
+    "no credentials in it.",
+)
 @duplicates_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and the counts; write nothing.")
 def adopt(
@@ -569,33 +589,24 @@ def adopt(
     """Take over the original collector's index: copy it into this version's shape and ids.
 
     Every document is read whatever its id, normalised, and its day published with totals and a
-    day marker. On Elasticsearch/OpenSearch the copy goes to a new index, then one atomic request
-    deletes the original index and gives its name to the copy as an alias, so the portal keeps
-    reading it. Re-run to finish an interrupted adoption. See docs/migrating.md.
+    day marker; its record-count documents become snapshots. On Elasticsearch/OpenSearch the copy
+    goes to a new index, then one atomic request makes the original's name an alias of the copy
+    and the record-count index, so the portal keeps reading it. Re-run to finish an interrupted
+    adoption. See docs/migrating.md.
     """
     from dataclasses import replace
 
     from .adopt import adopt as run_adopt
 
     search_store = config.store in ("elasticsearch", "opensearch")
-    if search_store and (from_store or from_url):
-        raise click.UsageError(
-            "--from-store/--from-url are for adopting into PostgreSQL; the index is read from store.url"
-        )
-    if not search_store and not (from_store and from_url):
-        raise click.UsageError(
-            "adopting into PostgreSQL needs --from-store and --from-url (the original's cluster)"
-        )
+    if not search_store and not from_url:
+        raise click.UsageError("adopting into PostgreSQL needs --from-url (the original's cluster)")
     if from_url and (has_password(from_url) or not from_url.startswith(("http://", "https://"))):
         raise click.UsageError(
             "--from-url: an http(s):// URL without credentials (put them in the configuration)"
         )
     legacy_name = legacy_index or config.daily_index
-    if search_store:
-        legacy_config = replace(config, daily_index=legacy_name)
-    else:
-        assert from_store is not None
-        legacy_config = replace(config, store=from_store, store_url=from_url, daily_index=legacy_name)
+    legacy_config = replace(config, store_url=from_url or config.store_url, daily_index=legacy_name)
     bar = ProgressBar("days")
     tracker = Tracker(sinks=[bar, status_sink("days")])
     done = [0]
@@ -762,7 +773,7 @@ def report(
 @click.option(
     "--max-lag",
     type=click.IntRange(0),
-    help="Exit 8 when the last complete harvest date is more than N days old.",
+    help="Exit 8 when the last complete harvest date is more than N days old, or any day is damaged.",
 )
 @format_option(
     "text",
@@ -859,6 +870,7 @@ def status_text(info: store_status.Status) -> str:
         lines.append(
             f"damaged days:          {_dates(info.damaged_days)} (idb-stats collect-stats redoes them)"
         )
+        lines += [f"  {d.harvest_date}: {'; '.join(d.reasons)}" for d in info.damage]
     if info.empty_days:
         lines.append(
             f"published empty:       {_dates(info.empty_days)} (0 telemetry rows; "
@@ -867,6 +879,11 @@ def status_text(info: store_status.Status) -> str:
     lines.append(f"last re-check:         {_recheck_line(info.last_recheck)}")
     if info.not_rechecked:
         lines.append(f"not re-checkable:      {_not_rechecked_line(info)}")
+    if info.adopted_gaps:
+        lines.append(
+            f"gaps in adopted days:  {_dates(info.adopted_gaps)} (telemetry exists: "
+            "idb-stats collect-stats --from D --to D)"
+        )
     if info.not_closed_days:
         lines.append(f"complete but not over: {_dates(info.not_closed_days)} (idb-stats forget-day DATE)")
     for command, run in info.last_runs.items():
@@ -937,8 +954,13 @@ def changes(config: Config, since: date | None, recordset_id: str | None, fmt: s
     "--repair", is_flag=True, help="Republish differing days, rebuild divergent totals, then verify again."
 )
 @format_option("text", "json", help_text="json: every difference as a JSON line, then the summary.")
+@click.option("--lock-timeout", type=SECONDS, help="Seconds to wait for another run's lock (--repair).")
 @click.option(
-    "--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock (--repair)."
+    "--include-adopted",
+    "include_adopted",
+    type=DATE,
+    multiple=True,
+    help="--repair: also republish this adopted day (the original's history; repeatable).",
 )
 def verify_command(
     config: Config,
@@ -948,13 +970,19 @@ def verify_command(
     repair: bool,
     fmt: str,
     lock_timeout: float | None,
+    include_adopted: tuple[date, ...],
 ) -> None:
     """Recompute published days from the telemetry and compare them with the store.
 
     Every document field by field, totals against the sum of the daily documents, and the
     ledger against the documents. Days whose source rows are gone are unverifiable and never
-    touched. Exit 0 when all agree, 11 on any difference, 10 when only unverifiable days remain.
+    touched. Adopted days that differ only by the events at exactly midnight (which the original
+    counted for no day) are listed as midnight_only, not as differences; --repair leaves adopted
+    days alone unless named with --include-adopted. Exit 0 when all agree, 11 on any difference,
+    10 when only unverifiable days remain.
     """
+    if include_adopted and not repair:
+        raise click.UsageError("--include-adopted names adopted days for --repair; add --repair")
     from . import verify
 
     as_json = fmt == "json"
@@ -984,7 +1012,9 @@ def verify_command(
         )
         tracker.update(done, str(result.harvest_date), total)
 
-    outcome = verify.verify(config, first, last, sample, repair, on_difference, lock_timeout, on_day)
+    outcome = verify.verify(
+        config, first, last, sample, repair, on_difference, lock_timeout, on_day, frozenset(include_adopted)
+    )
     checked = len(outcome.report.days) + (len(outcome.after_repair.days) if outcome.after_repair else 0)
     log.info(
         "verify: %s checked in %s",
@@ -997,6 +1027,7 @@ def verify_command(
             "before_repair" if outcome.after_repair else "result": outcome.report.as_dict(),
             "repaired_days": [d.isoformat() for d in outcome.repaired_days],
             "rebuilt_totals": outcome.rebuilt_totals,
+            "adopted_left": [d.isoformat() for d in outcome.adopted_left],
         }
         if outcome.after_repair:
             summary["result"] = outcome.after_repair.as_dict()
@@ -1015,6 +1046,11 @@ def verify_command(
                 f"{prefix}totals: {report.totals_checked} recordsets checked, "
                 f"{len(report.totals_differing)} differ"
             )
+            if report.midnight_days:
+                click.echo(
+                    f"{prefix}adopted days differing only by the events at midnight, which the original "
+                    f"counted for no day (docs/migrating.md): {', '.join(map(str, report.midnight_days))}"
+                )
             if prefix == "" and outcome.after_repair:
                 click.echo(
                     f"repaired: {len(outcome.repaired_days)} days republished, "
@@ -1023,10 +1059,16 @@ def verify_command(
     final = outcome.final
     if not final.agrees:
         days = ", ".join(map(str, final.differing_days)) or "none"
+        left = (
+            f"; adopted days left as the original wrote them: {', '.join(map(str, outcome.adopted_left))} "
+            "(--include-adopted D republishes one from the telemetry)"
+            if outcome.adopted_left
+            else ""
+        )
         raise VerifyDifferences(
             f"verify: {final.differences} differences (days {days}, "
             f"totals of {len(final.totals_differing)} recordsets); --json lists them, --repair fixes what "
-            "the telemetry can recompute"
+            f"the telemetry can recompute, except adopted days unless named with --include-adopted{left}"
         )
     if final.unverifiable_days:
         raise SourceRowsGone(
@@ -1043,7 +1085,7 @@ class Lagging(IdbStatsError):
 @config_options
 @publishes_metrics
 @click.argument("harvest_date", type=DATE)
-@click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
+@click.option("--lock-timeout", type=SECONDS, help="Seconds to wait for another run's lock.")
 def forget_day(config: Config, harvest_date: date, lock_timeout: float | None) -> None:
     """Remove a harvest date from the store: its documents, its share of the totals and its
     completion mark (recorded in the run ledger). The day is missing again: the next catch-up
@@ -1171,7 +1213,7 @@ def demo(days: int, rows_per_day: int, keep_running: bool) -> None:
 @cli.command("api-stats")
 @config_options
 @publishes_metrics
-@click.option("--lock-timeout", type=click.FloatRange(0), help="Seconds to wait for another run's lock.")
+@click.option("--lock-timeout", type=SECONDS, help="Seconds to wait for another run's lock.")
 def api_stats(config: Config, lock_timeout: float | None) -> None:
     """Snapshot how many records and media records each recordset holds now (run daily).
 

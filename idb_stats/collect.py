@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -84,16 +84,33 @@ def refuse_open_days(selection: Selection, closed: date) -> None:
         planning.refuse_unclosed(first, closed)
 
 
-def tracked_days(complete: dict[date, dict[str, Any]]) -> set[date]:
-    """The complete days gaps are counted among: from the last adopted day on, when the store
-    adopted the original collector's history (its gaps are the original's, not ours to fill)."""
+def tracked_days(complete: dict[date, dict[str, Any]], days: Iterable[date] | None = None) -> set[date]:
+    """The complete days (or of `days`, those) gaps are counted among: from the last adopted day
+    on, when the store adopted the original collector's history (its gaps are the original's,
+    not ours to fill; a damaged adopted day is repaired by re-running adopt, as the telemetry
+    may not hold it)."""
     start = max(adopted_days(complete), default=None)
-    return {d for d in complete if start is None or d >= start}
+    return {d for d in (complete if days is None else days) if start is None or d >= start}
 
 
-def plan(config: Config, selection: Selection, store: Store, source: TelemetrySource) -> planning.Plan:
-    completed = store.completed_days()
-    complete = set(completed)
+def day_states(store: Store) -> tuple[dict[date, dict[str, Any]], planning.DayStates]:
+    """The store's completion marks, and each day's state judged from what the store holds."""
+    marks = store.completed_days()
+    return marks, planning.assess_days(marks, store.held_days())
+
+
+def plan(
+    config: Config,
+    selection: Selection,
+    store: Store,
+    source: TelemetrySource,
+    known: tuple[dict[date, dict[str, Any]], planning.DayStates] | None = None,
+) -> planning.Plan:
+    """The days a run processes (from the store's day_states, read here unless known); damaged
+    days count as not complete, and the plain catch-up redoes them first."""
+    marks, states = known or day_states(store)
+    complete = set(states.complete)
+    completed = {d: m for d, m in marks.items() if d in complete}
     closed = last_closed(config)
     reprocess = selection.reprocess or "all"
     if selection.day is not None:
@@ -108,7 +125,11 @@ def plan(config: Config, selection: Selection, store: Store, source: TelemetrySo
         reprocess = selection.reprocess or "missing"
     else:
         return planning.catch_up(
-            tracked_days(completed), settled_day(config), config.max_catch_up_days, selection.force_span
+            tracked_days(completed),
+            settled_day(config),
+            config.max_catch_up_days,
+            selection.force_span,
+            tracked_days(completed, states.damaged_days),
         )
     days, not_closed = planning.split_closed(candidates, closed)
     if not_closed:
@@ -385,9 +406,10 @@ def _plan_with_recheck(
 ) -> tuple[planning.Plan, dict[date, str], list[fingerprint.Stale]]:
     """The plan, each day's reason for the change ledger, and (plain catch-up) the published days
     whose source rows changed, which join the plan as late_rows."""
-    day_plan = plan(config, selection, store, source)
-    complete = store.completed_days()
-    reasons = {d: "rerun" if d in complete else "collect" for d in day_plan.days}
+    marks, states = day_states(store)
+    day_plan = plan(config, selection, store, source, (marks, states))
+    damaged = set(states.damaged_days)
+    reasons = {d: "repair" if d in damaged else "rerun" if d in marks else "collect" for d in day_plan.days}
     stale: list[fingerprint.Stale] = []
     if is_catch_up(selection) and config.recheck_days > 0:
         stale = recheck(config, store, source, day_plan.days)
@@ -395,7 +417,8 @@ def _plan_with_recheck(
         reasons.update((d, "late_rows") for d in late)
         if late:
             day_plan = planning.Plan(
-                sorted({*day_plan.days, *late}),
+                # Damaged days stay first.
+                sorted({*day_plan.days, *late}, key=lambda d: (d not in damaged, d)),
                 f"{day_plan.reason}; {len(late)} published days with changed source rows",
             )
     return day_plan, reasons, stale

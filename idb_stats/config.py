@@ -15,6 +15,7 @@ never from argv — and are redacted wherever a value is shown.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -41,6 +42,19 @@ NAME = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
 SQL_NAME = re.compile(rf"^({NAME}\.)?{NAME}$")
 INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
+# PostgreSQL holds statement_timeout and lock_timeout in milliseconds as a 32-bit integer.
+PG_TIMEOUT_MAX_SECONDS = (2**31 - 1) // 1000
+# The clients' sockets take a timeout only within the platform's time_t (1e10 s failed); a request
+# waiting a day is already one nobody is watching.
+REQUEST_TIMEOUT_MAX_SECONDS = 86_400
+# Retries back off 0.1 s * 2**attempt (capped at 10 s), so 100 retries already wait over 15 minutes.
+MAX_RETRIES = 100
+# As --jobs: worker processes on one machine.
+MAX_JOBS = 64
+# A harvest date is collected `settle` after its window closed: a year is past any sense (and a
+# duration past the calendar's years overflowed date arithmetic: settle = "100000000h").
+MAX_SETTLE_SECONDS = 366 * 86_400
+
 SECTION_HELP = {
     "source": "The telemetry database (only ever read).",
     "store": "Where statistics are written: PostgreSQL (default), Elasticsearch or OpenSearch.",
@@ -62,6 +76,7 @@ class Setting:
     secret: bool = False  # redacted wherever shown; refused on the command line
     from_file: bool = False  # may also be given as "<key>_file": the path of a file holding it
     choices: tuple[str, ...] = ()
+    # Bounds of a number; of a duration, in seconds. Every number must also be finite.
     minimum: float | None = None
     maximum: float | None = None
     pattern: re.Pattern[str] | None = None
@@ -167,6 +182,7 @@ class Config:
         60.0,
         help="Seconds one store request may take.",
         minimum=0,
+        maximum=REQUEST_TIMEOUT_MAX_SECONDS,
         stores=SEARCH_STORE_KINDS,
     )
     bulk_max_retries: int = _setting(
@@ -174,6 +190,7 @@ class Config:
         6,
         help="Retries of a bulk request on 429/502/503/504 or a dropped connection.",
         minimum=0,
+        maximum=MAX_RETRIES,
         stores=SEARCH_STORE_KINDS,
     )
     bulk_chunk_bytes: int = _setting(
@@ -188,6 +205,7 @@ class Config:
         3600.0,
         help="Seconds one store statement may run before the run fails (exit 5); 0: no limit.",
         minimum=0,
+        maximum=PG_TIMEOUT_MAX_SECONDS,
         stores=("postgres",),
     )
     lock_wait_timeout: float = _setting(
@@ -195,6 +213,7 @@ class Config:
         300.0,
         help="Seconds a store statement may wait for a lock before the run fails (exit 5); 0: no limit.",
         minimum=0,
+        maximum=PG_TIMEOUT_MAX_SECONDS,
         stores=("postgres",),
     )
     max_skipped_share: float = _setting(
@@ -219,7 +238,9 @@ class Config:
     lock_timeout: float = _setting(
         "collect.lock_timeout", 0.0, help="Seconds a second run waits for the run lock (exit 7).", minimum=0
     )
-    jobs: int = _setting("collect.jobs", 1, help="Days aggregated at once (worker processes).", minimum=1)
+    jobs: int = _setting(
+        "collect.jobs", 1, help="Days aggregated at once (worker processes).", minimum=1, maximum=MAX_JOBS
+    )
     engine: str = _setting(
         "collect.engine",
         "stream",
@@ -241,6 +262,7 @@ class Config:
         "collect.settle",
         timedelta(0),
         help='How long after its window closes a harvest date may be collected ("30min", "2h", "1d").',
+        maximum=MAX_SETTLE_SECONDS,
     )
     api_dsn: str | None = _secret_setting(
         "api.dsn", "api-dsn", "libpq DSN of the ingest database (api-stats).", env="IDB_STATS_API_DSN"
@@ -362,39 +384,69 @@ def _coerce(declared: DeclaredSetting, value: Any, problems: list[str]) -> Any:
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if isinstance(value, str) and INTEGER.match(value):
             return int(value)
     elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        number = _float(value)
+        if number is not None and math.isfinite(number):
+            return number
+        if number is not None:  # NaN passes every comparison with a bound; infinity is no number of seconds
+            problems.append(f"{declared.key}: must be a finite number, got {value!r:.60}")
+            return declared.default
     elif kind is timedelta:
         if isinstance(value, timedelta):
             return value
-        if (duration := parse_duration(value)) is not None:
-            return duration
-        problems.append(f'{declared.key}: {value!r} is not a duration like "30min", "2h", "90s" or "1d"')
+        seconds = duration_seconds(value)
+        if seconds is not None and seconds > min(declared.maximum or math.inf, LONGEST_DURATION):
+            # Refused here, before a timedelta of it overflows (settle = "1000000000d").
+            shown = format_duration(timedelta(seconds=min(declared.maximum or math.inf, LONGEST_DURATION)))
+            problems.append(f"{declared.key}: must be at most {shown}, got {value!r:.60}")
+            return declared.default
+        if seconds is not None:
+            return timedelta(seconds=seconds)
+        problems.append(f'{declared.key}: {value!r:.60} is not a duration like "30min", "2h", "90s" or "1d"')
         return declared.default
     elif isinstance(value, str):
         return Secret(value) if declared.secret else value
-    problems.append(f"{declared.key}: expected {kind.__name__}, got {value!r}")
+    problems.append(f"{declared.key}: expected {kind.__name__}, got {value!r:.60}")
     return declared.default
 
 
+# An integer as text (environment variables, flags): at most 18 digits, so int() never meets
+# Python's 4,300-digit limit and the value fits the 64-bit integers TOML has.
+INTEGER = re.compile(r"^\s*-?[0-9]{1,18}\s*$")
+
+
+def _float(value: Any) -> float | None:
+    """A number from TOML or text ("nan" and "inf" included: the caller refuses them), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond any float
+            return None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 DURATION_UNITS = {"s": 1, "sec": 1, "min": 60, "h": 3600, "d": 86400}
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|h|d)\s*$")
+DURATION = re.compile(r"^\s*([0-9]{1,30}(?:\.[0-9]{1,30})?)\s*(s|sec|min|h|d)\s*$")
+# A timedelta holds less than a billion days; durations are refused well before (a year for settle).
+LONGEST_DURATION = 999_999 * 86_400
 
 
-def parse_duration(text: Any) -> timedelta | None:
-    """'30min', '2h', '90s', '1d' as a timedelta; None when the text is not one."""
+def duration_seconds(text: Any) -> float | None:
+    """'30min', '2h', '90s', '1d' in seconds; None when the text is not a duration."""
     match = DURATION.match(text) if isinstance(text, str) else None
     if match is None:
         return None
-    return timedelta(seconds=float(match[1]) * DURATION_UNITS[match[2]])
+    return float(match[1]) * DURATION_UNITS[match[2]]
 
 
 def format_duration(duration: timedelta) -> str:
@@ -513,15 +565,28 @@ def _check_value(declared: DeclaredSetting, value: Any, store_kind: str, problem
     """The rules of one setting, from its declaration."""
     if value is None or (store_kind in STORE_KINDS and store_kind not in declared.stores):
         return
-    shown = redact(value) if declared.secret else value
+    shown = (
+        redact(value)
+        if declared.secret
+        else format_duration(value)
+        if isinstance(value, timedelta)
+        else value
+    )
     if declared.choices and value not in declared.choices:
         problems.append(f"{declared.key}: {shown!r} is not one of {', '.join(declared.choices)}")
     if declared.pattern and not declared.pattern.match(value):
         problems.append(f"{declared.key}: {shown!r} is not {declared.pattern_help}")
-    if declared.minimum is not None and value < declared.minimum:
-        problems.append(f"{declared.key}: must be {declared.minimum:g} or more, got {value}")
-    if declared.maximum is not None and value > declared.maximum:
-        problems.append(f"{declared.key}: must be at most {declared.maximum:g}, got {value}")
+    number = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(number, float) and not math.isfinite(number):  # a float given as such by a caller
+        problems.append(f"{declared.key}: must be a finite number, got {value}")
+    elif declared.minimum is not None and number < declared.minimum:
+        problems.append(f"{declared.key}: must be {_bound(declared, declared.minimum)} or more, got {shown}")
+    elif declared.maximum is not None and number > declared.maximum:
+        problems.append(f"{declared.key}: must be at most {_bound(declared, declared.maximum)}, got {shown}")
+
+
+def _bound(declared: DeclaredSetting, bound: float) -> str:
+    return format_duration(timedelta(seconds=bound)) if declared.kind is timedelta else f"{bound:.10g}"
 
 
 def _validate_together(v: dict[str, Any], problems: list[str]) -> None:

@@ -19,9 +19,11 @@ import threading
 import weakref
 from typing import Any
 
+import psycopg2.errorcodes
 import psycopg2.extensions
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+QUERY_CANCELED = psycopg2.errorcodes.QUERY_CANCELED  # SQLSTATE 57014
 _connections: weakref.WeakSet[psycopg2.extensions.connection] = weakref.WeakSet()
 _received: list[int] = []
 _raised: list[bool] = []
@@ -47,6 +49,14 @@ def track(conn: psycopg2.extensions.connection) -> psycopg2.extensions.connectio
 def received() -> int | None:
     """The signal that asked this process to stop, if one did."""
     return _received[0] if _received else None
+
+
+def cancelled_by_server(exc: BaseException) -> bool:
+    """A query the server cancelled on its own (SQLSTATE 57014 query_canceled: its
+    statement_timeout, or an administrator's pg_cancel_backend) rather than at this process's
+    request: a signal's cancel is recorded in received() before any query is cancelled. Told by
+    the SQLSTATE, never by the message, which the server writes in its lc_messages language."""
+    return getattr(exc, "pgcode", None) == QUERY_CANCELED and not _received
 
 
 def check() -> None:

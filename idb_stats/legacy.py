@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from .documents import Document
-from .model import BLOCKS, DOCUMENT_RECORD_TYPES, RECORD_TYPES
+from .model import BLOCKS, DOCUMENT_RECORD_TYPES, OTHER_TERM, RECORD_TYPES
 
 DUPLICATE_POLICIES = ("refuse", "keep-last", "sum")
 
@@ -75,13 +75,16 @@ def _whole(value: Any, where: str) -> int:
     return int(value)
 
 
-def _sort_key(entry: dict[str, Any], key: str) -> tuple[int, str]:
+def _sort_key(entry: dict[str, Any], key: str) -> tuple[bool, int, str]:
     # The ranking order of every list: count desc, then the term, or the geocode's canonical JSON
-    # (as documents.geocode_list orders them); a null term or geo ranks as "".
+    # (as documents.geocode_list orders them); a null term or geo ranks as "". A breakdown limit's
+    # __other__ entry stays last, where documents.cut_term_list put it, whatever its count.
+    if entry.get("term") == OTHER_TERM:
+        return (True, 0, "")
     term = entry.get(key)
     if term is None or isinstance(term, str):
-        return (-entry["count"], term or "")
-    return (-entry["count"], json.dumps(term, sort_keys=True, separators=(",", ":")))
+        return (False, -entry["count"], term or "")
+    return (False, -entry["count"], json.dumps(term, sort_keys=True, separators=(",", ":")))
 
 
 def _entries(value: Any, key: str, where: str) -> list[dict[str, Any]]:
@@ -93,12 +96,18 @@ def _entries(value: Any, key: str, where: str) -> list[dict[str, Any]]:
     for i, entry in enumerate(value):
         if not isinstance(entry, dict) or "count" not in entry:
             raise NotADailyDocument("bad_list", f"{where}[{i}]")
+        count = _whole(entry["count"], f"{where}[{i}].count")
+        if key == "geo" and entry.get("term") == OTHER_TERM and entry.get("geo") is None:
+            # A breakdown limit's rest of the geocodes is a term entry (documents.cut_term_list):
+            # read as `geo: null` it moved among the ranked entries and counted as country unknown.
+            out.append({"term": OTHER_TERM, "count": count})
+            continue
         term = entry.get(key)
         if key == "term" and term is not None and not isinstance(term, str):
             raise NotADailyDocument("bad_list", f"{where}[{i}].term")
         if key == "geo" and term is not None and not isinstance(term, dict):
             raise NotADailyDocument("bad_list", f"{where}[{i}].geo")
-        out.append({key: term, "count": _whole(entry["count"], f"{where}[{i}].count")})
+        out.append({key: term, "count": count})
     return sorted(out, key=lambda e: _sort_key(e, key))
 
 
@@ -138,13 +147,18 @@ def missing_blocks(doc: dict[str, Any]) -> int:
 
 
 def _sum_lists(lists: Iterable[list[dict[str, Any]]], key: str) -> list[dict[str, Any]]:
-    sums: dict[str, tuple[Any, int]] = {}
+    # Keyed by (field, JSON of its value): a geocode list's __other__ entry is a term entry.
+    sums: dict[tuple[str, str], tuple[Any, int]] = {}
     for entries in lists:
         for entry in entries:
-            ident = json.dumps(entry[key], sort_keys=True)
-            term, count = sums.get(ident, (entry[key], 0))
-            sums[ident] = (term, count + entry["count"])
-    return sorted(({key: t, "count": n} for t, n in sums.values()), key=lambda e: _sort_key(e, key))
+            field = key if key in entry else "term"
+            ident = (field, json.dumps(entry[field], sort_keys=True))
+            value, count = sums.get(ident, (entry[field], 0))
+            sums[ident] = (value, count + entry["count"])
+    return sorted(
+        ({field: value, "count": n} for (field, _), (value, n) in sums.items()),
+        key=lambda e: _sort_key(e, key),
+    )
 
 
 def sum_documents(docs: list[Document]) -> Document:
@@ -174,6 +188,8 @@ class DayOutcome:
     filled_blocks: int = 0
     duplicates: dict[str, int] = field(default_factory=dict)  # recordset -> documents found
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> documents
+    snapshots: int = 0  # record-count documents written (one per recordset and day)
+    superseded_snapshots: int = 0  # earlier record-count runs of the same recordset and day
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -183,6 +199,8 @@ class DayOutcome:
             "filled_blocks": self.filled_blocks,
             "duplicates": dict(sorted(self.duplicates.items())),
             "rejected": dict(sorted(self.rejected.items())),
+            "snapshots": self.snapshots,
+            "superseded_snapshots": self.superseded_snapshots,
         }
 
 

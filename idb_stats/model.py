@@ -146,3 +146,16 @@ class DayStats:
             "fingerprint": self.fingerprint,
             "reason": self.reason,
         }
+
+
+@dataclass(frozen=True)
+class HeldDays:
+    """What a store holds of each harvest date, read from its own data rather than its completion
+    marks: a publish killed part-way leaves documents without a mark, a lost shard a mark without
+    its documents, and only these counts show it (planning.assess_days)."""
+
+    documents: dict[date, int] = field(default_factory=dict)  # daily documents per harvest date
+    listed: dict[date, int] = field(default_factory=dict)  # recordsets whose totals list the day
+    # Days whose publish or forget-day began and never finished (search stores mark them so; a
+    # PostgreSQL day is one transaction), with the run that began it.
+    unfinished: dict[date, str] = field(default_factory=dict)

@@ -15,13 +15,21 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import IO, Any
 
 from .documents import Document
 from .errors import UsageError
 from .json_text import compact
 from .legacy import NotADailyDocument, legacy_day, missing_blocks, normalise
-from .model import BLOCKS, ITEM_BLOCKS, PER_RECORD_TYPES
+from .model import (
+    BLOCKS,
+    DOCUMENT_RECORD_TYPES,
+    ITEM_BLOCKS,
+    MAX_GEOCODE_BYTES,
+    MAX_ID_BYTES,
+    OTHER_TERM,
+    PER_RECORD_TYPES,
+)
 
 # A blank line holds only what JSON calls whitespace; str.strip() would also drop U+001C or
 # U+2028, making a line of them vanish instead of being refused as not JSON.
@@ -31,6 +39,15 @@ JSON_WHITESPACE = " \t\r\n"
 OPENING = "idb_stats_export"
 CLOSING = "idb_stats_export_end"
 FORMAT = 1
+
+# The longest line import reads. A line is read whole before it is parsed, and parsing a document
+# takes about 13 times its size (a 70 MB line took 917 MB): a longer line is refused after this
+# many bytes, before it is held or parsed. A search engine takes no request over 100 MB anyway.
+MAX_LINE_BYTES = 64 * 2**20
+
+# What a daily document may hold (README "What is counted"); the blocks come from model.BLOCKS.
+DOCUMENT_KEYS = frozenset({"recordset_id", "harvest_date", *DOCUMENT_RECORD_TYPES})
+BLOCK_KEYS = frozenset({"count", "total", "items", "queries", "geocodes"})
 
 
 def _line(value: Any) -> str:
@@ -61,11 +78,65 @@ class CheckedExport:
     envelope: set[int] = field(default_factory=set)  # line numbers of the opening and closing lines
 
 
-def document_lines(lines: Iterable[bytes], checked: CheckedExport) -> Iterator[str]:
-    """The file's lines for import, as text, with the opening and closing lines blank (so every
-    other line keeps its number)."""
-    for number, raw in enumerate(lines, 1):
-        yield "" if number in checked.envelope else raw.decode()
+def numbered_lines(stream: IO[bytes], name: str) -> Iterator[tuple[int, bytes]]:
+    """A file's lines with their numbers, each read at most MAX_LINE_BYTES long: a longer line is
+    refused when that much of it has been read, never held whole."""
+    number = 0
+    while True:
+        raw = stream.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raise UsageError(
+                f"{name} line {number}: longer than {MAX_LINE_BYTES // 2**20} MiB, the most import reads "
+                "in one line (a daily document that large would take about a gigabyte to load); check "
+                "that this is an idb-stats export; nothing was imported"
+            )
+        yield number, raw
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of repeated keys: a second "recordset_id" or "count" would win
+    # silently over the first, which is what any other reader of the line may believe.
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def parse_line(raw: bytes, where: str) -> Any:
+    """A line as JSON, strictly: UTF-8, no repeated keys in an object, no NaN or Infinity, numbers
+    Python can read; anything else is a UsageError naming the line."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{where}: not UTF-8 text (byte {exc.start + 1}); nothing was imported") from None
+    try:
+        return json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_not_json)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{where}: not valid JSON ({exc.msg}, column {exc.colno}); nothing was imported"
+        ) from None
+    except DuplicateKey as exc:
+        raise UsageError(
+            f"{where}: the key {str(exc)[:60]!r} appears twice in one object (which one counts is "
+            "up to the reader); not a line idb-stats wrote; nothing was imported"
+        ) from None
+    except RecursionError:  # "[[[[..." deeper than the parser's stack
+        raise UsageError(f"{where}: JSON nested too deeply; nothing was imported") from None
+    except ValueError as exc:  # NaN, Infinity, an integer of more than 4,300 digits
+        raise UsageError(f"{where}: not valid JSON ({str(exc)[:80]}); nothing was imported") from None
 
 
 def _envelope(doc: object) -> str | None:
@@ -74,46 +145,48 @@ def _envelope(doc: object) -> str | None:
     return None
 
 
-def check_export(lines: Iterable[bytes], name: str, last_closed: date | None = None) -> CheckedExport:
-    """Raise UsageError naming the first line that is not a daily document (or one normalise()
-    refuses: a day replaced without it would lose that recordset), whose harvest date is not over
-    yet (after last_closed), or whose day comes back after other days (import publishes one day
-    at a time); in a file that opens as an export, also a missing or misplaced closing line and
-    day counts that differ from it. Returns what was found."""
-    current: date | None = None
-    finished: set[date] = set()
-    checked = CheckedExport(0)
-    per_day: dict[str, int] = {}
-    closing: tuple[int, Any] | None = None
-    number = 0
-    for number, raw in enumerate(lines, 1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise UsageError(
-                f"{name} line {number}: not UTF-8 text (byte {exc.start + 1}); nothing was imported"
-            ) from None
-        if not line.strip(JSON_WHITESPACE):
-            continue
-        where = f"{name} line {number}"
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(
-                f"{where}: not valid JSON ({exc.msg}, column {exc.colno}); nothing was imported"
-            ) from None
-        except RecursionError:  # "[[[[..." deeper than the parser's stack
-            raise UsageError(f"{where}: JSON nested too deeply; nothing was imported") from None
-        if closing is not None:
+class ExportCheck:
+    """The checks of an import file, fed one line at a time (so the caller reads each line once).
+
+    document() raises UsageError naming the first line that is not a daily document (or one
+    normalise() refuses: a day replaced without it would lose that recordset), that breaks a rule
+    collect-stats keeps (document_problem), whose harvest date is not over yet (after
+    last_closed), or whose day comes back after other days (import publishes one day at a time);
+    in a file that opens as an export, also an opening line of another format, a missing or
+    misplaced closing line and day counts that differ from it (finish()).
+    """
+
+    def __init__(self, name: str, last_closed: date | None = None) -> None:
+        self.name, self.last_closed = name, last_closed
+        self.checked = CheckedExport(0)
+        self._current: date | None = None
+        self._finished: set[date] = set()
+        self._per_day: dict[str, int] = {}
+        self._closing: tuple[int, Any] | None = None
+        self._last = 0
+        self.filled_blocks = 0
+
+    def document(self, number: int, raw: bytes) -> Document | None:
+        """The line's daily document, normalised and checked; None for a blank or envelope line.
+        filled_blocks is then the number of blocks the line lacked (filled with zeros)."""
+        self._last = number
+        where = f"{self.name} line {number}"
+        if len(raw) > MAX_LINE_BYTES:
+            raise UsageError(f"{where}: longer than {MAX_LINE_BYTES // 2**20} MiB; nothing was imported")
+        if not raw.strip(JSON_WHITESPACE.encode()):
+            return None
+        doc = parse_line(raw, where)
+        if self._closing is not None:
             raise UsageError(f"{where}: a line after the export's closing line; nothing was imported")
         kind = _envelope(doc)
-        if kind == OPENING and checked.complete is None and not checked.documents:
-            checked.complete, checked.envelope = False, {number}
-            continue
-        if kind == CLOSING and checked.complete is False:
-            closing = (number, doc[CLOSING])
-            checked.envelope.add(number)
-            continue
+        if kind == OPENING and self.checked.complete is None and not self.checked.documents:
+            _check_format(where, doc[OPENING])
+            self.checked.complete, self.checked.envelope = False, {number}
+            return None
+        if kind == CLOSING and self.checked.complete is False:
+            self._closing = (number, doc[CLOSING])
+            self.checked.envelope.add(number)
+            return None
         if kind is not None:
             raise UsageError(
                 f"{where}: {kind} is out of place (an export's first or last line); nothing was imported"
@@ -124,36 +197,169 @@ def check_export(lines: Iterable[bytes], name: str, last_closed: date | None = N
                 f"{where}: not a daily document (an object with recordset_id and harvest_date "
                 "YYYY-MM-DD, as `idb-stats export` writes); nothing was imported"
             )
-        if last_closed is not None and day > last_closed:
+        if self.last_closed is not None and day > self.last_closed:
             raise UsageError(
-                f"{where}: harvest date {day} is not over yet (the last closed one is {last_closed}); "
+                f"{where}: harvest date {day} is not over yet (the last closed one is {self.last_closed}); "
                 "nothing was imported"
             )
         try:
             normalised = normalise(doc)
         except NotADailyDocument as exc:
             raise UsageError(f"{where}: {exc}; nothing was imported") from None
-        problem = inconsistency(normalised, made_by_collect_stats=_current_shape(doc))
+        current_shape = _current_shape(doc)
+        problem = document_problem(doc, normalised, current_shape) or inconsistency(
+            normalised, made_by_collect_stats=current_shape
+        )
         if problem:
             raise UsageError(
                 f"{where}: {problem}: not a document collect-stats made (edited or damaged?); "
                 "nothing was imported"
             )
-        if day != current:
-            if day in finished:
+        if day != self._current:
+            if day in self._finished:
                 raise UsageError(
                     f"{where}: documents of {day} are not together; sort by harvest_date (as "
                     "`idb-stats export` does); nothing was imported"
                 )
-            if current is not None:
-                finished.add(current)
-            current = day
-        checked.documents += 1
-        per_day[normalised["harvest_date"]] = per_day.get(normalised["harvest_date"], 0) + 1
-    if checked.complete is False:
-        _check_counts(name, number, closing, per_day)
-        checked.complete = True
-    return checked
+            if self._current is not None:
+                self._finished.add(self._current)
+            self._current = day
+        self.checked.documents += 1
+        self.filled_blocks = missing_blocks(doc)
+        self._per_day[normalised["harvest_date"]] = self._per_day.get(normalised["harvest_date"], 0) + 1
+        return normalised
+
+    def finish(self) -> CheckedExport:
+        if self.checked.complete is False:
+            _check_counts(self.name, self._last, self._closing, self._per_day)
+            self.checked.complete = True
+        return self.checked
+
+
+def check_export(lines: Iterable[bytes], name: str, last_closed: date | None = None) -> CheckedExport:
+    """Check every line (see ExportCheck); returns what was found."""
+    check = ExportCheck(name, last_closed)
+    for number, raw in enumerate(lines, 1):
+        check.document(number, raw)
+    return check.finish()
+
+
+def _check_format(where: str, opening: Any) -> None:
+    """The opening line names the format its lines follow: a later one may mean other things by
+    the same fields, so only this version's is read."""
+    version = opening.get("format") if isinstance(opening, dict) else None
+    if type(version) is not int or version != FORMAT:
+        raise UsageError(
+            f"{where}: an export in format {version!r:.40}, which this idb-stats does not read (it "
+            f"reads format {FORMAT}); import it with the idb-stats that wrote it, or a newer one; "
+            "nothing was imported"
+        )
+
+
+def _utf8_length(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _text_problem(text: str) -> str | None:
+    """Text collect-stats cannot have read from PostgreSQL, which holds no NUL and only UTF-8."""
+    if "\x00" in text:
+        return "holds a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate (not Unicode text)"
+    return None
+
+
+def _shown(text: str) -> str:
+    return repr(text[:40] + ("…" if len(text) > 40 else ""))
+
+
+def document_problem(raw: dict[str, Any], doc: Document, current_shape: bool) -> str | None:
+    """What in a daily document collect-stats could never have made, or None: unknown keys or
+    blocks, ids longer than MAX_ID_BYTES, text PostgreSQL cannot hold, a geocode that is not an
+    object of strings or is larger than MAX_GEOCODE_BYTES, an entry repeated in a list, a list in
+    a block that never has one. raw is the line as read, doc as normalise() made it. (Whether its
+    sums fit the target store is the store's question: importing.py asks it.)"""
+    unknown = sorted(set(raw) - DOCUMENT_KEYS)
+    if unknown:
+        return f"unknown key {unknown[0][:40]!r} (a daily document has {', '.join(sorted(DOCUMENT_KEYS))})"
+    for rt in DOCUMENT_RECORD_TYPES:
+        known = {ty for r, ty in BLOCKS if r == rt}
+        for ty, block in (raw.get(rt) or {}).items():
+            if ty not in known:
+                return f"unknown block {rt}.{ty[:40]!r} (known: {', '.join(sorted(known))})"
+            extra = sorted(set(block or {}) - BLOCK_KEYS)
+            if extra:
+                return (
+                    f"{rt}.{ty}: unknown key {extra[0][:40]!r} (a block has {', '.join(sorted(BLOCK_KEYS))})"
+                )
+    recordset_id = doc["recordset_id"]
+    if problem := _text_problem(recordset_id):
+        return f"recordset_id {problem}"
+    if _utf8_length(recordset_id) > MAX_ID_BYTES:
+        return (
+            f"recordset_id is longer than {MAX_ID_BYTES} bytes (collect-stats skips such rows: oversized_id)"
+        )
+    for rt, ty in BLOCKS:
+        if problem := _block_problem(doc[rt][ty], rt, ty, current_shape):
+            return f"{rt}.{ty} {problem}"
+    return None
+
+
+def _block_problem(block: dict[str, Any], rt: str, ty: str, current_shape: bool) -> str | None:
+    if block["items"] and (rt, ty) not in ITEM_BLOCKS:
+        shown = ", ".join(".".join(b) for b in ITEM_BLOCKS)
+        return f"has items, which only the blocks of records ({shown}) have"
+    if block["queries"] and ty == "view" and current_shape:
+        return "has queries, which a view never has (a record view is not a search)"
+    for list_name, key in (("items", "term"), ("queries", "term"), ("geocodes", "geo")):
+        seen: set[object] = set()
+        for entry in block[list_name]:
+            ident: object
+            if entry.get("term") == OTHER_TERM and key == "geo":
+                ident = OTHER_TERM
+            elif key == "geo":
+                geo = entry["geo"]
+                if problem := _geocode_problem(geo, current_shape):
+                    return f"geocode {problem}"
+                # Its entries, in any order: a geocode is grouped by its canonical JSON.
+                ident = None if geo is None else tuple(sorted(geo.items()))
+            else:
+                term = entry["term"]
+                if not isinstance(term, str):
+                    if current_shape:
+                        return f"{list_name} entry without a term"
+                    term = ""
+                if problem := _text_problem(term):
+                    return f"{list_name} term {problem}"
+                if list_name == "items" and _utf8_length(term) > MAX_ID_BYTES:
+                    return (
+                        f"item {_shown(term)} is longer than {MAX_ID_BYTES} bytes "
+                        "(collect-stats skips it: oversized_id)"
+                    )
+                ident = term
+            if ident in seen:
+                twice = entry.get(key) if key == "geo" else ident
+                return (
+                    f"{list_name} list has {_shown(json.dumps(twice))} twice (collect-stats lists each once)"
+                )
+            seen.add(ident)
+    return None
+
+
+def _geocode_problem(geo: Any, current_shape: bool) -> str | None:
+    if geo is None:  # the original collector's `geo: null`, never written by collect-stats
+        return "is null" if current_shape else None
+    if not all(isinstance(value, str) for value in geo.values()):
+        bad = next(k for k, v in geo.items() if not isinstance(v, str))
+        return f"value {bad[:40]!r} is not a string (collect-stats skips such rows: bad_geocode_value)"
+    for text in (*geo, *geo.values()):
+        if problem := _text_problem(text):
+            return problem
+    if sum(_utf8_length(k) + _utf8_length(v) for k, v in geo.items()) > MAX_GEOCODE_BYTES:
+        return f"is longer than {MAX_GEOCODE_BYTES} bytes (collect-stats skips such rows: oversized_geocode)"
+    return None
 
 
 def _check_counts(

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from .model import Cell, DayStats, SkipReport
+from .model import Cell, DayStats, HeldDays, SkipReport
+
+if TYPE_CHECKING:
+    from .rules import TelemetryRow
 
 Document = dict[str, Any]
 
@@ -36,6 +39,9 @@ class TelemetrySource(Protocol):
 
     def harvest_dates(self) -> list[date]:
         """Every harvest date whose window holds telemetry."""
+
+    def rows_at(self, moment: date) -> list[TelemetryRow]:
+        """The rows stamped exactly at the midnight that starts `moment`."""
 
     def fingerprints(self, days: list[date]) -> dict[date, dict[str, Any] | None]:
         """The current fingerprint of each harvest date (None when its window has no rows)."""
@@ -66,12 +72,20 @@ class Store(Protocol):
         self, stats: DayStats, documents: Iterable[Document], publishers: Sequence[Document] | None = None
     ) -> None:
         """Replace the day's documents (and, unless publishers is None, its publisher documents)
-        with these, adjust totals, mark the day complete."""
+        with these, adjust totals, mark the day complete.
+
+        Never trusts totals that disagree with the documents (they list the day without its
+        document, or hold its document without listing it): those recordsets' totals are rebuilt
+        from their documents instead."""
 
     def forget_day(self, harvest_date: date) -> int:
         """Remove the day's documents (and publisher documents), take them out of the totals and
         unmark the day; returns the daily documents removed. Safe to repeat, and repaired by
-        repeating after a failure part-way."""
+        repeating after a failure part-way; totals that disagree with the documents are rebuilt,
+        as by publish_day."""
+
+    def held_days(self) -> HeldDays:
+        """What the store holds of each day, from its documents and totals (not its marks)."""
 
     def export(self, first: date, last: date) -> Iterator[Document]:
         """Daily documents of the range, sorted by harvest_date then recordset_id."""

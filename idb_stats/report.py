@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
+import markupsafe
 from dateutil import rrule
 
 from . import __version__
@@ -27,13 +28,24 @@ from .charts import Chart, line_chart
 from .errors import UsageError
 from .model import EVENT_TYPES, RECORD_TYPES
 from .ports import Store
+from .terminal import printable
 
 # Recordsets per series query: a day interval over a year stays well under Elasticsearch's
 # default limit of 65,536 buckets per search.
 CHUNK = 100
 WORKERS = 2
 TOP = 10
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
+# A recordset's page is named after its id when the id is a plain name: lowercase letters,
+# digits, "-", "_" and dots between them, first a letter or digit, at most 100 characters, and
+# not a Windows device name (CON, aux.txt, ...). Any other id's page is named by a hash of the id
+# and begins with "_", which no plain name does. So no two ids share a page by construction, even
+# where file names ignore case (a plain name has no capitals; a hash is lowercase hex) or on
+# Windows (no reserved name, no trailing dot or space). Ids that an earlier version named as given
+# (an id with capitals, or one looking like another's hashed name "id-<hex>") had collided.
+PLAIN_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_-]|\.(?=[a-z0-9_-])){0,99}$")
+WINDOWS_DEVICES = frozenset(
+    {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+)
 
 
 @dataclass
@@ -58,10 +70,21 @@ def default_interval(first: date, last: date) -> str:
 
 
 def page_name(recordset_id: str) -> str:
-    """A file name for a recordset's page; ids that are not plain names are hashed."""
-    if SAFE_NAME.match(recordset_id):
+    """A file name for a recordset's page, unique among all ids (see PLAIN_NAME)."""
+    if PLAIN_NAME.match(recordset_id) and recordset_id.split(".")[0] not in WINDOWS_DEVICES:
         return f"{recordset_id}.html"
-    return f"id-{hashlib.sha256(recordset_id.encode()).hexdigest()[:20]}.html"
+    digest = hashlib.sha256(recordset_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"_{digest[:32]}.html"
+
+
+def shown(value: Any) -> Any:
+    """Every value a template prints: text (ids, terms, countries from the telemetry) with its
+    control and format characters escaped as terminal.printable writes them (\\u202e, \\x1b), for
+    a raw U+202E reverses the text after it on the page and a C0 control is no HTML at all;
+    markup the report made itself (its style sheet) as it is."""
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return printable(value)
+    return value
 
 
 # Calendar stepping is dateutil's (months of every length, leap years); truncation to a period's
@@ -116,6 +139,7 @@ def _environment() -> jinja2.Environment:
         loader=jinja2.FunctionLoader(lambda name: files("idb_stats").joinpath("templates", name).read_text()),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        finalize=shown,
         trim_blocks=True,
         lstrip_blocks=True,
     )

@@ -60,6 +60,20 @@ def sample_config() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _range(declared: DeclaredSetting) -> str:
+    """A number's or duration's bounds as validation applies them (numbers must also be finite)."""
+
+    def shown(bound: float) -> str:
+        return format_duration(timedelta(seconds=bound)) if declared.kind is timedelta else f"{bound:,.10g}"
+
+    low, high = declared.minimum, declared.maximum
+    if low is not None and high is not None:
+        return f"{shown(low)} to {shown(high)}"
+    if low is not None:
+        return f"{shown(low)} or more"
+    return f"at most {shown(high)}" if high is not None else ""
+
+
 def settings_table() -> str:
     """docs/configuration.md: one row per setting."""
     rows = [
@@ -70,10 +84,11 @@ def settings_table() -> str:
         "Layers, lowest first: defaults, the TOML file (`--config`, else `/etc/idb-stats/config.toml`),",
         "credential files in `$CREDENTIALS_DIRECTORY`, the environment, flags. Secret settings are",
         "redacted by `check-config` and refused on the command line; `<key>_file` names a file that",
-        "holds the value where the table says so.",
+        "holds the value where the table says so. Numbers must be finite (`nan` and `inf` are refused)",
+        "and within their range.",
         "",
-        "| setting | type | default | also from | stores | what it is |",
-        "|---|---|---|---|---|---|",
+        "| setting | type | default | range | also from | stores | what it is |",
+        "|---|---|---|---|---|---|---|",
     ]
     for declared in SETTINGS:
         default = "" if declared.default is None else f"`{_toml_value(declared.default)}`"
@@ -88,6 +103,7 @@ def settings_table() -> str:
             " (optional)" if optional else ""
         )
         rows.append(
-            f"| `{declared.key}` | {kind} | {default} | {', '.join(where)} | {stores} | {declared.help} |"
+            f"| `{declared.key}` | {kind} | {default} | {_range(declared)} | {', '.join(where)} | {stores} "
+            f"| {declared.help} |"
         )
     return "\n".join(rows) + "\n"

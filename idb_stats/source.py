@@ -23,7 +23,7 @@ import psycopg2.errorcodes
 import psycopg2.extensions
 from psycopg2 import sql
 
-from . import fingerprint
+from . import fingerprint, interrupt
 from .config import Config
 from .documents import geocode_table
 from .errors import ConfigError, DataQualityError, IdbStatsError, SourceUnreachable
@@ -46,6 +46,7 @@ from .model import (
     event_window,
 )
 from .pg import NUMERIC_AS_INT, connect, one_line
+from .rules import TelemetryRow, load_json
 from .secrets import scrub
 
 EXAMPLE_IDS = 5
@@ -347,7 +348,8 @@ def read_error(exc: psycopg2.Error, what: str, dsn: str) -> IdbStatsError:
     """A failed telemetry query as the operator should see it: unreachable (exit 4) only when the
     connection failed; a row PostgreSQL could not process is a data problem (exit 6); a missing
     table or column, or a statement timeout of the telemetry database, is a configuration problem
-    (exit 3)."""
+    (exit 3). Classified by SQLSTATE only: the message is in the server's lc_messages language.
+    A query cancelled at this process's request (a signal) raises Interrupted."""
     detail = scrub(one_line(exc), dsn)
     code = exc.pgcode or ""
     if code[:2] in ("22", "54"):  # data exception, program limit exceeded
@@ -357,13 +359,17 @@ def read_error(exc: psycopg2.Error, what: str, dsn: str) -> IdbStatsError:
         )
     if code[:2] == "42":  # undefined table or column, no privilege
         return ConfigError([f"source: {what}: {detail} (check source.stats_table and source.queries_table)"])
-    if code == psycopg2.errorcodes.QUERY_CANCELED and "statement timeout" in detail:
+    if code == psycopg2.errorcodes.QUERY_CANCELED:
+        # Cancelled at this process's request (a signal): the run is interrupted, not failed.
+        interrupt.check()
+    if interrupt.cancelled_by_server(exc):
         # A limit of the telemetry database (its role's or database's statement_timeout), not a
         # connection lost: it cancels the same query every run until it is lifted.
         return ConfigError(
             [
                 f"source: {what}: the telemetry database cancelled the query at its statement_timeout "
-                f"({detail}); lift it for idb-stats' role there (ALTER ROLE ... SET statement_timeout = 0)"
+                f"(or an administrator did: SQLSTATE 57014; {detail}); lift it for idb-stats' role "
+                "there (ALTER ROLE ... SET statement_timeout = 0)"
             ]
         )
     if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
@@ -603,6 +609,17 @@ class PostgresTelemetrySource:
         finally:
             for stream in streams:
                 stream.close()
+
+    def rows_at(self, moment: date) -> list[TelemetryRow]:
+        """The rows stamped exactly at the midnight that starts `moment` (in the telemetry's time
+        zone): the events the original collector's open window left out of every day (verify)."""
+        statement = (
+            "SELECT s.id, s.type, s.record_type, q.query_hash, s.ip_geocode::text, s.payload::text "
+            "FROM {stats} s LEFT JOIN {queries} q ON q.id = s.query_id WHERE s.date = %(at)s ORDER BY s.id"
+        ).format(**self._names)
+        with self._reading("reading the rows at midnight"), self._conn, self._conn.cursor() as cur:
+            cur.execute(statement, {"at": moment})
+            return [TelemetryRow(r[0], r[1], r[2], r[3], load_json(r[4]), load_json(r[5])) for r in cur]
 
     def harvest_dates(self) -> list[date]:
         with self._reading("listing the days with telemetry"), self._conn, self._conn.cursor() as cur:

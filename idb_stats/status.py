@@ -6,16 +6,23 @@ renderers (the terminal text in cli.py, Nagios and Prometheus in monitoring.py) 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 from . import fingerprint, planning
-from .collect import last_closed, tracked_days
+from .adopt import adopted_days
+from .collect import day_states, last_closed, tracked_days
 from .config import Config
+from .errors import IdbStatsError
 from .ledger import RUN_COMMANDS
+from .source import PostgresTelemetrySource
 from .stores import open_store
+
+log = logging.getLogger(__name__)
 
 # Last-run outcomes that mean the command did not do its work. "abandoned": the ledger says
 # running but no process holds the run lock any more (killed, machine lost).
@@ -72,8 +79,13 @@ class Status:
     snapshot_recordsets: Any
     # Days the store holds only part of (documents without their mark, or the reverse).
     damaged_days: list[date] = field(default_factory=list)
+    # The same days with why each is damaged (planning.assess_days).
+    damage: list[planning.Damage] = field(default_factory=list)
     # Days collected from a window without telemetry rows (a real outage, or --allow-empty).
     empty_days: list[date] = field(default_factory=list)
+    # Not lag (collection continues after them) but history the portal lacks: days inside the
+    # adopted range the original failed to write, whose telemetry exists (None: not asked).
+    adopted_gaps: list[date] | None = field(default_factory=list)
 
     @property
     def last_day_rows(self) -> int | None:
@@ -104,6 +116,8 @@ class Status:
             "complete_days": self.complete_days,
             "missing_days": [d.isoformat() for d in self.missing_days],
             "damaged_days": [d.isoformat() for d in self.damaged_days],
+            "damaged": [d.as_dict() for d in self.damage],
+            "adopted_gaps": None if self.adopted_gaps is None else [d.isoformat() for d in self.adopted_gaps],
             "not_closed_days": [d.isoformat() for d in self.not_closed_days],
             "last_day": self.last_day,
             "last_day_rows": self.last_day_rows,
@@ -125,15 +139,37 @@ def _read_from_source(marker: Mapping[str, Any]) -> bool:
     return marker.get("fingerprint") is not None
 
 
+def adopted_gaps(config: Config, complete: dict[date, dict[str, Any]]) -> list[date] | None:
+    """Days inside the adopted range that the store lacks while the telemetry has rows for them:
+    days the original collector failed to write (None when the telemetry cannot be asked). The
+    source is opened only when the adopted range has holes."""
+    adopted = adopted_days(complete)
+    holes = planning.missing_days(set(complete), adopted[0], adopted[-1]) if adopted else []
+    if not holes:
+        return []
+    try:
+        with contextlib.closing(PostgresTelemetrySource(config)) as source:
+            found = source.fingerprints(holes)
+    except IdbStatsError as exc:
+        log.warning("status: cannot ask the telemetry for gaps in the adopted history: %s", exc)
+        return None
+    return [d for d in holes if found.get(d) is not None]
+
+
 def status(config: Config) -> Status:
     """What an operator or a monitor needs: last complete day, lag, holes, each command's last run."""
     with open_store(config) as store:
-        complete = store.completed_days()
+        # Complete: marked, and what the store holds of the day agrees with the mark (the
+        # documents and totals, not the mark alone, say whether a day is whole).
+        marks, states = day_states(store)
+        complete = {d: m for d, m in marks.items() if d in states.complete}
+        damaged = states.damaged_days
         days = tracked_days(complete)
         closed = last_closed(config)
         last = max(complete, default=None)
-        first = min(days, default=None)
-        through = planning.complete_through(days, closed)
+        # Gaps are counted from the first complete or damaged day, as the catch-up plans them.
+        first = min(days | tracked_days(complete, damaged), default=None)
+        through = planning.complete_through(days, closed, damaged)
         runs = store.runs(limit=20)
         checked = next((r for r in runs if "recheck" in r and r.get("outcome") != "running"), None)
         snapshots = store.snapshots()
@@ -145,7 +181,8 @@ def status(config: Config) -> Status:
             complete_through=through,
             lag_days=(closed - through).days if through else None,
             complete_days=len(complete),
-            missing_days=planning.missing_days(days, first, min(last or closed, closed)),
+            # Damaged days are missing too (not complete), wherever they lie.
+            missing_days=sorted({*planning.missing_days(days, first, min(last or closed, closed)), *damaged}),
             not_closed_days=sorted(d for d in days if d > closed),
             last_day=complete[last] if last else None,
             last_run=runs[0] if runs else None,
@@ -164,7 +201,10 @@ def status(config: Config) -> Status:
             last_snapshot=last_snapshot,
             snapshot_missing_today=bool(snapshots) and last_snapshot != datetime.now(UTC).date(),
             snapshot_recordsets=snapshots.get(last_snapshot) if last_snapshot else None,
+            damaged_days=damaged,
+            damage=list(states.damaged),
             empty_days=sorted(
                 d for d, marker in complete.items() if _read_from_source(marker) and not marker.get("rows")
             ),
+            adopted_gaps=adopted_gaps(config, complete),
         )

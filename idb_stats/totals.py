@@ -7,9 +7,11 @@ totals always equal the sum of the daily documents they list.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from itertools import pairwise
 from typing import Any
 
 from .documents import by_count
@@ -99,6 +101,11 @@ def contains(ranges: Iterable[DayRange], day: date) -> bool:
     return any(first <= day <= last for first, last in ranges)
 
 
+def day_ranges(listing: Iterable[Iterable[str]]) -> list[DayRange]:
+    """A totals document's `harvest_dates` ([[first, last], ...] as ISO dates) as ranges."""
+    return [(date.fromisoformat(a), date.fromisoformat(b)) for a, b in listing]
+
+
 @dataclass
 class Totals:
     recordset_id: str
@@ -138,8 +145,7 @@ class Totals:
             block = doc.get(rt, {}).get(ty, {})
             summary.counts[(rt, ty)] = block_figures(block)
             summary.countries[(rt, ty)] = {c["country"]: int(c["count"]) for c in block.get("countries", [])}
-        days = [(date.fromisoformat(a), date.fromisoformat(b)) for a, b in doc.get("harvest_dates", [])]
-        return cls(doc["recordset_id"], summary, days)
+        return cls(doc["recordset_id"], summary, day_ranges(doc.get("harvest_dates", [])))
 
 
 def with_every_total(doc: dict[str, Any]) -> dict[str, Any]:
@@ -180,10 +186,55 @@ def without_day(totals: Totals, day: date, summary: Summary) -> Totals:
     return Totals(totals.recordset_id, _combine(totals.summary, summary, -1), remove_day(totals.days, day))
 
 
-def replace_day(totals: Totals, day: date, old: Summary | None, new: Summary | None) -> Totals:
-    """Totals with the day's old contribution (if any) swapped for its new one (if any)."""
-    if old is not None:
+def replace_day(
+    totals: Totals, day: date, old: Summary | None, new: Summary | None, old_uncounted: bool = False
+) -> Totals | None:
+    """Totals with the day's old contribution swapped for its new one (either may be None), or
+    None when the totals cannot be trusted to hold exactly the old one, and must be rebuilt from
+    the documents: they list the day but its document is gone (what they counted for it is
+    unknown), or they do not list it while its document is there (so the listing was changed
+    behind their back). `old_uncounted` says the second is expected: a search store's publish
+    that was interrupted after taking the day out of these totals."""
+    if totals.includes(day):
+        if old is None:
+            return None
         totals = without_day(totals, day, old)
-    if new is not None:
-        totals = with_day(totals, day, new)
-    return totals
+    elif old is not None and not old_uncounted:
+        return None
+    return with_day(totals, day, new) if new is not None else totals
+
+
+def rebuilt(recordset_id: str, days: Iterable[tuple[date, Summary]]) -> Totals:
+    """A recordset's totals summed from its daily documents, one per day, in any order."""
+    out = Totals(recordset_id)
+    for day, summary in days:
+        out = with_day(out, day, summary)
+    return out
+
+
+def listed_days(listings: Iterable[Iterable[DayRange]]) -> dict[date, int]:
+    """How many totals documents list each day, from each document's day ranges: a sweep over the
+    ranges' ends, so a year of 1,600 recordsets costs their few ranges, not 584,000 increments."""
+    steps: Counter[date] = Counter()
+    for ranges in listings:
+        for first, last in ranges:
+            steps[first] += 1
+            steps[last + ONE_DAY] -= 1
+    out: dict[date, int] = {}
+    running = 0
+    ends = sorted(steps)
+    for day, following in pairwise(ends):
+        running += steps[day]
+        if running:
+            out.update((day + timedelta(days=i), running) for i in range((following - day).days))
+    return out
+
+
+def added(a: Summary, b: Summary) -> Summary:
+    """The sum of two summaries."""
+    return _combine(a, b, +1)
+
+
+def subtracted(a: Summary, b: Summary) -> Summary:
+    """a without b (b a part of a)."""
+    return _combine(a, b, -1)

@@ -7,6 +7,12 @@ Three checks:
   - ledger: a day marked complete holds as many documents as its figures say, and documents
     exist only for marked days.
 A day whose source rows are gone cannot be recomputed: it is "unverifiable" and never touched.
+Lists (items, queries, geocodes) are compared as multisets of (term or geo, count): their order
+among equal counts is no statistic, and an adopted document's `geo: null` means what `{}` does.
+An adopted day (the original collector's) that differs only by the events stamped exactly at the
+midnight opening its window (the original's open window left them out of every day, see
+docs/migrating.md) is "midnight_only", not a difference; --repair leaves adopted days alone
+unless they are named.
 
 Memory stays bounded: the recomputed documents and the store's export of a day are both ordered
 by recordset and compared as they stream; the totals check keeps one running Totals per
@@ -17,6 +23,8 @@ Long because its three checks share one streamed pass over the store.
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import logging
 import random
 import uuid
@@ -26,16 +34,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from .adopt import ADOPT_RUN_PREFIX
 from .collect import process_day
 from .config import Config
 from .documents import day_documents, with_every_block
 from .engines import open_source
 from .ledger import now_iso
-from .model import DayStats
+from .model import BLOCKS, DayStats
 from .pg import run_lock
 from .ports import Document, Store, TelemetrySource
+from .rules import aggregate
 from .stores import open_store
-from .totals import Totals, summarize, with_day, with_every_total
+from .totals import ONE_DAY, Totals, summarize, with_day, with_every_total
 
 log = logging.getLogger("idb_stats")
 
@@ -53,10 +63,53 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
+# The breakdown lists of a block and the key of their entries.
+LISTS = {"items": "term", "queries": "term", "geocodes": "geo"}
+
+
+def entry_key(entry: Any, key: str) -> str:
+    """An entry's term or geo as text; a null geo is the empty one (both: country unknown)."""
+    value = entry.get(key) if isinstance(entry, dict) else entry
+    if key == "geo" and value is None:
+        value = {}
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _by_key(entries: list[Any], key: str) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for entry in entries:
+        out.setdefault(entry_key(entry, key), []).append(
+            entry.get("count", MISSING) if isinstance(entry, dict) else MISSING
+        )
+    return out
+
+
+def _exact(value: Any) -> tuple[str, str]:
+    # 1 and 1.0 are equal and hash alike in Python; as statistics they are not the same value.
+    return type(value).__name__, repr(value)
+
+
+def _list_diff(expected: list[Any], actual: list[Any], key: str, path: str) -> Iterator[tuple[str, Any, Any]]:
+    """Two breakdown lists as multisets of (term or geo, count): one difference per term whose
+    counts differ."""
+    wanted, have = _by_key(expected, key), _by_key(actual, key)
+    for term in sorted(wanted.keys() | have.keys()):
+        a, b = wanted.get(term, []), have.get(term, [])
+        if sorted(map(_exact, a)) != sorted(map(_exact, b)):
+            yield f"{path}[{term}]", _one(a), _one(b)
+
+
+def _one(counts: list[Any]) -> Any:
+    return MISSING if not counts else counts[0] if len(counts) == 1 else counts
+
+
 def diff(expected: Any, actual: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
-    """Every leaf where two JSON values differ, as (path, expected, actual); exact, so 1 != 1.0
-    and a list differs element by element."""
-    if isinstance(expected, dict) and isinstance(actual, dict):
+    """Every leaf where two JSON values differ, as (path, expected, actual); exact, so 1 != 1.0.
+    A breakdown list differs by term (multisets, see _list_diff), any other list element by element."""
+    name = path.rsplit(".", 1)[-1]
+    if name in LISTS and isinstance(expected, list) and isinstance(actual, list):
+        yield from _list_diff(expected, actual, LISTS[name], path)
+    elif isinstance(expected, dict) and isinstance(actual, dict):
         for key in sorted(expected.keys() | actual.keys()):
             yield from diff(
                 expected.get(key, MISSING), actual.get(key, MISSING), f"{path}.{key}" if path else key
@@ -114,9 +167,11 @@ class Difference:
 @dataclass
 class DayResult:
     harvest_date: date
-    outcome: str = "agrees"  # agrees, differs or unverifiable
+    outcome: str = "agrees"  # agrees, differs, midnight_only or unverifiable
     documents: int = 0  # in the store
     differences: int = 0
+    adopted: bool = False  # published by adopt (the original collector's numbers)
+    midnight_differences: int = 0  # explained by the events at the opening midnight
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +179,8 @@ class DayResult:
             "outcome": self.outcome,
             "documents": self.documents,
             "differences": self.differences,
+            "adopted": self.adopted,
+            "midnight_differences": self.midnight_differences,
         }
 
 
@@ -137,6 +194,10 @@ class Report:
     @property
     def differing_days(self) -> list[date]:
         return [d.harvest_date for d in self.days if d.outcome == "differs"]
+
+    @property
+    def midnight_days(self) -> list[date]:
+        return [d.harvest_date for d in self.days if d.outcome == "midnight_only"]
 
     @property
     def unverifiable_days(self) -> list[date]:
@@ -154,6 +215,7 @@ class Report:
             "differences": self.differences,
             "differing_days": [d.isoformat() for d in self.differing_days],
             "unverifiable_days": [d.isoformat() for d in self.unverifiable_days],
+            "midnight_only_days": [d.isoformat() for d in self.midnight_days],
         }
 
 
@@ -244,7 +306,8 @@ class Verifier:
                 self._report(Difference("totals", None, recordset_id, path, expected, actual))
 
     def _check_day(self, day: date, marker: dict[str, Any] | None, stored: int) -> DayResult:
-        result = DayResult(day, documents=stored)
+        adopted = marker is not None and str(marker.get("run_id", "")).startswith(ADOPT_RUN_PREFIX)
+        result = DayResult(day, documents=stored, adopted=adopted)
         iso = day.isoformat()
 
         def found(check: str, recordset_id: str | None, path: str, expected: Any, actual: Any) -> None:
@@ -260,17 +323,107 @@ class Verifier:
                 if stored or (marker and marker.get("recordsets")):
                     result.outcome = "unverifiable"
                     return result
+                pending: list[Difference] = []
             else:
-                recomputed = day_documents(telemetry, day, DayStats(day), self.config.breakdown_limit)
-                stored_documents = map(with_every_block, self.store.export(day, day))
-                for recordset_id, wanted, have in by_recordset(recomputed, stored_documents):
-                    if wanted is None or have is None:
-                        found("documents", recordset_id, "document", wanted is not None, have is not None)
-                    else:
-                        for path, expected, actual in diff(wanted, have):
-                            found("documents", recordset_id, path, expected, actual)
-        result.outcome = "differs" if result.differences else "agrees"
+                pending = list(
+                    self._document_differences(
+                        day, day_documents(telemetry, day, DayStats(day), self.config.breakdown_limit)
+                    )
+                )
+        residual = self._as_the_original_counted(day) if pending and adopted else None
+        if residual == []:
+            # The original's numbers as it counted them: listed as such, no difference.
+            result.midnight_differences = len(pending)
+            for difference in pending:
+                self._report(Difference("midnight", *astuple_tail(difference)))
+        else:
+            # On an adopted day with midnight events, what differs from the original's own count.
+            for difference in pending if residual is None else residual:
+                found(
+                    difference.check,
+                    difference.recordset_id,
+                    difference.path,
+                    difference.expected,
+                    difference.actual,
+                )
+        if result.differences:
+            result.outcome = "differs"
+        elif result.midnight_differences:
+            result.outcome = "midnight_only"
         return result
+
+    def _document_differences(
+        self, day: date, recomputed: Iterable[Document], stored: Iterable[Document] | None = None
+    ) -> Iterator[Difference]:
+        iso = day.isoformat()
+        stored = map(with_every_block, self.store.export(day, day)) if stored is None else stored
+        for recordset_id, wanted, have in by_recordset(recomputed, stored):
+            if wanted is None or have is None:
+                yield Difference(
+                    "documents", iso, recordset_id, "document", wanted is not None, have is not None
+                )
+            else:
+                for path, expected, actual in diff(wanted, have):
+                    yield Difference("documents", iso, recordset_id, path, expected, actual)
+
+    def _as_the_original_counted(self, day: date) -> list[Difference] | None:
+        """The differences between the store's documents of the day and the recomputed ones
+        without the events stamped exactly at the midnight that opens the day's window (None
+        when there are no such events)."""
+        rows = self.source.rows_at(day - ONE_DAY)
+        if not rows:
+            return None
+        events = {doc["recordset_id"]: doc for doc in aggregate(rows, day)[0]}
+        with self.source.read_day(day) as telemetry:
+            recomputed = day_documents(telemetry, day, DayStats(day), self.config.breakdown_limit)
+            original = (
+                left
+                for doc in recomputed
+                if (left := without_events(doc, events.get(doc["recordset_id"]))) is not None
+            )
+            # Less the midnight events, a term they alone brought is gone while one that other rows
+            # brought with 0 hits stays (both are 0 hits after subtracting): zero entries are left
+            # out on both sides.
+            stored = (without_zero_entries(with_every_block(doc)) for doc in self.store.export(day, day))
+            return list(self._document_differences(day, original, stored))
+
+
+def without_zero_entries(doc: Document) -> Document:
+    out = copy.deepcopy(doc)
+    for rt, ty in BLOCKS:
+        for name in LISTS:
+            out[rt][ty][name] = [e for e in out[rt][ty][name] if e.get("count") != 0]
+    return out
+
+
+def astuple_tail(difference: Difference) -> tuple[str | None, str | None, str, Any, Any]:
+    return (
+        difference.harvest_date,
+        difference.recordset_id,
+        difference.path,
+        difference.expected,
+        difference.actual,
+    )
+
+
+def without_events(doc: Document, events: Document | None) -> Document | None:
+    """A daily document less the events of another of the same recordset and day (pure); None
+    when nothing is left (the original wrote no document for it)."""
+    if events is None:
+        return doc
+    out = copy.deepcopy(doc)
+    for rt, ty in BLOCKS:
+        block, less = out[rt][ty], events[rt][ty]
+        block["count"] -= less["count"]
+        block["total"] -= less["total"]
+        for name, key in LISTS.items():
+            sums: dict[str, list[Any]] = {entry_key(e, key): [e[key], e["count"]] for e in block[name]}
+            for entry in less[name]:
+                sums.setdefault(entry_key(entry, key), [entry[key], 0])[1] -= entry["count"]
+            block[name] = [{key: value, "count": n} for value, n in sums.values()]
+    if all(out[rt][ty]["count"] == 0 and out[rt][ty]["total"] == 0 for rt, ty in BLOCKS):
+        return None
+    return without_zero_entries(out)
 
 
 @dataclass
@@ -278,6 +431,7 @@ class Outcome:
     report: Report
     repaired_days: list[date] = field(default_factory=list)
     rebuilt_totals: list[str] = field(default_factory=list)
+    adopted_left: list[date] = field(default_factory=list)  # differing adopted days not repaired
     after_repair: Report | None = None
 
     @property
@@ -294,9 +448,11 @@ def verify(
     on_difference: OnDifference = lambda d, after_repair: None,
     lock_timeout: float | None = None,
     on_day: OnDay | None = None,
+    include_adopted: frozenset[date] = frozenset(),
 ) -> Outcome:
     """Compare, and with repair: republish differing days (reason repair), rebuild totals that
-    are not the sum of their days, then compare again."""
+    are not the sum of their days, then compare again. Adopted days (the original collector's
+    history) are republished only when named in include_adopted."""
     with contextlib.closing(open_source(config)) as source, open_store(config) as store:
         report = Verifier(config, store, source, on_difference, on_day=on_day).run(first, last, sample)
         outcome = Outcome(report)
@@ -304,7 +460,13 @@ def verify(
             return outcome
         timeout = config.lock_timeout if lock_timeout is None else lock_timeout
         with run_lock(config, store.identity, timeout):
-            outcome.repaired_days, outcome.rebuilt_totals = _repair(config, store, source, report)
+            days = [
+                d.harvest_date
+                for d in report.days
+                if d.outcome == "differs" and (not d.adopted or d.harvest_date in include_adopted)
+            ]
+            outcome.adopted_left = [d for d in report.differing_days if d not in days]
+            outcome.repaired_days, outcome.rebuilt_totals = _repair(config, store, source, days)
         outcome.after_repair = Verifier(
             config, store, source, on_difference, after_repair=True, on_day=on_day
         ).run(first, last, sorted(d.harvest_date for d in report.days))
@@ -312,7 +474,7 @@ def verify(
 
 
 def _repair(
-    config: Config, store: Store, source: TelemetrySource, report: Report
+    config: Config, store: Store, source: TelemetrySource, days: list[date]
 ) -> tuple[list[date], list[str]]:
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     run: dict[str, Any] = {
@@ -326,7 +488,7 @@ def _repair(
     }
     store.record_run(run)
     repaired = []
-    for day in report.differing_days:
+    for day in days:
         stats = process_day(config, source, store, day, run_id, reason="repair")
         run["days"].append(stats.as_dict())
         repaired.append(day)

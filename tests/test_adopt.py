@@ -17,7 +17,7 @@ import idb_stats.collect
 from idb_stats import status as store_status
 from idb_stats.adopt import DuplicateDocuments, adopt
 from idb_stats.config import Config, load_config
-from idb_stats.errors import ConfigError, IdbStatsError, IncompatibleIndex, StoreError
+from idb_stats.errors import ConfigError, IdbStatsError, IncompatibleIndex, StoreError, UsageError
 from idb_stats.importing import import_documents
 from idb_stats.legacy import original_mapping
 from idb_stats.model import BLOCKS
@@ -225,15 +225,17 @@ def test_adopt_copies_every_document_switches_the_alias_and_collection_continues
     report = adopt(config, config, target, "keep-last", dry_run=False)
     assert report.alias_switched
     assert report.documents == legacy.documents
-    assert report.size_snapshots == 1
+    assert report.as_dict()["size_snapshots"] == 1
     assert [d.harvest_date for d in report.days] == legacy.days
     assert {d.harvest_date: d.duplicates for d in report.days if d.duplicates} == {
         date.fromisoformat(legacy.duplicate[1]): {legacy.duplicate[0]: 2}
     }
     # The portal's name now reads the copy: one document per recordset and day, ids deterministic.
     store: Any = open_store(config)
-    assert store.index_state(config.daily_index) == ("alias", [target])
-    hits = store.http.request("POST", f"/{config.daily_index}/_search", {"size": 1000})["hits"]["hits"]
+    # The portal's one name covers the copy and the record counts (the original's `api` type).
+    assert store.index_state(config.daily_index) == ("alias", sorted([target, config.api_index]))
+    usage = {"size": 1000, "query": {"term": {"type": "search"}}}
+    hits = store.http.request("POST", f"/{config.daily_index}/_search", usage)["hits"]["hits"]
     assert sorted(h["_id"] for h in hits) == sorted(
         f"{d['recordset_id']}-{d['harvest_date']}" for d in legacy.expected
     )
@@ -361,19 +363,20 @@ def test_import_of_legacy_lines_accounts_for_every_line(make_config: MakeConfig,
     first = json.loads(lines[0])
     lines[0] = json.dumps({**first, "harvest_date": first["harvest_date"] + "T00:00:00"})
     lines.insert(1, lines[0])  # a duplicate pair
-    lines.insert(2, "not json")
     target = other_store(make_config, "imported")
-    rejected: list[tuple[int, str]] = []
+    # A line that is not JSON is refused with its number, before anything is written.
+    with pytest.raises(UsageError, match=r"^input line 3: not valid JSON"):
+        import_documents(target, [*lines[:2], "not json", *lines[2:]], "keep-last")
     with pytest.raises(DuplicateDocuments):
-        import_documents(target, lines, "refuse", lambda n, r: rejected.append((n, r)))
-    assert export_all(target) == []
-    outcomes = import_documents(target, lines, "keep-last", lambda n, r: rejected.append((n, r)))
-    assert (3, "not_json") in rejected
-    assert sum(o.read for o in outcomes) + 1 == len(lines)
+        import_documents(target, lines, "refuse")
+    with pytest.raises(StoreError, match="does not exist yet"):  # refused before the store was touched
+        export_all(target)
+    outcomes = import_documents(target, lines, "keep-last")
+    assert sum(o.read for o in outcomes) == len(lines)
     assert outcomes[0].duplicates == {first["recordset_id"]: 2}
     assert export_all(target) == clean
     assert_consistent(clean, totals_of(target))
-    import_documents(target, lines, "sum", lambda n, r: None)
+    import_documents(target, lines, "sum")
     summed = export_all(target)
     assert summed[0]["records"]["search"]["count"] == 2 * clean[0]["records"]["search"]["count"]
     assert_consistent(summed, totals_of(target))

@@ -196,7 +196,8 @@ def test_diff_is_empty_exactly_for_equal_json(a: Any, b: Any) -> None:
 def test_import_of_changed_documents_is_recorded_as_import(make_config: MakeConfig, dsn: str) -> None:
     config, daily = published(make_config, dsn)
     day = [d for d in daily if d["harvest_date"] == HARVEST[0].isoformat()]
-    day[0]["records"]["view"]["count"] += 2
+    # A search's hits are its total: two more searches that found nothing change only the count.
+    day[0]["records"]["search"]["count"] += 2
     import_documents(config, iter(day))
     store = open_store(config)
     try:
@@ -208,14 +209,14 @@ def test_import_of_changed_documents_is_recorded_as_import(make_config: MakeConf
             day[0]["recordset_id"],
             "import",
             {
-                "records.view": {
+                "records.search": {
                     "old": {
-                        "count": day[0]["records"]["view"]["count"] - 2,
-                        "total": day[0]["records"]["view"]["total"],
+                        "count": day[0]["records"]["search"]["count"] - 2,
+                        "total": day[0]["records"]["search"]["total"],
                     },
                     "new": {
-                        "count": day[0]["records"]["view"]["count"],
-                        "total": day[0]["records"]["view"]["total"],
+                        "count": day[0]["records"]["search"]["count"],
+                        "total": day[0]["records"]["search"]["total"],
                     },
                 }
             },

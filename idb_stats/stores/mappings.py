@@ -40,6 +40,7 @@ def daily_mapping() -> dict[str, Any]:
         "properties": {
             "recordset_id": {"type": "keyword"},
             "harvest_date": {"type": "date", "format": DAY_FORMAT},
+            "type": {"type": "keyword"},  # "search": the portal's usage query kinds (search.py)
             **{
                 rt: {"properties": {ty: _block_mapping() for _, ty in BLOCKS if _ == rt}}
                 for rt in DOCUMENT_RECORD_TYPES
@@ -112,6 +113,7 @@ def api_mapping() -> dict[str, Any]:
             "snapshot_date": {"type": "date", "format": DAY_FORMAT},
             "records_count": {"type": "long"},
             "mediarecords_count": {"type": "long"},
+            "type": {"type": "keyword"},  # "api": the portal's record-count query kinds (search.py)
         },
     }
 

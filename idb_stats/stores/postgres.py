@@ -21,15 +21,15 @@ import psycopg2.errorcodes
 import psycopg2.extras
 from psycopg2.sql import Identifier
 
-from .. import changes
+from .. import changes, interrupt
 from ..config import Config
 from ..documents import add_terms
 from ..errors import StoreError, StoreUnreachable
 from ..json_text import compact
-from ..model import BLOCKS, COUNT_FIELDS, OTHER_TERM, RECORD_TYPES, DayStats
+from ..model import BLOCKS, COUNT_FIELDS, OTHER_TERM, RECORD_TYPES, DayStats, HeldDays
 from ..pg import NUMERIC_AS_INT, connect, one_line
 from ..ports import ClosedOnExit, Document
-from ..totals import Summary, Totals, replace_day, summarize
+from ..totals import Summary, Totals, day_ranges, listed_days, rebuilt, replace_day, summarize
 
 COPY_BATCH_BYTES = 4_000_000
 
@@ -261,15 +261,19 @@ class PostgresStore(ClosedOnExit):
             raise StoreError(f"{what} failed and was rolled back: {self._explain(exc)}") from None
 
     def _explain(self, exc: psycopg2.Error) -> str:
-        """The server's message, and which setting to look at when it was one of our timeouts."""
+        """The server's message, and which setting to look at when it was one of our timeouts
+        (told by SQLSTATE: the message is in the server's lc_messages language)."""
         message = one_line(exc)
         if exc.pgcode == psycopg2.errorcodes.LOCK_NOT_AVAILABLE:
             return (
                 f"{message} (waited store.lock_wait_timeout = {self._timeouts['lock_timeout']:g} s for "
                 "another session holding a lock on the store's tables: look for it in pg_stat_activity)"
             )
-        if exc.pgcode == psycopg2.errorcodes.QUERY_CANCELED and "statement timeout" in message:
-            return f"{message} (store.statement_timeout = {self._timeouts['statement_timeout']:g} s)"
+        if interrupt.cancelled_by_server(exc):
+            return (
+                f"{message} (cancelled by the server, SQLSTATE 57014: store.statement_timeout = "
+                f"{self._timeouts['statement_timeout']:g} s, or an administrator)"
+            )
         return message
 
     def init(self) -> None:
@@ -488,8 +492,19 @@ class PostgresStore(ClosedOnExit):
     def _update_totals(self, cur: Any, day: date, old: SummaryTexts, new: SummaryTexts) -> None:
         """Swap the day's old contribution to each recordset's totals for its new one, a chunk of
         recordsets at a time: every totals document of a wide day at once (12.8 MB of JSON, parsed,
-        merged and sent) took collect-stats from 94 MB to 136 MB (issue 18)."""
-        affected = sorted(old.keys() | new.keys())
+        merged and sent) took collect-stats from 94 MB to 136 MB (issue 18).
+
+        Recordsets whose totals list the day without a document of it are taken too: their
+        totals count something that is gone (a document deleted behind the store's back)."""
+        cur.execute(
+            # ISO dates compare as text: a candidate per totals whose range of days covers the day.
+            self._sql(
+                "SELECT recordset_id FROM {s}.totals "
+                "WHERE doc->>'first_harvest_date' <= %(day)s AND doc->>'last_harvest_date' >= %(day)s"
+            ),
+            {"day": day.isoformat()},
+        )
+        affected = sorted(old.keys() | new.keys() | {rs for (rs,) in cur})
         for start in range(0, len(affected), TOTALS_CHUNK):
             self._update_totals_of(cur, day, affected[start : start + TOTALS_CHUNK], old, new)
 
@@ -514,13 +529,45 @@ class PostgresStore(ClosedOnExit):
             (recordsets,),
         )
         current = {rs: Totals.from_doc(doc) for rs, doc in cur}
-        upserts, deletes = [], []
+        merged: dict[str, Totals] = {}
+        untrusted = []
         for rs in recordsets:
-            merged = replace_day(current.get(rs, Totals(rs)), day, old.get(rs), new.get(rs))
-            if merged.empty:
+            totals = current.get(rs, Totals(rs))
+            swapped = replace_day(totals, day, old.get(rs), new.get(rs))
+            if swapped is None:
+                untrusted.append(rs)
+            elif swapped is not totals or totals.empty:
+                merged[rs] = swapped
+        # A recordset without totals is new, unless its totals were deleted: then it has documents
+        # of other days, which the totals must hold too.
+        cur.execute(
+            self._sql(
+                "SELECT DISTINCT recordset_id FROM {s}.daily "
+                "WHERE recordset_id = ANY(%s) AND harvest_date <> %s"
+            ),
+            ([rs for rs in recordsets if current.get(rs, Totals(rs)).empty and rs not in untrusted], day),
+        )
+        untrusted += [rs for (rs,) in cur]
+        if untrusted:
+            # Totals that disagree with the documents are summed again from them: the table holds
+            # the day's new documents already, so this is what they must be.
+            cur.execute(
+                self._sql(
+                    "SELECT recordset_id, harvest_date, summary::text FROM {s}.daily "
+                    "WHERE recordset_id = ANY(%s) ORDER BY recordset_id, harvest_date"
+                ),
+                (untrusted,),
+            )
+            days: dict[str, list[tuple[date, Summary]]] = {rs: [] for rs in untrusted}
+            for rs, harvest_date, text in cur:
+                days[rs].append((harvest_date, Summary.from_json(json.loads(text))))
+            merged.update((rs, rebuilt(rs, days[rs])) for rs in untrusted)
+        upserts, deletes = [], []
+        for rs, totals in merged.items():
+            if totals.empty:
                 deletes.append(rs)
             else:
-                upserts.append((rs, compact(merged.to_doc())))
+                upserts.append((rs, compact(totals.to_doc())))
         psycopg2.extras.execute_values(
             cur,
             self._sql(
@@ -591,6 +638,16 @@ class PostgresStore(ClosedOnExit):
         with self._transaction("reading completed days") as cur:
             cur.execute(self._sql("SELECT harvest_date, stats FROM {s}.days"))
             return dict(cur.fetchall())
+
+    def held_days(self) -> HeldDays:
+        if not self._initialized():
+            return HeldDays()
+        with self._transaction("reading the days held") as cur:
+            cur.execute(self._sql("SELECT harvest_date, count(*) FROM {s}.daily GROUP BY 1"))
+            documents = dict(cur.fetchall())
+            cur.execute(self._sql("SELECT (doc->'harvest_dates')::text FROM {s}.totals"))
+            listed = listed_days(day_ranges(json.loads(text or "[]")) for (text,) in cur)
+        return HeldDays(documents, listed)
 
     def record_run(self, run: dict[str, Any]) -> None:
         self._require_schema()

@@ -18,7 +18,6 @@ conflict the document is re-read and the merge redone. The day is marked complet
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,9 +29,19 @@ from .. import changes
 from ..config import Config
 from ..documents import add_terms, by_count, daily_document_id, publisher_document_id
 from ..errors import DataQualityError, IncompatibleIndex, StoreError
-from ..model import BLOCKS, COUNT_FIELDS, UNKNOWN_COUNTRY, DayStats
+from ..model import BLOCKS, COUNT_FIELDS, UNKNOWN_COUNTRY, DayStats, HeldDays
 from ..ports import ClosedOnExit, Document
-from ..totals import ONE_DAY, Summary, Totals, summarize, with_day, without_day
+from ..totals import (
+    ONE_DAY,
+    Summary,
+    Totals,
+    day_ranges,
+    listed_days,
+    rebuilt,
+    replace_day,
+    summarize,
+    with_day,
+)
 from .mappings import (
     api_mapping,
     daily_mapping,
@@ -46,6 +55,8 @@ from .transport import BulkAction, RetryingRequests, SearchTransport, check_bulk
 log = logging.getLogger(__name__)
 
 PAGE = 1000
+# What a daily document's totals need of it (summarize).
+SUMMARY_FIELDS = [f"{rt}.{ty}.{f}" for rt, ty in BLOCKS for f in ("count", "total", "geocodes")]
 TOTALS_CHUNK = 500
 LONG_MAX = 2**63 - 1  # the largest number a `long` field holds
 
@@ -78,6 +89,15 @@ def refuse_beyond_long(kind: str, what: str, summary: Summary) -> None:
 
 # Recordset buckets per period when a series is asked for all recordsets at once.
 SERIES_RECORDSETS = 10_000
+
+# Every document says which of the portal's query kinds it answers (Elasticsearch's recipe for
+# removing mapping types: the type becomes a keyword field). After adopt the daily name is an
+# alias of the daily and the record-count index, so reads of daily documents leave `api` out.
+USAGE_TYPE, SNAPSHOT_TYPE = "search", "api"
+
+
+def usage_only(query: dict[str, Any]) -> dict[str, Any]:
+    return {"bool": {"filter": [query], "must_not": [{"term": {"type": SNAPSHOT_TYPE}}]}}
 
 
 class SearchStore(ClosedOnExit):
@@ -160,7 +180,11 @@ class SearchStore(ClosedOnExit):
         else:
             # Fields a newer version added (the ledger's command, change records): a live index
             # gets them in place; index_differences has already refused any conflicting field.
-            self.http.request("PUT", f"/{quote(index)}/_mapping", {"properties": mapping["properties"]})
+            behind = self.index_state(index)[1] if index == self.daily else []
+            for concrete in [i for i in behind if i != self.api_index] or [index]:
+                self.http.request(
+                    "PUT", f"/{quote(concrete)}/_mapping", {"properties": mapping["properties"]}
+                )
 
     def index_differences(self, index: str, mapping: dict[str, Any]) -> list[str]:
         """How a live index (or the index behind an alias) differs from the mapping; [] if absent."""
@@ -168,7 +192,9 @@ class SearchStore(ClosedOnExit):
         if not live:
             return []
         differences: list[str] = []
-        for concrete in live.values():
+        for name, concrete in live.items():
+            if index == self.daily and name == self.api_index:
+                continue  # the portal's alias also covers the record-count index
             mappings = concrete.get("mappings", {})
             if "properties" not in mappings and len(mappings) == 1:  # a pre-7 cluster: under a type
                 mappings = next(iter(mappings.values()))
@@ -213,6 +239,47 @@ class SearchStore(ClosedOnExit):
 
     # --- publishing a day ----------------------------------------------------------------------
 
+    def _marker_path(self, day: date) -> str:
+        return f"/{quote(self.runs_index)}/_doc/day-{day}"
+
+    def _begin(self, day: date, what: str) -> str | None:
+        """Replace the day's mark with one saying `what` began on it, before anything of the day
+        is touched; returns the kind of mark it had ("day": complete, "unfinished": an earlier
+        publish or forget-day of it died part-way, None: none).
+
+        The unfinished mark is what lets the next publish tell the state a dead one leaves (some
+        totals no longer list the day while its documents are still there: phase 1 ran) from
+        totals damaged behind the store's back, which it must rebuild; and what status shows."""
+        found = self.http.request("GET", self._marker_path(day), ok=(404,))
+        previous = (found or {}).get("_source", {}).get("kind") if found else None
+        mark = {"kind": "unfinished", "harvest_date": day.isoformat(), "operation": what}
+        self.http.request("PUT", self._marker_path(day), mark, params={"refresh": "true"})
+        return str(previous) if previous else None
+
+    @staticmethod
+    def _day_bounds(day: date) -> dict[str, str]:
+        return {"gte": day.isoformat(), "lt": (day + ONE_DAY).isoformat()}
+
+    def _day_documents(self, day: date) -> tuple[dict[str, Summary], set[str]]:
+        """The summaries of the day's documents that totals may hold (those with the deterministic
+        id), and the ids of all its documents. Totals hold at most the document with the
+        deterministic id; any other document of the day (the original collector's random ids, its
+        duplicates) is in no totals. A range, so a legacy date-time of the day matches too."""
+        self._refresh(self.daily)
+        old: dict[str, Summary] = {}
+        present: set[str] = set()
+        for hit in self._scan(
+            self.daily,
+            usage_only({"range": {"harvest_date": self._day_bounds(day)}}),
+            [{"recordset_id": "asc"}],
+            ["recordset_id", *SUMMARY_FIELDS],
+        ):
+            present.add(hit["_id"])
+            recordset_id = hit["_source"].get("recordset_id")
+            if recordset_id is not None and hit["_id"] == daily_document_id(recordset_id, day):
+                old[recordset_id] = summarize(hit["_source"])
+        return old, present
+
     def publish_day(
         self, stats: DayStats, documents: Iterable[Document], publishers: Sequence[Document] | None = None
     ) -> None:
@@ -220,28 +287,10 @@ class SearchStore(ClosedOnExit):
         if publishers is not None:
             self._require_publishers_index()
         day = stats.harvest_date
-        marker_path = f"/{quote(self.runs_index)}/_doc/day-{day}"
-        republished = bool(self.http.request("GET", marker_path, ok=(404,)))
-        self.http.request("DELETE", marker_path, params={"refresh": "true"}, ok=(404,))
-        self._refresh(self.daily)
-        summary_fields = [f"{rt}.{ty}.{f}" for rt, ty in BLOCKS for f in ("count", "total", "geocodes")]
-        # Totals hold at most the document with the deterministic id; any other document of the
-        # day (the original collector's random ids, its duplicates, a recordset gone from the day)
-        # is in no totals and is deleted below. A range, so a legacy date-time of the day matches too.
-        old: dict[str, Summary] = {}
-        present: set[str] = set()
-        for hit in self._scan(
-            self.daily,
-            {"range": {"harvest_date": {"gte": day.isoformat(), "lt": (day + ONE_DAY).isoformat()}}},
-            [{"recordset_id": "asc"}],
-            ["recordset_id", *summary_fields],
-        ):
-            present.add(hit["_id"])
-            recordset_id = hit["_source"].get("recordset_id")
-            if recordset_id is not None and hit["_id"] == daily_document_id(recordset_id, day):
-                old[recordset_id] = summarize(hit["_source"])
+        previous = self._begin(day, f"a publish by run {stats.run_id}")
+        old, present = self._day_documents(day)
         # Phase 1: take the day out of the totals that list it.
-        self._merge_totals(old, lambda t, s: without_day(t, day, s) if t.includes(day) else None)
+        self._take_out_of_totals(day, old, interrupted=previous == "unfinished")
         # Phase 2: the new documents replace the day.
         new: dict[str, Summary] = {}
 
@@ -251,7 +300,7 @@ class SearchStore(ClosedOnExit):
                 refuse_beyond_long(self.kind, f"{day} {doc['recordset_id']!r}", new[doc["recordset_id"]])
                 yield (
                     {"index": {"_index": self.daily, "_id": daily_document_id(doc["recordset_id"], day)}},
-                    doc,
+                    {**doc, "type": USAGE_TYPE},
                 )
 
         check_bulk(self.http.bulk(index_actions()))
@@ -262,49 +311,137 @@ class SearchStore(ClosedOnExit):
             ),
             allowed=(404,),
         )
+
         # Phase 3: add the new documents to their totals.
-        self._merge_totals(new, lambda t, s: None if t.includes(day) else with_day(t, day, s))
+        def add(current: dict[str, Totals]) -> dict[str, Totals]:
+            # A recordset without totals is new, unless its totals were deleted: then it has
+            # documents of other days, which the totals must hold too.
+            lost = self._with_other_days(day, [rs for rs, t in current.items() if t.empty])
+            current = {**current, **self._rebuilt(day, {rs: current[rs] for rs in lost})}
+            return {rs: with_day(t, day, new[rs]) for rs, t in current.items() if not t.includes(day)}
+
+        self._merge_totals(sorted(new), add)
         if publishers is not None:  # None (import, adopt): the day's publisher documents stay
             self._replace_publishers(day, publishers)
-        if republished:
+        if previous == "day":
             self._record_changes(stats, old, new)
         self._refresh(self.daily, self.totals_index)
         marker = {"kind": "day", **stats.as_dict()}
-        self.http.request(
-            "PUT", f"/{quote(self.runs_index)}/_doc/day-{day}", marker, params={"refresh": "true"}
-        )
+        self.http.request("PUT", self._marker_path(day), marker, params={"refresh": "true"})
 
     def forget_day(self, harvest_date: date) -> int:
-        """Unmark the day first, so a failure part-way leaves it missing; then the same idempotent
-        phases as a publish with no documents: out of the totals, documents deleted."""
+        """Mark the day unfinished first, so a failure part-way leaves it damaged (shown by status,
+        redone by the catch-up); then the same idempotent phases as a publish with no documents:
+        out of the totals, documents deleted; then the mark goes."""
         self._require_indexes()
         day = harvest_date
-        self.http.request(
-            "DELETE", f"/{quote(self.runs_index)}/_doc/day-{day}", params={"refresh": "true"}, ok=(404,)
-        )
-        self._refresh(self.daily)
-        summary_fields = [f"{rt}.{ty}.{f}" for rt, ty in BLOCKS for f in ("count", "total", "geocodes")]
-        old = {
-            hit["_source"]["recordset_id"]: summarize(hit["_source"])
-            for hit in self._scan(
-                self.daily,
-                {"term": {"harvest_date": day.isoformat()}},
-                [{"recordset_id": "asc"}],
-                ["recordset_id", *summary_fields],
-            )
-        }
-        self._merge_totals(old, lambda t, s: without_day(t, day, s) if t.includes(day) else None)
+        previous = self._begin(day, "a forget-day")
+        old, present = self._day_documents(day)
+        self._take_out_of_totals(day, old, interrupted=previous == "unfinished")
         check_bulk(
-            self.http.bulk(
-                ({"delete": {"_index": self.daily, "_id": daily_document_id(rs, day)}}, None)
-                for rs in sorted(old)
-            ),
+            self.http.bulk(({"delete": {"_index": self.daily, "_id": i}}, None) for i in sorted(present)),
             allowed=(404,),
         )
         if self.http.request("HEAD", f"/{quote(self.publishers_index)}", ok=(404,)):
             self._replace_publishers(day, [])
         self._refresh(self.daily, self.totals_index)
+        self.http.request("DELETE", self._marker_path(day), params={"refresh": "true"}, ok=(404,))
         return len(old)
+
+    def _take_out_of_totals(self, day: date, old: dict[str, Summary], interrupted: bool) -> None:
+        """Phase 1: no totals list the day or hold its documents afterwards.
+
+        Totals listing the day lose its old document's contribution. Totals that cannot be
+        trusted for that (they list the day but its document is gone, or hold its document
+        without listing it while no interrupted publish explains it) are rebuilt from the
+        recordset's documents of the other days."""
+        iso = day.isoformat()
+        self._refresh(self.totals_index)
+        listing = {
+            hit["_source"]["recordset_id"]
+            for hit in self._scan(
+                self.totals_index,
+                {
+                    "bool": {
+                        "filter": [
+                            {"range": {"first_harvest_date": {"lte": iso}}},
+                            {"range": {"last_harvest_date": {"gte": iso}}},
+                        ]
+                    }
+                },
+                [{"recordset_id": "asc"}],
+                ["recordset_id"],
+            )
+        }
+
+        def take_out(current: dict[str, Totals]) -> dict[str, Totals]:
+            changed: dict[str, Totals] = {}
+            untrusted: dict[str, Totals] = {}
+            for rs, totals in current.items():
+                swapped = replace_day(totals, day, old.get(rs), None, old_uncounted=interrupted)
+                if swapped is None:
+                    untrusted[rs] = totals
+                elif swapped is not totals:
+                    changed[rs] = swapped
+            return {**changed, **self._rebuilt(day, untrusted)}
+
+        self._merge_totals(sorted(old.keys() | listing), take_out)
+
+    def _rebuilt(self, day: date, current: dict[str, Totals]) -> dict[str, Totals]:
+        """These recordsets' totals summed from their documents of every day but `day`.
+
+        A day that another worker of the run is publishing right now (marked unfinished) counts
+        only where the totals list it: that publish adds it to the others in its phase 3."""
+        if not current:
+            return {}
+        busy = set(self._unfinished()) - {day}
+        days: dict[str, list[tuple[date, Summary]]] = {rs: [] for rs in current}
+        for hit in self._scan(
+            self.daily,
+            usage_only(
+                {
+                    "bool": {
+                        "filter": [{"terms": {"recordset_id": sorted(current)}}],
+                        "must_not": [{"range": {"harvest_date": self._day_bounds(day)}}],
+                    }
+                }
+            ),
+            [{"recordset_id": "asc"}, {"harvest_date": "asc"}],
+            ["recordset_id", "harvest_date", *SUMMARY_FIELDS],
+        ):
+            rs, held = hit["_source"]["recordset_id"], date.fromisoformat(hit["_source"]["harvest_date"][:10])
+            if hit["_id"] != daily_document_id(rs, held) or (held in busy and not current[rs].includes(held)):
+                continue
+            days[rs].append((held, summarize(hit["_source"])))
+        return {rs: rebuilt(rs, held) for rs, held in days.items()}
+
+    def _with_other_days(self, day: date, recordsets: list[str]) -> list[str]:
+        """Of these recordsets, those with documents of other days than `day`."""
+        if not recordsets:
+            return []
+        body = {
+            "size": 0,
+            "query": usage_only(
+                {
+                    "bool": {
+                        "filter": [{"terms": {"recordset_id": recordsets}}],
+                        "must_not": [{"range": {"harvest_date": self._day_bounds(day)}}],
+                    }
+                }
+            ),
+            "aggs": {"rs": {"terms": {"field": "recordset_id", "size": len(recordsets)}}},
+        }
+        response = self.http.request("POST", f"/{quote(self.daily)}/_search", body)
+        return sorted(bucket["key"] for bucket in response["aggregations"]["rs"]["buckets"])
+
+    def _unfinished(self) -> dict[date, str]:
+        """Days whose publish or forget-day began and has not finished, with what began."""
+        self._refresh(self.runs_index)
+        marks = self._scan(self.runs_index, {"term": {"kind": "unfinished"}}, [{"harvest_date": "asc"}])
+        return {
+            date.fromisoformat(hit["_source"]["harvest_date"][:10]): str(hit["_source"].get("operation", ""))
+            for hit in marks
+        }
 
     def _replace_publishers(self, day: date, publishers: Sequence[Document]) -> None:
         """The day's publisher documents become these (no totals: nothing sums them yet)."""
@@ -387,31 +524,31 @@ class SearchStore(ClosedOnExit):
         return changes.selected(records, since, recordset_id)
 
     def _merge_totals(
-        self, summaries: dict[str, Summary], merge: Callable[[Totals, Summary], Totals | None]
+        self, recordsets: list[str], merge: Callable[[dict[str, Totals]], dict[str, Totals]]
     ) -> None:
-        """Read-merge-write the totals of these recordsets; re-read and redo on a version conflict.
+        """Read-merge-write the totals of these recordsets, a chunk at a time; re-read and redo on
+        a version conflict.
 
-        merge returns None when the totals need no change (which makes every phase idempotent).
+        merge gets a chunk's current totals (empty ones for recordsets without) and returns those
+        to write, leaving out the ones that need no change (which makes every phase idempotent).
         """
-        recordsets = sorted(summaries)
         for start in range(0, len(recordsets), TOTALS_CHUNK):
             pending = recordsets[start : start + TOTALS_CHUNK]
             for attempt in range(self.http.max_retries + 1):
                 current = self._get_totals(pending)
+                merged = merge({rs: current[rs][0] if rs in current else Totals(rs) for rs in pending})
                 actions: list[BulkAction] = []
-                for rs in pending:
-                    totals, version = current.get(rs, (Totals(rs), None))
-                    merged = merge(totals, summaries[rs])
-                    if merged is None:
-                        continue
+                for rs, totals in sorted(merged.items()):
+                    version = current[rs][1] if rs in current else None
                     meta: dict[str, Any] = {"_index": self.totals_index, "_id": rs}
                     if version is not None:
                         meta["if_seq_no"], meta["if_primary_term"] = version
-                    if merged.empty:
-                        actions.append(({"delete": meta}, None))
+                    if totals.empty:
+                        if version is not None:
+                            actions.append(({"delete": meta}, None))
                     else:
-                        refuse_beyond_long(self.kind, f"the totals of {rs!r}", merged.summary)
-                        actions.append(({"index" if version else "create": meta}, merged.to_doc()))
+                        refuse_beyond_long(self.kind, f"the totals of {rs!r}", totals.summary)
+                        actions.append(({"index" if version else "create": meta}, totals.to_doc()))
                 results = self.http.bulk(actions)
                 conflicts = [r["_id"] for r in results if r.get("status") == 409]
                 check_bulk([r for r in results if r.get("status") != 409], allowed=(404,))
@@ -452,8 +589,12 @@ class SearchStore(ClosedOnExit):
     def export(self, first: date, last: date) -> Iterator[Document]:
         self._require_indexes()
         query = {"range": {"harvest_date": {"gte": first.isoformat(), "lte": last.isoformat()}}}
-        for hit in self._scan(self.daily, query, [{"harvest_date": "asc"}, {"recordset_id": "asc"}]):
-            yield hit["_source"]
+        for hit in self._scan(
+            self.daily, usage_only(query), [{"harvest_date": "asc"}, {"recordset_id": "asc"}]
+        ):
+            source = hit["_source"]
+            source.pop("type", None)
+            yield source
 
     def publishers(self, first: date, last: date) -> Iterator[Document]:
         self._require_indexes()
@@ -478,6 +619,28 @@ class SearchStore(ClosedOnExit):
             date.fromisoformat(hit["_source"]["harvest_date"]): hit["_source"]
             for hit in self._scan(self.runs_index, {"term": {"kind": "day"}}, [{"harvest_date": "asc"}])
         }
+
+    def held_days(self) -> HeldDays:
+        if not self._initialized():
+            return HeldDays()
+        self._refresh(self.daily, self.totals_index)
+        totals = self._scan(
+            self.totals_index, {"match_all": {}}, [{"recordset_id": "asc"}], ["harvest_dates"]
+        )
+        listed = listed_days(day_ranges(hit["_source"].get("harvest_dates", [])) for hit in totals)
+        histogram = {"field": "harvest_date", "calendar_interval": "day", "min_doc_count": 1}
+        body = {
+            "size": 0,
+            "query": usage_only({"match_all": {}}),
+            "aggs": {"days": {"date_histogram": histogram}},
+        }
+        buckets = self.http.request("POST", f"/{quote(self.daily)}/_search", body)["aggregations"]["days"][
+            "buckets"
+        ]
+        documents = {
+            datetime.fromtimestamp(b["key"] / 1000, UTC).date(): int(b["doc_count"]) for b in buckets
+        }
+        return HeldDays(documents, listed, self._unfinished())
 
     def record_run(self, run: dict[str, Any]) -> None:
         self._require_indexes()
@@ -520,7 +683,7 @@ class SearchStore(ClosedOnExit):
                             "_id": daily_document_id(doc["recordset_id"], snapshot_date),
                         }
                     },
-                    {**doc, "snapshot_date": snapshot_date.isoformat()},
+                    {**doc, "snapshot_date": snapshot_date.isoformat(), "type": SNAPSHOT_TYPE},
                 )
 
         check_bulk(self.http.bulk(actions()))
@@ -556,7 +719,7 @@ class SearchStore(ClosedOnExit):
         bounds = {k: v.isoformat() for k, v in (("gte", first), ("lte", last)) if v is not None}
         if bounds:
             clauses.append({"range": {"harvest_date": bounds}})
-        return {"bool": {"filter": clauses}}
+        return {"bool": {"filter": clauses, "must_not": [{"term": {"type": SNAPSHOT_TYPE}}]}}
 
     def series(
         self,
@@ -676,53 +839,22 @@ class SearchStore(ClosedOnExit):
         self._refresh(index)
         return int(self.http.request("GET", f"/{quote(index)}/_count")["count"])
 
-    def legacy_days(self, index: str) -> dict[date, int]:
-        """Documents per UTC day of harvest_date, whatever its stored form (date, date-time)."""
-        histogram = {"field": "harvest_date", "calendar_interval": "day", "min_doc_count": 1}
-        body = {"size": 0, "aggs": {"days": {"date_histogram": histogram}}}
-        buckets = self.http.request("POST", f"/{quote(index)}/_search", body)["aggregations"]["days"][
-            "buckets"
+    def replace_index_with_alias(
+        self, name: str, target: str, api_index: str, state: str, behind: Sequence[str]
+    ) -> None:
+        """In one atomic request, make `name` an alias of `target` (its write index) and of the
+        record-count index, so the portal's one name answers all four of its query kinds; `name`
+        stops being what it was (state): an index (deleted: an alias cannot take a live index's
+        name), an alias of the original's indexes (moved: those are kept), or nothing. Readers see the old
+        documents until the moment they see the new ones."""
+        actions: list[dict[str, Any]] = [
+            {"add": {"index": target, "alias": name, "is_write_index": True}},
+            {"add": {"index": api_index, "alias": name}},
         ]
-        return {datetime.fromtimestamp(b["key"] / 1000, UTC).date(): int(b["doc_count"]) for b in buckets}
-
-    def legacy_documents(
-        self, index: str, day: date, source: Any = True
-    ) -> Iterator[tuple[tuple[int, str], dict[str, Any]]]:
-        """Every document of a UTC day, whatever its _id, with (sequence number, id) for
-        "last written" order. A scroll: search_after would need a unique sort key, and two
-        documents of the same recordset and day are exactly what must not be skipped."""
-        body: dict[str, Any] = {
-            "query": {"range": {"harvest_date": {"gte": day.isoformat(), "lt": (day + ONE_DAY).isoformat()}}},
-            "sort": ["_doc"],
-            "size": PAGE,
-            "_source": source,
-            "seq_no_primary_term": True,
-        }
-        response = self.http.request("POST", f"/{quote(index)}/_search", body, params={"scroll": "5m"})
-        scroll_id = response.get("_scroll_id")
-        try:
-            while True:
-                hits = response["hits"]["hits"]
-                for hit in hits:
-                    yield (int(hit.get("_seq_no", 0)), hit["_id"]), hit.get("_source", {})
-                if len(hits) < PAGE or not scroll_id:
-                    return
-                response = self.http.request(
-                    "POST", "/_search/scroll", {"scroll": "5m", "scroll_id": scroll_id}
-                )
-                scroll_id = response.get("_scroll_id", scroll_id)
-        finally:
-            if scroll_id:
-                with contextlib.suppress(StoreError):
-                    self.http.request("DELETE", "/_search/scroll", {"scroll_id": [scroll_id]}, ok=(404,))
-
-    def replace_index_with_alias(self, name: str, target: str) -> None:
-        """In one atomic request, delete index `name` and give `target` the alias `name`.
-
-        An alias cannot take the name of a live index, so both happen together: readers of
-        `name` see the old index until the moment they see the new one.
-        """
-        actions = [{"add": {"index": target, "alias": name}}, {"remove_index": {"index": name}}]
+        if state == "alias":
+            actions += [{"remove": {"index": old, "alias": name}} for old in behind]
+        elif state == "index":
+            actions.append({"remove_index": {"index": name}})
         self.http.request("POST", "/_aliases", {"actions": actions})
 
     def close(self) -> None:

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from idb_stats.cli import cli
 from idb_stats.config import SETTINGS, Config, load_config
 from idb_stats.errors import ConfigError
+from idb_stats.planning import last_closed_day
 from idb_stats.settings_docs import sample_config, settings_table
+from idb_stats.stores.transport import RetryingRequests
 
 ROOT = Path(__file__).resolve().parents[2]
 # The CLI in-process, with none of this machine's idb-stats settings.
@@ -149,3 +159,130 @@ def test_the_same_secret_from_a_credential_file_or_a_file_setting_is_not_warned_
     )
     assert from_credential.store_url == "postgresql://stats:s3cret@db.example.org/stats"
     assert from_credential.warnings == ()
+
+
+# --- numbers and durations: every value validates to one the code can honour, or is refused ------
+
+NUMERIC = [s for s in SETTINGS if s.kind in (int, float, timedelta)]
+NOW = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, str):
+        return json.dumps(value)  # printable ASCII: a TOML basic string as well
+    return repr(value)
+
+
+def honoured(config: Config) -> None:
+    """Each number used where the code uses it: nothing overflows, nothing waits forever. Settings
+    of another store kind are not validated (nor used)."""
+    search = config.store == "opensearch"
+    for declared in NUMERIC:
+        if config.store not in declared.stores:
+            continue
+        value = getattr(config, declared.attribute)
+        number = value.total_seconds() if isinstance(value, timedelta) else value
+        assert math.isfinite(number), declared.key
+        assert declared.minimum is None or number >= declared.minimum, declared.key
+        assert declared.maximum is None or number <= declared.maximum, declared.key
+    last_closed_day(NOW, config.zone, config.settle)  # settle = "100000000h" overflowed here
+    if not search:
+        for seconds in (config.statement_timeout, config.lock_wait_timeout):  # in ms, a 32-bit int
+            assert int(seconds * 1000) <= 2**31 - 1
+        return
+    with socket.socket() as sock:
+        sock.settimeout(config.request_timeout)  # as the search clients' sockets take it
+    requests = RetryingRequests(None, "opensearch", config.bulk_max_retries, config.bulk_chunk_bytes)  # type: ignore[arg-type]
+    waits: list[float] = []
+    requests.sleep = waits.append
+    requests.backoff(config.bulk_max_retries)  # the longest backoff a run may reach
+    assert waits[0] <= 10.0
+
+
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from(["nan", "inf", "-inf", "1e400", "NaN", "²", "7", " 12 ", "0x10", "1_000"]),
+)
+DURATIONS = st.one_of(
+    st.from_regex(r"[0-9]{1,25}(\.[0-9]{1,12})?\s?(s|sec|min|h|d)", fullmatch=True),
+    st.sampled_from(["100000000h", "1000000000d", "366d", "367d", "31622400s", "nan d", "1e9d", "-1d"]),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_number_or_duration_is_honoured_or_refused(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    chosen = data.draw(st.lists(st.sampled_from(NUMERIC), min_size=1, max_size=4, unique=True))
+    values = {s.key: data.draw(DURATIONS if s.kind is timedelta else NUMBERS, label=s.key) for s in chosen}
+    sections: dict[str, list[str]] = {}
+    for key, value in values.items():
+        section, name = key.split(".")
+        sections.setdefault(section, []).append(f"{name} = {toml_value(value)}")
+    path = tmp_path_factory.mktemp("config") / "config.toml"
+    path.write_text("".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items()))
+    store = {"store.kind": "opensearch", "store.url": "http://o:9200"} if data.draw(st.booleans()) else {}
+    try:
+        config = load_config(path, {"source.dsn": "dbname=t", **store}, environ={})
+    except ConfigError as exc:
+        assert exc.exit_code == 3
+        for problem in exc.problems:
+            assert "\n" not in problem and problem.split(":")[0] in values, problem
+        return
+    honoured(config)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("[collect]\nmax_skipped_share = nan", "collect.max_skipped_share: must be a finite number, got nan"),
+        ("[collect]\nlock_timeout = nan", "collect.lock_timeout: must be a finite number, got nan"),
+        ("[collect]\nlock_timeout = inf", "collect.lock_timeout: must be a finite number, got inf"),
+        ('[collect]\nsettle = "100000000h"', "collect.settle: must be at most 366d, got '100000000h'"),
+        ("[collect]\njobs = 1000", "collect.jobs: must be at most 64, got 1000"),
+        (
+            '[store]\nkind = "opensearch"\nurl = "http://o:9200"\nbulk_max_retries = 5000',
+            "store.bulk_max_retries: must be at most 100, got 5000",
+        ),
+        (
+            "[store]\nstatement_timeout = 1e10",
+            "store.statement_timeout: must be at most 2147483, got 10000000000.0",
+        ),
+    ],
+)
+def test_check_config_refuses_what_it_cannot_honour_in_one_line(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(line + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "idb_stats.cli", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("IDB_STATS_")},
+            "IDB_STATS_SOURCE_DSN": "dbname=t",
+        },
+        timeout=60,
+    )
+    assert result.returncode == 3, result.stderr
+    assert problem in result.stderr and "Traceback" not in result.stderr
+    assert sum(1 for shown in result.stderr.splitlines() if shown.strip().startswith("- ")) == 1
+
+
+def test_a_lock_timeout_flag_must_be_a_finite_number() -> None:
+    for value in ("nan", "inf", "-1"):
+        result = subprocess.run(
+            [sys.executable, "-m", "idb_stats.cli", "import", "--lock-timeout", value, os.devnull],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2 and "--lock-timeout" in result.stderr, result.stderr
