@@ -1,27 +1,34 @@
-"""Benchmark: aggregate one day of synthetic telemetry three ways, on the same data, per shape of day.
+"""Benchmark: aggregate one day of synthetic telemetry with each engine, against the floors, per shape.
 
     python benchmarks/collect_day.py [--shape today|wide|all] [--rows-per-day 200000] [--repeat 2]
-                                     [--no-double] [--days 1] [--seed 1]
+                                     [--scales 1,2,4] [--days 1] [--seed 1]
 
 Starts a throwaway PostgreSQL (log_temp_files=0) and, for each shape of day (idb_stats.synthetic
 SHAPES: today's and the wide one of issue 18), loads seeded synthetic telemetry into a database of
-its own and measures, each in its own process so that peak RSS belongs to that step alone:
+its own (a day of --rows-per-day rows, and one of each further multiple in --scales) and measures,
+each in its own process so that peak RSS and CPU belong to that step alone:
 
-1. floor     one SQL pass expanding every payload entry of the day (count only);
-2. baseline  the rules applied row at a time in Python over a server-side cursor (idb_stats.rules),
-             one document per recordset, nothing written: what the original collector did;
-3. collect   `idb-stats collect-stats --date D` end to end into the PostgreSQL store.
+1. scan floor   one SQL pass expanding every payload entry of the day (count only);
+2. write floor  the day's finished documents (exported from the store, parsed before the clock
+                starts) published into an empty PostgreSQL store: COPY, totals, day marker;
+3. row loop     the rules applied row at a time in Python over a server-side cursor
+                (idb_stats.rules), one document per recordset, nothing written (1x only);
+4. collect      `idb-stats collect-stats --date D` end to end into the PostgreSQL store, with
+                collect.engine = "stream" (every scale) and "sql" (1x).
 
-The floor and collect-stats run --repeat times, alternated. For collect-stats it also prints its
-own CPU seconds, the server's CPU seconds and the temporary files PostgreSQL wrote
-(pg_stat_database). Then checks that the store holds exactly the baseline's documents, runs
-collect-stats on a day of twice the rows (unless --no-double), and with --days N > 1 compares
---jobs 1 and --jobs 2 over N days. Ends with a table of both shapes side by side.
+The floors and collect-stats run --repeat times at 1x, alternated. For every step: wall seconds,
+its own CPU seconds (the process and its threads), the server's CPU seconds (the postmaster's
+children, /proc/<pid>/stat, read once every backend has exited), peak RSS (VmHWM) and the
+temporary files PostgreSQL wrote (pg_stat_database). collect-stats is given as a ratio to the sum
+of the two floors, by wall and by CPU (its own and the server's against the floors' own and the
+server's). Then checks that both engines' stores hold exactly the row loop's documents. With
+--days N > 1 also compares --jobs 1 and --jobs 2 over N days. Ends with a table of both shapes.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -30,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -39,8 +46,10 @@ from typing import Any
 
 import psycopg2
 
-from idb_stats import embedded, rules, synthetic
-from idb_stats.model import event_window
+from idb_stats import embedded, rules, stream, synthetic
+from idb_stats.config import load_config
+from idb_stats.model import DayStats, event_window
+from idb_stats.stores import open_store
 
 FIRST_EVENT_DAY = date(2026, 1, 1)
 FLOOR_SQL = "SELECT count(*) FROM stats, jsonb_each(payload) WHERE date >= %s AND date < %s"
@@ -56,12 +65,22 @@ class Measure:
     seconds: float
     peak_rss_mb: float
     entries: int
+    own_cpu: float = 0.0  # the step's process and threads
+    server_cpu: float = 0.0
+    temp_files: int = 0
+    temp_bytes: int = 0
+
+    @property
+    def cpu(self) -> float:
+        return self.own_cpu + self.server_cpu
 
     def line(self) -> str:
         rate = self.entries / self.seconds if self.seconds else 0.0
         return (
-            f"{self.name:<34}{self.seconds:>9.2f} s{rate / 1e6:>10.2f} M entries/s"
-            f"{self.peak_rss_mb:>10.1f} MB peak RSS"
+            f"{self.name:<34}{self.seconds:>9.2f} s{rate / 1e6:>8.2f} M entries/s"
+            f"{self.peak_rss_mb:>9.1f} MB peak RSS"
+            f"  CPU own {self.own_cpu:.1f} s server {self.server_cpu:.1f} s"
+            f"  temp {self.temp_files} files {self.temp_bytes / 1e6:.1f} MB"
         )
 
 
@@ -130,6 +149,45 @@ def step_baseline(dsn: str, harvest: date, out: Path) -> dict[str, Any]:
         for doc in docs:
             handle.write(json.dumps(doc, sort_keys=True) + "\n")
     return {"documents": len(docs), "rows": report.rows}
+
+
+def step_copy_bytes(dsn: str, harvest: date) -> dict[str, Any]:
+    """What the stream engine's one COPY of the day sends: what would cross the network if the
+    telemetry database were remote."""
+
+    class Counter:
+        size = 0
+
+        def write(self, row: bytes) -> None:
+            self.size += len(row)
+
+    conn = psycopg2.connect(dsn)
+    counter = Counter()
+    with conn, conn.cursor() as cur:
+        statement = stream.COPY_SQL.format(stats="stats", queries="queries")
+        cur.copy_expert(
+            cur.mogrify(statement, dict(zip(("start", "end"), event_window(harvest), strict=True))).decode(),
+            counter,
+        )
+    conn.close()
+    return {"bytes": counter.size}
+
+
+def step_write(store_dsn: str, harvest: date, documents: Path) -> dict[str, Any]:
+    """The write floor: publish finished documents (parsed before the clock starts) into an empty
+    PostgreSQL store, as collect-stats' last step does; its own wall and CPU seconds."""
+    docs = [json.loads(line) for line in documents.read_text().splitlines() if line.strip()]
+    config = load_config(overrides={"source.dsn": store_dsn, "store.url": store_dsn}, environ={})
+    with open_store(config) as store:
+        store.init()
+        stats = DayStats(harvest, "write-floor", recordsets=len(docs))
+        started, cpu = time.monotonic(), time.process_time()
+        store.publish_day(stats, docs)
+        return {
+            "documents": len(docs),
+            "seconds": time.monotonic() - started,
+            "cpu": time.process_time() - cpu,
+        }
 
 
 def _load_day(dsn: str, spec: synthetic.Spec, day: date, query_ids: dict[str, int]) -> int:
@@ -220,172 +278,262 @@ def cli_command(*args: str) -> list[str]:
     return ["idb_stats.cli", *args]
 
 
-def collect(source_dsn: str, store_dsn: str, *args: str) -> tuple[float, float]:
+def measured(
+    server: embedded.EmbeddedPostgres,
+    name: str,
+    args: list[str],
+    entries: int,
+    env: dict[str, str] | None = None,
+) -> tuple[Measure, str]:
+    """Run a step as its own process: its wall, own CPU (exited children of this script) and
+    the server's CPU seconds and temporary files, its peak RSS, and its standard output."""
+    before = server_counters(server)
+    own = children_cpu_seconds()
+    seconds, rss, out = run_measured(args, env)
+    own = children_cpu_seconds() - own
+    cost = server_cost(server, before)
+    return Measure(name, seconds, rss, entries, own, cost.cpu_seconds, cost.temp_files, cost.temp_bytes), out
+
+
+def collect(
+    server: embedded.EmbeddedPostgres, source_dsn: str, store_dsn: str, engine: str, entries: int, *args: str
+) -> Measure:
     env = {
         "IDB_STATS_SOURCE_DSN": source_dsn,
         "IDB_STATS_STORE": "postgres",
         "IDB_STATS_STORE_URL": store_dsn,
     }
-    seconds, rss, _ = run_measured(cli_command("-q", "collect-stats", *args), env)
-    return seconds, rss
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as config:
+        config.write(f'[collect]\nengine = "{engine}"\n')
+        config.flush()
+        measure, _ = measured(
+            server,
+            f"collect-stats ({engine})",
+            cli_command("-q", "collect-stats", "--config", config.name, *args),
+            entries,
+            env,
+        )
+    return measure
 
 
-def same_documents(baseline: Path, store_dsn: str, harvest: date) -> tuple[bool, int]:
+def export_documents(store_dsn: str, harvest: date) -> list[str]:
+    """The store's documents of the day as NDJSON lines (inside export's opening and closing lines)."""
     env = {"IDB_STATS_SOURCE_DSN": store_dsn, "IDB_STATS_STORE": "postgres", "IDB_STATS_STORE_URL": store_dsn}
     _, _, exported = run_measured(
         cli_command("-q", "export", "--from", str(harvest), "--to", str(harvest)), env
     )
+    return exported.splitlines()[1:-1]
 
-    def by_recordset(lines: Iterator[str]) -> dict[str, str]:
-        docs = (json.loads(line) for line in lines if line.strip())
-        return {doc["recordset_id"]: json.dumps(doc, sort_keys=True) for doc in docs}
 
+def by_recordset(lines: Iterable[str]) -> dict[str, str]:
+    docs = (json.loads(line) for line in lines if line.strip())
+    return {doc["recordset_id"]: json.dumps(doc, sort_keys=True) for doc in docs}
+
+
+def same_documents(baseline: Path, store_dsn: str, harvest: date) -> tuple[bool, int]:
     with baseline.open() as handle:
         expected = by_recordset(handle)
-    actual = by_recordset(iter(exported.splitlines()[1:-1]))  # inside export's opening and closing lines
-    return expected == actual, len(expected)
+    return expected == by_recordset(export_documents(store_dsn, harvest)), len(expected)
+
+
+@dataclass
+class Scale:
+    """One day's size: the floors and the stream engine's collect-stats at that size."""
+
+    rows: int
+    entries: int
+    floor: list[Measure]
+    write: Measure
+    stream: list[Measure]
+    documents: int
+
+    @property
+    def best_floor(self) -> Measure:
+        return min(self.floor, key=lambda m: m.seconds)
+
+    @property
+    def best_stream(self) -> Measure:
+        return min(self.stream, key=lambda m: m.seconds)
+
+    def wall_ratio(self, measure: Measure) -> float:
+        return measure.seconds / (self.best_floor.seconds + self.write.seconds)
+
+    def cpu_ratio(self, measure: Measure) -> float:
+        return measure.cpu / (min(m.cpu for m in self.floor) + self.write.cpu)
 
 
 @dataclass
 class ShapeResult:
     shape: str
-    entries: int
-    floor: list[Measure]
-    floor_cost: ServerCost
+    scales: dict[int, Scale]
     baseline: Measure
-    collect: list[Measure]
-    collect_cost: list[ServerCost]
-    equal: bool
-    documents: int
-    double: Measure | None = None
-    double_cost: ServerCost | None = None
+    sql: Measure
+    stream_equal: bool
+    sql_equal: bool
+    copy_bytes: int  # the stream engine's COPY of the 1x day
 
-    @property
-    def best_floor(self) -> float:
-        return min(m.seconds for m in self.floor)
 
-    @property
-    def best_collect(self) -> Measure:
-        return min(self.collect, key=lambda m: m.seconds)
+def write_floor(
+    server: embedded.EmbeddedPostgres, me: list[str], lines: list[str], harvest: date, work: Path, name: str
+) -> Measure:
+    """Publish the day's documents into an empty store of their own; the step's own figures."""
+    documents = work / f"{name}.ndjson"
+    documents.write_text("\n".join(lines) + "\n")
+    store = server.create_database(name)
+    measure, out = measured(
+        server,
+        "2 write floor (publish documents)",
+        [*me, "--step", "write", "--store-dsn", store, "--out", str(documents)],
+        0,
+    )
+    figures = json.loads(out)
+    # The step's own wall and CPU around the publish alone (not parsing the documents first).
+    measure.seconds, measure.own_cpu = figures["seconds"], figures["cpu"]
+    return measure
 
 
 def run_shape(
     server: embedded.EmbeddedPostgres, shape: synthetic.Shape, args: argparse.Namespace
 ) -> ShapeResult:
-    """Load a day of `shape` (and one of twice its rows) into a database of its own; measure."""
+    """Load a day of `shape` (and one of each further scale) into a database of its own; measure."""
     days = [(FIRST_EVENT_DAY + timedelta(days=i), args.rows_per_day) for i in range(args.days)]
-    double_day = FIRST_EVENT_DAY + timedelta(days=args.days)
-    if args.double:
-        days.append((double_day, 2 * args.rows_per_day))
-    harvest = FIRST_EVENT_DAY + timedelta(days=1)
+    scaled = {1: FIRST_EVENT_DAY + timedelta(days=1)}
+    for i, scale in enumerate(s for s in args.scales if s != 1):
+        day = FIRST_EVENT_DAY + timedelta(days=args.days + i)
+        days.append((day, scale * args.rows_per_day))
+        scaled[scale] = day + timedelta(days=1)
     source = server.create_database(f"telemetry_{shape.name}")
     started = time.monotonic()
     written = load(source, days, args.seed, shape)
     print(f"\n== shape {shape.name}: loaded {written} rows in {time.monotonic() - started:.0f} s")
-    me = [__file__, "--dsn", source, "--harvest-date", str(harvest)]
     work = Path(tempfile.mkdtemp(prefix="idb-stats-bench-"))
     try:
-        # The floor and collect-stats alternate, so both see the same load of the machine.
-        floors: list[Measure] = []
-        collects: list[Measure] = []
-        collect_costs: list[ServerCost] = []
-        entries = 0
-        floor_cost = ServerCost(0, 0, 0.0)
-        for run in range(args.repeat):
-            before = server_counters(server)
-            seconds, rss, out = run_measured([*me, "--step", "floor"])
-            floor_cost = server_cost(server, before)
-            entries = json.loads(out)["entries"]
-            floors.append(Measure("1 floor (SQL pass over entries)", seconds, rss, entries))
-            print(floors[-1].line() + f"  server {floor_cost.cpu_seconds:.1f} CPU s")
-            store = server.create_database(f"store_{shape.name}_{run}")
-            before = server_counters(server)
-            own_cpu = children_cpu_seconds()
-            seconds, rss = collect(source, store, "--date", str(harvest))
-            own_cpu = children_cpu_seconds() - own_cpu
-            collect_costs.append(server_cost(server, before))
-            collects.append(Measure("3 collect-stats end to end", seconds, rss, entries))
-            print(
-                collects[-1].line()
-                + f"  own {own_cpu:.1f} CPU s, server {collect_costs[-1].cpu_seconds:.1f} CPU s,"
-                + f" temp {collect_costs[-1].temp_files} files {collect_costs[-1].temp_bytes / 1e6:.1f} MB"
-            )
-        baseline_out = work / "baseline.ndjson"
-        seconds, rss, out = run_measured([*me, "--step", "baseline", "--out", str(baseline_out)])
-        baseline = Measure("2 row-at-a-time baseline", seconds, rss, entries)
-        print(baseline.line())
-        equal, documents = same_documents(baseline_out, store, harvest)
-        result = ShapeResult(
-            shape.name, entries, floors, floor_cost, baseline, collects, collect_costs, equal, documents
-        )
+        scales: dict[int, Scale] = {}
+        sql: Measure | None = None
+        for scale, harvest in sorted(scaled.items()):
+            me = [__file__, "--dsn", source, "--harvest-date", str(harvest)]
+            floors: list[Measure] = []
+            streams: list[Measure] = []
+            entries = 0
+            store = ""
+            # The floor and collect-stats alternate, so both see the same load of the machine.
+            for run in range(args.repeat if scale == 1 else 1):
+                floor, out = measured(server, "1 scan floor (SQL pass)", [*me, "--step", "floor"], 0)
+                entries = floor.entries = json.loads(out)["entries"]
+                floors.append(floor)
+                print(f"{scale}x " + floor.line())
+                store = server.create_database(f"store_{shape.name}_{scale}x_{run}")
+                streams.append(collect(server, source, store, "stream", entries, "--date", str(harvest)))
+                print(f"{scale}x " + streams[-1].line())
+                if scale == 1 and run == 0:
+                    sql_store = server.create_database(f"store_{shape.name}_sql")
+                    sql = collect(server, source, sql_store, "sql", entries, "--date", str(harvest))
+                    print(f"{scale}x " + sql.line())
+            lines = export_documents(store, harvest)
+            write = write_floor(server, me, lines, harvest, work, f"write_{shape.name}_{scale}x")
+            print(f"{scale}x " + write.line())
+            scales[scale] = Scale(scale * args.rows_per_day, entries, floors, write, streams, len(lines))
+            if scale == 1:
+                baseline_out = work / "baseline.ndjson"
+                seconds, rss, out = run_measured([*me, "--step", "baseline", "--out", str(baseline_out)])
+                baseline = Measure("3 row-at-a-time loop", seconds, rss, entries)
+                print(baseline.line())
+                stream_equal, _ = same_documents(baseline_out, store, harvest)
+                _, _, out = run_measured([*me, "--step", "copy-bytes"])
+                copy_bytes = json.loads(out)["bytes"]
+                sql_equal, _ = same_documents(baseline_out, sql_store, harvest)
+        assert sql is not None
         if args.days > 1:
-            first, last = harvest, FIRST_EVENT_DAY + timedelta(days=args.days)
-            one, _ = collect(
-                source, server.create_database(f"jobs1_{shape.name}"), "--from", str(first), "--to", str(last)
-            )
-            two, _ = collect(
-                source,
-                server.create_database(f"jobs2_{shape.name}"),
-                "--from",
-                str(first),
-                "--to",
-                str(last),
-                "--jobs",
-                "2",
-            )
-            print(f"collect-stats over {args.days} days: --jobs 1 {one:.1f} s, --jobs 2 {two:.1f} s")
-            print(f"ratio jobs 1 / jobs 2: {one / two:.2f}  (target >= 1.6)")
-        if args.double:
-            before = server_counters(server)
-            seconds, rss = collect(source, store, "--date", str(double_day + timedelta(days=1)))
-            result.double_cost = server_cost(server, before)
-            result.double = Measure("3 collect-stats, 2x rows", seconds, rss, 0)
-            print(f"collect-stats on {2 * args.rows_per_day} rows: {seconds:.2f} s, {rss:.1f} MB peak RSS")
-        return result
+            first, last = scaled[1], FIRST_EVENT_DAY + timedelta(days=args.days)
+            for jobs in ("1", "2"):
+                measure = collect(
+                    server,
+                    source,
+                    server.create_database(f"jobs{jobs}_{shape.name}"),
+                    "stream",
+                    0,
+                    "--from",
+                    str(first),
+                    "--to",
+                    str(last),
+                    "--jobs",
+                    jobs,
+                )
+                print(f"collect-stats over {args.days} days, --jobs {jobs}: {measure.seconds:.1f} s")
+        return ShapeResult(shape.name, scales, baseline, sql, stream_equal, sql_equal, copy_bytes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def scale_texts(result: ShapeResult, scale: int) -> tuple[str, str, str]:
+    """The stream engine at a multiple of the rows: time and ratios, peak RSS against 1x, temp files."""
+    at = result.scales.get(scale)
+    if at is None:
+        return "", "", ""
+    best, one = at.best_stream, result.scales[1]
+    rss_1x = max(m.peak_rss_mb for m in one.stream)
+    target = "  (<= 1.25)" if scale == 4 else ""
+    return (
+        f"{best.seconds:.1f} / {at.wall_ratio(best):.2f}, {at.cpu_ratio(best):.2f}",
+        f"{best.peak_rss_mb:.1f} MB, {best.peak_rss_mb / rss_1x:.2f}{target}",
+        f"{best.temp_files}",
+    )
 
 
 def print_table(results: list[ShapeResult]) -> None:
     """The figures the targets refer to, one column per shape."""
 
     def row(label: str, cell: Callable[[ShapeResult], str]) -> None:
-        print(f"{label:<38}" + "".join(f"{cell(r):>22}" for r in results))
+        print(f"{label:<44}" + "".join(f"{cell(r):>26}" for r in results))
 
     def runs(measures: list[Measure]) -> str:
         return " / ".join(f"{m.seconds:.2f}" for m in measures)
 
+    def one(r: ShapeResult) -> Scale:
+        return r.scales[1]
+
     print()
     row("shape", lambda r: r.shape)
-    row("payload entries", lambda r: f"{r.entries / 1e6:.2f} M")
-    row("floor s (each run)", lambda r: runs(r.floor))
-    row("row-at-a-time loop s", lambda r: f"{r.baseline.seconds:.2f}")
-    row("row-at-a-time loop peak RSS MB", lambda r: f"{r.baseline.peak_rss_mb:.1f}")
-    row("collect-stats s (each run)", lambda r: runs(r.collect))
-    row("collect / floor (best of each)", lambda r: f"{r.best_collect.seconds / r.best_floor:.2f}  (<= 3)")
-    row("collect-stats peak RSS MB", lambda r: f"{max(m.peak_rss_mb for m in r.collect):.1f}  (<= 120)")
-    row("temp files written (collect)", lambda r: f"{max(c.temp_files for c in r.collect_cost)}  (0)")
-    row("temp bytes (collect)", lambda r: f"{max(c.temp_bytes for c in r.collect_cost)}  (0)")
+    row("payload entries", lambda r: f"{one(r).entries / 1e6:.2f} M")
+    row("scan floor s (each run)", lambda r: runs(one(r).floor))
+    row("scan floor CPU s (server)", lambda r: f"{one(r).best_floor.server_cpu:.1f}")
+    row("write floor s", lambda r: f"{one(r).write.seconds:.2f}")
     row(
-        "server CPU s: floor / collect",
-        lambda r: f"{r.floor_cost.cpu_seconds:.1f} / {r.collect_cost[-1].cpu_seconds:.1f}",
+        "write floor CPU s own / server",
+        lambda r: f"{one(r).write.own_cpu:.1f} / {one(r).write.server_cpu:.1f}",
     )
-    row("row loop / collect", lambda r: f"{r.baseline.seconds / r.best_collect.seconds:.2f}")
-    if all(r.double for r in results):
-        row(
-            "2x rows: time ratio",
-            lambda r: f"{r.double.seconds / r.best_collect.seconds:.2f}  (<= 2.2)" if r.double else "",
-        )
-        row(
-            "2x rows: peak RSS ratio",
-            lambda r: (
-                f"{r.double.peak_rss_mb / max(m.peak_rss_mb for m in r.collect):.2f}  (<= 1.25)"
-                if r.double
-                else ""
-            ),
-        )
-        row("2x rows: temp bytes", lambda r: f"{r.double_cost.temp_bytes}" if r.double_cost else "")
-    row("documents equal to the row loop's", lambda r: f"{r.equal} ({r.documents})")
+    row("stream collect s (each run)", lambda r: runs(one(r).stream))
+    row(
+        "stream CPU s own / server",
+        lambda r: f"{one(r).best_stream.own_cpu:.1f} / {one(r).best_stream.server_cpu:.1f}",
+    )
+    row("stream / floors, wall", lambda r: f"{one(r).wall_ratio(one(r).best_stream):.2f}  (<= 1.5)")
+    row("stream / floors, CPU", lambda r: f"{min(one(r).cpu_ratio(m) for m in one(r).stream):.2f}  (<= 2)")
+    row("stream peak RSS MB", lambda r: f"{max(m.peak_rss_mb for m in one(r).stream):.1f}  (<= 150)")
+    row("stream temp files (PostgreSQL)", lambda r: f"{max(m.temp_files for m in one(r).stream)}  (0)")
+    row("sql collect s", lambda r: f"{r.sql.seconds:.2f}")
+    row("sql CPU s own / server", lambda r: f"{r.sql.own_cpu:.1f} / {r.sql.server_cpu:.1f}")
+    row("sql / floors, wall", lambda r: f"{one(r).wall_ratio(r.sql):.2f}")
+    row("sql / floors, CPU", lambda r: f"{one(r).cpu_ratio(r.sql):.2f}")
+    row("sql peak RSS MB", lambda r: f"{r.sql.peak_rss_mb:.1f}")
+    row("sql temp files (PostgreSQL)", lambda r: f"{r.sql.temp_files}")
+    row(
+        "row-at-a-time loop s / peak RSS MB",
+        lambda r: f"{r.baseline.seconds:.2f} / {r.baseline.peak_rss_mb:.0f}",
+    )
+    for scale in sorted({s for r in results for s in r.scales if s != 1}):
+        labels = ("stream s / floors wall, CPU", "stream peak RSS / 1x", "PostgreSQL temp files")
+        for i, label in enumerate(labels):
+            row(
+                f"{scale}x rows: {label}",
+                functools.partial(lambda r, scale, i: scale_texts(r, scale)[i], scale=scale, i=i),
+            )
+    row(
+        "COPY of the day MB / s at 1 Gbit/s",
+        lambda r: f"{r.copy_bytes / 1e6:.0f} / {r.copy_bytes * 8 / 1e9:.1f}",
+    )
+    row("documents equal to the row loop's: stream", lambda r: f"{r.stream_equal} ({one(r).documents})")
+    row("documents equal to the row loop's: sql", lambda r: f"{r.sql_equal} ({one(r).documents})")
 
 
 def main() -> None:
@@ -399,10 +547,16 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=2, help="runs of the floor and of collect-stats")
     parser.add_argument(
-        "--no-double", dest="double", action="store_false", help="skip the day of twice the rows"
+        "--scales",
+        type=lambda text: sorted({1, *(int(v) for v in text.split(","))}),
+        default=[1, 2, 4],
+        help="multiples of --rows-per-day to load and measure (default 1,2,4)",
     )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--step", choices=["floor", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--step", choices=["floor", "baseline", "write", "copy-bytes"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--store-dsn", help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     parser.add_argument("--harvest-date", type=date.fromisoformat, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -413,6 +567,12 @@ def main() -> None:
     if args.step == "baseline":
         print(json.dumps(step_baseline(args.dsn, args.harvest_date, args.out)))
         return
+    if args.step == "copy-bytes":
+        print(json.dumps(step_copy_bytes(args.dsn, args.harvest_date)))
+        return
+    if args.step == "write":
+        print(json.dumps(step_write(args.store_dsn, args.harvest_date, args.out)))
+        return
 
     shapes = list(synthetic.SHAPES.values()) if args.shape == "all" else [synthetic.SHAPES[args.shape]]
     names = ", ".join(shape.name for shape in shapes)
@@ -422,7 +582,7 @@ def main() -> None:
     try:
         results = [run_shape(server, shape, args) for shape in shapes]
         print_table(results)
-        if not all(r.equal for r in results):
+        if not all(r.stream_equal and r.sql_equal for r in results):
             raise SystemExit("the store's documents differ from the row loop's")
     finally:
         server.stop()

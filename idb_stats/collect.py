@@ -21,11 +21,11 @@ from .adopt import adopted_days
 from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
 from .documents import day_documents, publisher_documents
+from .engines import open_source
 from .errors import DataQualityError, EmptySource, SourceRowsGone
 from .ledger import write_run
 from .model import DayStats
 from .ports import Store, TelemetryDay, TelemetrySource
-from .source import PostgresTelemetrySource
 from .stores import open_store
 
 log = logging.getLogger("idb_stats")
@@ -263,7 +263,7 @@ def _init_worker(config: Config, dry_run: bool) -> None:
     # day is published after the run is gone.
     interrupt.install(worker=True)
     _worker["config"] = config
-    _worker["source"] = PostgresTelemetrySource(config)
+    _worker["source"] = open_source(config)
     _worker["store"] = None if dry_run else open_store(config)
 
 
@@ -332,7 +332,7 @@ def collect(
     jobs = jobs or config.jobs
     refuse_open_days(selection, last_closed(config, clock))
     with (
-        contextlib.closing(PostgresTelemetrySource(config)) as source,
+        contextlib.closing(open_source(config)) as source,
         open_store(config) as store,
         write_run(config, store, "collect-stats", lock_timeout, dry_run=dry_run) as run,
     ):
@@ -377,7 +377,7 @@ def collect(
 
 
 def _plan_with_recheck(
-    config: Config, selection: Selection, store: Store, source: PostgresTelemetrySource, clock: Clock
+    config: Config, selection: Selection, store: Store, source: TelemetrySource, clock: Clock
 ) -> tuple[planning.Plan, dict[date, str], list[fingerprint.Stale]]:
     """The plan, each day's reason for the change ledger, and (plain catch-up) the published days
     whose source rows changed, which join the plan as late_rows."""

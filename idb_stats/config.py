@@ -32,6 +32,8 @@ from .secrets import Secret, dsn_problem, has_password, redact
 DEFAULT_CONFIG_PATH = Path("/etc/idb-stats/config.toml")
 STORE_KINDS = ("postgres", "elasticsearch", "opensearch")
 SEARCH_STORE_KINDS = ("elasticsearch", "opensearch")
+# Aggregation engines (collect.engine): stream.py and source.py.
+ENGINES = ("stream", "sql")
 
 # A table or schema name: letters, digits and _, not starting with a digit, at most 63 bytes
 # (PostgreSQL's limit); tables may be schema-qualified. Names are quoted wherever they are used,
@@ -247,6 +249,17 @@ class Config:
     )
     jobs: int = _setting(
         "collect.jobs", 1, help="Days aggregated at once (worker processes).", minimum=1, maximum=MAX_JOBS
+    )
+    engine: str = _setting(
+        "collect.engine",
+        "stream",
+        help=(
+            'How a day is aggregated. "stream": its rows read once (one COPY) into DuckDB in this '
+            "process, bounded by the day's cells and spilling to the temporary directory beyond "
+            '160 MB; "sql": three aggregations in the telemetry database, which then does most of '
+            "the work (docs/performance.md). Both give the same documents."
+        ),
+        choices=ENGINES,
     )
     recheck_days: int = _setting(
         "collect.recheck_days",

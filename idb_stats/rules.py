@@ -8,7 +8,7 @@ row-at-a-time baseline of the benchmark.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -117,6 +117,37 @@ def aggregate(
     return day.documents, day.report
 
 
+# The kind of cell a publisher page's view makes: it goes to that publisher's document
+# (documents.publisher_document), keyed by geocode, not to a recordset's.
+PUBLISHER_VIEW = "publisher"
+
+
+def row_cells(row: TelemetryRow) -> Iterator[tuple[str, str, str, str, str, int]]:
+    """What an accepted row (skip_reason None) adds: (id, record_type, type, kind, key, hits) once
+    per entry and kind. id is a recordset for kind "item" (key: record), "query" (key: query hash)
+    and "geo" (key: canonical JSON of the geocode), a publisher for PUBLISHER_VIEW (key: the
+    geocode). A cell adds 1 to its key's entries and `hits` to its hits."""
+    assert row.record_type is not None and row.type is not None
+    geo = canonical_geo(row.ip_geocode)
+    if row.record_type in PAGE_TYPES:
+        # Each key is one view of that page: count +1, total +1, geocodes[geo] +1.
+        for key in row.payload:
+            if row.record_type == RECORDSET_PAGE_BLOCK[0]:
+                yield key, *RECORDSET_PAGE_BLOCK, "geo", geo, 1
+            else:
+                yield key, row.record_type, row.type, PUBLISHER_VIEW, geo, 1
+        return
+    for key, value in row.payload.items():
+        if row.type in PER_RECORD_TYPES:
+            recordset, hits = value, 1
+            yield recordset, row.record_type, row.type, "item", key, 1
+        else:
+            recordset, hits = key, int(value)
+        if row.query_hash is not None and row.type != "view":
+            yield recordset, row.record_type, row.type, "query", row.query_hash, hits
+        yield recordset, row.record_type, row.type, "geo", geo, hits
+
+
 def aggregate_day(
     rows: Iterable[TelemetryRow], harvest_date: date, limit: int = 0, max_examples: int = 5
 ) -> RulesDay:
@@ -127,11 +158,6 @@ def aggregate_day(
     # publisher -> geocode -> page views
     publishers: dict[str, dict[str, int]] = {}
 
-    def add(rs: str, rt: str, ty: str, kind: str, key: str, hits: int) -> None:
-        slot = acc.setdefault((rs, rt, ty, kind, key), [0, 0])
-        slot[0] += 1
-        slot[1] += hits
-
     for row in rows:
         report.rows += 1
         reason = skip_reason(row)
@@ -141,27 +167,16 @@ def aggregate_day(
             if len(skip.example_ids) < max_examples:
                 skip.example_ids.append(row.id)
             continue
-        assert row.record_type is not None and row.type is not None
+        assert row.record_type is not None
         report.kinds[row.record_type] = report.kinds.get(row.record_type, 0) + 1
-        geo = canonical_geo(row.ip_geocode)
-        if row.record_type in PAGE_TYPES:
-            # Each key is one view of that page: count +1, total +1, geocodes[geo] +1.
-            for key in row.payload:
-                if row.record_type == RECORDSET_PAGE_BLOCK[0]:
-                    add(key, *RECORDSET_PAGE_BLOCK, "geo", geo, 1)
-                else:
-                    views = publishers.setdefault(key, {})
-                    views[geo] = views.get(geo, 0) + 1
-            continue
-        for key, value in row.payload.items():
-            if row.type in PER_RECORD_TYPES:
-                recordset, hits = value, 1
-                add(recordset, row.record_type, row.type, "item", key, 1)
-            else:
-                recordset, hits = key, int(value)
-            if row.query_hash is not None and row.type != "view":
-                add(recordset, row.record_type, row.type, "query", row.query_hash, hits)
-            add(recordset, row.record_type, row.type, "geo", geo, hits)
+        for rs, rt, ty, kind, key, hits in row_cells(row):
+            if kind == PUBLISHER_VIEW:
+                views = publishers.setdefault(rs, {})
+                views[key] = views.get(key, 0) + hits
+                continue
+            slot = acc.setdefault((rs, rt, ty, kind, key), [0, 0])
+            slot[0] += 1
+            slot[1] += hits
 
     by_recordset: dict[str, list[Cell]] = {}
     for (rs, rt, ty, kind, key), (entries, hits) in acc.items():

@@ -449,7 +449,9 @@ class PostgresTelemetrySource:
             "stats": quoted_name(config.stats_table, self._conn),
             "queries": quoted_name(config.queries_table, self._conn),
         }
-        self._stats_kind = self._require_tables()
+        # A connection lost here is the telemetry database gone (exit 4), as anywhere else.
+        with self._reading("opening the telemetry database"):
+            self._stats_kind = self._require_tables()
         self._skips_sql = SKIPS_SQL.format(
             cap=max(SKIPPED_IDS_CAP, EXAMPLE_IDS),
             reason=SKIP_REASON_TEMPLATE.format(

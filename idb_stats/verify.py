@@ -37,12 +37,12 @@ from .adopt import ADOPT_RUN_PREFIX
 from .collect import process_day
 from .config import Config
 from .documents import day_documents, with_every_block
+from .engines import open_source
 from .ledger import write_run
 from .model import BLOCKS, DayStats
 from .ports import Document, Store, TelemetrySource
 from .rules import aggregate
 from .runs import RunRecord
-from .source import PostgresTelemetrySource
 from .stores import open_store
 from .totals import ONE_DAY, Totals, summarize, with_day, with_every_total
 
@@ -453,7 +453,7 @@ def verify(
     are not the sum of their days, then compare again. Adopted days (the original collector's
     history) are republished only when named in include_adopted. The repair is a run of its own
     in the ledger ("verify --repair"), with its lock and outcome like any write."""
-    with contextlib.closing(PostgresTelemetrySource(config)) as source, open_store(config) as store:
+    with contextlib.closing(open_source(config)) as source, open_store(config) as store:
         report = Verifier(config, store, source, on_difference, on_day=on_day).run(first, last, sample)
         outcome = Outcome(report)
         if not repair or report.agrees:

@@ -20,7 +20,7 @@ from hypothesis import settings
 from proxies import ElasticsearchProxy
 
 from idb_stats import embedded
-from idb_stats.config import Config, load_config
+from idb_stats.config import ENGINES, Config, load_config
 
 # CI runs the same examples every time (a submission lands on a green run, not a lucky one);
 # locally each run draws new examples, which is how the property tests find new cases.
@@ -43,6 +43,12 @@ def pytest_report_header(config: Any) -> list[str]:
         )
         lines.append(f"real {kind} cluster: {where}")
     return lines
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each aggregation engine (collect.engine), both held to the same tests against rules.py."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

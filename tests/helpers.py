@@ -22,11 +22,11 @@ from idb_stats.clock import SYSTEM_CLOCK, Clock
 from idb_stats.collect import RunResult, Selection
 from idb_stats.config import Config, load_config
 from idb_stats.documents import day_documents
+from idb_stats.engines import open_source
 from idb_stats.ledger import new_run
 from idb_stats.model import BLOCKS, DayStats
 from idb_stats.rules import RulesDay, TelemetryRow, aggregate_day, load_json
 from idb_stats.runs import RunRecord
-from idb_stats.source import PostgresTelemetrySource
 from idb_stats.stores import open_store
 from idb_stats.synthetic import fake_uuid
 
@@ -315,9 +315,16 @@ def request_lost(proxy: Any, step: int) -> Iterator[None]:
         proxy.fault = None
 
 
-def sql_documents(dsn: str, harvest_date: date, limit: int = 0) -> tuple[list[dict[str, Any]], Any]:
-    """Documents and skip report of a day as collect-stats computes them (idb_stats.source)."""
-    source = PostgresTelemetrySource(load_config(overrides={"source.dsn": dsn}, environ={}))
+def engine_config(dsn: str, engine: str = "sql") -> Config:
+    """The telemetry database `dsn` read by an aggregation engine (collect.engine)."""
+    return load_config(overrides={"source.dsn": dsn, "collect.engine": engine}, environ={})
+
+
+def sql_documents(
+    dsn: str, harvest_date: date, limit: int = 0, engine: str = "sql"
+) -> tuple[list[dict[str, Any]], Any]:
+    """Documents and skip report of a day as collect-stats computes them with `engine`."""
+    source = open_source(engine_config(dsn, engine))
     try:
         with source.read_day(harvest_date) as telemetry:
             documents = list(day_documents(telemetry, harvest_date, DayStats(harvest_date), limit))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -26,6 +27,7 @@ from proxies import ElasticsearchProxy, TcpCutProxy
 import idb_stats.collect
 from idb_stats import synthetic
 from idb_stats.collect import RunResult, Selection
+from idb_stats.config import ENGINES
 from idb_stats.errors import IdbStatsError, LockHeld
 
 DAY = HARVEST[1]
@@ -228,10 +230,16 @@ def test_parallel_days_equal_serial(make_config: MakeConfig, dsn: str) -> None:
 PLAN = f"harvest date {DAY} (1 day)"
 
 
-def test_telemetry_connection_cut_while_streaming_exits_4_and_writes_nothing(dsn: str) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_telemetry_connection_cut_while_streaming_exits_4_and_writes_nothing(
+    dsn: str, engine: str, tmp_path: Path
+) -> None:
     # A wide day (every stream sends lists of 1,600 recordsets, fetched a batch ahead from a
-    # thread per stream): wherever the telemetry connections are cut, the run ends with exit 4 in
-    # one line, the published day is untouched, and nothing hangs (run() times out at 300 s).
+    # thread per stream; or one COPY of the day's rows): wherever the telemetry connections are
+    # cut, the run ends with exit 4 in one line, the published day is untouched, and nothing hangs
+    # (run() times out at 300 s).
+    config = tmp_path / "config.toml"
+    config.write_text(f'[collect]\nengine = "{engine}"\n')
     conn = psycopg2.connect(dsn)
     spec = synthetic.Spec(first_day=DAY - timedelta(days=1), days=1, rows_per_day=3_000, shape=synthetic.WIDE)
     synthetic.load(conn, spec)
@@ -244,12 +252,12 @@ def test_telemetry_connection_cut_while_streaming_exits_4_and_writes_nothing(dsn
         "IDB_STATS_STORE_URL": dsn,
     }
     try:
-        assert run("collect-stats", "--date", str(DAY), env=env).returncode == 0
+        assert run("collect-stats", "--config", str(config), "--date", str(DAY), env=env).returncode == 0
         published = run("export", "--from", str(DAY), "--to", str(DAY), env=env).stdout
         full = proxy.client_bytes
         for fraction in (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99):
             proxy.client_bytes, proxy.cut_after = 0, int(full * fraction)
-            cut = run("collect-stats", "--date", str(DAY), env=env)
+            cut = run("collect-stats", "--config", str(config), "--date", str(DAY), env=env)
             proxy.cut_after = None
             assert cut.returncode == 4, (fraction, cut.stderr)
             error = [line for line in cut.stderr.splitlines() if not line.endswith("INFO    plan: " + PLAN)]

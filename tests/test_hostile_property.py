@@ -21,12 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from idb_stats import embedded
-from idb_stats.config import Config, load_config
+from idb_stats.config import ENGINES, Config, load_config
 from idb_stats.documents import day_documents, publisher_documents
+from idb_stats.engines import open_source
 from idb_stats.errors import DataQualityError
 from idb_stats.model import MAX_HITS, PER_RECORD_TYPES, RECORDSET_PAGE_BLOCK, DayStats
 from idb_stats.rules import load_json
-from idb_stats.source import PostgresTelemetrySource
 from idb_stats.stores import open_store
 
 EXAMPLES = int(os.environ.get("IDB_STATS_HOSTILE_EXAMPLES", "20"))
@@ -133,8 +133,13 @@ class HostileDay:
         collect_day(self.config)
         self.valid_documents = {doc["recordset_id"]: doc for doc in store_snapshot(self.config)[0]}
 
-    def config_with(self, share: float) -> Config:
-        overrides = {"source.dsn": self.dsn, "store.schema": STORE_SCHEMA, "collect.max_skipped_share": share}
+    def config_with(self, share: float, engine: str = "sql") -> Config:
+        overrides = {
+            "source.dsn": self.dsn,
+            "store.schema": STORE_SCHEMA,
+            "collect.max_skipped_share": share,
+            "collect.engine": engine,
+        }
         return load_config(overrides=overrides, environ={})
 
     def replace_hostile(self, rows: list[tuple[Any, ...]]) -> list[int]:
@@ -161,6 +166,7 @@ def hostile_day(pg_server: embedded.EmbeddedPostgres) -> Iterator[HostileDay]:
     day.conn.close()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -172,17 +178,17 @@ def hostile_day(pg_server: embedded.EmbeddedPostgres) -> Iterator[HostileDay]:
 )
 @given(rows=st.lists(hostile_rows, min_size=1, max_size=6), share=st.sampled_from([0.0, 0.1, 1.0]))
 def test_hostile_rows_are_counted_or_skipped_never_injected(
-    hostile_day: HostileDay, rows: list[tuple[Any, ...]], share: float
+    hostile_day: HostileDay, engine: str, rows: list[tuple[Any, ...]], share: float
 ) -> None:
     ids = hostile_day.replace_hostile(rows)
     dsn = hostile_day.dsn
 
-    # The SQL path and rules.py agree on every row, and on the whole day.
+    # The SQL path and rules.py agree on every row, and each engine with rules.py on the whole day.
     sql, rules = sql_and_rules_reasons(dsn)
     assert sql == rules
     expected = reference_day(dsn, HARVEST)
     expected_docs, expected_report = expected.documents, expected.report
-    source = PostgresTelemetrySource(hostile_day.config)
+    source = open_source(hostile_day.config_with(1.0, engine))
     try:
         with source.read_day(HARVEST) as telemetry:
             report = telemetry.report
@@ -195,7 +201,7 @@ def test_hostile_rows_are_counted_or_skipped_never_injected(
     assert report.kinds == expected_report.kinds and publishers == expected.publishers
 
     # A run exits ok, or refuses the day (exit 6) and writes nothing; twice gives the same store.
-    config = hostile_day.config_with(share)
+    config = hostile_day.config_with(share, engine)
     if report.skipped_share > share:
         with pytest.raises(DataQualityError):
             collect_day(config)

@@ -20,7 +20,7 @@ import pytest
 from helpers import query
 
 from idb_stats import embedded, synthetic
-from idb_stats.config import load_config
+from idb_stats.config import ENGINES, load_config
 from idb_stats.pg import lock_name
 from idb_stats.stores import open_store
 
@@ -64,11 +64,12 @@ def idb_sessions(dsn: str) -> list[tuple[Any, ...]]:
 
 
 def aggregating(dsn: str) -> int:
-    """Telemetry cell streams running on the server."""
+    """Telemetry cell streams (the SQL engine) or the day's COPY (the stream engine) running on
+    the server."""
     return sum(
         1
         for _, app, state, text in idb_sessions(dsn)
-        if app == "idb-stats telemetry" and state == "active" and text.startswith("FETCH")
+        if app == "idb-stats telemetry" and state == "active" and text.startswith(("FETCH", "COPY"))
     )
 
 
@@ -82,9 +83,11 @@ def publishing(dsn: str) -> bool:
     )
 
 
-def start(dsn: str, tmp_path: Path, schema: str, *args: str) -> tuple[subprocess.Popen[str], Any]:
+def start(
+    dsn: str, tmp_path: Path, schema: str, *args: str, engine: str = "stream"
+) -> tuple[subprocess.Popen[str], Any]:
     config_file = tmp_path / "config.toml"
-    config_file.write_text(f'[store]\nschema = "{schema}"\n')
+    config_file.write_text(f'[store]\nschema = "{schema}"\n[collect]\nengine = "{engine}"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDB_STATS_") and k != "JOURNAL_STREAM"}
     env["IDB_STATS_SOURCE_DSN"] = dsn
     process = subprocess.Popen(
@@ -132,11 +135,12 @@ def last_run(dsn: str, schema: str) -> dict[str, Any]:
         (signal.SIGTERM, 143, "publishing"),
     ],
 )
+@pytest.mark.parametrize("engine", ENGINES)
 def test_signal_mid_day_cancels_records_and_releases(
-    big_dsn: str, tmp_path: Path, signum: int, code: int, phase: str
+    big_dsn: str, tmp_path: Path, signum: int, code: int, phase: str, engine: str
 ) -> None:
     schema = f"sig_{signum}_{phase}_{uuid.uuid4().hex[:6]}"
-    process, config = start(big_dsn, tmp_path, schema, "-d", str(HARVEST[0]))
+    process, config = start(big_dsn, tmp_path, schema, "-d", str(HARVEST[0]), engine=engine)
     try:
         if phase == "aggregating":
             wait_for(lambda: aggregating(big_dsn) > 0, 120, "the day's aggregation running on the server")
