@@ -442,15 +442,16 @@ class PostgresTelemetrySource:
         self._dsn = config.source_dsn
         self._zone = config.timezone
         self._conn = connect(config.source_dsn, "telemetry")
-        set_time_zone(self._conn, self._zone)
-        self._conn.set_session(readonly=True, autocommit=False)
         self._configured_names = (config.stats_table, config.queries_table)
-        self._names = {
-            "stats": quoted_name(config.stats_table, self._conn),
-            "queries": quoted_name(config.queries_table, self._conn),
-        }
-        # A connection lost here is the telemetry database gone (exit 4), as anywhere else.
+        # A connection lost here is the telemetry database gone (exit 4), as anywhere else: from
+        # the session's first statement (its time zone) on, not only while checking the tables.
         with self._reading("opening the telemetry database"):
+            set_time_zone(self._conn, self._zone)
+            self._conn.set_session(readonly=True, autocommit=False)
+            self._names = {
+                "stats": quoted_name(config.stats_table, self._conn),
+                "queries": quoted_name(config.queries_table, self._conn),
+            }
             self._stats_kind = self._require_tables()
         self._skips_sql = SKIPS_SQL.format(
             cap=max(SKIPPED_IDS_CAP, EXAMPLE_IDS),
