@@ -113,14 +113,8 @@ class LegacyReader:
         self.has_seq_no = self.opensearch or major_minor >= (6, 0)
 
     def index_state(self, name: str) -> tuple[str, list[str]]:
-        """("alias", [indexes]), ("index", []) or ("absent", []). Elasticsearch 2 answers 200 {}
-        where later versions answer 404 for a name that is no alias."""
-        aliases = self.http.request("GET", f"/_alias/{quote(name)}", ok=(404,))
-        if aliases and all(name in v.get("aliases", {}) for v in aliases.values()):
-            return "alias", sorted(aliases)
-        if self.http.request("HEAD", f"/{quote(name)}", ok=(404,)):
-            return "index", []
-        return "absent", []
+        """("alias", [indexes]), ("index", []) or ("absent", []): see RetryingRequests.index_state."""
+        return self.http.index_state(name)
 
     def count(self, index: str) -> int:
         self.http.request("POST", f"/{quote(index)}/_refresh")

@@ -833,13 +833,8 @@ class SearchStore(ClosedOnExit):
     # --- adopting an index the original collector wrote (see adopt.py) -------------------------
 
     def index_state(self, name: str) -> tuple[str, list[str]]:
-        """("alias", [indexes]), ("index", []) or ("absent", [])."""
-        aliases = self.http.request("GET", f"/_alias/{quote(name)}", ok=(404,))
-        if aliases and all(name in v.get("aliases", {}) for v in aliases.values()):
-            return "alias", sorted(aliases)
-        if self.http.request("HEAD", f"/{quote(name)}", ok=(404,)):
-            return "index", []
-        return "absent", []
+        """("alias", [indexes]), ("index", []) or ("absent", []): see RetryingRequests.index_state."""
+        return self.http.index_state(name)
 
     def count(self, index: str) -> int:
         self._refresh(index)

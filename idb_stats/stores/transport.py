@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from ..config import Config
 from ..errors import StoreError, StoreUnreachable
@@ -169,6 +170,16 @@ class RetryingRequests:
             todo = retry
             self.backoff(attempt)
         return [final[i] for i in range(len(chunk))]
+
+    def index_state(self, name: str) -> tuple[str, list[str]]:
+        """("alias", [indexes]), ("index", []) or ("absent", []): what a name is on the cluster.
+        Elasticsearch 2 answers 200 {} where later versions answer 404 for a name that is no alias."""
+        aliases = self.request("GET", f"/_alias/{quote(name)}", ok=(404,))
+        if aliases and all(name in v.get("aliases", {}) for v in aliases.values()):
+            return "alias", sorted(aliases)
+        if self.request("HEAD", f"/{quote(name)}", ok=(404,)):
+            return "index", []
+        return "absent", []
 
     def close(self) -> None:
         self.transport.close()
