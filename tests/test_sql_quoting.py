@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from psycopg2 import sql
+from sql_statements import statements
 
 from idb_stats import embedded, sqltext
 
@@ -42,3 +43,10 @@ def test_render_quotes_as_psycopg2_does(
         sql.Placeholder("x"),
     )
     assert sqltext.render(query) == query.as_string(conn)
+
+
+def test_every_statement_renders_as_psycopg2_sends_it(conn: psycopg2.extensions.connection) -> None:
+    built = statements()
+    assert len(built) > 30
+    for name, statement in built.items():
+        assert sqltext.render(statement) == statement.as_string(conn), name
