@@ -91,7 +91,7 @@ CREATE TABLE IF NOT EXISTS {s}.layout (
 # finds a figure's position by its name there, never by its place in this tuple. So adding a block
 # (or any named figure: append its name here and its value in figures_of) is a migration `init`
 # detects and makes: it moves every row's counts to the new layout by name, a figure the store
-# never had reading 0. Until then a store whose layout differs is refused (exit 5, "run
+# never had computed from the row's summary. Until then a store whose layout differs is refused (exit 5, "run
 # `idb-stats init`"), and a CHECK on the array's length makes an older idb-stats still writing
 # the old layout fail instead of shifting the columns. A layout naming a figure this version does
 # not know was made by a newer idb-stats: refused too, as init would drop it.
@@ -228,12 +228,13 @@ SELECT kind, term, count FROM (
 
 def migrate_counts_sql(schema: sql.Identifier, layout: Sequence[str]) -> sql.Composed:
     """Every row's counts moved from the store's layout to this version's, by figure name; a
-    figure the store did not have is 0 (a block its documents lack reads as zeros)."""
+    figure the store did not have is computed from the row's summary (0 where the document lacks
+    its block: a document an older version wrote reads the new block as zeros)."""
     position = {name: i for i, name in enumerate(layout, 1)}
     moved = sql.SQL(", ").join(
         sql.SQL("COALESCE(counts[{}], 0)").format(sql.Literal(position[name]))
         if name in position
-        else sql.SQL("0")
+        else figure_from_summary(name)
         for name in FIGURE_NAMES
     )
     return sql.SQL(
