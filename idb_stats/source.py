@@ -146,7 +146,7 @@ SKIP_REASON_SQL = skip_reason(
     ),
 )
 
-# Which rows the cell queries keep (accepted_rows): every row of a day without skipped rows; on
+# Which rows the day's statements keep (day_sql's `accepted`), by the skip report: every row of a day without skipped rows; on
 # a day with up to SKIPPED_IDS_CAP skipped rows, the rows whose id is not one of them (the ids
 # are the query parameter %(skipped_ids)s), which spares repeating the (costly) jsonpath checks
 # on every row; beyond the cap, the rows SKIP_REASON_SQL accepts.

@@ -21,6 +21,7 @@ from helpers import (
     published,
     query,
     reference,
+    run,
 )
 from hostile import HARVEST as HOSTILE_HARVEST
 from hostile import collect_day, create_telemetry, insert_raw, store_snapshot
@@ -279,6 +280,12 @@ def test_a_store_of_a_newer_idb_stats_is_refused_before_init_changes_it(
             with pytest.raises(StoreError, match=r"newer idb-stats .*: upgrade idb-stats") as refused:
                 step()
             assert refused.value.exit_code == ExitCode.STORE_FAILED
+    # The operator sees one line saying what to do, and the documented exit code.
+    assert config.store_dsn == dsn and schema == "idb_stats"  # what the command below opens
+    result = run("init", env={"IDB_STATS_SOURCE_DSN": dsn})
+    assert result.returncode == ExitCode.STORE_FAILED
+    (line,) = result.stderr.strip().splitlines()
+    assert "newer idb-stats" in line and line.endswith("upgrade idb-stats to use this store")
     assert (
         query(dsn, f"SELECT recordset_id, harvest_date, counts FROM {schema}.daily ORDER BY 1, 2") == before
     )
