@@ -146,10 +146,10 @@ SKIP_REASON_SQL = skip_reason(
     ),
 )
 
-# Which rows the day's statements keep (day_sql's `accepted`), by the skip report: every row of a day without skipped rows; on
-# a day with up to SKIPPED_IDS_CAP skipped rows, the rows whose id is not one of them (the ids
-# are the query parameter %(skipped_ids)s), which spares repeating the (costly) jsonpath checks
-# on every row; beyond the cap, the rows SKIP_REASON_SQL accepts.
+# Which rows the day's statements keep (day_sql's `accepted`), chosen by the skip report: every
+# row of a day without skipped rows; on a day with up to SKIPPED_IDS_CAP skipped rows, the rows
+# whose id is not one of them (the query parameter %(skipped_ids)s), which spares repeating the
+# (costly) jsonpath checks on every row; beyond the cap, the rows SKIP_REASON_SQL accepts.
 ACCEPTED_ROWS = {
     "all": sql.SQL("true"),
     "but-skipped-ids": sql.SQL("s.id <> ALL({})").format(sql.Placeholder("skipped_ids")),

@@ -86,16 +86,16 @@ CREATE TABLE IF NOT EXISTS {s}.layout (
 """
 
 # The figures `show` and `report` sum, each by name: a block's count and total, named
-# "record_type.type.count" (a path into the document's summary, see figures_of). daily.counts
-# holds them as an array in the order the store's `layout` table records, and every statement
-# finds a figure's position by its name there, never by its place in this tuple. So adding a block
-# (or any named figure: append its name here and its value in figures_of) is a migration `init`
-# detects and makes: it moves every row's counts to the new layout by name, a figure the store
-# never had computed from the row's summary. Until then a store whose layout differs is refused (exit 5, "run
-# `idb-stats init`"), and a CHECK on the array's length makes an older idb-stats still writing
-# the old layout fail instead of shifting the columns. A layout naming a figure this version does
-# not know was made by a newer idb-stats: refused too, as init would drop it.
-# Version 1 is every store made before the layout was recorded.
+# "record_type.type.count" (a path into the row's summary, see figures_of). daily.counts holds
+# them as an array in the order the store's `layout` table records, and every statement finds a
+# figure's position by its name there, never by its place in this tuple. So adding a block (or
+# any named figure: append its name here and its value in figures_of) is a migration `init`
+# detects and makes: it moves every row's counts to the new layout by name, and computes a
+# figure the store never had from the row's summary. Until then a store whose layout differs is
+# refused (exit 5, "run `idb-stats init`"), and a CHECK on the array's length makes an older
+# idb-stats still writing the old layout fail instead of shifting the columns. A layout naming a
+# figure this version does not know was made by a newer idb-stats: refused too, as init would
+# drop it. Version 1 is every store made before the layout was recorded.
 SCHEMA_VERSION = 2
 FIGURE_NAMES: tuple[str, ...] = tuple(".".join(field) for field in COUNT_FIELDS)
 VERSION_1_FIGURES = tuple(f"{rt}.{ty}.{f}" for rt, ty, f in COUNT_FIELDS if rt in RECORD_TYPES)
@@ -129,9 +129,10 @@ def range_filter(recordsets_named: bool) -> sql.Composed:
     With no recordsets the condition is left out, not ORed away: an OR would keep PostgreSQL
     from using the (recordset_id, harvest_date) index when recordsets are named.
     """
-    return sql.SQL("{}harvest_date >= COALESCE(%(first)s, '-infinity'::date) ").format(
-        sql.SQL("recordset_id = ANY(%(rs)s::text[]) AND " if recordsets_named else "")
-    ) + sql.SQL("AND harvest_date <= COALESCE(%(last)s, 'infinity'::date)")
+    return sql.SQL(
+        "{}harvest_date >= COALESCE(%(first)s, '-infinity'::date) "
+        "AND harvest_date <= COALESCE(%(last)s, 'infinity'::date)"
+    ).format(sql.SQL("recordset_id = ANY(%(rs)s::text[]) AND " if recordsets_named else ""))
 
 
 def figure_from_summary(name: str) -> sql.Composed:
