@@ -21,8 +21,8 @@ from hypothesis import settings
 from proxies import ElasticsearchProxy
 
 from idb_stats import embedded
-from idb_stats.stores import memory
 from idb_stats.config import ENGINES, Config, load_config
+from idb_stats.stores import memory
 
 # CI runs the same examples every time (a submission lands on a green run, not a lucky one);
 # locally each run draws new examples, which is how the property tests find new cases.

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-
 from helpers import (
     HARVEST,
     MakeConfig,

@@ -97,8 +97,9 @@ class MemoryRunLock:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise LockHeld(
-                        f"another idb-stats run holds the lock for this store ({_describe(self._data.holder)}; "
-                        f"waited {timeout:g} s): wait for it to finish, or raise --lock-timeout to wait longer"
+                        "another idb-stats run holds the lock for this store "
+                        f"({_describe(self._data.holder)}; waited {timeout:g} s): wait for it to finish, "
+                        "or raise --lock-timeout to wait longer"
                     )
                 self._data.lock.wait(left)
             self._data.holder = run
@@ -261,7 +262,9 @@ class MemoryStore(ClosedOnExit):
             return HeldDays()
         data = self._data
         documents = {day: len(docs) for day, docs in data.daily.items() if docs}
-        listed = listed_days(day_ranges(json.loads(text).get("harvest_dates", [])) for text in data.totals.values())
+        listed = listed_days(
+            day_ranges(json.loads(text).get("harvest_dates", [])) for text in data.totals.values()
+        )
         return HeldDays(documents, listed)
 
     def completed_days(self) -> dict[date, dict[str, Any]]:
@@ -335,7 +338,8 @@ class MemoryStore(ClosedOnExit):
         for doc in documents:
             if doc["recordset_id"] in snapshot:
                 raise StoreError(
-                    f"writing the snapshot failed and was rolled back: two documents of {doc['recordset_id']!r}"
+                    "writing the snapshot failed and was rolled back: "
+                    f"two documents of {doc['recordset_id']!r}"
                 )
             snapshot[doc["recordset_id"]] = compact(doc)
         if snapshot:
