@@ -7,7 +7,7 @@ The uuids table only has the present, so a missed day cannot be rebuilt: run it 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from .config import Config
 from .errors import ConfigError
 from .ledger import write_run
 from .pg import connect
+from .ports import SnapshotWriting, given_or_opened
 from .sqltext import table
 from .stores import open_store
 
@@ -59,14 +60,27 @@ def snapshot_documents(config: Config, taken_at: datetime) -> Iterator[dict[str,
         conn.close()
 
 
+# The recordset sizes of a moment, one document per recordset (snapshot_documents reads them).
+SizeReader = Callable[[Config, datetime], Iterable[dict[str, Any]]]
+
+
 def api_stats(
-    config: Config, lock_timeout: float | None = None, clock: Clock = SYSTEM_CLOCK
+    config: Config,
+    lock_timeout: float | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    store: SnapshotWriting | None = None,
+    sizes: SizeReader = snapshot_documents,
 ) -> dict[str, Any]:
-    """Take today's recordset size snapshot; a second run the same (UTC) day replaces it."""
+    """Take today's recordset size snapshot; a second run the same (UTC) day replaces it.
+    store and sizes: the caller's adapters (else the configuration's store, and the ingest
+    database's uuids table)."""
     taken_at = clock.now()
-    with open_store(config) as store, write_run(config, store, "api-stats", lock_timeout) as run:
+    with (
+        given_or_opened(store, lambda: open_store(config)) as store,
+        write_run(config, store, "api-stats", lock_timeout) as run,
+    ):
         started = time.monotonic()
-        written = store.write_snapshot(taken_at.date(), snapshot_documents(config, taken_at))
+        written = store.write_snapshot(taken_at.date(), sizes(config, taken_at))
         summary = {
             "snapshot_date": taken_at.date().isoformat(),
             "recordsets": written,

@@ -139,7 +139,12 @@ def make_config(request: pytest.FixtureRequest, dsn: str, store_kind: str) -> Ma
         # everything made here is dropped when the test ends.
         name = f"memory://t{os.getpid()}-{next(_index_counter)}"
         made: list[Config] = []
-        request.addfinalizer(lambda: [memory.discard(config) for config in made])
+
+        def dropped() -> None:
+            for config in made:
+                memory.discard(config)
+
+        request.addfinalizer(dropped)
 
         def make_memory(**extra: Any) -> Config:
             base = load_config(overrides={**overrides, **extra}, environ={})
