@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from helpers import DAYS, HARVEST, assert_consistent, random_rows
-from rules_source import RulesTelemetrySource, Row
+from rules_source import Row, RulesTelemetrySource
 
 from idb_stats import collect as collect_use_case
 from idb_stats.clock import FixedClock

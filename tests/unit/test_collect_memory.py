@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from helpers import DAYS, HARVEST
-from memory_world import World, week_collected
+from helpers import DAYS, HARVEST, assert_consistent
+from memory_world import World, memory_config, week_collected
 
 from idb_stats.errors import DataQualityError, EmptySource, ExitCode, LockHeld, SourceRowsGone, UsageError
 from idb_stats.ledger import new_run
@@ -69,7 +69,7 @@ def test_late_rows_are_found_by_the_re_check_and_republished() -> None:
     late = HARVEST[1]
     assert late in result.plan.days and "changed source rows" in result.plan.reason
     assert [s.harvest_date for s in result.stale] == [late] and result.stale[0].row_delta == 1
-    world.assert_equal_to_rules(world.store.completed_days())
+    world.assert_equal_to_rules(list(world.store.completed_days()))
     (change,) = [c for c in world.store.changes() if c["recordset_id"] == recordset]
     assert change["reason"] == "late_rows" and change["harvest_date"] == late.isoformat()
     assert change["blocks"]["records.download"] == {
@@ -209,6 +209,7 @@ def test_a_damaged_day_is_repaired_first_by_the_catch_up() -> None:
     assert world.store.completed_days()[HARVEST[1]]["reason"] == "repair"
     daily, totals = world.published()
     assert [d for d in daily if d["harvest_date"] <= HARVEST[-1].isoformat()] == clean[0]
+    assert_consistent(daily, totals)
 
 
 def test_documents_without_their_mark_are_redone_and_totals_stay_exact() -> None:
@@ -216,7 +217,7 @@ def test_documents_without_their_mark_are_redone_and_totals_stay_exact() -> None
     world.store._data.marks.pop(HARVEST[2])
     result = world.collect()
     assert HARVEST[2] in result.plan.days
-    world.assert_equal_to_rules(world.store.completed_days())
+    world.assert_equal_to_rules(list(world.store.completed_days()))
 
 
 def test_a_run_waits_for_the_lock_then_refuses_without_a_ledger_entry() -> None:
@@ -247,10 +248,12 @@ def test_a_failure_after_a_day_records_the_run_failed_and_keeps_the_day() -> Non
 
 
 def test_a_breakdown_limit_keeps_the_sums() -> None:
-    world = World(config=World().config.__class__(**{**World().config.__dict__, "breakdown_limit": 1}))
+    world = World(config=memory_config(**{"collect.breakdown_limit": 1}))
     world.collect(first=HARVEST[0], last=HARVEST[-1])
     daily, totals = world.published()
     assert daily == [doc for day in HARVEST for doc in world.rules(day, limit=1).documents]
+    assert daily != [doc for day in HARVEST for doc in world.rules(day).documents]
+    assert_consistent(daily, totals)
 
 
 def test_a_day_repeated_in_one_range_is_published_once() -> None:

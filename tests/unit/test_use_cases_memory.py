@@ -15,7 +15,7 @@ from memory_world import MORNING, World, memory_config, week_collected
 from idb_stats import apistats, importing, status, verify
 from idb_stats.adopt import DuplicateDocuments
 from idb_stats.config import Config
-from idb_stats.errors import ExitCode, LockHeld, UsageError
+from idb_stats.errors import ConfigError, ExitCode, LockHeld, UsageError
 from idb_stats.forget import forget_day
 from idb_stats.ledger import new_run
 from idb_stats.runs import RUNNING
@@ -281,13 +281,17 @@ def test_api_stats_writes_the_snapshot_and_records_it() -> None:
     assert world.store.snapshots() == {MORNING.date(): 1}
 
 
-def test_api_stats_without_an_ingest_database_is_a_config_error() -> None:
+def test_api_stats_without_an_ingest_database_is_refused_before_the_lock() -> None:
     world = World()
-    with pytest.raises(Exception, match="api.dsn") as refused:
+    needs = r"api\.dsn: api-stats needs the ingest database"
+    # Refused before the lock, which is not even waited for.
+    with (
+        world.store.run_lock().hold(new_run("collect-stats"), 0),
+        pytest.raises(ConfigError, match=needs) as refused,
+    ):
         apistats.api_stats(world.config, clock=world.clock, store=world.store)
-    assert refused.value.exit_code == ExitCode.CONFIG  # type: ignore[attr-defined]
-    run = world.store.last_run("api-stats")
-    assert run is not None and run["outcome"] == "failed"
+    assert refused.value.exit_code == ExitCode.CONFIG
+    assert world.store.runs() == [] and world.store.snapshots() == {}
 
 
 # --- status -----------------------------------------------------------------------------------
