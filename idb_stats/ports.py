@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
 
 from .model import Cell, DayStats, HeldDays, SkipReport
 from .runs import RunLock, RunRecord
@@ -193,6 +193,7 @@ class Store(DayStore, RunLedger, Snapshots, ReadQueries, Protocol):
     """Every role: what each concrete store implements, and what open_store returns."""
 
 
+@runtime_checkable  # adopt asks the store it opened whether it is one
 class Adoption(Protocol):
     """What adopt asks of a search store beyond the Store roles (stores/search.py has it; the
     PostgreSQL and memory stores do not, and adopt into them needs none of it)."""
