@@ -31,6 +31,18 @@ def test_deleted_totals_are_rebuilt_from_every_day_when_a_day_is_republished() -
     assert world.published() == clean
 
 
+def test_deleted_totals_are_rebuilt_when_the_recordset_joins_another_day() -> None:
+    world = week_collected()
+    clean = world.published()
+    day = HARVEST[1]
+    documents = list(world.store.export(day, day))
+    recordset = documents[0]["recordset_id"]
+    world.store.publish_day(DayStats(day, "r1"), iter(documents[1:]))  # the recordset leaves the day
+    world.store.rewrite_totals([], gone=[recordset])  # and its totals are lost
+    world.store.publish_day(DayStats(day, "r2"), iter(documents))  # it comes back to the day
+    assert world.published() == clean
+
+
 def test_totals_listing_a_day_without_its_document_are_rebuilt() -> None:
     world = week_collected()
     clean = world.published()
