@@ -261,3 +261,12 @@ def test_a_day_repeated_in_one_range_is_published_once() -> None:
     seen: list[Any] = []
     world.collect(first=HARVEST[0], last=HARVEST[0], on_day=lambda s, done, total: seen.append(s))
     assert len(seen) == 1 and world.source.reads == [HARVEST[0]]
+
+
+def test_given_adapters_run_the_days_in_this_process_whatever_jobs_says() -> None:
+    # Workers could only open the configuration's adapters: here a database that does not exist.
+    world = World(config=memory_config(**{"collect.jobs": 2}))
+    result = world.collect(first=HARVEST[0], last=HARVEST[-1])
+    assert [s.harvest_date for s in result.days] == HARVEST
+    assert world.source.reads == HARVEST
+    world.assert_equal_to_rules(HARVEST)
