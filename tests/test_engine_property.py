@@ -111,7 +111,10 @@ def test_each_engine_makes_the_rules_day_of_hostile_rows(
     with engine_day.conn.cursor() as cur:
         cur.execute(ROWS_SQL, event_window(HARVEST))
         read = cur.fetchall()
-    telemetry_rows = [TelemetryRow(*row[:4], load_json(row[4]), load_json(row[5])) for row in read]
+    telemetry_rows = [
+        TelemetryRow(row_id, event_type, record_type, query_hash, load_json(geo), load_json(payload))
+        for row_id, event_type, record_type, query_hash, geo, payload, _ in read
+    ]
     # The SQL statement of the skip reasons and rules.py agree row by row (the SQL engine's report
     # is made by it), and each engine makes the rules' day.
     assert [row[6] for row in read] == [skip_reason(row) for row in telemetry_rows]
