@@ -22,6 +22,7 @@ from helpers import QUERIES, insert_rows, random_rows
 from hostile import DAY, HARVEST, hostile_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg2 import sql
 
 from idb_stats import embedded
 from idb_stats.config import ENGINES, load_config
@@ -36,10 +37,10 @@ EXAMPLES = int(os.environ.get("IDB_STATS_HOSTILE_EXAMPLES", "25"))
 # A generated search over hostile days on a real server: deselect with -m 'not slow'.
 pytestmark = pytest.mark.slow
 
-ROWS_SQL = f"""
-SELECT s.id, s.type, s.record_type, q.query_hash, s.ip_geocode::text, s.payload::text, {SKIP_REASON_SQL}
+ROWS_SQL = sql.SQL("""
+SELECT s.id, s.type, s.record_type, q.query_hash, s.ip_geocode::text, s.payload::text, {}
 FROM stats s LEFT JOIN queries q ON q.id = s.query_id
-WHERE s.date >= %s AND s.date < %s ORDER BY s.id"""
+WHERE s.date >= %s AND s.date < %s ORDER BY s.id""").format(SKIP_REASON_SQL)
 
 
 class EngineDay:
