@@ -134,7 +134,7 @@ def range_totals(rows: Sequence[dict[str, Any]]) -> list[int]:
     return [sum(row[f"{rt}.{ty}.total"] for row in rows for rt in RECORD_TYPES) for ty in EVENT_TYPES]
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FunctionLoader(lambda name: files("idb_stats").joinpath("templates", name).read_text()),
         autoescape=True,
@@ -214,7 +214,7 @@ class _Site:
             out,
         )
         self.axis = periods(first, last, interval)
-        self.env = _environment()
+        self.env = environment()
         self.common = {
             "css": files("idb_stats").joinpath("templates", "report.css").read_text(),
             "version": __version__,
