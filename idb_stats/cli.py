@@ -54,10 +54,10 @@ from .json_text import compact
 from .legacy import DUPLICATE_POLICIES, DayOutcome
 from .logs import LOG_FORMAT_ENV, LOG_FORMATS, ProgressBar, json_logging, setup_logging, status_sink
 from .model import PAGE_TYPES, DayStats
-from .names import load_names
+from .names import load_names, query_texts
 from .planning import Plan
 from .progress import Tracker, duration_text
-from .report import build_report
+from .report import build_report, prepare_out_dir
 from .runs import ABANDONED
 from .secrets import has_password
 from .stores import open_store
@@ -795,6 +795,7 @@ def report(
     def progress(done: int, total: int) -> None:
         tracker.update(done, "", total)
 
+    prepare_out_dir(out_dir)  # a mistaken --out is said before the names are read
     result = build_report(
         lambda: open_store(config),
         config.store,
@@ -803,6 +804,8 @@ def report(
         out_dir,
         interval,
         progress,
+        names=load_names(config),
+        query_texts=lambda hashes: query_texts(config, hashes),
     )
     click.echo(
         f"{plural(result.pages, 'page')}, {result.bytes / 1e6:.1f} MB in {result.out_dir} "
