@@ -822,7 +822,8 @@ def report(
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Directory to write (new, empty, or an earlier monthly report, which is replaced).",
+    help="Directory to write (new, empty, or an earlier monthly report, which is replaced); "
+    "{month} in it is replaced by the month, YYYY-MM.",
 )
 def monthly_report(config: Config, month: str | None, out_dir: Path) -> None:
     """Per publisher, the year so far month by month: a CSV, a small HTML page and the COUNTER
@@ -833,6 +834,7 @@ def monthly_report(config: Config, month: str | None, out_dir: Path) -> None:
     """
     now = clock().now()
     chosen = monthly.parse_month(month) if month else monthly.previous_month(now.date())
+    out_dir = monthly.out_dir_of(out_dir, chosen)
     result = monthly.monthly_report(
         config, lambda: open_store(config), lambda: load_names(config, required=True), chosen, out_dir, now
     )

@@ -313,6 +313,11 @@ class MonthlyResult:
     seconds: float
 
 
+def out_dir_of(out: Path, month: date) -> Path:
+    """--out with {month} replaced by YYYY-MM: one directory per month from one unit file."""
+    return Path(str(out).replace("{month}", f"{month:%Y-%m}"))
+
+
 MARK = ".idb-stats-monthly-report"  # marks a directory as one of these reports, which a rerun replaces
 
 

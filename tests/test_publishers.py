@@ -298,8 +298,9 @@ def test_monthly_report_mistakes_through_the_cli(world: Any, tmp_path: Path) -> 
     assert (occupied / "notes.txt").read_text() == "mine" and sorted(p.name for p in occupied.iterdir()) == [
         "notes.txt"
     ]
-    done = run("monthly-report", "--month", "2020-02", "--out", str(tmp_path / "ok"), env=env)
+    done = run("monthly-report", "--month", "2020-02", "--out", str(tmp_path / "ok" / "{month}"), env=env)
     assert done.returncode == 0 and "3 publishers" in done.stdout, done.stderr
+    assert (tmp_path / "ok" / "2020-02" / "index.html").is_file()
 
 
 @pytest.mark.parametrize("store_kind", ["postgres"], indirect=True)
