@@ -92,9 +92,10 @@ def as_json(cohort: Cohort) -> str:
 
 
 def as_csv(cohort: Cohort) -> str:
-    """The series only, one row per period (and recordset): a table for spreadsheets."""
+    """The series only, one row per period (and recordset): a table for spreadsheets. CRLF lines
+    (RFC 4180): with "\n" a recordset name holding a lone \r was written unquoted."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, ["period", "recordset_id", "recordset_name", *FIELDS], lineterminator="\n")
+    writer = csv.DictWriter(out, ["period", "recordset_id", "recordset_name", *FIELDS], lineterminator="\r\n")
     writer.writeheader()
     writer.writerows(_row(cohort, row) for row in cohort.series)
     return out.getvalue()

@@ -130,8 +130,9 @@ def usage_rows(
 
 
 def usage_csv(rows: Sequence[UsageRow], months: Sequence[date]) -> str:
+    """CRLF lines (RFC 4180), so a name holding a lone \r is quoted too."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(
         ["recordset_id", "recordset_name", "metric", *(m.strftime("%Y-%m") for m in months), "year_to_date"]
     )
@@ -252,8 +253,9 @@ DSR_COLUMNS = (
 
 def dsr_tsv(header: Mapping[str, str], rows: Sequence[DatasetRow], months: Sequence[date]) -> str:
     out = io.StringIO()
-    # Tabs and line breaks inside a name would break the layout; csv quotes them.
-    writer = csv.writer(out, dialect="excel-tab", lineterminator="\n")
+    # Tabs and line breaks inside a name would break the layout; csv quotes them, and a lone \r
+    # too only when it is part of the line terminator (RFC 4180's CRLF; with "\n" it was not).
+    writer = csv.writer(out, dialect="excel-tab", lineterminator="\r\n")
     for name, value in header.items():
         writer.writerow([name, value])
     writer.writerow([])
