@@ -254,6 +254,10 @@ def test_monthly_report_files_equal_the_documents(world: Any, tmp_path: Path) ->
     assert [HOSTILE in c for c in calls].count(True) == 4  # a name with spaces and tabs stays one argument
     assert all(len(c) == 3 for c in calls)
 
+    # The telemetry's client addresses (helpers write 127.0.0.1) never reach a file.
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert len(written) == 4 * 3 + 4 and not [p for p in written if b"127.0.0.1" in p.read_bytes()]
+
     # Rerun into the same directory: replaced, not refused.
     config = dataclasses.replace(config, reports_command=None)
     again = monthly.monthly_report(
