@@ -283,7 +283,11 @@ class Config:
         maximum=MAX_SETTLE_SECONDS,
     )
     api_dsn: str | None = _secret_setting(
-        "api.dsn", "api-dsn", "libpq DSN of the ingest database (api-stats).", env="IDB_STATS_API_DSN"
+        "api.dsn",
+        "api-dsn",
+        "libpq DSN of the ingest database (api-stats; names and publishers for show, report and "
+        "monthly-report).",
+        env="IDB_STATS_API_DSN",
     )
     uuids_table: str = _table_setting("api.uuids_table", "uuids", "The ingest database's uuids table.")
     recordsets_table: str = _table_setting(
