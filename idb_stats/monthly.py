@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from importlib.resources import files
 from pathlib import Path
@@ -302,7 +302,6 @@ class PublisherFiles:
     stem: str  # file name without extension, unique per publisher (report.page_name)
     recordsets: int
     month_totals: list[int]  # hits per event type in the reported month
-    files: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -431,7 +430,6 @@ def write_monthly_report(
         }
         for path, text in outputs.items():
             path.write_text(text, encoding="utf-8")
-            entry.files.append(path)
             written.append((path, publisher_id, name))
             current.add(path.name)
         listed.append(entry)

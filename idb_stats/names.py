@@ -62,19 +62,13 @@ class Names:
 NO_NAMES = Names()
 
 
-def _ingest_problem(config: Config) -> str | None:
-    if not config.api_dsn:
-        return "no ingest database configured (api.dsn)"
-    return None
-
-
 def load_names(config: Config, required: bool = False) -> Names:
     """Read every recordset's and publisher's name and membership, in one read-only transaction.
 
     required (publisher roll-ups, monthly-report): a missing or unreachable ingest database is an
     error (exit 3, or 4 when unreachable); otherwise a warning, and ids are shown instead."""
-    problem = _ingest_problem(config)
-    if problem:
+    if not config.api_dsn:
+        problem = "no ingest database configured (api.dsn)"
         if required:
             raise ConfigError(
                 [
@@ -84,7 +78,6 @@ def load_names(config: Config, required: bool = False) -> Names:
             )
         log.warning("%s: showing ids instead of names", problem)
         return NO_NAMES
-    assert config.api_dsn is not None
     try:
         return _read_names(config)
     except IdbStatsError as exc:
