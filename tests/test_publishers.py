@@ -243,10 +243,17 @@ def test_monthly_report_files_equal_the_documents(world: Any, tmp_path: Path) ->
         assert "not robot-filtered" in header["Exceptions"].lower()
         # Documents collected before COUNTER figures existed: unknown (empty), not zero.
         assert {r["Dataset_ID"] for r in dsr} == set(members)
-        active = {d["recordset_id"] for d in daily}
-        assert {r["Feb-2020"] for r in dsr if r["Dataset_ID"] in active} <= {""}
+        assert len(dsr) == len(members) * len(monthly.METRIC_TYPES)
+        for row in dsr:
+            expected = [counter_cell(daily, row["Dataset_ID"], row["Metric_Type"], m) for m in months]
+            assert [row[monthly.month_label(m)] for m in months] == [
+                "" if e is None else str(e) for e in expected
+            ]
+            assert row["Reporting_Period_Total"] == str(sum(e for e in expected if e is not None))
         assert {r["Jan-2020"] for r in dsr} == {"0"}  # no documents: no events, no uses
-    assert "3040" in read_dsr(out / "portal-dsr.tsv")[0]["Exceptions"]
+    # Documents published without COUNTER figures (before they were counted) make a month unknown.
+    unknown = any("counter" not in d for d in daily)
+    assert ("3040" in read_dsr(out / "portal-dsr.tsv")[0]["Exceptions"]) == unknown
     index = (out / "index.html").read_text()
     assert page_name(PUBLISHER_A).removesuffix(".html") in index and "<script>alert" not in index
     calls = [json.loads(line) for line in delivered.read_text().splitlines()]
@@ -264,6 +271,18 @@ def test_monthly_report_files_equal_the_documents(world: Any, tmp_path: Path) ->
         config, lambda: open_store(config), lambda: load_names(config, True), month, out, now
     )
     assert again.publishers == 3 and again.delivered == 0
+
+
+def counter_cell(daily: list[dict[str, Any]], recordset: str, metric: str, month: date) -> int | None:
+    """A Dataset report cell by its definition, from the store's own documents: the month's sum,
+    or unknown (None) when any of its documents carries no COUNTER figures."""
+    kind, measure = monthly.METRIC_TYPES[metric]
+    values = [
+        d.get("counter", {}).get(kind, {}).get(measure)
+        for d in daily
+        if d["recordset_id"] == recordset and d["harvest_date"][:7] == f"{month:%Y-%m}"
+    ]
+    return None if None in values else sum(v for v in values if v is not None)
 
 
 def read_dsr(path: Path) -> tuple[dict[str, str], list[dict[str, str]]]:
