@@ -10,6 +10,7 @@ import json
 import socket
 import sys
 from datetime import date, datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,19 @@ def test_monthly_report_files_equal_the_documents(world: Any, tmp_path: Path) ->
         assert {r["recordset_id"] for r in rows} == set(members)
         page = (out / "publishers" / f"{stem}.html").read_text()
         assert "<script>alert" not in page
+        # The page's table holds the CSV's rows with activity, the same numbers.
+        shown = table_rows(page, "monthly")
+        wanted_rows = [
+            [
+                r["recordset_id"],
+                r["metric"],
+                *(f"{int(r[m.strftime('%Y-%m')]):,}" for m in months),
+                f"{int(r['year_to_date']):,}",
+            ]
+            for r in rows
+            if int(r["year_to_date"])
+        ]
+        assert shown == wanted_rows and (shown or publisher == PUBLISHER_C)
         header, dsr = read_dsr(out / "publishers" / f"{stem}-dsr.tsv")
         assert "not robot-filtered" in header["Exceptions"].lower()
         # Documents collected before COUNTER figures existed: unknown (empty), not zero.
@@ -285,6 +299,45 @@ def counter_cell(daily: list[dict[str, Any]], recordset: str, metric: str, month
         if d["recordset_id"] == recordset and d["harvest_date"][:7] == f"{month:%Y-%m}"
     ]
     return None if None in values else sum(v for v in values if v is not None)
+
+
+class TableRows(HTMLParser):
+    """The body rows of one table (by class) of a page: the first cell's title (the id), then
+    each other cell's text."""
+
+    def __init__(self, css_class: str) -> None:
+        super().__init__()
+        self.css_class, self.inside = css_class, False
+        self.rows: list[list[str]] = []
+        self.cell: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "table":
+            self.inside = self.css_class in (found.get("class") or "").split()
+        elif self.inside and tag == "tr":
+            self.rows.append([])  # a heading row has no td: left empty, dropped
+        elif self.inside and tag == "td":
+            self.cell = "" if self.rows[-1] else None
+            if self.cell is None:
+                self.rows[-1].append(found.get("title") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.inside = False
+        elif tag == "td" and self.cell is not None:
+            self.rows[-1].append(self.cell)
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell += data
+
+
+def table_rows(page: str, css_class: str) -> list[list[str]]:
+    parser = TableRows(css_class)
+    parser.feed(page)
+    return [row for row in parser.rows if row]
 
 
 def read_dsr(path: Path) -> tuple[dict[str, str], list[dict[str, str]]]:
