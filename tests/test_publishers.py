@@ -21,7 +21,7 @@ from helpers import HARVEST, MakeConfig, execute, published, reference, run
 from idb_stats import monthly, publishers
 from idb_stats.cohort import FIELDS
 from idb_stats.config import Config
-from idb_stats.errors import SourceUnreachable
+from idb_stats.errors import DeliveryFailed, SourceUnreachable, UsageError
 from idb_stats.model import BLOCKS
 from idb_stats.names import load_names, query_texts
 from idb_stats.report import build_report, page_name
@@ -115,7 +115,7 @@ def test_show_publisher_equals_the_sum_of_its_recordsets(world: Any) -> None:
         )
         table = publishers.as_table(publishers.rollup(store, names, PUBLISHER_A, first, last, "day", 5))
         assert "\\u202e" in table and "\u202e" not in table  # the name's control character, escaped
-        with pytest.raises(publishers.UsageError, match="is no publisher"):
+        with pytest.raises(UsageError, match="is no publisher"):
             publishers.rollup(store, names, PUBLISHER_C + "0", first, last, "day", 5)
 
 
@@ -224,7 +224,7 @@ def test_monthly_report_files_equal_the_documents(world: Any, tmp_path: Path) ->
     out = tmp_path / "monthly"
     month = date(HARVEST[0].year, HARVEST[0].month, 1)
     now = datetime(2026, 12, 6, 12, 0)
-    with pytest.raises(monthly.DeliveryFailed, match="1 of"):
+    with pytest.raises(DeliveryFailed, match="1 of"):
         monthly.monthly_report(
             config, lambda: open_store(config), lambda: load_names(config, True), month, out, now
         )

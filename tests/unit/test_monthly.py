@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from idb_stats import monthly
 from idb_stats.cohort import FIELDS
 from idb_stats.config import command_problem
-from idb_stats.errors import UsageError
+from idb_stats.errors import DeliveryFailed, UsageError
 from idb_stats.names import Names
 
 RECORDSETS = ["rs-a", "rs-b", "rs-c"]
@@ -187,7 +187,7 @@ def test_failed_deliveries_are_each_logged_and_the_rest_still_go(caplog: pytest.
         ran.append(argv)
         return 2 if argv[-1] in ("/tmp/f1", "/tmp/f3") else 0
 
-    with pytest.raises(monthly.DeliveryFailed, match="2 of 4"):
+    with pytest.raises(DeliveryFailed, match="2 of 4"):
         monthly.deliver("deliver {publisher_id} {file}", files, run)
     assert len(ran) == 4
     assert [r.message for r in caplog.records if r.levelname == "ERROR"] == [
