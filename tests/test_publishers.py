@@ -365,6 +365,8 @@ def test_monthly_report_mistakes_through_the_cli(world: Any, tmp_path: Path) -> 
         (("--month", "2999-01"), env, 2, "not over yet"),
         (("--month", "2020-02", "--out", str(occupied)), env, 2, "not empty"),
         (("--month", "2020-02", "--out", str(a_file)), env, 2, "is a file"),  # click's own check
+        # A place no user may create a directory (root included): /proc holds only the kernel's.
+        (("--month", "2020-02", "--out", "/proc/idb-stats-monthly"), env, 2, "cannot write there"),
         (("--month", "2020-02"), {"IDB_STATS_SOURCE_DSN": dsn}, 3, "api.dsn"),
         (("--month", "2020-02"), down, 4, "ingest"),
     ):
