@@ -194,3 +194,65 @@ def test_failed_deliveries_are_each_logged_and_the_rest_still_go(caplog: pytest.
         "reports.command exited 2 for /tmp/f1 (publisher p1)",
         "reports.command exited 2 for /tmp/f3 (publisher p3)",
     ]
+
+
+def test_monthly_report_on_a_memory_store_with_counter_blocks(tmp_path: Path) -> None:
+    """The whole report over a store holding documents with and without COUNTER blocks (days
+    published before the figures existed): files per publisher equal the documents' sums."""
+    from idb_stats.model import DayStats
+    from idb_stats.rules import TelemetryRow, aggregate_day
+    from idb_stats.stores.memory import MemoryStore
+
+    store = MemoryStore()
+    store.init()
+    published: list[dict[str, Any]] = []
+    days = [date(2026, 1, 20), date(2026, 2, 3), date(2026, 2, 4), date(2026, 3, 9)]
+    for n, harvest in enumerate(days):
+        rows = [
+            TelemetryRow(i, "view", "records", None, {"country": "US"}, {f"rec-{n}-{i}": RECORDSETS[i % 3]})
+            for i in range(1, 6)
+        ]
+        documents = aggregate_day(rows, harvest).documents
+        for k, doc in enumerate(documents):
+            if harvest != date(2026, 2, 3):  # that day was published before COUNTER figures
+                doc["counter"] = {
+                    "investigations": {"total": 3 + k + n, "unique": 1 + k},
+                    "requests": {"total": n, "unique": min(n, 1)},
+                }
+        store.publish_day(DayStats(harvest), documents)
+        published += documents
+    names = Names({"rs-a": "A's set"}, {"pub": "Pub \t<b>"}, {"rs-a": "pub", "rs-b": "pub"}, read=True)
+    monthly.prepare_out_dir(tmp_path)
+    result = monthly.write_monthly_report(store, names, MONTH, tmp_path, "memory", _now())
+    assert result.publishers == 1 and len(result.files) == 4 + 3
+    header, rows = _read_tsv((tmp_path / "publishers" / "pub-dsr.tsv").read_text())
+    assert "3040" in header["Exceptions"] and "2026-02" in header["Exceptions"]
+    assert {r["Dataset_ID"] for r in rows} == {"rs-a", "rs-b"}
+    for row in rows:
+        cells = [brute_force(published, row["Dataset_ID"], row["Metric_Type"], m) for m in MONTHS]
+        assert [row[monthly.month_label(m)] for m in MONTHS] == ["" if c is None else str(c) for c in cells]
+        assert cells[1] is None and cells[0] is not None  # February: one day without figures
+    usage = list(csv.DictReader(io.StringIO((tmp_path / "publishers" / "pub.csv").read_text(), newline="")))
+    views = [r for r in usage if r["metric"] == "records.view.total"]
+    expected = [
+        [
+            sum(
+                d["records"]["view"]["total"]
+                for d in published
+                if d["recordset_id"] == rs and d["harvest_date"][:7] == f"{m:%Y-%m}"
+            )
+            for m in MONTHS
+        ]
+        for rs in ("rs-a", "rs-b")
+    ]
+    assert [[int(r[f"{m:%Y-%m}"]) for m in MONTHS] for r in views] == expected
+    portal = _read_tsv((tmp_path / "portal-dsr.tsv").read_text())[1]
+    assert {r["Dataset_ID"] for r in portal} == set(RECORDSETS)
+
+
+def _read_tsv(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+    lines = list(csv.reader(io.StringIO(text, newline=""), dialect="excel-tab"))
+    blank = lines.index([])
+    return dict((row[0], row[1]) for row in lines[:blank]), [
+        dict(zip(lines[blank + 1], row, strict=True)) for row in lines[blank + 2 :]
+    ]
