@@ -208,11 +208,11 @@ def test_monthly_report_on_a_memory_store_with_counter_blocks(tmp_path: Path) ->
     published: list[dict[str, Any]] = []
     days = [date(2026, 1, 20), date(2026, 2, 3), date(2026, 2, 4), date(2026, 3, 9)]
     for n, harvest in enumerate(days):
-        rows = [
+        telemetry = [
             TelemetryRow(i, "view", "records", None, {"country": "US"}, {f"rec-{n}-{i}": RECORDSETS[i % 3]})
             for i in range(1, 6)
         ]
-        documents = aggregate_day(rows, harvest).documents
+        documents = aggregate_day(telemetry, harvest).documents
         for k, doc in enumerate(documents):
             if harvest != date(2026, 2, 3):  # that day was published before COUNTER figures
                 doc["counter"] = {
