@@ -19,7 +19,10 @@ from idb_stats import monthly
 from idb_stats.cohort import FIELDS
 from idb_stats.config import command_problem
 from idb_stats.errors import DeliveryFailed, UsageError
+from idb_stats.model import DayStats
 from idb_stats.names import Names
+from idb_stats.rules import TelemetryRow, aggregate_day
+from idb_stats.stores.memory import MemoryStore
 
 RECORDSETS = ["rs-a", "rs-b", "rs-c"]
 MONTH = date(2026, 3, 1)
@@ -199,10 +202,6 @@ def test_failed_deliveries_are_each_logged_and_the_rest_still_go(caplog: pytest.
 def test_monthly_report_on_a_memory_store_with_counter_blocks(tmp_path: Path) -> None:
     """The whole report over a store holding documents with and without COUNTER blocks (days
     published before the figures existed): files per publisher equal the documents' sums."""
-    from idb_stats.model import DayStats
-    from idb_stats.rules import TelemetryRow, aggregate_day
-    from idb_stats.stores.memory import MemoryStore
-
     store = MemoryStore()
     store.init()
     published: list[dict[str, Any]] = []
