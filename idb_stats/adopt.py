@@ -27,7 +27,7 @@ from typing import Any
 
 from .config import Config
 from .documents import Document
-from .errors import ConfigError, DataQualityError, IncompatibleIndex, StoreError
+from .errors import ConfigError, DuplicateDocuments, IncompatibleIndex, StoreError
 from .ledger import write_run
 from .legacy import (
     DayOutcome,
@@ -46,10 +46,6 @@ from .stores.legacy_reader import GENERIC_TYPES, LegacyHit, LegacyReader
 log = logging.getLogger(__name__)
 
 ADOPT_RUN_PREFIX = "adopt-"
-
-
-class DuplicateDocuments(DataQualityError):
-    """Two or more documents of one (recordset, day) under --duplicates refuse."""
 
 
 def adopted_days(complete: dict[date, dict[str, Any]]) -> list[date]:

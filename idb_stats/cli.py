@@ -40,9 +40,11 @@ from .clock import SYSTEM_CLOCK, Clock
 from .config import MAX_JOBS, STORE_KINDS, Config, load_config
 from .errors import (
     EXIT_CODE_MEANINGS,
+    ChecksFailed,
     ConfigError,
     ExitCode,
     IdbStatsError,
+    Lagging,
     OutputClosed,
     SourceRowsGone,
     UsageError,
@@ -535,11 +537,8 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
     """
     bar = ProgressBar("documents")
     tracker = Tracker(sinks=[bar, status_sink("documents")])  # from the start: the check is part of the run
-    name = (
-        "standard input"
-        if source_file.name in ("<stdin>", "-") or isinstance(source_file.name, int)
-        else source_file.name
-    )
+    given = getattr(source_file, "name", "-")  # a stream without a name (a test's stdin) is stdin too
+    name = "standard input" if given in ("<stdin>", "-") or isinstance(given, int) else given
 
     def on_checked(checked: ndjson.CheckedExport) -> None:
         tracker.total = checked.documents
@@ -1159,10 +1158,6 @@ def verify_command(
         )
 
 
-class Lagging(IdbStatsError):
-    exit_code = ExitCode.LAGGING
-
-
 @cli.command("forget-day")
 @config_options
 @publishes_metrics
@@ -1215,7 +1210,7 @@ def check_config(config: Config, connect: bool, fmt: str) -> None:
             click.echo(f"{'ok  ' if result.ok else 'FAIL'} {result.endpoint}: {result.detail}")
         failed = [r for r in results if not r.ok]
         if failed:
-            raise checks.ChecksFailed(
+            raise ChecksFailed(
                 f"check-config --connect: {plural(len(failed), 'check')} failed (FAIL above)"
             )
 

@@ -22,10 +22,9 @@ from datetime import date
 from typing import IO, Any, Self
 
 from . import interrupt, ndjson
-from .adopt import DuplicateDocuments
 from .config import SEARCH_STORE_KINDS, Config
 from .documents import Document
-from .errors import DataQualityError, UsageError
+from .errors import DataQualityError, DuplicateDocuments, UsageError
 from .json_text import compact
 from .ledger import write_run
 from .legacy import DayOutcome, DuplicatesRefused, resolve_duplicates
