@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +44,6 @@ from .errors import (
     ConfigError,
     ExitCode,
     IdbStatsError,
-    Lagging,
     OutputClosed,
     SourceRowsGone,
     UsageError,
@@ -60,10 +59,9 @@ from .names import load_names, query_texts
 from .planning import Plan
 from .progress import Tracker, duration_text
 from .report import build_report, prepare_out_dir
-from .runs import ABANDONED
 from .secrets import has_password
 from .stores import open_store
-from .terminal import broken_pipe, writing
+from .terminal import broken_pipe, plural, writing
 
 log = logging.getLogger("idb_stats")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -190,10 +188,6 @@ def clock() -> Clock:
     """The clock every command plans with, built once by `run` (a fixed one in tests)."""
     obj = click.get_current_context().find_root().obj
     return obj if obj is not None else SYSTEM_CLOCK
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
 def output_option(func: F) -> F:
@@ -901,21 +895,9 @@ def status(config: Config, max_lag: int | None, fmt: str, warn_lag: int, crit_la
     elif fmt == "prometheus":
         click.echo(monitoring.prometheus_text(info), nl=False)
     else:
-        click.echo(status_text(info))
-    lag = info.lag_days
-    if max_lag is not None and (lag is None or lag > max_lag or info.damaged_days):
-        holes = f" (missing: {_dates(info.missing_days)})" if info.missing_days else ""
-        if info.damaged_days:
-            raise Lagging(
-                f"damaged days {_dates(info.damaged_days)} (--max-lag {max_lag}): "
-                "run `idb-stats collect-stats` to redo them"
-            )
-        if lag is None:
-            raise Lagging(f"no complete harvest date yet (--max-lag {max_lag}); run idb-stats collect-stats")
-        raise Lagging(
-            f"complete through {info.complete_through}{holes}, lag {plural(lag, 'day')} "
-            f"exceeds --max-lag {max_lag}: run `idb-stats collect-stats` to catch up"
-        )
+        click.echo(store_status.as_text(info))
+    if max_lag is not None and (lagging := store_status.lag_error(info, max_lag)) is not None:
+        raise lagging
 
 
 def _nagios(config: Config, warn_lag: int, crit_lag: int) -> None:
@@ -925,87 +907,6 @@ def _nagios(config: Config, warn_lag: int, crit_lag: int) -> None:
         check = monitoring.nagios_unknown(str(exc))
     click.echo(check.line())
     sys.exit(check.state)
-
-
-def _dates(days: Iterable[date]) -> str:
-    return ", ".join(d.isoformat() for d in days)
-
-
-def status_text(info: store_status.Status) -> str:
-    lines = [
-        f"store:                 {info.store}",
-        f"last closed day:       {info.last_closed}",
-        f"last complete day:     {info.last_complete or 'none'}"
-        + (f" ({plural(info.last_day_rows, 'row')})" if info.last_day_rows is not None else ""),
-        f"complete through:      {info.complete_through or 'none'}",
-        f"lag:                   {lag_text(info.lag_days)}",
-        f"complete days:         {info.complete_days}",
-        f"missing days:          {_dates(info.missing_days) or 'none'}",
-    ]
-    if info.damaged_days:
-        lines.append(
-            f"damaged days:          {_dates(info.damaged_days)} (idb-stats collect-stats redoes them)"
-        )
-        lines += [f"  {d.harvest_date}: {'; '.join(d.reasons)}" for d in info.damage]
-    if info.empty_days:
-        lines.append(
-            f"published empty:       {_dates(info.empty_days)} (0 telemetry rows; "
-            "check the source if the portal was not down)"
-        )
-    lines.append(f"last re-check:         {_recheck_line(info.last_recheck)}")
-    if info.not_rechecked:
-        lines.append(f"not re-checkable:      {_not_rechecked_line(info)}")
-    if info.adopted_gaps:
-        lines.append(
-            f"gaps in adopted days:  {_dates(info.adopted_gaps)} (telemetry exists: "
-            "idb-stats collect-stats --from D --to D)"
-        )
-    if info.not_closed_days:
-        lines.append(f"complete but not over: {_dates(info.not_closed_days)} (idb-stats forget-day DATE)")
-    for command, run in info.last_runs.items():
-        seconds = f"{run.seconds:.1f} s" if run.seconds is not None else "-"
-        label = f"last {command}:"
-        lines.append(
-            f"{label:23s}{run.outcome} {run.started_at} ({seconds}) {run.run_id} {run.error or ''}".rstrip()
-            + (
-                f" (pid {run.record.get('pid')} on host {run.record.get('host')} is gone; its lock is free)"
-                if run.outcome == ABANDONED
-                else ""
-            )
-        )
-    if not info.last_runs:
-        lines.append("last run:              none")
-    lines.append(
-        f"last size snapshot:    {info.last_snapshot or 'none'}"
-        + (" (none today)" if info.snapshot_missing_today else "")
-    )
-    return "\n".join(lines)
-
-
-def lag_text(lag: int | None) -> str:
-    return "-" if lag is None else plural(lag, "day")
-
-
-def _not_rechecked_line(info: store_status.Status) -> str:
-    groups = info.not_rechecked
-    days = sum(len(d) for d in groups.values())
-    listed = "; ".join(f"{why}: {_dates(d)}" for why, d in groups.items())
-    return (
-        f"{plural(days, 'day')} of the last {info.recheck_days} published carry no source "
-        f"fingerprint, so late rows there go unnoticed ({listed})"
-    )
-
-
-def _recheck_line(recheck: Mapping[str, Any] | None) -> str:
-    if recheck is None:
-        return "none"
-    stale = recheck["stale"]
-    gone = [s["harvest_date"] for s in stale if s["rows_gone"]]
-    return (
-        f"{recheck['started_at']}: {len(stale)} days found stale, "
-        f"{len(recheck['republished'])} republished ({', '.join(recheck['republished']) or '-'})"
-        + (f", rows gone: {', '.join(gone)}" if gone else "")
-    )
 
 
 @cli.command()
