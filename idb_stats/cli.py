@@ -29,6 +29,7 @@ from . import (
     forget,
     importing,
     interrupt,
+    legacy,
     monitoring,
     monthly,
     ndjson,
@@ -45,16 +46,14 @@ from .errors import (
     ExitCode,
     IdbStatsError,
     OutputClosed,
-    SourceRowsGone,
     UsageError,
-    VerifyDifferences,
     exit_codes_help,
 )
 from .interrupt import Interrupted
 from .json_text import compact
 from .legacy import DUPLICATE_POLICIES, DayOutcome
 from .logs import LOG_FORMAT_ENV, LOG_FORMATS, ProgressBar, json_logging, setup_logging, status_sink
-from .model import PAGE_TYPES, DayStats
+from .model import DayStats
 from .names import load_names, query_texts
 from .planning import Plan
 from .progress import Tracker, duration_text
@@ -313,33 +312,6 @@ def _write_metrics(config: Config, path: Path) -> None:
         log.warning("monitoring.textfile: cannot write %s: %s", path, exc.strerror or exc)
 
 
-def day_summary(stats: DayStats) -> str:
-    pages = [
-        f"{stats.kinds[kind]} {kind.removesuffix('s')} page views"
-        for kind in PAGE_TYPES
-        if stats.kinds.get(kind)
-    ]
-    return (
-        f"{stats.harvest_date}: {stats.rows} rows, {stats.entries} entries, {stats.recordsets} recordsets, "
-        + "".join(f"{p}, " for p in pages)
-        + f"{stats.skipped} skipped, {stats.seconds:.1f} s"
-    )
-
-
-def day_fields(stats: DayStats) -> dict[str, Any]:
-    return {
-        "harvest_date": stats.harvest_date.isoformat(),
-        "rows": stats.rows,
-        "entries": stats.entries,
-        "recordsets": stats.recordsets,
-        "skipped": stats.skipped,
-        # Flat, so each is a journal field of its own (IDB_STATS_RECORDSETS_PAGE_VIEWS).
-        **{f"{kind}_page_views": stats.kinds.get(kind, 0) for kind in PAGE_TYPES},
-        "seconds": f"{stats.seconds:.3f}",
-        "run_id": stats.run_id,
-    }
-
-
 @cli.command("collect-stats")
 @config_options
 @publishes_metrics
@@ -419,7 +391,7 @@ def collect_stats(
     def on_day(stats: DayStats, done: int, total: int) -> None:
         rows[0] += stats.rows
         bar.clear()
-        log.info(day_summary(stats), extra={"fields": day_fields(stats)})
+        log.info(collect.day_summary(stats), extra={"fields": collect.day_fields(stats)})
         if dry_run or fmt == "json":
             click.echo(json.dumps(stats.as_dict()))
         tracker.update(done, str(stats.harvest_date), total)
@@ -491,25 +463,6 @@ def duplicates_option(func: F) -> F:
     )(func)
 
 
-def log_outcome(verb: str, outcome: DayOutcome, seconds: float | None = None) -> None:
-    fields = outcome.as_dict()
-    details = [f"{outcome.read} read", f"{outcome.written} written"]
-    if outcome.duplicates:
-        details.append(f"{len(outcome.duplicates)} recordsets had duplicates")
-    if outcome.filled_blocks:
-        details.append(f"{outcome.filled_blocks} missing blocks filled with zeros")
-    if outcome.snapshots:
-        details.append(f"{outcome.snapshots} record-count snapshots")
-    if outcome.superseded_snapshots:
-        details.append(f"{outcome.superseded_snapshots} earlier record-count runs of the day superseded")
-    if outcome.rejected:
-        details.append("rejected " + ", ".join(f"{r}: {n}" for r, n in outcome.rejected.items()))
-    if seconds is not None:
-        details.append(f"{seconds:.1f} s")
-        fields["seconds"] = f"{seconds:.3f}"
-    log.info("%s %s: %s", verb, outcome.harvest_date, ", ".join(details), extra={"fields": fields})
-
-
 @cli.command("import")
 @config_options
 @publishes_metrics
@@ -531,8 +484,7 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
     """
     bar = ProgressBar("documents")
     tracker = Tracker(sinks=[bar, status_sink("documents")])  # from the start: the check is part of the run
-    given = getattr(source_file, "name", "-")  # a stream without a name (a test's stdin) is stdin too
-    name = "standard input" if given in ("<stdin>", "-") or isinstance(given, int) else given
+    name = importing.stream_name(source_file)
 
     def on_checked(checked: ndjson.CheckedExport) -> None:
         tracker.total = checked.documents
@@ -542,19 +494,13 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
             plural(checked.documents, "document"),
             duration_text(tracker.elapsed()),
         )
-        if checked.complete is None:
-            log.warning(
-                "%s has no export opening line (an older export, or another tool's): whether it is "
-                "complete cannot be checked; a file cut short imports its last day partly",
-                name,
-            )
 
     read = [0]
 
     def on_day(outcome: DayOutcome, stats: DayStats) -> None:
         read[0] += outcome.read
         bar.clear()
-        log_outcome("imported", outcome, stats.seconds)
+        legacy.log_outcome("imported", outcome, stats.seconds)
         tracker.update(read[0], str(outcome.harvest_date))
 
     closed = collect.last_closed(config, clock())
@@ -610,19 +556,9 @@ def adopt(
     and the record-count index, so the portal keeps reading it. Re-run to finish an interrupted
     adoption. See docs/migrating.md.
     """
-    from dataclasses import replace
+    from . import adopt as adoption
 
-    from .adopt import adopt as run_adopt
-
-    search_store = config.store in ("elasticsearch", "opensearch")
-    if not search_store and not from_url:
-        raise click.UsageError("adopting into PostgreSQL needs --from-url (the original's cluster)")
-    if from_url and (has_password(from_url) or not from_url.startswith(("http://", "https://"))):
-        raise click.UsageError(
-            "--from-url: an http(s):// URL without credentials (put them in the configuration)"
-        )
-    legacy_name = legacy_index or config.daily_index
-    legacy_config = replace(config, store_url=from_url or config.store_url, daily_index=legacy_name)
+    where = adoption.sources(config, legacy_index, target, from_url)
     bar = ProgressBar("days")
     tracker = Tracker(sinks=[bar, status_sink("days")])
     done = [0]
@@ -633,13 +569,13 @@ def adopt(
     def on_day(outcome: DayOutcome) -> None:
         done[0] += 1
         bar.clear()
-        log_outcome("would adopt" if dry_run else "adopted", outcome)
+        legacy.log_outcome("would adopt" if dry_run else "adopted", outcome)
         tracker.update(done[0], str(outcome.harvest_date))
 
-    report = run_adopt(
+    report = adoption.adopt(
         config,
-        legacy_config,
-        (target or f"{config.daily_index}-v2") if search_store else None,
+        where.legacy,
+        where.target_index,
         duplicates,
         dry_run,
         on_day,
@@ -668,24 +604,13 @@ def totals(config: Config, recordsets: tuple[str, ...], output: Any) -> None:
     """
     with open_store(config) as store, writing(output):
         written = {doc["recordset_id"] for doc in _written(store.totals(recordsets), output)}
-    _report_unknown(recordsets, [r for r in recordsets if r not in written])
+    cohort.report_unknown(recordsets, [r for r in recordsets if r not in written])
 
 
 def _written(docs: Iterable[dict[str, Any]], out: Any) -> Iterable[dict[str, Any]]:
     for doc in docs:
         write_ndjson([doc], out)
         yield doc
-
-
-def _report_unknown(named: Sequence[str], unknown: list[str]) -> None:
-    """Say which named recordsets the store does not know; all of them unknown is a mistake."""
-    if not unknown:
-        return
-    listed = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-    message = f"no statistics for {plural(len(unknown), 'recordset')}: {listed} (check the ids)"
-    if len(unknown) == len(named):
-        raise UsageError(message)
-    log.warning("%s", message)
 
 
 @cli.command()
@@ -751,11 +676,11 @@ def show(
     with open_store(config) as store:
         unknown = cohort.unknown_recordsets(store, ids)
         if len(unknown) == len(ids):
-            _report_unknown(ids, unknown)
+            cohort.report_unknown(ids, unknown)
         result = cohort.query(store, ids, first, last, interval, summed, top, names.recordsets)
     with writing(output):
         output.write(cohort.FORMATTERS[fmt](result))
-    _report_unknown(ids, unknown)
+    cohort.report_unknown(ids, unknown)
 
 
 @cli.command()
@@ -1005,58 +930,12 @@ def verify_command(
         extra={"fields": {"days": checked, "seconds": f"{tracker.elapsed():.3f}"}},
     )
     if as_json:
-        summary = {
-            "before_repair" if outcome.after_repair else "result": outcome.report.as_dict(),
-            "repaired_days": [d.isoformat() for d in outcome.repaired_days],
-            "rebuilt_totals": outcome.rebuilt_totals,
-            "adopted_left": [d.isoformat() for d in outcome.adopted_left],
-        }
-        if outcome.after_repair:
-            summary["result"] = outcome.after_repair.as_dict()
-        click.echo(json.dumps({"summary": summary}))
+        click.echo(json.dumps(outcome.summary()))
     else:
-        reports = [("", outcome.report)]
-        if outcome.after_repair:
-            reports.append(("after repair: ", outcome.after_repair))
-        for prefix, report in reports:
-            for day in report.days:
-                click.echo(
-                    f"{prefix}{day.harvest_date}  {day.outcome:<12} {day.documents} documents"
-                    + (f", {day.differences} differences" if day.differences else "")
-                )
-            click.echo(
-                f"{prefix}totals: {report.totals_checked} recordsets checked, "
-                f"{len(report.totals_differing)} differ"
-            )
-            if report.midnight_days:
-                click.echo(
-                    f"{prefix}adopted days differing only by the events at midnight, which the original "
-                    f"counted for no day (docs/migrating.md): {', '.join(map(str, report.midnight_days))}"
-                )
-            if prefix == "" and outcome.after_repair:
-                click.echo(
-                    f"repaired: {len(outcome.repaired_days)} days republished, "
-                    f"{len(outcome.rebuilt_totals)} totals rebuilt"
-                )
-    final = outcome.final
-    if not final.agrees:
-        days = ", ".join(map(str, final.differing_days)) or "none"
-        left = (
-            f"; adopted days left as the original wrote them: {', '.join(map(str, outcome.adopted_left))} "
-            "(--include-adopted D republishes one from the telemetry)"
-            if outcome.adopted_left
-            else ""
-        )
-        raise VerifyDifferences(
-            f"verify: {final.differences} differences (days {days}, "
-            f"totals of {len(final.totals_differing)} recordsets); --json lists them, --repair fixes what "
-            f"the telemetry can recompute, except adopted days unless named with --include-adopted{left}"
-        )
-    if final.unverifiable_days:
-        raise SourceRowsGone(
-            f"verify: the telemetry rows of {', '.join(map(str, final.unverifiable_days))} are gone; "
-            "their published documents cannot be checked and were left as they are"
-        )
+        for line in outcome.text_lines():
+            click.echo(line)
+    if (error := outcome.error()) is not None:
+        raise error
 
 
 @cli.command("forget-day")
