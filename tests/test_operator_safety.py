@@ -9,10 +9,9 @@ import re
 import subprocess
 import sys
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import psycopg2
 import pytest
@@ -28,10 +27,8 @@ from helpers import (
     random_rows,
     snapshot,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from idb_stats import embedded, planning
+from idb_stats import embedded
 from idb_stats.collect import Selection, collect, process_day
 from idb_stats.config import load_config
 from idb_stats.errors import LockHeld
@@ -57,24 +54,6 @@ def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.Com
 
 
 # --- 1. only closed harvest dates are published ----------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("now", "zone", "settle", "closed"),
-    [
-        ("2026-11-25T23:30:00+00:00", "UTC", 0, "2026-11-25"),  # today's date covers yesterday
-        ("2026-11-25T00:00:00+00:00", "UTC", 0, "2026-11-25"),  # closes exactly at midnight
-        ("2026-11-24T23:59:59+00:00", "UTC", 0, "2026-11-24"),
-        ("2026-11-25T23:30:00+00:00", "Pacific/Auckland", 0, "2026-11-26"),  # already the 26th there
-        ("2026-11-25T03:30:00+00:00", "America/New_York", 0, "2026-11-24"),  # still the 24th there
-        ("2026-11-25T00:30:00+00:00", "UTC", 3600, "2026-11-24"),  # settle: late rows may still come
-    ],
-)
-def test_last_closed_day(now: str, zone: str, settle: int, closed: str) -> None:
-    moment = datetime.fromisoformat(now)
-    last = planning.last_closed_day(moment, ZoneInfo(zone), timedelta(seconds=settle))
-    assert last == date.fromisoformat(closed)
-    assert planning.is_closed(last, last) and not planning.is_closed(last + timedelta(days=1), last)
 
 
 def test_a_day_not_over_is_refused_before_any_lock_or_write(dsn: str) -> None:
@@ -332,32 +311,6 @@ def test_completed_at_is_when_publishing_finished(make_config: MakeConfig, dsn: 
     store.close()
     [(completed_at,)] = query(dsn, "SELECT completed_at FROM idb_stats.days")
     assert (completed_at - started).total_seconds() >= 1.5
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    complete=st.sets(st.integers(0, 40), max_size=30),
-    closed=st.integers(0, 45),
-)
-def test_catch_up_plans_every_missing_closed_day(complete: set[int], closed: int) -> None:
-    origin = date(2026, 1, 1)
-    days = {origin + timedelta(days=d) for d in complete}
-    last_closed = origin + timedelta(days=closed)
-    plan = planning.catch_up(days, last_closed, max_days=1000)
-    if not days:
-        assert plan.days == [last_closed]
-        return
-    expected = [
-        origin + timedelta(days=d)
-        for d in range(min(complete), closed + 1)
-        if origin + timedelta(days=d) not in days
-    ]
-    assert plan.days == expected  # holes included, nothing after the last closed day
-    through = planning.complete_through(days, last_closed)
-    if expected:
-        assert through == expected[0] - timedelta(days=1)
-    else:
-        assert through == max((d for d in days if d <= last_closed), default=None)
 
 
 def test_status_says_which_published_days_the_recheck_cannot_compare(dsn: str, tmp_path: Path) -> None:
