@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -70,7 +70,13 @@ EXIT_CODES_HELP = exit_codes_help()
 CONFIG_ENV = "IDB_STATS_CONFIG"
 
 
-class DateType(click.ParamType):
+if TYPE_CHECKING:  # generic in the click mypy checks against; pyproject allows an older click that is not
+    DateParam = click.ParamType[date]
+else:
+    DateParam = click.ParamType
+
+
+class DateType(DateParam):
     name = "YYYY-MM-DD"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
