@@ -28,7 +28,9 @@ def test_postgres_needs_the_originals_cluster() -> None:
     password=st.text("PQRSTUVW123", min_size=4, max_size=12),
     kind=st.sampled_from(["postgres", "opensearch", "elasticsearch"]),
 )
-def test_a_from_url_with_a_password_is_refused_without_showing_it(user: str, password: str, kind: str) -> None:
+def test_a_from_url_with_a_password_is_refused_without_showing_it(
+    user: str, password: str, kind: str
+) -> None:
     for url in (f"http://{user}:{password}@legacy:9200", f"https://legacy:9200/?password={password}"):
         with pytest.raises(UsageError) as refused:
             sources(config(kind), None, None, url)
