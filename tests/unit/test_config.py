@@ -6,13 +6,12 @@ import json
 import math
 import os
 import socket
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -262,16 +261,7 @@ def test_check_config_refuses_what_it_cannot_honour_in_one_line(
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text(line + "\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "idb_stats.cli", "check-config", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("IDB_STATS_")},
-            "IDB_STATS_SOURCE_DSN": "dbname=t",
-        },
-        timeout=60,
-    )
+    result = run("check-config", "--config", str(config), env={"IDB_STATS_SOURCE_DSN": "dbname=t"})
     assert result.returncode == 3, result.stderr
     assert problem in result.stderr and "Traceback" not in result.stderr
     assert sum(1 for shown in result.stderr.splitlines() if shown.strip().startswith("- ")) == 1
@@ -279,10 +269,5 @@ def test_check_config_refuses_what_it_cannot_honour_in_one_line(
 
 def test_a_lock_timeout_flag_must_be_a_finite_number() -> None:
     for value in ("nan", "inf", "-1"):
-        result = subprocess.run(
-            [sys.executable, "-m", "idb_stats.cli", "import", "--lock-timeout", value, os.devnull],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run("import", "--lock-timeout", value, os.devnull)
         assert result.returncode == 2 and "--lock-timeout" in result.stderr, result.stderr
