@@ -39,6 +39,18 @@ def connect(dsn: str, purpose: str) -> psycopg2.extensions.connection:
     return interrupt.track(conn)  # a signal cancels its running query
 
 
+# PostgreSQL keeps the first 63 bytes of an application_name (NAMEDATALEN - 1).
+APPLICATION_NAME_BYTES = 63
+
+
+def name_phase(cur: Any, purpose: str, phase: str) -> None:
+    """Show the transaction's phase in pg_stat_activity as "idb-stats PURPOSE: PHASE" until it
+    ends (SET LOCAL): a DBA, and the tests that signal a run at a given moment, tell what each of
+    the run's sessions is doing by its name rather than by its query's text."""
+    name = f"idb-stats {purpose}: {phase}".encode()[:APPLICATION_NAME_BYTES].decode("utf-8", "ignore")
+    cur.execute("SET LOCAL application_name = %s", (name,))
+
+
 def lock_name(store_identity: str) -> str:
     """The text whose hash is the run lock's advisory lock key."""
     return f"idb-stats {store_identity}"

@@ -47,7 +47,7 @@ from .model import (
     SkipReport,
     event_window,
 )
-from .pg import NUMERIC_AS_INT, connect, one_line
+from .pg import NUMERIC_AS_INT, connect, name_phase, one_line
 from .rules import TelemetryRow, load_json
 from .secrets import scrub
 from .sqltext import table, words
@@ -582,6 +582,7 @@ class _CellStream:
             with self._conn.cursor() as cur:
                 cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
                 cur.execute(STREAM_SETTINGS, {"zone": zone})
+                name_phase(cur, "telemetry", "aggregating the day")
             self._cursor = self._conn.cursor(name="cells")
             self._cursor.execute(query)
         except BaseException:

@@ -50,6 +50,7 @@ from .model import (
     SkipReport,
     event_window,
 )
+from .pg import name_phase
 from .source import EXAMPLE_IDS, PostgresTelemetrySource
 
 # Kinds of cell in the engine's aggregation: the three of the rules, a row left to rules.py (key:
@@ -74,7 +75,6 @@ RULES_BATCH = 5_000
 MEMORY_LIMIT = "160MB"
 FETCH_ROWS = 20
 
-# No leading newline: pg_stat_activity shows the statement as "COPY (SELECT …".
 COPY_SQL = """COPY (SELECT s.id, s.type::text, s.record_type::text, q.query_hash::text,
              s.ip_geocode::text, s.payload::text
       FROM {stats} s LEFT JOIN {queries} q ON q.id = s.query_id
@@ -327,6 +327,7 @@ class StreamTelemetrySource(PostgresTelemetrySource):
                         cur.execute(fingerprint.SETTINGS)
                         cur.execute(self._fingerprint_sql, window)
                         day_fingerprint = fingerprint.from_row(cur.fetchone() or (0,) * 6)
+                        name_phase(cur, "telemetry", f"copying the rows of {harvest_date}")
                         rows, left = self._aggregate(cur, engine, Path(work), window)
                         # Asked only of a day without rows, in its snapshot (two probes of the
                         # date index; a view without one may be read whole, so not for every day).

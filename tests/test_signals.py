@@ -65,21 +65,21 @@ def idb_sessions(dsn: str) -> list[tuple[Any, ...]]:
 
 def aggregating(dsn: str) -> int:
     """Telemetry cell streams (the SQL engine) or the day's COPY (the stream engine) running on
-    the server."""
+    the server, told by the phase each names itself by (pg.name_phase)."""
     return sum(
         1
-        for _, app, state, text in idb_sessions(dsn)
-        if app == "idb-stats telemetry" and state == "active" and text.startswith(("FETCH", "COPY"))
+        for _, app, state, _ in idb_sessions(dsn)
+        if app.startswith(("idb-stats telemetry: aggregating", "idb-stats telemetry: copying"))
+        and state == "active"
     )
 
 
 def publishing(dsn: str) -> bool:
     """The store's transaction publishing the day is open (its documents are streaming in)."""
     return any(
-        app == "idb-stats statistics store"
+        app.startswith("idb-stats statistics store: publishing")
         and state in ("active", "idle in transaction")
-        and text.startswith(("SELECT recordset_id, summary", "DELETE FROM", "COPY"))
-        for _, app, state, text in idb_sessions(dsn)
+        for _, app, state, _ in idb_sessions(dsn)
     )
 
 

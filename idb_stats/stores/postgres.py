@@ -27,7 +27,7 @@ from ..documents import add_terms
 from ..errors import StoreError, StoreUnreachable
 from ..json_text import compact
 from ..model import BLOCKS, COUNT_FIELDS, OTHER_TERM, RECORD_TYPES, DayStats, HeldDays
-from ..pg import NUMERIC_AS_INT, AdvisoryRunLock, connect, one_line
+from ..pg import NUMERIC_AS_INT, AdvisoryRunLock, connect, name_phase, one_line
 from ..ports import ClosedOnExit, Document
 from ..runs import RunRecord
 from ..totals import Summary, Totals, day_ranges, listed_days, rebuilt, replace_day, summarize
@@ -357,6 +357,7 @@ class PostgresStore(ClosedOnExit):
         """A cursor in one transaction; any database failure rolls back and becomes a StoreError."""
         try:
             with self._conn, self._conn.cursor(cursor_factory=cursor_factory) as cur:
+                name_phase(cur, "statistics store", what)
                 yield cur
         except psycopg2.Error as exc:
             raise StoreError(f"{what} failed and was rolled back: {self._explain(exc)}") from None
