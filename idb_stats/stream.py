@@ -46,11 +46,12 @@ from .model import (
     RECORD_TYPES,
     RECORDSET_PAGE_BLOCK,
     Cell,
+    CounterDay,
     SkipReason,
     SkipReport,
     event_window,
 )
-from .source import EXAMPLE_IDS, PostgresTelemetrySource
+from .source import EXAMPLE_IDS, SKIP_REASON_SQL, PostgresTelemetrySource
 
 # Kinds of cell in the engine's aggregation: the three of the rules, a row left to rules.py (key:
 # its id), the day's row count (checked against the rows COPY sent; rs: the record_type of a row
@@ -269,6 +270,7 @@ class StreamTelemetryDay:
     geocodes: list[str]
     queries: list[str]
     publisher_views: list[tuple[str, str, int]]
+    counter: CounterDay
     _engine: duckdb.DuckDBPyConnection
     _around: Callable[[], tuple[bool, bool]]
 
@@ -324,6 +326,8 @@ class StreamTelemetrySource(PostgresTelemetrySource):
                         cur.execute(self._fingerprint_sql, window)
                         day_fingerprint = fingerprint.from_row(cur.fetchone() or (0,) * 6)
                         rows, left = self._aggregate(cur, engine, Path(work), window)
+                        # In PostgreSQL, as the sql engine does: only counts leave it.
+                        counter_day = self._counter(cur, f"({SKIP_REASON_SQL}) IS NULL", window)
                         # Asked only of a day without rows, in its snapshot (two probes of the
                         # date index; a view without one may be read whole, so not for every day).
                         around = self._rows_around(cur, window, harvest_date) if rows == 0 else None
@@ -347,6 +351,7 @@ class StreamTelemetrySource(PostgresTelemetrySource):
                 geocodes,
                 queries,
                 publisher_views,
+                counter_day,
                 engine,
                 (lambda: around) if around is not None else lambda: self._around_now(harvest_date),
             )
