@@ -1,0 +1,270 @@
+"""COUNTER-style figures (docs/counting.md): both engines' one PostgreSQL query against rules.py's
+row-at-a-time reference and a brute-force count, on generated days with sessions, repeats within
+and beyond 30 s, chains, hour boundaries, rows without an ip and rule-breaking rows; a telemetry
+table without `ip`; the figures through export and import."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg2
+import pytest
+from helpers import HARVEST, RECORDSETS, exported_documents, insert_rows, random_rows, reference_day, run
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from idb_stats import embedded, synthetic
+from idb_stats.collect import Selection, collect
+from idb_stats.config import ENGINES, Config, load_config
+from idb_stats.documents import day_documents
+from idb_stats.engines import open_source
+from idb_stats.model import COUNTER_KEY, CounterFigures, DayStats
+from idb_stats.ndjson import counter_problem
+from idb_stats.rules import TelemetryRow, counter_figures, load_json, skip_reason
+from idb_stats.stores import open_store
+
+DAY = HARVEST[0] - timedelta(days=1)  # the calendar day of HARVEST[0]'s events
+NINE = datetime(DAY.year, DAY.month, DAY.day, 9)
+IPS = [None, "10.0.0.1", "10.0.0.2", "2001:db8::1", "'; DROP TABLE stats; --", ""]
+RS = RECORDSETS[:3]
+RECORDS = ["rec-a", "rec-b"]
+# Moments around 09:00 and the 30 s limit: a repeat at +30 s is a double click, at +30.000001 s not;
+# 08:59:45 and 09:00:10 are 25 s apart but in two hours, so two sessions.
+OFFSETS = [-15, -0.000001, 0, 0, 1, 29, 30, 30.000001, 31, 45, 59, 60, 61, 90, 3599.999999, 3600]
+
+payloads = st.one_of(
+    st.dictionaries(st.sampled_from(RECORDS), st.sampled_from(RS), min_size=1, max_size=2),
+    st.dictionaries(st.sampled_from(RS), st.integers(0, 5), min_size=1, max_size=2),
+    st.sampled_from([{"rec-a": ""}, {"": "x"}, {"rec-a": 5}, {RS[0]: "x"}, {RS[0]: -1}, [1]]),
+)
+events = st.tuples(
+    st.sampled_from(OFFSETS),
+    st.sampled_from(["view", "view", "download", "download", "seen", "search"]),
+    st.sampled_from(["records", "records", "mediarecords", "recordsets"]),
+    st.sampled_from(IPS),
+    payloads,
+)
+
+
+def brute_force(rows: list[TelemetryRow]) -> dict[str, CounterFigures]:
+    """The figures counted another way: an event counts when no repeat of it (same client, hour
+    and item) follows within 30 s, once per distinct moment (COUNTER keeps the last of a double
+    click); uniques are the distinct (client, hour) pairs. Naive timestamps only."""
+    moments: dict[tuple[Any, ...], set[datetime]] = {}
+    for row in rows:
+        if skip_reason(row) is not None or row.record_type not in ("records", "mediarecords"):
+            continue
+        if row.type not in ("view", "download"):
+            continue
+        assert row.date is not None
+        client = row.ip if row.ip is not None else f"row {row.id}"
+        hour = row.date.replace(minute=0, second=0, microsecond=0)
+        for key, value in row.payload.items():
+            rs = key if row.type == "download" else value
+            moments.setdefault((rs, row.type, row.record_type, key, client, hour), set()).add(row.date)
+    figures: dict[str, list[Any]] = {}
+    for (rs, event_type, _, _, client, hour), at in moments.items():
+        kept = sum(1 for t in at if not any(t < u <= t + timedelta(seconds=30) for u in at))
+        slot = figures.setdefault(rs, [0, set(), 0, set()])
+        slot[0] += kept
+        slot[1].add((client, hour))
+        if event_type == "download":
+            slot[2] += kept
+            slot[3].add((client, hour))
+    return {rs: CounterFigures(i, len(si), r, len(sr)) for rs, (i, si, r, sr) in figures.items()}
+
+
+class CounterDay:
+    """One database for every example; each example's rows replace the last one's."""
+
+    def __init__(self, server: embedded.EmbeddedPostgres) -> None:
+        self.dsn = server.create_database(f"c_{uuid.uuid4().hex[:12]}")
+        self.conn = psycopg2.connect(self.dsn)
+        self.conn.autocommit = True
+        synthetic.create_schema(self.conn)
+        with self.conn.cursor() as cur:
+            cur.execute("ALTER TABLE stats ALTER COLUMN payload DROP NOT NULL")
+
+    def replace(self, rows: list[tuple[Any, ...]]) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute("DELETE FROM stats")
+            for offset, event_type, record_type, ip, payload in rows:
+                cur.execute(
+                    "INSERT INTO stats (date, type, record_type, ip, payload) VALUES (%s, %s, %s, %s, %s)",
+                    (NINE + timedelta(seconds=offset), event_type, record_type, ip, json.dumps(payload)),
+                )
+
+    def rows(self) -> list[TelemetryRow]:
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT id, type, record_type, NULL, ip_geocode::text, payload::text, date, ip FROM stats "
+                "ORDER BY id"
+            )
+            return [
+                TelemetryRow(r[0], r[1], r[2], r[3], load_json(r[4]), load_json(r[5]), r[6], r[7])
+                for r in cur
+            ]
+
+    def config(self, engine: str) -> Config:
+        return load_config(overrides={"source.dsn": self.dsn, "collect.engine": engine}, environ={})
+
+
+@pytest.fixture(scope="module")
+def counter_day(pg_server: embedded.EmbeddedPostgres) -> Iterator[CounterDay]:
+    day = CounterDay(pg_server)
+    yield day
+    day.conn.close()
+
+
+def engine_figures(config: Config) -> list[dict[str, Any]]:
+    source = open_source(config)
+    try:
+        with source.read_day(HARVEST[0]) as telemetry:
+            return list(day_documents(telemetry, HARVEST[0], DayStats(HARVEST[0])))
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(rows=st.lists(events, min_size=1, max_size=14))
+def test_engines_equal_rules_and_brute_force(
+    counter_day: CounterDay, engine: str, rows: list[tuple[Any, ...]]
+) -> None:
+    counter_day.replace(rows)
+    telemetry = counter_day.rows()
+    rules = counter_figures(telemetry, UTC)
+    assert rules == brute_force(telemetry)
+    docs = engine_figures(counter_day.config(engine))
+    assert {d["recordset_id"]: d[COUNTER_KEY] for d in docs} == {
+        d["recordset_id"]: rules.get(d["recordset_id"], CounterFigures()).as_block() for d in docs
+    }
+    # Every recordset with figures has its document (its views or downloads are counted there).
+    assert set(rules) <= {d["recordset_id"] for d in docs}
+
+
+def test_known_day_figures(counter_day: CounterDay) -> None:
+    """A worked example, by hand: the double-click chain, the hour boundary, NULL ip."""
+    a, b = RS[0], RS[1]
+    counter_day.replace(
+        [
+            (0, "view", "records", "10.0.0.1", {"rec-a": a}),
+            (30, "view", "records", "10.0.0.1", {"rec-a": a}),  # +30 s: a double click
+            (55, "view", "records", "10.0.0.1", {"rec-a": a}),  # +25 s: the chain goes on: one
+            (90, "view", "records", "10.0.0.1", {"rec-a": a}),  # +35 s: a second one
+            (-15, "view", "records", "10.0.0.1", {"rec-a": a}),  # 08:59:45: another hour, another session
+            (1, "view", "records", "10.0.0.2", {"rec-b": a}),
+            (2, "download", "records", "10.0.0.2", {a: 3, b: 0}),
+            (3, "download", "records", None, {a: 1}),  # no ip: a session of its own
+            (4, "download", "records", None, {a: 1}),
+        ]
+    )
+    expected = {
+        # Sessions of a: 10.0.0.1 at 9 and at 8, 10.0.0.2 at 9, and each row without an ip.
+        a: CounterFigures(
+            investigations_total=7, investigations_unique=5, requests_total=3, requests_unique=3
+        ),
+        b: CounterFigures(1, 1, 1, 1),
+    }
+    assert counter_figures(counter_day.rows(), UTC) == expected
+    for engine in ENGINES:
+        docs = {d["recordset_id"]: d[COUNTER_KEY] for d in engine_figures(counter_day.config(engine))}
+        assert docs == {rs: f.as_block() for rs, f in expected.items()}
+
+
+def test_without_an_ip_column_figures_are_absent(
+    dsn: str, engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    insert_rows(dsn, random_rows(3, DAY, n=40, bad=False))
+    expected = reference_day(dsn, HARVEST[0]).documents
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE stats DROP COLUMN ip")
+    conn.close()
+    config = load_config(overrides={"source.dsn": dsn, "collect.engine": engine}, environ={})
+    with caplog.at_level(logging.WARNING, logger="idb_stats"):
+        (stats,) = collect(config, Selection(day=HARVEST[0])).days
+    warnings = [r.getMessage() for r in caplog.records if "no ip column" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    with open_store(config) as store:
+        daily = list(store.export(HARVEST[0], HARVEST[0]))
+    assert daily and stats.recordsets == len(daily)
+    assert all(COUNTER_KEY not in doc for doc in daily)
+    # Everything else as the rules count it.
+    assert daily == [{k: v for k, v in doc.items() if k != COUNTER_KEY} for doc in expected]
+
+
+def test_figures_survive_export_and_import(dsn: str, tmp_path: Any) -> None:
+    insert_rows(dsn, random_rows(5, DAY, n=120, bad=False))
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    assert run("collect-stats", "--date", HARVEST[0].isoformat(), env=env).returncode == 0
+    exported = run("export", "--from", HARVEST[0].isoformat(), "--to", HARVEST[0].isoformat(), env=env)
+    assert exported.returncode == 0, exported.stderr
+    docs = exported_documents(exported.stdout)
+    assert docs == reference_day(dsn, HARVEST[0]).documents
+    assert any(doc[COUNTER_KEY]["investigations"]["total"] for doc in docs)
+    path = tmp_path / "day.ndjson"
+    path.write_text(exported.stdout)
+    other = tmp_path / "imported.toml"
+    other.write_text('[store]\nschema = "imported"\n')
+    imported = run("import", "--config", str(other), str(path), env=env)
+    assert imported.returncode == 0, imported.stderr
+    day = HARVEST[0].isoformat()
+    again = run("export", "--config", str(other), "--from", day, "--to", day, env=env)
+    assert again.stdout == exported.stdout
+    # A figure no collect could have made is refused, with the line and what is wrong.
+    doc = docs[0]
+    doc[COUNTER_KEY]["investigations"] = {"total": 1, "unique": 2}
+    lines = exported.stdout.splitlines()
+    path.write_text(
+        "\n".join(
+            line if json.loads(line).get("recordset_id") != doc["recordset_id"] else json.dumps(doc)
+            for line in lines
+        )
+        + "\n"
+    )
+    refused = run("import", "--config", str(other), str(path), env=env)
+    assert refused.returncode != 0 and "counter" in refused.stderr, refused.stderr
+
+
+blocks = st.fixed_dictionaries(
+    {
+        m: st.fixed_dictionaries({f: st.integers(0, 6) for f in ("total", "unique")})
+        for m in ("investigations", "requests")
+    }
+)
+
+
+@given(block=st.one_of(blocks, st.none(), st.integers(), st.dictionaries(st.text(max_size=3), st.integers())))
+def test_import_check_accepts_exactly_what_collect_can_make(block: Any) -> None:
+    """counter_problem against the definition: a block is possible when requests are a part of
+    investigations, each unique within its total and zero only with it, and there are no more
+    chains than the document's views and downloads (here 4 views, 2 downloads)."""
+    doc = {
+        rt: {ty: {"count": n if rt != "recordsets" else 0} for ty, n in (("view", 2), ("download", 1))}
+        for rt in ("records", "mediarecords", "recordsets")
+    }
+    possible = (
+        isinstance(block, dict)
+        and set(block) == {"investigations", "requests"}
+        and all(
+            isinstance(block[m], dict)
+            and set(block[m]) == {"total", "unique"}
+            and block[m]["unique"] <= block[m]["total"]
+            and (block[m]["unique"] == 0) == (block[m]["total"] == 0)
+            for m in block
+        )
+        and block["requests"]["total"] <= min(block["investigations"]["total"], 2)
+        and block["requests"]["unique"] <= block["investigations"]["unique"]
+        and block["investigations"]["total"] - block["requests"]["total"] <= 4
+    )
+    assert (counter_problem(block, doc) is None) == possible
