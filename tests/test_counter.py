@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -268,3 +270,87 @@ def test_import_check_accepts_exactly_what_collect_can_make(block: Any) -> None:
         and block["investigations"]["total"] - block["requests"]["total"] <= 4
     )
     assert (counter_problem(block, doc) is None) == possible
+
+
+KNOWN_IPS = ["203.0.113.77", "2001:db8::beef", "client-ZQXJ-address"]
+# A sha256 (or any 256-bit hash) in hex: no keyed hash of an address may leave PostgreSQL either.
+HEX_HASH = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _search_dump(url: str, index: str) -> str:
+    request = urllib.request.Request(
+        f"{url}/{index}/_search",
+        data=json.dumps({"size": 10_000, "query": {"match_all": {}}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return str(response.read().decode())
+
+
+@pytest.mark.parametrize("kind", ["postgres", "opensearch"])
+def test_no_address_leaves_postgresql(
+    dsn: str, kind: str, tmp_path: Any, request: pytest.FixtureRequest
+) -> None:
+    """A day with known client addresses, through collect, verify, export, import, report, status
+    and show: no address, and no 64-hex-digit hash, in any store table or index, file written or
+    log line."""
+    rows = random_rows(9, DAY, n=150, bad=False)
+    insert_rows(dsn, rows)
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:  # every row gets one of the known addresses (or none)
+        cur.execute("UPDATE stats SET ip = (ARRAY[%s, %s, %s, NULL])[1 + id %% 4]", KNOWN_IPS)
+    conn.close()
+    config = tmp_path / "config.toml"
+    prefix = f"priv-{uuid.uuid4().hex[:8]}"
+    indexes = {name: f"{prefix}-{name}" for name in ("daily", "totals", "runs", "api", "publishers")}
+    if kind == "postgres":
+        config.write_text('[store]\nschema = "private"\n')
+    else:
+        url = request.getfixturevalue("osmem_url")
+        config.write_text(
+            f'[store]\nkind = "opensearch"\nurl = "{url}"\n'
+            + "".join(f'{name}_index = "{index}"\n' for name, index in indexes.items())
+        )
+    env = {"IDB_STATS_SOURCE_DSN": dsn, "IDB_STATS_CONFIG": str(config)}
+    day = HARVEST[0].isoformat()
+    out = tmp_path / "out"
+    out.mkdir()
+    commands = [
+        ("init",),
+        ("collect-stats", "--date", day, "-v"),
+        ("verify", "--from", day, "--to", day, "-v"),
+        ("export", "--from", day, "--to", day, "-o", str(out / "export.ndjson")),
+        ("report", "--from", day, "--to", day, "--out", str(out / "report")),
+        ("status", "--json"),
+        ("show", "--from", day, "--to", day, "--json", *RECORDSETS[:3]),
+        ("collect-stats", "--date", day, "--log-format", "json", "-v"),
+    ]
+    written = []
+    for command in commands:
+        result = run(*command, env=env)
+        assert result.returncode == 0, (command, result.stderr)
+        written += [result.stdout, result.stderr]
+    exported = exported_documents((out / "export.ndjson").read_text())
+    assert any(doc[COUNTER_KEY]["investigations"]["unique"] for doc in exported)
+    written += [p.read_text(errors="replace") for p in out.rglob("*") if p.is_file()]
+    if kind == "postgres":
+        conn = psycopg2.connect(dsn)
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'private'")
+            tables = [name for (name,) in cur.fetchall()]
+            assert "daily" in tables
+            for table in tables:
+                cur.execute(f"SELECT coalesce(string_agg(t::text, chr(10)), '') FROM private.\"{table}\" t")
+                dump = (cur.fetchone() or ("",))[0]
+                assert dump or table in ("api_snapshots", "changes"), table
+                written.append(dump)
+        conn.close()
+    else:
+        dumps = {name: _search_dump(url, index) for name, index in indexes.items() if name != "api"}
+        assert "investigations" in dumps["daily"] and "run_id" in dumps["runs"]
+        written += dumps.values()
+    everything = "\n".join(written)
+    assert "recordset_id" in everything  # the dumps hold the documents
+    for address in KNOWN_IPS:
+        assert address not in everything
+    assert not HEX_HASH.search(everything), HEX_HASH.search(everything)
