@@ -5,14 +5,16 @@ table without `ip`; the figures through export and import."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg2
 import pytest
@@ -354,3 +356,67 @@ def test_no_address_leaves_postgresql(
     for address in KNOWN_IPS:
         assert address not in everything
     assert not HEX_HASH.search(everything), HEX_HASH.search(everything)
+
+
+FALL_BACK = datetime(2020, 11, 1, 5, 0, tzinfo=UTC)  # 01:00 EDT; 06:00Z is 01:00 EST again
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    moments=st.lists(
+        st.tuples(st.integers(-60, 7260), st.sampled_from(IPS[:3]), st.sampled_from(["view", "download"])),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_sessions_follow_the_zone_on_a_fall_back_day(
+    counter_day: CounterDay, engine: str, moments: list[tuple[int, str | None, str]]
+) -> None:
+    """A timestamptz telemetry in America/New_York: the repeated hour 01:00-02:00 is two hours, so
+    01:59:50 EDT and 01:00:10 EST (20 s apart) are two sessions, as rules.py says."""
+    zone = "America/New_York"
+    with counter_day.conn.cursor() as cur:
+        cur.execute("DELETE FROM stats")
+        cur.execute("ALTER TABLE stats ALTER COLUMN date TYPE timestamptz USING date AT TIME ZONE 'UTC'")
+        for seconds, ip, event_type in moments:
+            payload = {"rec-a": RS[0]} if event_type == "view" else {RS[0]: 1}
+            cur.execute(
+                "INSERT INTO stats (date, type, record_type, ip, payload) VALUES (%s, %s, 'records', %s, %s)",
+                (FALL_BACK + timedelta(seconds=seconds), event_type, ip, json.dumps(payload)),
+            )
+    try:
+        rows = counter_day.rows()
+        expected = counter_figures(rows, ZoneInfo(zone))
+        assert expected and len(rows) == len(moments)
+        config = load_config(
+            overrides={"source.dsn": counter_day.dsn, "collect.engine": engine, "source.timezone": zone},
+            environ={},
+        )
+        source = open_source(config)
+        try:
+            with source.read_day(date(2020, 11, 2)) as telemetry:
+                assert telemetry.counter == expected
+        finally:
+            source.close()
+    finally:
+        with counter_day.conn.cursor() as cur:
+            cur.execute("DELETE FROM stats")
+            cur.execute("ALTER TABLE stats ALTER COLUMN date TYPE timestamp USING date AT TIME ZONE 'UTC'")
+
+
+def test_two_sessions_in_the_repeated_hour() -> None:
+    """The case above by hand, against rules.py alone: 20 s apart, in the two 01:00 hours."""
+    zone = ZoneInfo("America/New_York")
+    rows = [
+        TelemetryRow(
+            1, "view", "records", None, None, {"rec-a": "rs"}, FALL_BACK + timedelta(seconds=3590), "a"
+        ),
+        TelemetryRow(
+            2, "view", "records", None, None, {"rec-a": "rs"}, FALL_BACK + timedelta(seconds=3610), "a"
+        ),
+    ]
+    assert counter_figures(rows, zone) == {"rs": CounterFigures(2, 2, 0, 0)}
+    assert counter_figures(rows, UTC) == {"rs": CounterFigures(2, 2, 0, 0)}
+    same_hour = [rows[0], dataclasses.replace(rows[1], date=FALL_BACK + timedelta(seconds=3595))]
+    assert counter_figures(same_hour, zone) == {"rs": CounterFigures(1, 1, 0, 0)}
