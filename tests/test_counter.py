@@ -53,6 +53,21 @@ events = st.tuples(
     st.sampled_from(IPS),
     payloads,
 )
+# Repeats of one event: each gap after the previous one, around the 30 s limit.
+GAPS = [0, 1, 29, 30, 30.000001, 31, 3600]
+
+
+def repeated(event: tuple[Any, ...], gaps: list[float]) -> list[tuple[Any, ...]]:
+    at, *rest = event
+    out = [event]
+    for gap in gaps:
+        at += gap
+        out.append((at, *rest))
+    return out
+
+
+chains = st.builds(repeated, events, st.lists(st.sampled_from(GAPS), max_size=4))
+days = st.lists(chains, min_size=1, max_size=6).map(lambda groups: [row for group in groups for row in group])
 
 
 def brute_force(rows: list[TelemetryRow]) -> dict[str, CounterFigures]:
@@ -140,7 +155,7 @@ def engine_figures(config: Config) -> list[dict[str, Any]]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(rows=st.lists(events, min_size=1, max_size=14))
+@given(rows=days)
 def test_engines_equal_rules_and_brute_force(
     counter_day: CounterDay, engine: str, rows: list[tuple[Any, ...]]
 ) -> None:
