@@ -31,6 +31,7 @@ from idb_stats.model import COUNTER_KEY, CounterFigures, DayStats
 from idb_stats.ndjson import counter_problem
 from idb_stats.rules import TelemetryRow, counter_figures, load_json, skip_reason
 from idb_stats.stores import open_store
+from idb_stats.verify import verify
 
 DAY = HARVEST[0] - timedelta(days=1)  # the calendar day of HARVEST[0]'s events
 NINE = datetime(DAY.year, DAY.month, DAY.day, 9)
@@ -435,3 +436,33 @@ def test_two_sessions_in_the_repeated_hour() -> None:
     assert counter_figures(rows, UTC) == {"rs": CounterFigures(2, 2, 0, 0)}
     same_hour = [rows[0], dataclasses.replace(rows[1], date=FALL_BACK + timedelta(seconds=3595))]
     assert counter_figures(same_hour, zone) == {"rs": CounterFigures(1, 1, 0, 0)}
+
+
+def test_verify_compares_the_figures_where_stored(dsn: str, engine: str) -> None:
+    """A stored figure changed is a difference verify names; a document stored without figures
+    (adopted, imported or collected before them) is not one: absent is unknown."""
+    insert_rows(dsn, random_rows(11, DAY, n=100, bad=False))
+    config = load_config(overrides={"source.dsn": dsn, "collect.engine": engine}, environ={})
+    collect(config, Selection(day=HARVEST[0]))
+    assert verify(config).report.agrees
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT recordset_id FROM idb_stats.daily "
+            "WHERE (doc->'counter'->'investigations'->>'total')::int > 0 ORDER BY recordset_id LIMIT 2"
+        )
+        changed, dropped = (rs for (rs,) in cur.fetchall())
+        cur.execute(
+            "UPDATE idb_stats.daily SET doc = jsonb_set(doc::jsonb, '{counter,investigations,unique}', "
+            "to_jsonb((doc->'counter'->'investigations'->>'unique')::int + 1))::json WHERE recordset_id = %s",
+            (changed,),
+        )
+        cur.execute(
+            "UPDATE idb_stats.daily SET doc = (doc::jsonb - 'counter')::json WHERE recordset_id = %s",
+            (dropped,),
+        )
+    conn.close()
+    differences: list[Any] = []
+    outcome = verify(config, on_difference=lambda d, _: differences.append(d))
+    assert not outcome.report.agrees
+    assert [(d.recordset_id, d.path) for d in differences] == [(changed, "counter.investigations.unique")]
