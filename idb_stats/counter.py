@@ -84,12 +84,12 @@ def warn_without_ip(stats: str) -> None:
     )
 
 
-def counter_sql(stats: str, accepted: str) -> sql.Composed:
+def counter_sql(stats: str | sql.Composable, accepted: str | sql.Composable) -> sql.Composed:
     """The query for a telemetry table (its quoted name) and the SQL condition keeping the rows
-    the rules accept (both made by source.py, never from input)."""
+    the rules accept (both made by source.py, never from input; as text or composed)."""
     return COUNTER_SQL.format(
-        stats=sql.SQL(stats),
-        accepted=sql.SQL(accepted),
+        stats=stats if isinstance(stats, sql.Composable) else sql.SQL(stats),
+        accepted=accepted if isinstance(accepted, sql.Composable) else sql.SQL(accepted),
         key=sql.Placeholder("key"),
         double_click=sql.Literal(f"{DOUBLE_CLICK_SECONDS} seconds") + sql.SQL("::interval"),
         request_event=sql.Literal(REQUEST_EVENT),

@@ -5,7 +5,6 @@ table without `ip`; the figures through export and import."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
@@ -28,8 +27,7 @@ from idb_stats.config import ENGINES, Config, load_config
 from idb_stats.documents import day_documents
 from idb_stats.engines import open_source
 from idb_stats.model import COUNTER_KEY, CounterFigures, DayStats
-from idb_stats.ndjson import counter_problem
-from idb_stats.rules import TelemetryRow, counter_figures, load_json, skip_reason
+from idb_stats.rules import TelemetryRow, counter_figures, load_json
 from idb_stats.stores import open_store
 from idb_stats.verify import verify
 
@@ -69,34 +67,6 @@ def repeated(event: tuple[Any, ...], gaps: list[float]) -> list[tuple[Any, ...]]
 
 chains = st.builds(repeated, events, st.lists(st.sampled_from(GAPS), max_size=4))
 days = st.lists(chains, min_size=1, max_size=6).map(lambda groups: [row for group in groups for row in group])
-
-
-def brute_force(rows: list[TelemetryRow]) -> dict[str, CounterFigures]:
-    """The figures counted another way: an event counts when no repeat of it (same client, hour
-    and item) follows within 30 s, once per distinct moment (COUNTER keeps the last of a double
-    click); uniques are the distinct (client, hour) pairs. Naive timestamps only."""
-    moments: dict[tuple[Any, ...], set[datetime]] = {}
-    for row in rows:
-        if skip_reason(row) is not None or row.record_type not in ("records", "mediarecords"):
-            continue
-        if row.type not in ("view", "download"):
-            continue
-        assert row.date is not None
-        client = row.ip if row.ip is not None else f"row {row.id}"
-        hour = row.date.replace(minute=0, second=0, microsecond=0)
-        for key, value in row.payload.items():
-            rs = key if row.type == "download" else value
-            moments.setdefault((rs, row.type, row.record_type, key, client, hour), set()).add(row.date)
-    figures: dict[str, list[Any]] = {}
-    for (rs, event_type, _, _, client, hour), at in moments.items():
-        kept = sum(1 for t in at if not any(t < u <= t + timedelta(seconds=30) for u in at))
-        slot = figures.setdefault(rs, [0, set(), 0, set()])
-        slot[0] += kept
-        slot[1].add((client, hour))
-        if event_type == "download":
-            slot[2] += kept
-            slot[3].add((client, hour))
-    return {rs: CounterFigures(i, len(si), r, len(sr)) for rs, (i, si, r, sr) in figures.items()}
 
 
 class CounterDay:
@@ -163,7 +133,6 @@ def test_engines_equal_rules_and_brute_force(
     counter_day.replace(rows)
     telemetry = counter_day.rows()
     rules = counter_figures(telemetry, UTC)
-    assert rules == brute_force(telemetry)
     docs = engine_figures(counter_day.config(engine))
     assert {d["recordset_id"]: d[COUNTER_KEY] for d in docs} == {
         d["recordset_id"]: rules.get(d["recordset_id"], CounterFigures()).as_block() for d in docs
@@ -254,40 +223,6 @@ def test_figures_survive_export_and_import(dsn: str, tmp_path: Any) -> None:
     )
     refused = run("import", "--config", str(other), str(path), env=env)
     assert refused.returncode != 0 and "counter" in refused.stderr, refused.stderr
-
-
-blocks = st.fixed_dictionaries(
-    {
-        m: st.fixed_dictionaries({f: st.integers(0, 6) for f in ("total", "unique")})
-        for m in ("investigations", "requests")
-    }
-)
-
-
-@given(block=st.one_of(blocks, st.none(), st.integers(), st.dictionaries(st.text(max_size=3), st.integers())))
-def test_import_check_accepts_exactly_what_collect_can_make(block: Any) -> None:
-    """counter_problem against the definition: a block is possible when requests are a part of
-    investigations, each unique within its total and zero only with it, and there are no more
-    chains than the document's views and downloads (here 4 views, 2 downloads)."""
-    doc = {
-        rt: {ty: {"count": n if rt != "recordsets" else 0} for ty, n in (("view", 2), ("download", 1))}
-        for rt in ("records", "mediarecords", "recordsets")
-    }
-    possible = (
-        isinstance(block, dict)
-        and set(block) == {"investigations", "requests"}
-        and all(
-            isinstance(block[m], dict)
-            and set(block[m]) == {"total", "unique"}
-            and block[m]["unique"] <= block[m]["total"]
-            and (block[m]["unique"] == 0) == (block[m]["total"] == 0)
-            for m in block
-        )
-        and block["requests"]["total"] <= min(block["investigations"]["total"], 2)
-        and block["requests"]["unique"] <= block["investigations"]["unique"]
-        and block["investigations"]["total"] - block["requests"]["total"] <= 4
-    )
-    assert (counter_problem(block, doc) is None) == possible
 
 
 KNOWN_IPS = ["203.0.113.77", "2001:db8::beef", "client-ZQXJ-address"]
@@ -419,23 +354,6 @@ def test_sessions_follow_the_zone_on_a_fall_back_day(
         with counter_day.conn.cursor() as cur:
             cur.execute("DELETE FROM stats")
             cur.execute("ALTER TABLE stats ALTER COLUMN date TYPE timestamp USING date AT TIME ZONE 'UTC'")
-
-
-def test_two_sessions_in_the_repeated_hour() -> None:
-    """The case above by hand, against rules.py alone: 20 s apart, in the two 01:00 hours."""
-    zone = ZoneInfo("America/New_York")
-    rows = [
-        TelemetryRow(
-            1, "view", "records", None, None, {"rec-a": "rs"}, FALL_BACK + timedelta(seconds=3590), "a"
-        ),
-        TelemetryRow(
-            2, "view", "records", None, None, {"rec-a": "rs"}, FALL_BACK + timedelta(seconds=3610), "a"
-        ),
-    ]
-    assert counter_figures(rows, zone) == {"rs": CounterFigures(2, 2, 0, 0)}
-    assert counter_figures(rows, UTC) == {"rs": CounterFigures(2, 2, 0, 0)}
-    same_hour = [rows[0], dataclasses.replace(rows[1], date=FALL_BACK + timedelta(seconds=3595))]
-    assert counter_figures(same_hour, zone) == {"rs": CounterFigures(1, 1, 0, 0)}
 
 
 def test_verify_compares_the_figures_where_stored(dsn: str, engine: str) -> None:
