@@ -11,6 +11,7 @@ no client beyond the query and only counts per recordset come back. docs/countin
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import secrets
 from typing import Any
 
@@ -62,23 +63,31 @@ FROM (
 GROUP BY rs"""
 )
 
+# A column idb-stats' role may not read (column privileges) is as good as absent: reading it would
+# fail the whole day.
 HAS_IP_SQL = (
-    "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s "
-    "AND attnum > 0 AND NOT attisdropped)"
+    "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%(stats)s) AND attname = %(ip)s "
+    "AND attnum > 0 AND NOT attisdropped AND has_column_privilege(attrelid, attnum, 'SELECT'))"
 )
 
 
 def has_ip(cur: Any, stats: str) -> bool:
-    """Whether the telemetry table (its quoted name) has the `ip` column the sessions are made of."""
-    cur.execute(HAS_IP_SQL, (stats, IP_COLUMN))
+    """Whether the telemetry table (its quoted name) has the `ip` column the sessions are made of,
+    readable by this role."""
+    cur.execute(HAS_IP_SQL, {"stats": stats, "ip": IP_COLUMN})
     (found,) = cur.fetchone() or (False,)
     return bool(found)
 
 
 def warn_without_ip(stats: str) -> None:
+    """Once per run: a worker process (collect.jobs > 1) opens its own source, and leaves the
+    warning to the run's main process."""
+    if multiprocessing.parent_process() is not None:
+        return
     log.warning(
-        "source: %s has no %s column: the daily documents get no COUNTER-style figures (readers show "
-        "them as unknown); add the column to the telemetry to have them",
+        "source: %s has no %s column that idb-stats may read: the daily documents get no "
+        "COUNTER-style figures (readers show them as unknown); add the column to the telemetry "
+        "(or GRANT SELECT on it) to have them",
         stats,
         IP_COLUMN,
     )

@@ -17,7 +17,16 @@ from zoneinfo import ZoneInfo
 
 import psycopg2
 import pytest
-from helpers import HARVEST, RECORDSETS, exported_documents, insert_rows, random_rows, reference_day, run
+from helpers import (
+    HARVEST,
+    RECORDSETS,
+    exported_documents,
+    insert_rows,
+    load_week,
+    random_rows,
+    reference_day,
+    run,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -182,7 +191,7 @@ def test_without_an_ip_column_figures_are_absent(
     config = load_config(overrides={"source.dsn": dsn, "collect.engine": engine}, environ={})
     with caplog.at_level(logging.WARNING, logger="idb_stats"):
         (stats,) = collect(config, Selection(day=HARVEST[0])).days
-    warnings = [r.getMessage() for r in caplog.records if "no ip column" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if "COUNTER-style" in r.getMessage()]
     assert len(warnings) == 1, warnings
     with open_store(config) as store:
         daily = list(store.export(HARVEST[0], HARVEST[0]))
@@ -190,6 +199,19 @@ def test_without_an_ip_column_figures_are_absent(
     assert all(COUNTER_KEY not in doc for doc in daily)
     # Everything else as the rules count it.
     assert daily == [{k: v for k, v in doc.items() if k != COUNTER_KEY} for doc in expected]
+
+
+def test_a_run_of_several_processes_warns_once(dsn: str) -> None:
+    """Without an `ip` column, a run of worker processes (--jobs 2) warns once, not once each."""
+    load_week(dsn)
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE stats DROP COLUMN ip")
+    conn.close()
+    env = {"IDB_STATS_SOURCE_DSN": dsn}
+    result = run("collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[-1]), "--jobs", "2", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("COUNTER-style figures") == 1, result.stderr
 
 
 def test_figures_survive_export_and_import(dsn: str, tmp_path: Any) -> None:
