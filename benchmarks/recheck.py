@@ -27,6 +27,7 @@ from datetime import date, timedelta
 
 import psycopg2
 from collect_day import FIRST_EVENT_DAY, FLOOR_SQL, cli_command, load, run_measured
+from psycopg2 import sql
 
 from idb_stats import embedded, fingerprint
 from idb_stats.model import event_window
@@ -74,14 +75,14 @@ def main() -> None:
         def one_day(cur: psycopg2.extensions.cursor) -> object:
             start, end = event_window(harvest)
             cur.execute(
-                fingerprint.DAY_SQL.format(stats="stats", row_hash=fingerprint.ROW_HASH),
+                fingerprint.day_sql(sql.Identifier("stats"), fingerprint.ROW_HASH),
                 {"start": start, "end": end},
             )
             return fingerprint.from_row(cur.fetchone() or (0,) * 6)
 
         def recheck(cur: psycopg2.extensions.cursor) -> object:
             cur.execute(
-                fingerprint.DAYS_SQL.format(stats="stats", row_hash=fingerprint.ROW_HASH),
+                fingerprint.days_sql(sql.Identifier("stats"), fingerprint.ROW_HASH),
                 fingerprint.days_params(harvest_dates),
             )
             return {row[0]: fingerprint.from_row(row[1:]) for row in cur}

@@ -11,22 +11,25 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from psycopg2 import sql
+
 from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
 from .errors import ConfigError
 from .ledger import write_run
 from .pg import connect
-from .source import quoted_name
+from .sqltext import table
 from .stores import open_store
 
-COUNT_SQL = """
+# Records and media records per recordset; the table is the `{uuids}` identifier.
+COUNT_SQL = sql.SQL("""
 SELECT parent::text,
        count(*) FILTER (WHERE type = 'record'),
        count(*) FILTER (WHERE type = 'mediarecord')
 FROM {uuids}
 WHERE deleted = false AND type IN ('record', 'mediarecord') AND parent IS NOT NULL
 GROUP BY parent
-ORDER BY parent"""
+ORDER BY parent""")
 
 
 def snapshot_documents(config: Config, taken_at: datetime) -> Iterator[dict[str, Any]]:
@@ -43,7 +46,7 @@ def snapshot_documents(config: Config, taken_at: datetime) -> Iterator[dict[str,
         conn.set_session(readonly=True)
         with conn, conn.cursor(name="api_stats") as cur:
             cur.itersize = 5000
-            cur.execute(COUNT_SQL.format(uuids=quoted_name(config.uuids_table, conn)))
+            cur.execute(COUNT_SQL.format(uuids=table(config.uuids_table)))
             stamp = taken_at.isoformat(timespec="seconds")
             for parent, records, mediarecords in cur:
                 yield {

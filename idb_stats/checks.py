@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
+from psycopg2 import sql
 
+from . import sqltext
 from .config import Config
 from .errors import ConfigError, ExitCode, IdbStatsError, SourceUnreachable, StoreError, StoreUnreachable
 from .pg import connect
 from .secrets import redact
-from .source import quoted_name
 from .stores import open_store
 
 # What the PostgreSQL store keeps (stores/postgres.py SCHEMA_SQL) and what publishing does to it.
@@ -93,7 +94,9 @@ def _postgres_tables(
                     Check(endpoint, False, f"{database} is encoded in {encoding}; idb-stats reads UTF8 only")
                 )
             for table, setting in tables.items():
-                quoted = quoted_name(table, cur.connection)  # case and reserved words kept, as read
+                quoted = sqltext.table(table).as_string(
+                    cur.connection
+                )  # case and reserved words kept, as read
                 if not _value(cur, "SELECT to_regclass(%s) IS NOT NULL", quoted):
                     results.append(
                         Check(
@@ -147,8 +150,8 @@ def _postgres_store(config: Config) -> list[Check]:
                     f"GRANT {privilege} ON SCHEMA {schema} TO {role}",
                 )
             for table in STORE_TABLES:
-                qualified = f"{schema}.{table}"
-                regclass = quoted_name(qualified, cur.connection)  # case kept, as the store reads it
+                qualified = f"{schema}.{table}"  # as the operator spells it, in messages
+                regclass = sql.Identifier(schema, table).as_string(cur.connection)  # as the store reads it
                 if not _value(cur, "SELECT to_regclass(%s) IS NOT NULL", regclass):
                     continue  # init creates it
                 if table == "daily":

@@ -65,7 +65,7 @@ GROUP BY rs"""
 
 # A column idb-stats' role may not read (column privileges) is as good as absent: reading it would
 # fail the whole day.
-HAS_IP_SQL = (
+HAS_IP_SQL = sql.SQL(
     "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%(stats)s) AND attname = %(ip)s "
     "AND attnum > 0 AND NOT attisdropped AND has_column_privilege(attrelid, attnum, 'SELECT'))"
 )

@@ -61,11 +61,12 @@ class EmbeddedPostgres:
 
     def create_database(self, name: str) -> str:
         import psycopg2
+        from psycopg2 import sql
 
         conn = psycopg2.connect(self.dsn())
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         conn.close()
         return self.dsn(name)
 

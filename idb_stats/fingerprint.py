@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from psycopg2 import sql
+
 from .model import event_window
 
 # The id, seeded with the row version's transaction id (xid has no cast to bigint but through text).
-ROW_HASH = "hashint8extended(s.id, s.xmin::text::bigint)"
+ROW_HASH = sql.SQL("hashint8extended(s.id, s.xmin::text::bigint)")
 # A relation without xmin (a view over the telemetry, a foreign table): the row's columns, hashed,
 # each seeded with the id. It reads every payload: 2.21 s against 0.24 s for (id, xmin) on 7 days
 # of 100,000 rows (see above), the price of a source that has no row versions to look at.
-COLUMNS_HASH = (
+COLUMNS_HASH = sql.SQL(
     "jsonb_hash_extended(COALESCE(s.payload, 'null'), s.id) "
     "# jsonb_hash_extended(COALESCE(s.ip_geocode, 'null'), s.id) "
     "# hashtextextended(concat_ws('|', s.date, s.type, s.record_type, s.query_id), s.id)"
@@ -39,22 +41,33 @@ COLUMNS_HASH = (
 # republishes its recheck_days days once, with the same numbers).
 KINDS_WITH_XMIN = ("r", "p", "m")
 # Seven days of rows pass the planner's JIT threshold; compiling costs more than it saves here.
-SETTINGS = "SET LOCAL jit = off"
-AGGREGATES = "count(*), min(s.id), max(s.id), min(s.date), max(s.date), bit_xor({row_hash})"
+SETTINGS = sql.SQL("SET LOCAL jit = off")
+AGGREGATES = sql.SQL("count(*), min(s.id), max(s.id), min(s.date), max(s.date), bit_xor({row_hash})")
 
-DAY_SQL = f"SELECT {AGGREGATES} FROM {{stats}} s WHERE s.date >= %(start)s AND s.date < %(end)s"
 
-# Several days in one pass over the date index: the event's calendar day + 1 is its harvest date.
-DAYS_SQL = f"""
-SELECT (s.date::date + 1) AS harvest_date, {AGGREGATES}
-FROM {{stats}} s
+def day_sql(stats: sql.Composable, row_hash: sql.Composable) -> sql.Composed:
+    """The fingerprint of the window %(start)s to %(end)s (model.event_window)."""
+    return sql.SQL(
+        "SELECT {aggregates} FROM {stats} s WHERE s.date >= %(start)s AND s.date < %(end)s"
+    ).format(aggregates=AGGREGATES.format(row_hash=row_hash), stats=stats)
+
+
+def days_sql(stats: sql.Composable, row_hash: sql.Composable) -> sql.Composed:
+    """Several days in one pass over the date index: the event's calendar day + 1 is its harvest
+    date (parameters: days_params)."""
+    return sql.SQL(
+        """
+SELECT (s.date::date + 1) AS harvest_date, {aggregates}
+FROM {stats} s
 WHERE s.date >= %(start)s AND s.date < %(end)s AND (s.date::date + 1) = ANY(%(days)s::date[])
 GROUP BY 1"""
+    ).format(aggregates=AGGREGATES.format(row_hash=row_hash), stats=stats)
+
 
 Fingerprint = dict[str, Any]
 
 
-def row_hash(relation_kind: str) -> str:
+def row_hash(relation_kind: str) -> sql.SQL:
     """What stands for a row in the hash, by the kind of relation the telemetry is read from."""
     return ROW_HASH if relation_kind in KINDS_WITH_XMIN else COLUMNS_HASH
 

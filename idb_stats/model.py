@@ -10,6 +10,9 @@ RECORD_TYPES = ("records", "mediarecords")
 EVENT_TYPES = ("search", "seen", "mapping", "view", "download")
 # Events whose payload maps record uuid -> recordset uuid (one entry = one record).
 PER_RECORD_TYPES = ("view", "seen")
+# The rule "a view has no query breakdown" (docs/counting.md): the query of a row of these event
+# types adds to no `queries` list. rules.py and the source's SQL read it from here.
+UNQUERIED_TYPES = ("view",)
 # The portal's search API also logs views of recordset and publisher pages (/v2/view/:t/:uuid) as
 # rows of record_type "recordsets" / "publishers", type "view", whose payload is keyed by the
 # page's uuid (the original collector ignored them). Each key is one page view.

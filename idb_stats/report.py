@@ -42,7 +42,7 @@ TOP = 10
 # where file names ignore case (a plain name has no capitals; a hash is lowercase hex) or on
 # Windows (no reserved name, no trailing dot or space). Ids that an earlier version named as given
 # (an id with capitals, or one looking like another's hashed name "id-<hex>") had collided.
-PLAIN_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_-]|\.(?=[a-z0-9_-])){0,99}$")
+PLAIN_NAME = re.compile(r"[a-z0-9](?:[a-z0-9_-]|\.(?=[a-z0-9_-])){0,99}")
 WINDOWS_DEVICES = frozenset(
     {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 )
@@ -71,7 +71,7 @@ def default_interval(first: date, last: date) -> str:
 
 def page_name(recordset_id: str) -> str:
     """A file name for a recordset's page, unique among all ids (see PLAIN_NAME)."""
-    if PLAIN_NAME.match(recordset_id) and recordset_id.split(".")[0] not in WINDOWS_DEVICES:
+    if PLAIN_NAME.fullmatch(recordset_id) and recordset_id.split(".")[0] not in WINDOWS_DEVICES:
         return f"{recordset_id}.html"
     digest = hashlib.sha256(recordset_id.encode("utf-8", "surrogatepass")).hexdigest()
     return f"_{digest[:32]}.html"

@@ -30,6 +30,7 @@ from .model import (
     RECORD_TYPES,
     RECORDSET_PAGE_BLOCK,
     REQUEST_EVENT,
+    UNQUERIED_TYPES,
     Cell,
     CounterFigures,
     SkipReason,
@@ -154,7 +155,7 @@ def row_cells(row: TelemetryRow) -> Iterator[tuple[str, str, str, str, str, int]
             yield recordset, row.record_type, row.type, "item", key, 1
         else:
             recordset, hits = key, int(value)
-        if row.query_hash is not None and row.type != "view":
+        if row.query_hash is not None and row.type not in UNQUERIED_TYPES:
             yield recordset, row.record_type, row.type, "query", row.query_hash, hits
         yield recordset, row.record_type, row.type, "geo", geo, hits
 

@@ -51,7 +51,7 @@ from .model import (
     SkipReport,
     event_window,
 )
-from .source import EXAMPLE_IDS, SKIP_REASON_SQL, PostgresTelemetrySource
+from .source import EXAMPLE_IDS, PostgresTelemetrySource
 
 # Kinds of cell in the engine's aggregation: the three of the rules, a row left to rules.py (key:
 # its id), the day's row count (checked against the rows COPY sent; rs: the record_type of a row
@@ -327,7 +327,7 @@ class StreamTelemetrySource(PostgresTelemetrySource):
                         day_fingerprint = fingerprint.from_row(cur.fetchone() or (0,) * 6)
                         rows, left = self._aggregate(cur, engine, Path(work), window)
                         # In PostgreSQL, as the sql engine does: only counts leave it.
-                        counter_day = self._counter(cur, f"({SKIP_REASON_SQL}) IS NULL", window)
+                        counter_day = self._counter(cur, "by-the-rules", window)
                         # Asked only of a day without rows, in its snapshot (two probes of the
                         # date index; a view without one may be read whole, so not for every day).
                         around = self._rows_around(cur, window, harvest_date) if rows == 0 else None

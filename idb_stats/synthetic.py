@@ -22,14 +22,18 @@ from datetime import date, datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
-TELEMETRY_SCHEMA = """
+from psycopg2 import sql
+
+from .sqltext import table
+
+TELEMETRY_SCHEMA = sql.SQL("""
 CREATE TABLE IF NOT EXISTS {queries} (id bigserial PRIMARY KEY, query_hash text NOT NULL UNIQUE, query jsonb);
 CREATE TABLE IF NOT EXISTS {stats} (
   id bigserial PRIMARY KEY, date timestamp NOT NULL, type text NOT NULL, record_type text,
   query_id bigint REFERENCES {queries}(id), source text, ip text, ip_geocode jsonb,
   payload jsonb NOT NULL);
-CREATE INDEX IF NOT EXISTS {stats}_date_idx ON {stats} (date);
-"""
+CREATE INDEX IF NOT EXISTS {date_index} ON {stats} (date);
+""")
 
 TYPE_MIX = {"search": 40, "seen": 40, "mapping": 10, "view": 9, "download": 1}
 GEOCODES: list[dict[str, str] | None] = [
@@ -197,7 +201,13 @@ class Generator:
 
 def create_schema(conn: Any, stats: str = "stats", queries: str = "queries") -> None:
     with conn, conn.cursor() as cur:
-        cur.execute(TELEMETRY_SCHEMA.format(stats=stats, queries=queries))
+        cur.execute(
+            TELEMETRY_SCHEMA.format(
+                stats=table(stats),
+                queries=table(queries),
+                date_index=sql.Identifier(stats.split(".")[-1] + "_date_idx"),
+            )
+        )
 
 
 def load_queries(conn: Any, spec: Spec, queries: str = "queries") -> dict[str, int]:
@@ -209,8 +219,8 @@ def load_queries(conn: Any, spec: Spec, queries: str = "queries") -> dict[str, i
             query_json = json.dumps({"rq": {"scientificname": f"taxon {i}"}})
             buffer.write(f"{gen.query_hash(i)}\t{query_json}\n")
         buffer.seek(0)
-        cur.copy_expert(f"COPY {queries} (query_hash, query) FROM STDIN", buffer)
-        cur.execute(f"SELECT query_hash, id FROM {queries}")
+        cur.copy_expert(sql.SQL("COPY {} (query_hash, query) FROM STDIN").format(table(queries)), buffer)
+        cur.execute(sql.SQL("SELECT query_hash, id FROM {}").format(table(queries)))
         return dict(cur.fetchall())
 
 
@@ -230,7 +240,9 @@ def load_day(conn: Any, spec: Spec, day: date, query_ids: dict[str, int], stats:
     buffer.seek(0)
     with conn, conn.cursor() as cur:
         cur.copy_expert(
-            f"COPY {stats} (date, type, record_type, query_id, source, ip, ip_geocode, payload) FROM STDIN",
+            sql.SQL(
+                "COPY {} (date, type, record_type, query_id, source, ip, ip_geocode, payload) FROM STDIN"
+            ).format(table(stats)),
             buffer,
         )
     return written

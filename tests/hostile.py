@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import psycopg2
+from psycopg2 import sql
 
 from idb_stats import synthetic
 from idb_stats.collect import Selection, collect
@@ -73,17 +74,19 @@ def sql_and_rules_reasons(dsn: str) -> tuple[dict[int, str | None], dict[int, st
     """Each row's skip reason as SKIP_REASON_SQL and as rules.skip_reason give it."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(
-            f"SELECT s.id, {SKIP_REASON_SQL}, s.type, s.record_type, s.ip_geocode::text, s.payload::text "
-            "FROM stats s ORDER BY s.id"
+            sql.SQL(
+                "SELECT s.id, {}, s.type, s.record_type, s.ip_geocode::text, s.payload::text "
+                "FROM stats s ORDER BY s.id"
+            ).format(SKIP_REASON_SQL)
         )
         rows = cur.fetchall()
     conn.close()
-    sql = {row[0]: row[1] for row in rows}
+    by_sql = {row[0]: row[1] for row in rows}
     rules = {
         row[0]: skip_reason(TelemetryRow(row[0], row[2], row[3], None, load_json(row[4]), load_json(row[5])))
         for row in rows
     }
-    return sql, rules
+    return by_sql, rules
 
 
 def collect_day(config: Any) -> list[DayStats]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections import defaultdict
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -19,15 +21,18 @@ from helpers import (
     published,
     query,
     reference,
+    run,
 )
 from hostile import HARVEST as HOSTILE_HARVEST
 from hostile import collect_day, create_telemetry, insert_raw, store_snapshot
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from idb_stats.documents import with_every_block
-from idb_stats.errors import StoreError
+from idb_stats.errors import ExitCode, StoreError
 from idb_stats.importing import import_documents
-from idb_stats.model import BLOCKS, COUNT_FIELDS
-from idb_stats.stores import open_store
+from idb_stats.model import BLOCKS, COUNT_FIELDS, DayStats
+from idb_stats.stores import open_store, postgres
 from idb_stats.totals import Totals, summarize
 
 # A store as the version before schema 2 made it (how: the file's first lines).
@@ -191,3 +196,98 @@ def test_init_migrates_a_version_1_store_whose_documents_read_the_new_block_as_z
     assert year["recordsets.view.count"] == 1
     assert year["records.search.total"] == 3 + v1_totals[rs]["records"]["search"]["total"]
     assert [p["publisher_id"] for p in publishers] == ["publisher-1"]
+
+
+# A layout an idb-stats without some blocks would have written: the figures of the blocks it
+# kept, in any order.
+OLDER_LAYOUTS = (
+    st.sets(st.sampled_from(BLOCKS), min_size=1, max_size=len(BLOCKS) - 1)
+    .map(
+        lambda dropped: [
+            f"{rt}.{ty}.{f}" for rt, ty in BLOCKS if (rt, ty) not in dropped for f in ("count", "total")
+        ]
+    )
+    .flatmap(st.permutations)
+)
+
+
+def publish_by_day(config: Any, daily: list[dict[str, Any]]) -> None:
+    days: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for doc in daily:
+        days[doc["harvest_date"]].append(doc)
+    with open_store(config) as store:
+        store.init()
+        for day, docs in sorted(days.items()):
+            store.publish_day(DayStats(date.fromisoformat(day), run_id="older"), docs)
+
+
+@pytest.mark.parametrize("store_kind", ["postgres"])
+def test_a_store_written_with_a_layout_missing_a_block_is_refused_until_init_moves_it_by_name(
+    make_config: MakeConfig, dsn: str
+) -> None:
+    _, daily = published(make_config, dsn)
+    schemas = itertools.count()
+
+    @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(layout=OLDER_LAYOUTS)
+    def written_with(layout: list[str]) -> None:
+        config = other_store(make_config, f"older_{next(schemas)}")
+        with pytest.MonkeyPatch.context() as patch:  # this code as a version without those blocks
+            patch.setattr(postgres, "FIGURE_NAMES", tuple(layout))
+            publish_by_day(config, daily)
+        layout_table = f"{config.store_schema}.layout"
+        assert query(dsn, f"SELECT version, count_fields FROM {layout_table}") == [(2, layout)]
+
+        with open_store(config) as store:
+            for read_or_write in (
+                lambda: store.series([], None, None, "day"),
+                lambda: store.publish_day(DayStats(date(2020, 3, 1)), []),
+            ):
+                with pytest.raises(StoreError, match=r"older idb-stats: run `idb-stats init`") as refused:
+                    read_or_write()
+                assert refused.value.exit_code == ExitCode.STORE_FAILED
+            store.init()
+            series = store.series([], None, None, "day")
+        assert query(dsn, f"SELECT count_fields FROM {layout_table}") == [(list(postgres.FIGURE_NAMES),)]
+        # Every figure where its name says, those the older layout lacked computed from the
+        # documents' summaries.
+        by_key = {(row["period"].isoformat(), row["recordset_id"]): row for row in series}
+        assert by_key.keys() == {(doc["harvest_date"], doc["recordset_id"]) for doc in daily}
+        for doc in daily:
+            row = by_key[(doc["harvest_date"], doc["recordset_id"])]
+            figures = postgres.figures_of(summarize(doc))
+            assert {name: row[name] for name in postgres.FIGURE_NAMES} == figures
+
+    written_with()
+
+
+@pytest.mark.parametrize("store_kind", ["postgres"])
+@pytest.mark.parametrize(
+    "newer",
+    ["version = version + 1", "count_fields = count_fields || '{records.future.count}'::text[]"],
+    ids=["later-version", "unknown-figure"],
+)
+def test_a_store_of_a_newer_idb_stats_is_refused_before_init_changes_it(
+    make_config: MakeConfig, dsn: str, newer: str
+) -> None:
+    config, daily = published(make_config, dsn)
+    schema = config.store_schema
+    query(dsn, f"UPDATE {schema}.layout SET {newer} RETURNING version")
+    before = query(dsn, f"SELECT recordset_id, harvest_date, counts FROM {schema}.daily ORDER BY 1, 2")
+    layout = query(dsn, f"SELECT version, count_fields FROM {schema}.layout")
+    with open_store(config) as store:
+        for step in (store.init, lambda: store.series([], None, None, "day")):
+            with pytest.raises(StoreError, match=r"newer idb-stats .*: upgrade idb-stats") as refused:
+                step()
+            assert refused.value.exit_code == ExitCode.STORE_FAILED
+    # The operator sees one line saying what to do, and the documented exit code.
+    assert config.store_dsn == dsn and schema == "idb_stats"  # what the command below opens
+    result = run("init", env={"IDB_STATS_SOURCE_DSN": dsn})
+    assert result.returncode == ExitCode.STORE_FAILED
+    (line,) = result.stderr.strip().splitlines()
+    assert "newer idb-stats" in line and line.endswith("upgrade idb-stats to use this store")
+    assert (
+        query(dsn, f"SELECT recordset_id, harvest_date, counts FROM {schema}.daily ORDER BY 1, 2") == before
+    )
+    assert query(dsn, f"SELECT version, count_fields FROM {schema}.layout") == layout
+    assert len(before) == len(daily)

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg2
 import psycopg2.errorcodes
 import psycopg2.extras
-from psycopg2.sql import Identifier
+from psycopg2 import sql
 
 from .. import changes, interrupt
 from ..config import Config
@@ -78,22 +78,37 @@ CREATE TABLE IF NOT EXISTS {s}.publishers (
   publisher_id text COLLATE "C" NOT NULL,
   doc json NOT NULL,
   PRIMARY KEY (harvest_date, publisher_id));
--- The schema's version and the field of each position of daily.counts (see SCHEMA_VERSION).
+-- The schema's version and the figure of each position of daily.counts (see SCHEMA_VERSION).
 CREATE TABLE IF NOT EXISTS {s}.layout (
   only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
   version int NOT NULL,
   count_fields text[] NOT NULL);
 """
 
-# daily.counts is positional (COUNT_FIELDS order), so a new block changes what each position
-# means. The store records its layout (the field names in order) and `init` moves every row's
-# counts to this version's layout by name, a field the store never had reading 0; a CHECK on the
-# array's length makes an older idb-stats, which would write the old layout, fail instead of
-# shifting the columns silently. Version 1 is every store made before the layout was recorded.
+# The figures `show` and `report` sum, each by name: a block's count and total, named
+# "record_type.type.count" (a path into the row's summary, see figures_of). daily.counts holds
+# them as an array in the order the store's `layout` table records, and every statement finds a
+# figure's position by its name there, never by its place in this tuple. So adding a block (or
+# any named figure: append its name here and its value in figures_of) is a migration `init`
+# detects and makes: it moves every row's counts to the new layout by name, and computes a
+# figure the store never had from the row's summary. Until then a store whose layout differs is
+# refused (exit 5, "run `idb-stats init`"), and a CHECK on the array's length makes an older
+# idb-stats still writing the old layout fail instead of shifting the columns. A layout naming a
+# figure this version does not know was made by a newer idb-stats: refused too, as init would
+# drop it. Version 1 is every store made before the layout was recorded.
 SCHEMA_VERSION = 2
-COUNT_FIELD_NAMES = [".".join(field) for field in COUNT_FIELDS]
-VERSION_1_COUNT_FIELDS = [f"{rt}.{ty}.{f}" for rt, ty, f in COUNT_FIELDS if rt in RECORD_TYPES]
-COUNTS_LENGTH_CHECK = "daily_counts_layout"
+FIGURE_NAMES: tuple[str, ...] = tuple(".".join(field) for field in COUNT_FIELDS)
+VERSION_1_FIGURES = tuple(f"{rt}.{ty}.{f}" for rt, ty, f in COUNT_FIELDS if rt in RECORD_TYPES)
+COUNTS_LENGTH_CHECK = sql.Identifier("daily_counts_layout")
+
+
+def figures_of(summary: Summary) -> dict[str, int]:
+    """A document's figures by name (FIGURE_NAMES): a block it lacks is zeros."""
+    out = {}
+    for rt, ty in BLOCKS:
+        count, total = summary.counts.get((rt, ty), (0, 0))
+        out[f"{rt}.{ty}.count"], out[f"{rt}.{ty}.total"] = count, total
+    return out
 
 
 # COPY's text format gives meaning to four characters in a column: backslash (escapes, \N for
@@ -107,54 +122,132 @@ def copy_line(*columns: str) -> str:
     return "\t".join(column.translate(_COPY_ESCAPES) for column in columns) + "\n"
 
 
-def range_filter(recordsets: Sequence[str]) -> str:
-    """Daily documents of the named recordsets (all when none are) within optional bounds.
+def range_filter(recordsets_named: bool) -> sql.Composed:
+    """Daily documents of the named recordsets (%(rs)s; all when none are) within optional bounds
+    (%(first)s, %(last)s).
 
     With no recordsets the condition is left out, not ORed away: an OR would keep PostgreSQL
     from using the (recordset_id, harvest_date) index when recordsets are named.
     """
-    return (
-        ("recordset_id = ANY(%(rs)s::text[]) AND " if recordsets else "")
-        + "harvest_date >= COALESCE(%(first)s, '-infinity'::date) "
-        + "AND harvest_date <= COALESCE(%(last)s, 'infinity'::date)"
+    return sql.SQL(
+        "{}harvest_date >= COALESCE(%(first)s, '-infinity'::date) "
+        "AND harvest_date <= COALESCE(%(last)s, 'infinity'::date)"
+    ).format(sql.SQL("recordset_id = ANY(%(rs)s::text[]) AND " if recordsets_named else ""))
+
+
+def figure_from_summary(name: str) -> sql.Composed:
+    """A figure computed in SQL from a row's summary, the path its name spells (0 when absent)."""
+    *path, leaf = name.split(".")
+    return sql.SQL("COALESCE((summary{}->>{})::numeric, 0)").format(
+        sql.SQL("").join(sql.SQL("->{}").format(sql.Literal(key)) for key in path), sql.Literal(leaf)
     )
 
 
-# Stores made before the read columns existed get them in `init`, computed from doc and summary
-# with the same rules as read_columns.
-READ_COLUMNS_SQL = f"""
-ALTER TABLE {{s}}.daily ADD COLUMN counts numeric[], ADD COLUMN countries jsonb, ADD COLUMN terms jsonb;
-UPDATE {{s}}.daily SET
-  counts = ARRAY[{
-    ", ".join(f"COALESCE((summary->'{rt}'->'{ty}'->>'{f}')::numeric, 0)" for rt, ty, f in COUNT_FIELDS)
-}],
+def read_columns_sql(schema: sql.Identifier) -> sql.Composed:
+    """Stores made before the read columns existed get them in `init`, computed from doc and
+    summary with the same rules as read_columns."""
+    return sql.SQL(READ_COLUMNS_TEMPLATE).format(
+        s=schema,
+        counts=sql.SQL(", ").join(figure_from_summary(name) for name in FIGURE_NAMES),
+        other=sql.Literal(OTHER_TERM),
+    )
+
+
+READ_COLUMNS_TEMPLATE = """
+ALTER TABLE {s}.daily ADD COLUMN counts numeric[], ADD COLUMN countries jsonb, ADD COLUMN terms jsonb;
+UPDATE {s}.daily SET
+  counts = ARRAY[{counts}],
   countries = (
-    SELECT COALESCE(jsonb_object_agg(country, hits), '{{{{}}}}') FROM (
+    SELECT COALESCE(jsonb_object_agg(country, hits), '{{}}') FROM (
       SELECT c.key AS country, sum(c.value::numeric) AS hits
       FROM jsonb_each(summary) rt, jsonb_each(rt.value) ty, jsonb_each_text(ty.value->'countries') c
       GROUP BY 1) by_country),
   terms = (
     SELECT jsonb_build_object(
-      'items', COALESCE(jsonb_object_agg(term, n) FILTER (WHERE kind = 'items'), '{{{{}}}}'),
-      'queries', COALESCE(jsonb_object_agg(term, n) FILTER (WHERE kind = 'queries'), '{{{{}}}}'))
+      'items', COALESCE(jsonb_object_agg(term, n) FILTER (WHERE kind = 'items'), '{{}}'),
+      'queries', COALESCE(jsonb_object_agg(term, n) FILTER (WHERE kind = 'queries'), '{{}}'))
     FROM (
       SELECT k.kind, t->>'term' AS term, sum((t->>'count')::numeric) AS n
       FROM (VALUES ('items', '$.*.*.items[*]'::jsonpath), ('queries', '$.*.*.queries[*]'::jsonpath))
              k(kind, path),
            jsonb_path_query(doc::jsonb, k.path) t
-      WHERE t->>'term' <> '{OTHER_TERM}' GROUP BY 1, 2) by_term);
-ALTER TABLE {{s}}.daily ALTER COLUMN counts SET NOT NULL, ALTER COLUMN countries SET NOT NULL,
+      WHERE t->>'term' <> {other} GROUP BY 1, 2) by_term);
+ALTER TABLE {s}.daily ALTER COLUMN counts SET NOT NULL, ALTER COLUMN countries SET NOT NULL,
   ALTER COLUMN terms SET NOT NULL;
 """
 
-# Sums are numeric, never bigint: a day's sum may pass 2**63 - 1 (read as int: NUMERIC_AS_INT).
-TOP_TERMS_SQL = """
+
+def series_sql(
+    schema: sql.Identifier, layout: Sequence[str], recordsets_named: bool, by_recordset: bool
+) -> sql.Composed:
+    """Every figure summed by period (%(interval)s), by recordset or not, each read from the
+    position the store's layout gives its name. Sums are numeric, never bigint: a day's sum may
+    pass 2**63 - 1 (read as int: NUMERIC_AS_INT)."""
+    position = {name: i for i, name in enumerate(layout, 1)}
+    return sql.SQL(
+        "SELECT date_trunc(%(interval)s, harvest_date::timestamp)::date AS period, "
+        "{recordset} AS recordset_id, {sums} FROM {s}.daily WHERE {where} "
+        "GROUP BY 1, 2 ORDER BY 1, 2"
+    ).format(
+        recordset=_recordset_column(by_recordset),
+        sums=sql.SQL(", ").join(
+            sql.SQL("sum(counts[{}]) AS {}").format(sql.Literal(position[name]), sql.Identifier(name))
+            for name in FIGURE_NAMES
+        ),
+        s=schema,
+        where=range_filter(recordsets_named),
+    )
+
+
+def _recordset_column(by_recordset: bool) -> sql.SQL:
+    return sql.SQL("recordset_id" if by_recordset else "NULL::text")
+
+
+def top_countries_sql(schema: sql.Identifier, recordsets_named: bool, by_recordset: bool) -> sql.Composed:
+    return sql.SQL(
+        "SELECT recordset_id, country, hits FROM ("
+        "  SELECT {recordset} AS recordset_id, c.key AS country, sum(c.value::numeric) AS hits,"
+        "         row_number() OVER (PARTITION BY {recordset}"
+        "                            ORDER BY sum(c.value::numeric) DESC, c.key) AS rank"
+        "  FROM {s}.daily, jsonb_each_text(countries) c WHERE {where} GROUP BY 1, 2"
+        ") ranked WHERE rank <= %(limit)s ORDER BY recordset_id, rank"
+    ).format(recordset=_recordset_column(by_recordset), s=schema, where=range_filter(recordsets_named))
+
+
+def top_terms_sql(schema: sql.Identifier) -> sql.Composed:
+    """A recordset's top items and queries (%(limit)s of each)."""
+    return sql.SQL(
+        """
 SELECT kind, term, count FROM (
   SELECT k.kind, t.key AS term, sum(t.value::numeric) AS count,
          row_number() OVER (PARTITION BY k.kind ORDER BY sum(t.value::numeric) DESC, t.key) AS rank
   FROM {s}.daily, jsonb_each(terms) k(kind, lists), jsonb_each_text(k.lists) t
   WHERE {where} GROUP BY 1, 2
 ) ranked WHERE rank <= %(limit)s ORDER BY kind, rank"""
+    ).format(s=schema, where=range_filter(True))
+
+
+def migrate_counts_sql(schema: sql.Identifier, layout: Sequence[str]) -> sql.Composed:
+    """Every row's counts moved from the store's layout to this version's, by figure name; a
+    figure the store did not have is computed from the row's summary (0 where the document lacks
+    its block: a document an older version wrote reads the new block as zeros)."""
+    position = {name: i for i, name in enumerate(layout, 1)}
+    moved = sql.SQL(", ").join(
+        sql.SQL("COALESCE(counts[{}], 0)").format(sql.Literal(position[name]))
+        if name in position
+        else figure_from_summary(name)
+        for name in FIGURE_NAMES
+    )
+    return sql.SQL(
+        "ALTER TABLE {s}.daily DROP CONSTRAINT IF EXISTS {check}; "
+        "UPDATE {s}.daily SET counts = ARRAY[{moved}]::numeric[]"
+    ).format(s=schema, check=COUNTS_LENGTH_CHECK, moved=moved)
+
+
+def counts_check_sql(schema: sql.Identifier) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {s}.daily ADD CONSTRAINT {check} CHECK (cardinality(counts) = {n})").format(
+        s=schema, check=COUNTS_LENGTH_CHECK, n=sql.Literal(len(FIGURE_NAMES))
+    )
 
 
 # Recordsets whose totals are merged at once when a day is published (see _update_totals).
@@ -179,10 +272,12 @@ class SummaryTexts(Mapping[str, Summary]):
 
 
 def read_columns(doc: Document, summary: Summary) -> tuple[str, str, str]:
-    """What `show` and `report` sum, precomputed so they never parse a document: counts in
-    COUNT_FIELDS order (as a COPY array), hits by country over every block, and items and queries
-    summed over every block without __other__ (the cut-off tail, which is not a term)."""
-    counts = ",".join(str(n) for block in BLOCKS for n in summary.counts.get(block, (0, 0)))
+    """What `show` and `report` sum, precomputed so they never parse a document: the figures in
+    FIGURE_NAMES order (as a COPY array: the layout init made current), hits by country over every
+    block, and items and queries summed over every block without __other__ (the cut-off tail,
+    which is not a term)."""
+    figures = figures_of(summary)
+    counts = ",".join(str(figures[name]) for name in FIGURE_NAMES)
     countries: dict[str, int] = {}
     for by_country in summary.countries.values():
         for country, hits in by_country.items():
@@ -203,7 +298,7 @@ class PostgresStore(ClosedOnExit):
         self._conn = self._connect()
         where = f"{self._server_identity()}/{self.schema}"
         self.identity = "postgres:" + hashlib.sha256(where.encode()).hexdigest()[:16]
-        self._quoted_schema = Identifier(self.schema).as_string(self._conn)
+        self._schema = sql.Identifier(self.schema)
         self._schema_current = False
 
     def _connect(self) -> psycopg2.extensions.connection:
@@ -249,8 +344,13 @@ class PostgresStore(ClosedOnExit):
             # Where pg_control_system is not granted, fall back to the DSN's spelling.
             return _dsn_identity(self._dsn)
 
-    def _sql(self, template: str) -> str:
-        return template.format(s=self._quoted_schema)
+    def _sql(self, template: str) -> sql.Composed:
+        """A statement on the store's tables: {s} is the schema."""
+        return sql.SQL(template).format(s=self._schema)
+
+    def _regclass(self, table: str) -> str:
+        """One of the store's tables as to_regclass reads it."""
+        return sql.Identifier(self.schema, table).as_string(self._conn)
 
     @contextlib.contextmanager
     def _transaction(self, what: str, cursor_factory: Any = None) -> Iterator[Any]:
@@ -282,66 +382,64 @@ class PostgresStore(ClosedOnExit):
             # Two first runs racing to create the schema would collide on the catalog.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"idb-stats init {self.schema}",))
             state = self._schema_state(cur)
-            layout = self._count_layout(cur) if state != "missing" else COUNT_FIELD_NAMES
+            if state == "newer":  # before any change: migrating would drop the figures it added
+                raise self._newer_schema(cur)
+            layout = self._layout(cur)[1] if state != "missing" else FIGURE_NAMES
             if state == "outdated":
-                cur.execute(self._sql(READ_COLUMNS_SQL))  # computes counts in this version's layout
-                layout = COUNT_FIELD_NAMES
+                cur.execute(read_columns_sql(self._schema))  # computes counts in this version's layout
+                layout = FIGURE_NAMES
             cur.execute(self._sql(SCHEMA_SQL))
             if state == "narrow-counts":
                 cur.execute(self._sql("ALTER TABLE {s}.daily ALTER COLUMN counts TYPE numeric[]"))
-            if layout != COUNT_FIELD_NAMES:
-                self._migrate_counts(cur, layout)
+            if layout != FIGURE_NAMES:
+                cur.execute(migrate_counts_sql(self._schema, layout))
             cur.execute(
                 self._sql(
                     "INSERT INTO {s}.layout (version, count_fields) VALUES (%s, %s) ON CONFLICT (only_row) "
                     "DO UPDATE SET version = EXCLUDED.version, count_fields = EXCLUDED.count_fields"
                 ),
-                (SCHEMA_VERSION, COUNT_FIELD_NAMES),
+                (SCHEMA_VERSION, list(FIGURE_NAMES)),
             )
-            # Added once per layout (the check reads every row): _migrate_counts drops the old one.
+            # Added once per layout (the check reads every row): the migration drops the old one.
             cur.execute(
                 "SELECT EXISTS (SELECT FROM pg_constraint WHERE conname = %s AND conrelid = to_regclass(%s))",
-                (COUNTS_LENGTH_CHECK, f"{self._quoted_schema}.daily"),
+                (COUNTS_LENGTH_CHECK.string, self._regclass("daily")),
             )
             if cur.fetchone() != (True,):
-                cur.execute(
-                    self._sql(
-                        f"ALTER TABLE {{s}}.daily ADD CONSTRAINT {COUNTS_LENGTH_CHECK} "
-                        f"CHECK (cardinality(counts) = {len(COUNT_FIELDS)})"
-                    )
-                )
+                cur.execute(counts_check_sql(self._schema))
 
-    def _count_layout(self, cur: Any) -> list[str]:
-        """The field of each position of daily.counts in this store (version 1: not recorded)."""
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{self._quoted_schema}.layout",))
+    def _layout(self, cur: Any) -> tuple[int, tuple[str, ...]]:
+        """The schema version and the figure of each position of daily.counts in this store
+        (version 1: not recorded)."""
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (self._regclass("layout"),))
         if cur.fetchone() != (True,):
-            return VERSION_1_COUNT_FIELDS
-        cur.execute(self._sql("SELECT count_fields FROM {s}.layout"))
+            return 1, VERSION_1_FIGURES
+        cur.execute(self._sql("SELECT version, count_fields FROM {s}.layout"))
         row = cur.fetchone()
-        return list(row[0]) if row else VERSION_1_COUNT_FIELDS
+        return (int(row[0]), tuple(row[1])) if row else (1, VERSION_1_FIGURES)
 
-    def _migrate_counts(self, cur: Any, layout: list[str]) -> None:
-        """Every row's counts moved from the store's layout to this version's, by field name; a
-        field the store did not have is 0 (a block its documents lack reads as zeros)."""
-        position = {name: i for i, name in enumerate(layout, 1)}
-        moved = ", ".join(
-            f"COALESCE(counts[{position[name]}], 0)" if name in position else "0"
-            for name in COUNT_FIELD_NAMES
+    def _newer_schema(self, cur: Any) -> StoreError:
+        version, layout = self._layout(cur)
+        unknown = [name for name in layout if name not in FIGURE_NAMES]
+        return StoreError(
+            f"the store schema {self.schema!r} was made by a newer idb-stats (schema version {version}, "
+            f"this one writes {SCHEMA_VERSION}{'; figures ' + ', '.join(unknown) if unknown else ''}): "
+            "upgrade idb-stats to use this store"
         )
-        cur.execute(self._sql(f"ALTER TABLE {{s}}.daily DROP CONSTRAINT IF EXISTS {COUNTS_LENGTH_CHECK}"))
-        cur.execute(self._sql(f"UPDATE {{s}}.daily SET counts = ARRAY[{moved}]::numeric[]"))
 
     def _schema_state(self, cur: Any) -> str:
         """missing, outdated (made before the read columns), narrow-counts (counts as bigint[],
         which 1,100 hit counts of 2**53 - 1 overflow), old-layout (an older schema version: its
-        counts in another order, no publisher table) or current. All but current need `init`."""
+        counts in another order or without a figure, no publisher table), newer (made by a newer
+        idb-stats: a later version or a figure this one does not know) or current. All but current
+        need `init`; newer, an upgrade of idb-stats."""
         cur.execute(
             "SELECT to_regclass(%s) IS NOT NULL, "
             "(SELECT udt_name FROM information_schema.columns WHERE table_schema = %s "
             "AND table_name = 'daily' AND column_name = 'counts'), "
             "EXISTS (SELECT FROM information_schema.columns "
             "WHERE table_schema = %s AND table_name = 'daily' AND column_name = 'terms')",
-            (f"{self._quoted_schema}.api_snapshots", self.schema, self.schema),
+            (self._regclass("api_snapshots"), self.schema, self.schema),
         )
         exists, counts_type, read_columns = cur.fetchone()
         if not exists:
@@ -350,7 +448,10 @@ class PostgresStore(ClosedOnExit):
             return "outdated"
         if counts_type == "_int8":
             return "narrow-counts"
-        return "current" if self._count_layout(cur) == COUNT_FIELD_NAMES else "old-layout"
+        version, layout = self._layout(cur)
+        if version > SCHEMA_VERSION or not set(layout) <= set(FIGURE_NAMES):
+            return "newer"
+        return "current" if layout == FIGURE_NAMES else "old-layout"
 
     def _initialized(self) -> bool:
         with self._transaction("reading the store schema") as cur:
@@ -361,6 +462,8 @@ class PostgresStore(ClosedOnExit):
             return
         with self._transaction("reading the store schema") as cur:
             state = self._schema_state(cur)
+            if state == "newer":
+                raise self._newer_schema(cur)
         # A current schema stays current; a report's thousands of queries need not ask again.
         self._schema_current = state == "current"
         if state == "missing":
@@ -477,7 +580,7 @@ class PostgresStore(ClosedOnExit):
         if not self._initialized():
             return []
         with self._transaction("reading changes") as cur:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{self._quoted_schema}.changes",))
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (self._regclass("changes"),))
             if cur.fetchone() != (True,):  # a store made before the change ledger, not yet re-initialised
                 return []
             cur.execute(
@@ -595,12 +698,12 @@ class PostgresStore(ClosedOnExit):
             )
             cur.execute(self._sql("DELETE FROM {s}.totals WHERE recordset_id = ANY(%s)"), (list(gone),))
 
-    def _stream(self, sql: str, params: Any) -> Iterator[Any]:
+    def _stream(self, template: str, params: Any) -> Iterator[Any]:
         self._require_schema()
         try:
             with self._conn, self._conn.cursor(name="idb_stats_stream") as cur:
                 cur.itersize = 2000
-                cur.execute(self._sql(sql), params)
+                cur.execute(self._sql(template), params)
                 yield from cur
         except psycopg2.Error as exc:
             if self._conn.closed:  # the store was closed with the stream left unread: nothing lost
@@ -715,16 +818,9 @@ class PostgresStore(ClosedOnExit):
         interval: str,
         by_recordset: bool = True,
     ) -> list[dict[str, Any]]:
-        sums = ", ".join(
-            f'sum(counts[{i}]) AS "{rt}.{ty}.{f}"' for i, (rt, ty, f) in enumerate(COUNT_FIELDS, 1)
-        )
-        recordset = "recordset_id" if by_recordset else "NULL::text"
-        sql = (
-            f"SELECT date_trunc(%(interval)s, harvest_date::timestamp)::date AS period, "
-            f"{recordset} AS recordset_id, {sums} FROM {{s}}.daily WHERE {range_filter(recordsets)} "
-            "GROUP BY 1, 2 ORDER BY 1, 2"
-        )
-        return self._query(sql, self._range(recordsets, first, last, interval=interval))
+        # _query reads only a store whose layout is this version's (_require_schema).
+        statement = series_sql(self._schema, FIGURE_NAMES, bool(recordsets), by_recordset)
+        return self._query(statement, self._range(recordsets, first, last, interval=interval))
 
     def top_countries(
         self,
@@ -734,23 +830,14 @@ class PostgresStore(ClosedOnExit):
         limit: int,
         by_recordset: bool = False,
     ) -> list[dict[str, Any]]:
-        recordset = "recordset_id" if by_recordset else "NULL::text"
-        sql = (
-            "SELECT recordset_id, country, hits FROM ("
-            f"  SELECT {recordset} AS recordset_id, c.key AS country, sum(c.value::numeric) AS hits,"
-            f"         row_number() OVER (PARTITION BY {recordset}"
-            "                            ORDER BY sum(c.value::numeric) DESC, c.key) AS rank"
-            f"  FROM {{s}}.daily, jsonb_each_text(countries) c WHERE {range_filter(recordsets)} GROUP BY 1, 2"
-            ") ranked WHERE rank <= %(limit)s ORDER BY recordset_id, rank"
-        )
-        rows = self._query(sql, self._range(recordsets, first, last, limit=limit))
+        statement = top_countries_sql(self._schema, bool(recordsets), by_recordset)
+        rows = self._query(statement, self._range(recordsets, first, last, limit=limit))
         return rows if by_recordset else [{"country": r["country"], "hits": r["hits"]} for r in rows]
 
     def top_terms(
         self, recordset_id: str, first: date | None, last: date | None, limit: int
     ) -> dict[str, list[dict[str, Any]]]:
-        sql = TOP_TERMS_SQL.replace("{where}", range_filter([recordset_id]))
-        rows = self._query(sql, self._range([recordset_id], first, last, limit=limit))
+        rows = self._query(top_terms_sql(self._schema), self._range([recordset_id], first, last, limit=limit))
         terms: dict[str, list[dict[str, Any]]] = {"items": [], "queries": []}
         for row in rows:
             terms[row["kind"]].append({"term": row["term"], "count": row["count"]})
@@ -762,14 +849,14 @@ class PostgresStore(ClosedOnExit):
     ) -> dict[str, Any]:
         return {"rs": list(recordsets), "first": first, "last": last, **extra}
 
-    def _query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _query(self, statement: sql.Composable, params: dict[str, Any]) -> list[dict[str, Any]]:
         self._require_schema()
         with self._transaction("querying") as cur:
             # The planner takes each jsonb_each for 100 rows, so these small queries look huge:
             # left alone it compiles them with JIT (about 2 s each) and scans the whole table
             # with parallel workers instead of reading one recordset's days through its index.
             cur.execute("SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0")
-            cur.execute(self._sql(sql), params)
+            cur.execute(statement, params)
             names = [column.name for column in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur]  # RealDictCursor is 4x slower
 
