@@ -39,7 +39,7 @@ from .legacy import (
     resolve_duplicates,
 )
 from .model import DayStats
-from .ports import Store
+from .ports import Adoption, DayStore, Store
 from .stores import open_store
 from .stores.legacy_reader import GENERIC_TYPES, LegacyHit, LegacyReader
 
@@ -244,8 +244,10 @@ def adopt(
                 return report
         target_config = replace(config, daily_index=target_index or "") if search_target else config
         with open_store(target_config) as store:
+            # What only a search store can do (its indexes and aliases); None for PostgreSQL.
+            adoption = store if isinstance(store, Adoption) else None
             # Before write_run, whose store.init() creates the target index this check looks for.
-            _refuse_foreign_totals(store, target_config, search_target)
+            _refuse_foreign_totals(adoption, target_config)
             # The target's runs index is this configuration's: collect-stats takes the same lock.
             with write_run(
                 target_config, store, "adopt", lock_timeout, run_id_prefix=ADOPT_RUN_PREFIX
@@ -264,17 +266,19 @@ def adopt(
                     run.days.append(plan.outcome.as_dict())
                     if on_day:
                         on_day(plan.outcome)
-                if search_target:
-                    _verify(reader, store, target_index or "", legacy_index, report.documents)
-                if search_target and target_index:
-                    report.alias_switched = _switch(store, config, target_index, same_cluster, state, behind)
+                if adoption is not None:
+                    _verify(reader, store, adoption, target_index or "", legacy_index, report.documents)
+                if adoption is not None and target_index:
+                    report.alias_switched = _switch(
+                        adoption, config, target_index, same_cluster, state, behind
+                    )
         return report
     finally:
         reader.close()
 
 
 def _switch(
-    store: Any, config: Config, target: str, same_cluster: bool, state: str, behind: list[str]
+    store: Adoption, config: Config, target: str, same_cluster: bool, state: str, behind: list[str]
 ) -> bool:
     """Give the portal's name to the copy and the record-count index. On the original's cluster
     the name stops being the original (its index deleted, or its alias moved); on another cluster
@@ -293,11 +297,13 @@ def _switch(
     return True
 
 
-def _refuse_foreign_totals(store: Any, target_config: Config, search_target: bool) -> None:
+def _refuse_foreign_totals(store: Adoption | None, target_config: Config) -> None:
     # Totals made by collecting into the original index would list days the adoption rewrites
     # (publish_day then takes them for already added); a fresh adoption needs them rebuilt.
+    if store is None:
+        return
     totals = target_config.totals_index
-    fresh = search_target and store.index_state(target_config.daily_index)[0] == "absent"
+    fresh = store.index_state(target_config.daily_index)[0] == "absent"
     if fresh and store.index_state(totals)[0] != "absent" and store.count(totals):
         raise IncompatibleIndex(
             f"the totals index {totals!r} already holds totals: adopt rebuilds them from the original "
@@ -338,13 +344,18 @@ def _whole_count(value: Any) -> int:
 
 
 def _verify(
-    reader: LegacyReader, store: Any, target: str, legacy_index: str, documents_at_start: int
+    reader: LegacyReader,
+    store: DayStore,
+    adoption: Adoption,
+    target: str,
+    legacy_index: str,
+    documents_at_start: int,
 ) -> None:
     """Before the original index is deleted: the target holds one document per adopted
     (recordset, day), and nothing was added to the original meanwhile."""
     complete = store.completed_days()
     expected = sum(int(complete[d].get("recordsets", 0)) for d in adopted_days(complete))
-    held = store.count(target)
+    held = adoption.count(target)
     if held != expected:
         raise StoreError(
             f"adopt: {target!r} holds {held} documents where the adopted days list {expected}; "

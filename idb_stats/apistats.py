@@ -7,7 +7,7 @@ The uuids table only has the present, so a missed day cannot be rebuilt: run it 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from .config import Config
 from .errors import ConfigError
 from .ledger import write_run
 from .pg import connect
+from .ports import SnapshotWriting, given_or_opened
 from .sqltext import table
 from .stores import open_store
 
@@ -33,7 +34,9 @@ ORDER BY parent""")
 
 
 def snapshot_documents(config: Config, taken_at: datetime) -> Iterator[dict[str, Any]]:
-    """One document per recordset, streamed from one grouped query."""
+    """One document per recordset, streamed from one grouped query when read. A configuration
+    without the ingest database is refused here, when called: before the run takes the lock and
+    writes its ledger entry."""
     if not config.api_dsn:
         raise ConfigError(
             [
@@ -41,12 +44,16 @@ def snapshot_documents(config: Config, taken_at: datetime) -> Iterator[dict[str,
                 "or an api-dsn credential)"
             ]
         )
-    conn = connect(config.api_dsn, "ingest (uuids)")
+    return _counted(config.api_dsn, config.uuids_table, taken_at)
+
+
+def _counted(dsn: str, uuids_table: str, taken_at: datetime) -> Iterator[dict[str, Any]]:
+    conn = connect(dsn, "ingest (uuids)")
     try:
         conn.set_session(readonly=True)
         with conn, conn.cursor(name="api_stats") as cur:
             cur.itersize = 5000
-            cur.execute(COUNT_SQL.format(uuids=table(config.uuids_table)))
+            cur.execute(COUNT_SQL.format(uuids=table(uuids_table)))
             stamp = taken_at.isoformat(timespec="seconds")
             for parent, records, mediarecords in cur:
                 yield {
@@ -59,14 +66,28 @@ def snapshot_documents(config: Config, taken_at: datetime) -> Iterator[dict[str,
         conn.close()
 
 
+# The recordset sizes of a moment, one document per recordset (snapshot_documents reads them).
+SizeReader = Callable[[Config, datetime], Iterable[dict[str, Any]]]
+
+
 def api_stats(
-    config: Config, lock_timeout: float | None = None, clock: Clock = SYSTEM_CLOCK
+    config: Config,
+    lock_timeout: float | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    store: SnapshotWriting | None = None,
+    sizes: SizeReader = snapshot_documents,
 ) -> dict[str, Any]:
-    """Take today's recordset size snapshot; a second run the same (UTC) day replaces it."""
+    """Take today's recordset size snapshot; a second run the same (UTC) day replaces it.
+    store and sizes: the caller's adapters (else the configuration's store, and the ingest
+    database's uuids table)."""
     taken_at = clock.now()
-    with open_store(config) as store, write_run(config, store, "api-stats", lock_timeout) as run:
+    documents = sizes(config, taken_at)
+    with (
+        given_or_opened(store, lambda: open_store(config)) as store,
+        write_run(config, store, "api-stats", lock_timeout) as run,
+    ):
         started = time.monotonic()
-        written = store.write_snapshot(taken_at.date(), snapshot_documents(config, taken_at))
+        written = store.write_snapshot(taken_at.date(), documents)
         summary = {
             "snapshot_date": taken_at.date().isoformat(),
             "recordsets": written,

@@ -25,7 +25,7 @@ from .engines import open_source
 from .errors import DataQualityError, EmptySource, SourceRowsGone
 from .ledger import write_run
 from .model import DayStats
-from .ports import Store, TelemetryDay, TelemetrySource
+from .ports import DayStore, Publishing, TelemetryDay, TelemetrySource, given_or_opened
 from .stores import open_store
 
 log = logging.getLogger("idb_stats")
@@ -90,7 +90,7 @@ def tracked_days(complete: dict[date, dict[str, Any]], days: Iterable[date] | No
     return {d for d in (complete if days is None else days) if start is None or d >= start}
 
 
-def day_states(store: Store) -> tuple[dict[date, dict[str, Any]], planning.DayStates]:
+def day_states(store: DayStore) -> tuple[dict[date, dict[str, Any]], planning.DayStates]:
     """The store's completion marks, and each day's state judged from what the store holds."""
     marks = store.completed_days()
     return marks, planning.assess_days(marks, store.held_days())
@@ -99,7 +99,7 @@ def day_states(store: Store) -> tuple[dict[date, dict[str, Any]], planning.DaySt
 def plan(
     config: Config,
     selection: Selection,
-    store: Store,
+    store: DayStore,
     source: TelemetrySource,
     clock: Clock,
     known: tuple[dict[date, dict[str, Any]], planning.DayStates] | None = None,
@@ -155,7 +155,7 @@ def _without_cycle_collection() -> Iterator[None]:
 def process_day(
     config: Config,
     source: TelemetrySource,
-    store: Store | None,
+    store: DayStore | None,
     day: date,
     run_id: str,
     reason: str = "collect",
@@ -244,7 +244,7 @@ def refuse_empty(telemetry: TelemetryDay, day: date) -> None:
     )
 
 
-def has_documents(store: Store, day: date) -> bool:
+def has_documents(store: DayStore, day: date) -> bool:
     documents = store.export(day, day)
     try:
         return next(documents, None) is not None
@@ -282,7 +282,7 @@ class RunResult:
 
 
 def recheck(
-    config: Config, store: Store, source: TelemetrySource, planned: list[date]
+    config: Config, store: DayStore, source: TelemetrySource, planned: list[date]
 ) -> list[fingerprint.Stale]:
     """The last collect.recheck_days published days whose source rows changed since (one query)."""
     published = fingerprint.recent_published(store.completed_days(), config.recheck_days, planned)
@@ -324,16 +324,21 @@ def collect(
     on_plan: Callable[[planning.Plan], None] | None = None,
     on_day: DayCallback | None = None,
     allow_empty: bool = False,
+    source: TelemetrySource | None = None,
+    store: Publishing | None = None,
 ) -> RunResult:
     """Run the selected days. A plain catch-up also republishes recently published days whose
     source rows changed (reason late_rows); a day whose rows are gone is refused (SourceRowsGone,
     raised after the other days ran) unless allow_empty. Days already published are recorded
-    as re-runs (reason rerun) in the change ledger."""
-    jobs = jobs or config.jobs
+    as re-runs (reason rerun) in the change ledger.
+
+    source and store: the caller's adapters (else the configuration's, opened and closed here);
+    with them the days run in this process, as workers can only open the configuration's."""
+    jobs = 1 if source is not None or store is not None else jobs or config.jobs
     refuse_open_days(selection, last_closed(config, clock))
     with (
-        contextlib.closing(open_source(config)) as source,
-        open_store(config) as store,
+        given_or_opened(source, lambda: open_source(config)) as source,
+        given_or_opened(store, lambda: open_store(config)) as store,
         write_run(config, store, "collect-stats", lock_timeout, dry_run=dry_run) as run,
     ):
         day_plan, reasons, stale = _plan_with_recheck(config, selection, store, source, clock)
@@ -377,7 +382,7 @@ def collect(
 
 
 def _plan_with_recheck(
-    config: Config, selection: Selection, store: Store, source: TelemetrySource, clock: Clock
+    config: Config, selection: Selection, store: DayStore, source: TelemetrySource, clock: Clock
 ) -> tuple[planning.Plan, dict[date, str], list[fingerprint.Stale]]:
     """The plan, each day's reason for the change ledger, and (plain catch-up) the published days
     whose source rows changed, which join the plan as late_rows."""

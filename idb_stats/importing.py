@@ -30,7 +30,7 @@ from .json_text import compact
 from .ledger import write_run
 from .legacy import DayOutcome, DuplicatesRefused, resolve_duplicates
 from .model import DayStats
-from .ports import Store
+from .ports import DayStore, Publishing, given_or_opened
 from .stores import open_store
 from .stores.search import beyond_long
 from .totals import Summary, Totals, added, subtracted, summarize
@@ -145,7 +145,7 @@ def _spool_day(
     checked.days.append(SpooledDay(outcome, start, len(resolved)))
 
 
-def check_totals(store: Store, checked: CheckedImport, beyond: Beyond) -> None:
+def check_totals(store: DayStore, checked: CheckedImport, beyond: Beyond) -> None:
     """Refuse, before the first write, an import after which a recordset's totals would hold more
     than the store's numbers do: its totals now, less the file's days they hold, plus the file's.
     The first bound (totals now plus the file) settles nearly every recordset; only those above
@@ -189,12 +189,17 @@ def import_checked(
     checked: CheckedImport,
     on_day: Callable[[DayOutcome, DayStats], None] | None = None,
     lock_timeout: float | None = None,
+    store: Publishing | None = None,
 ) -> list[DayOutcome]:
     """Write a checked file's days: each replaces that day in the store, so totals stay exact;
-    on_day hears of each once the store holds it."""
+    on_day hears of each once the store holds it. store: the caller's (else the
+    configuration's, opened and closed here)."""
     outcomes: list[DayOutcome] = []
     beyond = store_limit(config)
-    with open_store(config) as store, write_run(config, store, "import", lock_timeout) as run:
+    with (
+        given_or_opened(store, lambda: open_store(config)) as store,
+        write_run(config, store, "import", lock_timeout) as run,
+    ):
         if beyond is not None:
             check_totals(store, checked, beyond)
         for day in checked.days:
@@ -221,6 +226,7 @@ def import_file(
     on_checked: Callable[[ndjson.CheckedExport], None] | None = None,
     on_day: Callable[[DayOutcome, DayStats], None] | None = None,
     lock_timeout: float | None = None,
+    store: Publishing | None = None,
 ) -> list[DayOutcome]:
     """Check the whole file, then write it (the `import` command); on_checked hears what the
     check found before the run takes the lock (waiting lock_timeout seconds, default
@@ -228,7 +234,7 @@ def import_file(
     with check_file(stream, name, duplicates, last_closed, store_limit(config)) as checked:
         if on_checked is not None:
             on_checked(checked.export)
-        return import_checked(config, checked, on_day, lock_timeout)
+        return import_checked(config, checked, on_day, lock_timeout, store)
 
 
 def import_documents(
@@ -237,10 +243,13 @@ def import_documents(
     duplicates: str = "refuse",
     lock_timeout: float | None = None,
     on_day: Callable[[DayOutcome, DayStats], None] | None = None,
+    store: Publishing | None = None,
 ) -> list[DayOutcome]:
     """Daily documents (NDJSON lines or parsed, ours or the original's) through the same checks
     and writes as a file."""
     lines = io.BytesIO(
         b"".join((line if isinstance(line, str) else compact(line)).encode() + b"\n" for line in documents)
     )
-    return import_file(config, lines, "input", duplicates, on_day=on_day, lock_timeout=lock_timeout)
+    return import_file(
+        config, lines, "input", duplicates, on_day=on_day, lock_timeout=lock_timeout, store=store
+    )

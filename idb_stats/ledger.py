@@ -19,7 +19,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
 from .errors import IdbStatsError
 from .interrupt import Interrupted
-from .ports import Store
+from .ports import RunLedger
 from .runs import FAILED, INTERRUPTED, OK, RunRecord
 
 # The commands that record runs, each shown with its last run by `status`.
@@ -50,7 +50,7 @@ def new_run(command: str, clock: Clock = SYSTEM_CLOCK, run_id_prefix: str = "", 
 @contextlib.contextmanager
 def write_run(
     config: Config,
-    store: Store,
+    store: RunLedger,
     command: str,
     lock_timeout: float | None = None,
     dry_run: bool | None = None,
@@ -73,7 +73,7 @@ def write_run(
 
 
 @contextlib.contextmanager
-def ledger_entry(store: Store, run: RunRecord, clock: Clock = SYSTEM_CLOCK) -> Iterator[RunRecord]:
+def ledger_entry(store: RunLedger, run: RunRecord, clock: Clock = SYSTEM_CLOCK) -> Iterator[RunRecord]:
     """Record the run as running, then as ok, failed or interrupted."""
     started = time.monotonic()
     store.record_run(run)

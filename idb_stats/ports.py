@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
 
 from .model import Cell, CounterDay, DayStats, HeldDays, SkipReport
 from .runs import RunLock, RunRecord
@@ -52,12 +53,8 @@ class TelemetrySource(Protocol):
     def close(self) -> None: ...
 
 
-class Store(Protocol):
-    """Where daily documents, totals and the run ledger live.
-
-    publish_day must leave totals equal to the sum of the daily documents whatever happens:
-    a failure part-way is repaired by publishing the day again.
-    """
+class StoreBase(Protocol):
+    """What every role of a store shares: its identity, its schema, and closing it."""
 
     @property
     def identity(self) -> str:
@@ -70,6 +67,16 @@ class Store(Protocol):
 
     def init(self) -> None:
         """Create schema, indexes or templates; safe to repeat."""
+
+    def close(self) -> None: ...
+
+
+class DayStore(StoreBase, Protocol):
+    """The days: daily and publisher documents, totals, completion marks and the change ledger.
+
+    publish_day must leave totals equal to the sum of the daily documents whatever happens:
+    a failure part-way is repaired by publishing the day again.
+    """
 
     def publish_day(
         self, stats: DayStats, documents: Iterable[Document], publishers: Sequence[Document] | None = None
@@ -105,6 +112,13 @@ class Store(Protocol):
     def completed_days(self) -> dict[date, dict[str, Any]]:
         """Harvest dates published completely, with their figures."""
 
+    def changes(self, since: date | None = None, recordset_id: str | None = None) -> list[dict[str, Any]]:
+        """Changes to published numbers (changes.py records), changed on or after `since`, oldest first."""
+
+
+class RunLedger(StoreBase, Protocol):
+    """The run ledger and the run lock: what ledger.write_run needs of a store."""
+
     def record_run(self, run: RunRecord) -> None:
         """Insert or update a run in the ledger (keyed by run_id)."""
 
@@ -118,14 +132,19 @@ class Store(Protocol):
     def last_run(self, command: str) -> dict[str, Any] | None:
         """The latest run of one command (ledger.RUN_COMMANDS)."""
 
-    def changes(self, since: date | None = None, recordset_id: str | None = None) -> list[dict[str, Any]]:
-        """Changes to published numbers (changes.py records), changed on or after `since`, oldest first."""
+
+class Snapshots(StoreBase, Protocol):
+    """The daily recordset size snapshots (api-stats)."""
 
     def write_snapshot(self, snapshot_date: date, documents: Iterable[Document]) -> int:
         """Replace the recordset size snapshot of a day; returns the documents written."""
 
     def snapshots(self) -> dict[date, int]:
         """Days that have a recordset size snapshot, with their number of recordsets."""
+
+
+class ReadQueries(StoreBase, Protocol):
+    """What `show` and `report` ask, grouped in the store."""
 
     def series(
         self,
@@ -158,6 +177,40 @@ class Store(Protocol):
     ) -> dict[str, list[dict[str, Any]]]:
         """A recordset's most frequent items and queries over the range, summed over all blocks."""
 
+
+# The roles the use cases need together (a Protocol cannot be spelt as an intersection).
+class Publishing(DayStore, RunLedger, Protocol):
+    """Writing days in a recorded run: collect-stats, verify --repair, import, forget-day."""
+
+
+class SnapshotWriting(Snapshots, RunLedger, Protocol):
+    """Writing a size snapshot in a recorded run: api-stats."""
+
+
+class StatusReading(DayStore, RunLedger, Snapshots, Protocol):
+    """What status reads: days, the ledger and the lock's holder, snapshots."""
+
+
+class Store(DayStore, RunLedger, Snapshots, ReadQueries, Protocol):
+    """Every role: what each concrete store implements, and what open_store returns."""
+
+
+@runtime_checkable  # adopt asks the store it opened whether it is one
+class Adoption(Protocol):
+    """What adopt asks of a search store beyond the Store roles (stores/search.py has it; the
+    PostgreSQL and memory stores do not, and adopt into them needs none of it)."""
+
+    def index_state(self, name: str) -> tuple[str, list[str]]:
+        """("alias", [indexes]), ("index", []) or ("absent", [])."""
+
+    def count(self, index: str) -> int: ...
+
+    def replace_index_with_alias(
+        self, name: str, target: str, api_index: str, state: str, behind: Sequence[str]
+    ) -> None: ...
+
+
+class SupportsClose(Protocol):
     def close(self) -> None: ...
 
 
@@ -172,3 +225,18 @@ class ClosedOnExit:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+Closable = TypeVar("Closable", bound=SupportsClose)
+
+
+@contextlib.contextmanager
+def given_or_opened(given: Closable | None, opener: Callable[[], Closable]) -> Iterator[Closable]:
+    """The adapter a caller passed in (the caller's to close), else one opened here and closed
+    when the block ends: use cases take their source and store from the caller (tests pass
+    in-memory ones), or open those of the configuration."""
+    if given is not None:
+        yield given
+        return
+    with contextlib.closing(opener()) as opened:
+        yield opened

@@ -160,17 +160,18 @@ def row_cells(row: TelemetryRow) -> Iterator[tuple[str, str, str, str, str, int]
         yield recordset, row.record_type, row.type, "geo", geo, hits
 
 
-def aggregate_day(
-    rows: Iterable[TelemetryRow],
-    harvest_date: date,
-    limit: int = 0,
-    max_examples: int = 5,
-    zone: tzinfo | None = None,
-) -> RulesDay:
-    """Apply the rules to the rows of one harvest day: daily and publisher documents, and skips.
-    With a zone (source.timezone), the rows' date and ip are read too and every document carries
-    its COUNTER-style figures, as when the telemetry has an `ip` column."""
-    rows = list(rows) if zone is not None else rows
+@dataclass
+class DayCells:
+    """What the rules add up from a harvest day's rows, before documents are built from it."""
+
+    cells: dict[str, list[Cell]]  # by recordset, of kinds geo, item and query (see model.Cell)
+    report: SkipReport
+    publisher_views: dict[str, dict[str, int]]  # publisher -> canonical geocode JSON -> views
+
+
+def aggregate_cells(rows: Iterable[TelemetryRow], max_examples: int = 5) -> DayCells:
+    """Apply the rules to the rows of one harvest day: the cells of each recordset, the skip
+    report and the publisher page views."""
     report = SkipReport()
     # (recordset, record_type, type, kind, key) -> [entries, hits]
     acc: dict[tuple[str, str, str, str, str], list[int]] = {}
@@ -200,17 +201,33 @@ def aggregate_day(
     by_recordset: dict[str, list[Cell]] = {}
     for (rs, rt, ty, kind, key), (entries, hits) in acc.items():
         by_recordset.setdefault(rs, []).append(Cell(rs, rt, ty, kind, key, entries, hits))
-    docs = [build_document(rs, harvest_date, cells, limit)[0] for rs, cells in sorted(by_recordset.items())]
     for skip in report.reasons.values():
         skip.example_ids.sort()
-    pages = [publisher_document(p, harvest_date, views, limit) for p, views in sorted(publishers.items())]
+    return DayCells(dict(sorted(by_recordset.items())), report, publishers)
+
+
+def aggregate_day(
+    rows: Iterable[TelemetryRow],
+    harvest_date: date,
+    limit: int = 0,
+    max_examples: int = 5,
+    zone: tzinfo | None = None,
+) -> RulesDay:
+    """Apply the rules to the rows of one harvest day: daily and publisher documents, and skips.
+    With a zone (source.timezone), the rows' date and ip are read too and every document carries
+    its COUNTER-style figures, as when the telemetry has an `ip` column."""
+    rows = list(rows) if zone is not None else rows
+    day = aggregate_cells(rows, max_examples)
+    docs = [build_document(rs, harvest_date, cells, limit)[0] for rs, cells in day.cells.items()]
+    pages = [
+        publisher_document(p, harvest_date, views, limit) for p, views in sorted(day.publisher_views.items())
+    ]
     counter = None
     if zone is not None:
-        assert isinstance(rows, list)
         counter = counter_figures(rows, zone)
         for doc in docs:
             doc[COUNTER_KEY] = counter.get(doc["recordset_id"], CounterFigures()).as_block()
-    return RulesDay(docs, report, pages, counter)
+    return RulesDay(docs, day.report, pages, counter)
 
 
 # --- COUNTER-style figures (docs/counting.md, "COUNTER-style figures") ---

@@ -6,7 +6,6 @@ renderers (the terminal text in cli.py, Nagios and Prometheus in monitoring.py) 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from .collect import day_states, last_closed, tracked_days
 from .config import Config
 from .errors import IdbStatsError
 from .ledger import RUN_COMMANDS
+from .ports import StatusReading, TelemetrySource, given_or_opened
 from .runs import ABANDONED, RUNNING, LockHolder
 from .source import PostgresTelemetrySource
 from .stores import open_store
@@ -141,7 +141,9 @@ def _read_from_source(marker: Mapping[str, Any]) -> bool:
     return marker.get("fingerprint") is not None
 
 
-def adopted_gaps(config: Config, complete: dict[date, dict[str, Any]]) -> list[date] | None:
+def adopted_gaps(
+    config: Config, complete: dict[date, dict[str, Any]], source: TelemetrySource | None = None
+) -> list[date] | None:
     """Days inside the adopted range that the store lacks while the telemetry has rows for them:
     days the original collector failed to write (None when the telemetry cannot be asked). The
     source is opened only when the adopted range has holes."""
@@ -150,17 +152,24 @@ def adopted_gaps(config: Config, complete: dict[date, dict[str, Any]]) -> list[d
     if not holes:
         return []
     try:
-        with contextlib.closing(PostgresTelemetrySource(config)) as source:
-            found = source.fingerprints(holes)
+        with given_or_opened(source, lambda: PostgresTelemetrySource(config)) as telemetry:
+            found = telemetry.fingerprints(holes)
     except IdbStatsError as exc:
         log.warning("status: cannot ask the telemetry for gaps in the adopted history: %s", exc)
         return None
     return [d for d in holes if found.get(d) is not None]
 
 
-def status(config: Config, clock: Clock = SYSTEM_CLOCK) -> Status:
-    """What an operator or a monitor needs: last complete day, lag, holes, each command's last run."""
-    with open_store(config) as store:
+def status(
+    config: Config,
+    clock: Clock = SYSTEM_CLOCK,
+    store: StatusReading | None = None,
+    source: TelemetrySource | None = None,
+) -> Status:
+    """What an operator or a monitor needs: last complete day, lag, holes, each command's last run.
+    store and source: the caller's adapters (else the configuration's; the telemetry is asked
+    only for gaps in adopted history)."""
+    with given_or_opened(store, lambda: open_store(config)) as store:
         # Complete: marked, and what the store holds of the day agrees with the mark (the
         # documents and totals, not the mark alone, say whether a day is whole).
         marks, states = day_states(store)
@@ -209,7 +218,7 @@ def status(config: Config, clock: Clock = SYSTEM_CLOCK) -> Status:
             empty_days=sorted(
                 d for d, marker in complete.items() if _read_from_source(marker) and not marker.get("rows")
             ),
-            adopted_gaps=adopted_gaps(config, complete),
+            adopted_gaps=adopted_gaps(config, complete, source),
         )
 
 

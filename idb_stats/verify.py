@@ -22,7 +22,6 @@ Long because its three checks share one streamed pass over the store.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
@@ -40,7 +39,7 @@ from .documents import day_documents, with_every_block
 from .engines import open_source
 from .ledger import write_run
 from .model import BLOCKS, COUNTER_KEY, DayStats
-from .ports import Document, Store, TelemetrySource
+from .ports import DayStore, Document, Publishing, TelemetrySource, given_or_opened
 from .rules import aggregate
 from .runs import RunRecord
 from .stores import open_store
@@ -232,7 +231,7 @@ class _Sums:
     per_day: Counter[date] = field(default_factory=Counter)
 
 
-def _sum_store(store: Store) -> _Sums:
+def _sum_store(store: DayStore) -> _Sums:
     sums = _Sums()
     for doc in store.export(EARLIEST, LATEST):
         day, recordset_id = date.fromisoformat(doc["harvest_date"]), doc["recordset_id"]
@@ -243,7 +242,7 @@ def _sum_store(store: Store) -> _Sums:
     return sums
 
 
-def _divergent_totals(store: Store, sums: _Sums) -> Iterator[tuple[str, Document | None, Document | None]]:
+def _divergent_totals(store: DayStore, sums: _Sums) -> Iterator[tuple[str, Document | None, Document | None]]:
     """(recordset, expected, stored) of every totals document that is not the sum of its days."""
     expected = (sums.totals[rs].to_doc() for rs in sorted(sums.totals))
     # Documents written before a block existed read it as zeros, as the day's recomputed ones have it.
@@ -256,7 +255,7 @@ class Verifier:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: DayStore,
         source: TelemetrySource,
         on_difference: OnDifference,
         after_repair: bool = False,
@@ -452,12 +451,18 @@ def verify(
     lock_timeout: float | None = None,
     on_day: OnDay | None = None,
     include_adopted: frozenset[date] = frozenset(),
+    source: TelemetrySource | None = None,
+    store: Publishing | None = None,
 ) -> Outcome:
     """Compare, and with repair: republish differing days (reason repair), rebuild totals that
     are not the sum of their days, then compare again. Adopted days (the original collector's
     history) are republished only when named in include_adopted. The repair is a run of its own
-    in the ledger ("verify --repair"), with its lock and outcome like any write."""
-    with contextlib.closing(open_source(config)) as source, open_store(config) as store:
+    in the ledger ("verify --repair"), with its lock and outcome like any write. source and
+    store: the caller's adapters (else the configuration's, opened and closed here)."""
+    with (
+        given_or_opened(source, lambda: open_source(config)) as source,
+        given_or_opened(store, lambda: open_store(config)) as store,
+    ):
         report = Verifier(config, store, source, on_difference, on_day=on_day).run(first, last, sample)
         outcome = Outcome(report)
         if not repair or report.agrees:
@@ -477,7 +482,7 @@ def verify(
 
 
 def _repair(
-    config: Config, store: Store, source: TelemetrySource, days: list[date], run: RunRecord
+    config: Config, store: DayStore, source: TelemetrySource, days: list[date], run: RunRecord
 ) -> tuple[list[date], list[str]]:
     repaired = []
     for day in days:

@@ -11,16 +11,18 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import psycopg2
 import pytest
-from helpers import MakeConfig
+from helpers import REAL_CLUSTERS, MakeConfig, store_params
 from hypothesis import settings
 from proxies import ElasticsearchProxy
 
 from idb_stats import embedded
 from idb_stats.config import ENGINES, Config, load_config
+from idb_stats.stores import memory
 
 # CI runs the same examples every time (a submission lands on a green run, not a lucky one);
 # locally each run draws new examples, which is how the property tests find new cases.
@@ -28,8 +30,6 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-STORE_KINDS = ["postgres", "opensearch", "elasticsearch"]
-REAL_CLUSTERS = {"opensearch": "IDB_STATS_TEST_OPENSEARCH_URL", "elasticsearch": "IDB_STATS_TEST_ES_URL"}
 _index_counter = itertools.count()
 
 
@@ -106,21 +106,7 @@ def es_proxy(osmem_url: str) -> Iterator[ElasticsearchProxy]:
     proxy.close()
 
 
-def _store_params() -> list[Any]:
-    params: list[Any] = list(STORE_KINDS)
-    for kind, variable in REAL_CLUSTERS.items():
-        params.append(
-            pytest.param(
-                f"real-{kind}",
-                marks=pytest.mark.skipif(
-                    not os.environ.get(variable), reason=f"{variable} not set: no real {kind} cluster"
-                ),
-            )
-        )
-    return params
-
-
-@pytest.fixture(params=_store_params())
+@pytest.fixture(params=store_params())
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -148,6 +134,24 @@ def make_config(request: pytest.FixtureRequest, dsn: str, store_kind: str) -> Ma
                 "store.bulk_max_retries": 4,
             }
         )
+    if kind == "memory":
+        # load_config refuses the test-only kind: the store is named by its url and schema, and
+        # everything made here is dropped when the test ends.
+        name = f"memory://t{os.getpid()}-{next(_index_counter)}"
+        made: list[Config] = []
+
+        def dropped() -> None:
+            for config in made:
+                memory.discard(config)
+
+        request.addfinalizer(dropped)
+
+        def make_memory(**extra: Any) -> Config:
+            base = load_config(overrides={**overrides, **extra}, environ={})
+            made.append(replace(base, store="memory", store_url=name))
+            return made[-1]
+
+        return make_memory
     overrides["store.kind"] = kind
 
     def make(**extra: Any) -> Config:

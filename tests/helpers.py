@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import pytest
 
 import idb_stats.collect
 from idb_stats import synthetic
@@ -31,9 +32,29 @@ from idb_stats.stores import open_store
 from idb_stats.synthetic import fake_uuid
 
 ROOT = Path(__file__).resolve().parent.parent
+# The store matrix: every test that takes make_config runs on each kind. The memory store
+# (stores/memory.py) joins it where a test module asks for it (store_params(memory=True)): it
+# lives in the test's process, so tests that run the CLI as a process cannot reach it.
+STORE_KINDS = ["postgres", "opensearch", "elasticsearch"]
+REAL_CLUSTERS = {"opensearch": "IDB_STATS_TEST_OPENSEARCH_URL", "elasticsearch": "IDB_STATS_TEST_ES_URL"}
 MakeConfig = Callable[..., Config]
 
 Row = tuple[datetime, str, Any, Any, Any, Any]  # date, type, record_type, query hash, geocode, payload
+
+
+def store_params(memory: bool = False) -> list[Any]:
+    """The store kinds of the matrix, and real clusters (skipped unless their URL is set)."""
+    params: list[Any] = [*STORE_KINDS, *(["memory"] if memory else [])]
+    for kind, variable in REAL_CLUSTERS.items():
+        params.append(
+            pytest.param(
+                f"real-{kind}",
+                marks=pytest.mark.skipif(
+                    not os.environ.get(variable), reason=f"{variable} not set: no real {kind} cluster"
+                ),
+            )
+        )
+    return params
 
 
 def insert_rows(dsn: str, rows: list[Row]) -> None:

@@ -1,5 +1,6 @@
 """The store contract, written once and run against every store (PostgreSQL, OpenSearch on osmem,
-Elasticsearch through the proxy, and real clusters when configured)."""
+Elasticsearch through the proxy, the in-memory store of the unit tests, and real clusters when
+configured)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import random
 from datetime import datetime
 from typing import Any
 
+import pytest
 from helpers import (
     HARVEST,
     MakeConfig,
@@ -19,11 +21,14 @@ from helpers import (
     published,
     reference,
     snapshot,
+    store_params,
 )
 
 from idb_stats.importing import import_documents
 from idb_stats.model import BLOCKS
 from idb_stats.stores import open_store
+
+pytestmark = pytest.mark.parametrize("store_kind", store_params(memory=True), indirect=True)
 
 
 def test_published_days_equal_the_rules(make_config: MakeConfig, dsn: str) -> None:

@@ -11,16 +11,19 @@ from ..ports import Store
 
 if TYPE_CHECKING:  # mypy checks every backend against the protocol; at run time only one is imported
     from .elasticsearch import ElasticsearchStore
+    from .memory import MemoryStore
     from .opensearch import OpenSearchStore
     from .postgres import PostgresStore
 
-    BACKENDS: tuple[type[Store], ...] = (PostgresStore, ElasticsearchStore, OpenSearchStore)
+    BACKENDS: tuple[type[Store], ...] = (PostgresStore, ElasticsearchStore, OpenSearchStore, MemoryStore)
 
 # kind -> "module:factory", imported on demand so a deployment needs only its store's client.
 STORE_FACTORIES = {
     "postgres": "idb_stats.stores.postgres:PostgresStore",
     "elasticsearch": "idb_stats.stores.elasticsearch:open_elasticsearch",
     "opensearch": "idb_stats.stores.opensearch:open_opensearch",
+    # Tests and library code only: load_config refuses it (see stores/memory.py for why).
+    "memory": "idb_stats.stores.memory:open_memory",
 }
 
 
