@@ -69,6 +69,9 @@ class Measure:
     server_cpu: float = 0.0
     temp_files: int = 0
     temp_bytes: int = 0
+    # The machine's 1-minute load average as the step ended: wall times on a shared machine are
+    # read beside it (CPU seconds, from /proc and rusage, are the steadier figures).
+    load: float = 0.0
 
     @property
     def cpu(self) -> float:
@@ -80,7 +83,7 @@ class Measure:
             f"{self.name:<34}{self.seconds:>9.2f} s{rate / 1e6:>8.2f} M entries/s"
             f"{self.peak_rss_mb:>9.1f} MB peak RSS"
             f"  CPU own {self.own_cpu:.1f} s server {self.server_cpu:.1f} s"
-            f"  temp {self.temp_files} files {self.temp_bytes / 1e6:.1f} MB"
+            f"  temp {self.temp_files} files {self.temp_bytes / 1e6:.1f} MB  load {self.load:.1f}"
         )
 
 
@@ -292,7 +295,11 @@ def measured(
     seconds, rss, out = run_measured(args, env)
     own = children_cpu_seconds() - own
     cost = server_cost(server, before)
-    return Measure(name, seconds, rss, entries, own, cost.cpu_seconds, cost.temp_files, cost.temp_bytes), out
+    load = os.getloadavg()[0]
+    return (
+        Measure(name, seconds, rss, entries, own, cost.cpu_seconds, cost.temp_files, cost.temp_bytes, load),
+        out,
+    )
 
 
 def collect(
@@ -508,6 +515,10 @@ def print_table(results: list[ShapeResult]) -> None:
         lambda r: f"{one(r).best_stream.own_cpu:.1f} / {one(r).best_stream.server_cpu:.1f}",
     )
     row("stream / floors, wall", lambda r: f"{one(r).wall_ratio(one(r).best_stream):.2f}  (<= 1.5)")
+    row(
+        "load average: floors / stream (1 min)",
+        lambda r: f"{one(r).best_floor.load:.1f}, {one(r).write.load:.1f} / {one(r).best_stream.load:.1f}",
+    )
     row("stream / floors, CPU", lambda r: f"{min(one(r).cpu_ratio(m) for m in one(r).stream):.2f}  (<= 2)")
     row("stream peak RSS MB", lambda r: f"{max(m.peak_rss_mb for m in one(r).stream):.1f}  (<= 150)")
     row("stream temp files (PostgreSQL)", lambda r: f"{max(m.temp_files for m in one(r).stream)}  (0)")

@@ -39,7 +39,7 @@ done
 etc="$root/etc/idb-stats"
 units="$root/etc/systemd/system"
 venv="$root$prefix/venv"
-timers="idb-stats-collect.timer idb-stats-api.timer idb-stats-verify.timer"
+timers="idb-stats-collect.timer idb-stats-api.timer idb-stats-verify.timer idb-stats-monthly.timer"
 
 run() {
   if [ "$dry_run" = 1 ]; then echo "would run: $*"; else echo "+ $*"; "$@"; fi
@@ -124,14 +124,14 @@ for unit in "$checkout"/systemd/*; do
 done
 
 # 5. Enable the timers: only once the service can reach everything (or --enable), and the api
-# timer only where there is an ingest database, else it would fail every day.
+# and monthly timers only where there is an ingest database, else they would fail every time.
 api_configured() {
   [ -s "$etc/credentials/api-dsn" ] || awk '/^\[/ { section = $0 }
     section == "[api]" && /^[[:space:]]*dsn(_file)?[[:space:]]*=/ { found = 1 }
     END { exit !found }' "$etc/config.toml" 2>/dev/null
 }
 wanted="idb-stats-collect.timer idb-stats-verify.timer"
-if api_configured; then wanted="$wanted idb-stats-api.timer"; fi
+if api_configured; then wanted="$wanted idb-stats-api.timer idb-stats-monthly.timer"; fi
 if [ "$dry_run" = 1 ]; then
   echo "would enable $wanted once \`idb-stats-as-service check-config --connect\` passes"
 elif ! systemd_running; then

@@ -49,7 +49,15 @@ def run_all(config: Config) -> list[Check]:
     results += _postgres_store(config) if config.store == "postgres" else _search_store(config)
     if config.api_dsn:
         results += _postgres_tables(
-            "ingest database (api.dsn)", config.api_dsn, "api.dsn", {config.uuids_table: "api.uuids_table"}
+            "ingest database (api.dsn)",
+            config.api_dsn,
+            "api.dsn",
+            # uuids for api-stats; recordsets and publishers for names and publisher roll-ups.
+            {
+                config.uuids_table: "api.uuids_table",
+                config.recordsets_table: "api.recordsets_table",
+                config.publishers_table: "api.publishers_table",
+            },
         )
     return results
 

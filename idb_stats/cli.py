@@ -20,8 +20,21 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, apistats, checks, cohort, collect, forget, importing, interrupt, monitoring, ndjson
+from . import (
+    __version__,
+    apistats,
+    checks,
+    cohort,
+    collect,
+    forget,
+    importing,
+    interrupt,
+    monitoring,
+    monthly,
+    ndjson,
+)
 from . import changes as changes_ledger  # the `changes` command below takes the plain name
+from . import publishers as publisher_rollups  # `show --publisher`
 from . import status as store_status  # the `status` command below takes the plain name
 from .clock import SYSTEM_CLOCK, Clock
 from .config import MAX_JOBS, STORE_KINDS, Config, load_config
@@ -41,9 +54,10 @@ from .json_text import compact
 from .legacy import DUPLICATE_POLICIES, DayOutcome
 from .logs import LOG_FORMAT_ENV, LOG_FORMATS, ProgressBar, json_logging, setup_logging, status_sink
 from .model import PAGE_TYPES, DayStats
+from .names import load_names, query_texts
 from .planning import Plan
 from .progress import Tracker, duration_text
-from .report import build_report
+from .report import build_report, prepare_out_dir
 from .runs import ABANDONED
 from .secrets import has_password
 from .stores import open_store
@@ -700,6 +714,12 @@ def _report_unknown(named: Sequence[str], unknown: list[str]) -> None:
 @format_option(*cohort.FORMATTERS, help_text="csv holds the series only; json holds everything.")
 @click.option("--sum", "summed", is_flag=True, help="One row per interval for the whole cohort.")
 @click.option("--top", type=click.IntRange(0), default=10, show_default=True, help="Countries listed.")
+@click.option(
+    "--publisher",
+    help="Instead of recordsets: the sum of a publisher's recordsets (its id, or its exact name) as "
+    "the ingest database lists them today, with the previous period and the year to date; "
+    "the range defaults to the year of the last complete day.",
+)
 @output_option
 def show(
     config: Config,
@@ -711,22 +731,35 @@ def show(
     fmt: str,
     summed: bool,
     top: int,
+    publisher: str | None,
     output: Any,
 ) -> None:
-    """Time series, totals and top countries of a cohort of recordsets.
+    """Time series, totals and top countries of a cohort of recordsets, or of a publisher.
 
     Per interval: count (events) and total (records involved) of every record type x event
     type, per recordset or summed with --sum. The grouping runs in the store. The csv format
-    holds the series only; json holds everything.
+    holds the series only; json holds everything. Recordset names come from the ingest database
+    (api.dsn) when it is configured; otherwise ids are shown.
     """
+    if publisher is not None:
+        if recordsets or recordsets_file:
+            raise click.UsageError("--publisher sums its own recordsets: name no recordsets with it")
+        names = load_names(config, required=True)
+        with open_store(config) as store:
+            first, last = publisher_rollups.default_range(store, first, last)
+            rolled = publisher_rollups.rollup(store, names, publisher, first, last, interval, top)
+        with writing(output):
+            output.write(publisher_rollups.FORMATTERS[fmt](rolled))
+        return
     ids = cohort.read_recordsets(recordsets, recordsets_file.readlines() if recordsets_file else [])
     if not ids:
         raise click.UsageError("name at least one recordset, as an argument or in --recordsets-file")
+    names = load_names(config)
     with open_store(config) as store:
         unknown = cohort.unknown_recordsets(store, ids)
         if len(unknown) == len(ids):
             _report_unknown(ids, unknown)
-        result = cohort.query(store, ids, first, last, interval, summed, top)
+        result = cohort.query(store, ids, first, last, interval, summed, top, names.recordsets)
     with writing(output):
         output.write(cohort.FORMATTERS[fmt](result))
     _report_unknown(ids, unknown)
@@ -762,6 +795,7 @@ def report(
     def progress(done: int, total: int) -> None:
         tracker.update(done, "", total)
 
+    prepare_out_dir(out_dir)  # a mistaken --out is said before the names are read
     result = build_report(
         lambda: open_store(config),
         config.store,
@@ -770,11 +804,44 @@ def report(
         out_dir,
         interval,
         progress,
+        names=load_names(config),
+        query_texts=lambda hashes: query_texts(config, hashes),
     )
     click.echo(
         f"{plural(result.pages, 'page')}, {result.bytes / 1e6:.1f} MB in {result.out_dir} "
         f"({result.seconds:.1f} s); "
         f"open {result.out_dir / 'index.html'}"
+    )
+
+
+@cli.command("monthly-report")
+@config_options
+@click.option("--month", help="The month to report, YYYY-MM [default: the last complete month].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory to write (new, empty, or an earlier monthly report, which is replaced); "
+    "{month} in it is replaced by the month, YYYY-MM.",
+)
+def monthly_report(config: Config, month: str | None, out_dir: Path) -> None:
+    """Per publisher, the year so far month by month: a CSV, a small HTML page and the COUNTER
+    Dataset report (TSV, JSON), plus the whole portal's Dataset report and an index.
+
+    Publishers and their recordsets come from the ingest database (api.dsn) as it is now. Each
+    file is then handed to [reports] command when one is set (exit 12 when it fails for any).
+    """
+    now = clock().now()
+    chosen = monthly.parse_month(month) if month else monthly.previous_month(now.date())
+    out_dir = monthly.out_dir_of(out_dir, chosen)
+    result = monthly.monthly_report(
+        config, lambda: open_store(config), lambda: load_names(config, required=True), chosen, out_dir, now
+    )
+    delivered = f", {result.delivered} delivered" if config.reports_command else ""
+    click.echo(
+        f"{chosen:%Y-%m}: {plural(result.publishers, 'publisher')}, {plural(len(result.files), 'file')} "
+        f"in {result.out_dir} ({result.seconds:.1f} s){delivered}; open {result.out_dir / 'index.html'}"
     )
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -31,6 +31,11 @@ class Cohort:
     series: list[dict[str, Any]]
     totals: dict[str, int]
     countries: list[dict[str, Any]]
+    # Recordset id -> name (names.Names.recordsets), shown beside or instead of the id.
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    def name(self, recordset_id: str | None) -> str | None:
+        return None if recordset_id is None else self.names.get(recordset_id, recordset_id)
 
 
 def read_recordsets(arguments: Sequence[str], lines: Sequence[str]) -> list[str]:
@@ -53,28 +58,32 @@ def query(
     interval: str,
     summed: bool,
     top: int,
+    names: Mapping[str, str] | None = None,
 ) -> Cohort:
     series = store.series(recordsets, first, last, interval, by_recordset=not summed)
     totals = {name: sum(row[name] for row in series) for name in FIELDS}
     countries = store.top_countries(recordsets, first, last, top) if top else []
-    return Cohort(recordsets, first, last, interval, summed, series, totals, countries)
+    return Cohort(recordsets, first, last, interval, summed, series, totals, countries, names or {})
 
 
-def _row(row: dict[str, Any]) -> dict[str, Any]:
-    return {"period": row["period"].isoformat(), "recordset_id": row["recordset_id"]} | {
-        name: row[name] for name in FIELDS
-    }
+def _row(cohort: Cohort, row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "period": row["period"].isoformat(),
+        "recordset_id": row["recordset_id"],
+        "recordset_name": cohort.name(row["recordset_id"]),
+    } | {name: row[name] for name in FIELDS}
 
 
 def as_json(cohort: Cohort) -> str:
     return json.dumps(
         {
             "recordsets": cohort.recordsets,
+            "recordset_names": {r: cohort.name(r) for r in cohort.recordsets},
             "from": cohort.first.isoformat() if cohort.first else None,
             "to": cohort.last.isoformat() if cohort.last else None,
             "interval": cohort.interval,
             "summed": cohort.summed,
-            "series": [_row(row) for row in cohort.series],
+            "series": [_row(cohort, row) for row in cohort.series],
             "totals": cohort.totals,
             "top_countries": cohort.countries,
         },
@@ -83,11 +92,12 @@ def as_json(cohort: Cohort) -> str:
 
 
 def as_csv(cohort: Cohort) -> str:
-    """The series only, one row per period (and recordset): a table for spreadsheets."""
+    """The series only, one row per period (and recordset): a table for spreadsheets. CRLF lines
+    (RFC 4180): with "\n" a recordset name holding a lone \r was written unquoted."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, ["period", "recordset_id", *FIELDS], lineterminator="\n")
+    writer = csv.DictWriter(out, ["period", "recordset_id", "recordset_name", *FIELDS], lineterminator="\r\n")
     writer.writeheader()
-    writer.writerows(_row(row) for row in cohort.series)
+    writer.writerows(_row(cohort, row) for row in cohort.series)
     return out.getvalue()
 
 
@@ -98,7 +108,7 @@ def as_table(cohort: Cohort) -> str:
     header = ["period"] + ([] if cohort.summed else ["recordset"]) + active
     rows = [
         [row["period"].isoformat()]
-        + ([] if cohort.summed else [printable(row["recordset_id"])])
+        + ([] if cohort.summed else [printable(cohort.name(row["recordset_id"]) or "")])
         + [f"{row[name]:,}" for name in active]
         for row in cohort.series
     ]
@@ -108,17 +118,17 @@ def as_table(cohort: Cohort) -> str:
         + [f"{cohort.totals[name]:,}" for name in active]
     )
     labels = len(header) - len(active)
-    lines = _align([header, *rows], labels) if active else ["no activity for these recordsets in this range"]
+    lines = align([header, *rows], labels) if active else ["no activity for these recordsets in this range"]
     if cohort.countries:
         countries = [
             ["country", "hits"],
             *([printable(c["country"]), f"{c['hits']:,}"] for c in cohort.countries),
         ]
-        lines += ["", *_align(countries, 1)]
+        lines += ["", *align(countries, 1)]
     return "\n".join(lines) + "\n"
 
 
-def _align(table: list[list[str]], labels: int) -> list[str]:
+def align(table: list[list[str]], labels: int) -> list[str]:
     """Columns padded to their widest cell: the first `labels` to the left, numbers to the right."""
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     return [

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -62,6 +63,7 @@ SECTION_HELP = {
     "api": "The ingest database read by api-stats.",
     "notify": "Failure alerts (idb-stats-notify@.service).",
     "monitoring": "Metrics for monitors (see docs/operations.md, Monitoring).",
+    "reports": "What report and monthly-report show, and where monthly-report's files go.",
 }
 
 
@@ -119,6 +121,13 @@ class Config:
     )
     queries_table: str = _table_setting(
         "source.queries_table", "queries", "Search queries table, joined for query hashes."
+    )
+    query_text_column: str = _setting(
+        "source.query_text_column",
+        "query",
+        help="Column of the queries table holding the query behind each hash (shown by report).",
+        pattern=re.compile(rf"^{NAME}$"),
+        pattern_help="a column name (letters, digits, _)",
     )
     timezone: str = _setting(
         "source.timezone", "UTC", help="Time zone the `date` column is read in; days start at its midnight."
@@ -274,9 +283,21 @@ class Config:
         maximum=MAX_SETTLE_SECONDS,
     )
     api_dsn: str | None = _secret_setting(
-        "api.dsn", "api-dsn", "libpq DSN of the ingest database (api-stats).", env="IDB_STATS_API_DSN"
+        "api.dsn",
+        "api-dsn",
+        "libpq DSN of the ingest database (api-stats; names and publishers for show, report and "
+        "monthly-report).",
+        env="IDB_STATS_API_DSN",
     )
     uuids_table: str = _table_setting("api.uuids_table", "uuids", "The ingest database's uuids table.")
+    recordsets_table: str = _table_setting(
+        "api.recordsets_table",
+        "recordsets",
+        "The ingest database's recordsets table (uuid, name, publisher_uuid): names and publishers.",
+    )
+    publishers_table: str = _table_setting(
+        "api.publishers_table", "publishers", "The ingest database's publishers table (uuid, name)."
+    )
     notify_command: str | None = _setting(
         "notify.command",
         help="Shell command run when a unit fails (IDB_STATS_FAILED_UNIT, IDB_STATS_FAILED_RESULT set).",
@@ -291,6 +312,26 @@ class Config:
         pattern=re.compile(r"^/.*[^/]\.prom$"),
         pattern_help="an absolute path ending in .prom (the textfile collector reads only those)",
         example='"/var/lib/prometheus/node-exporter/idb_stats.prom"',
+    )
+    query_text: bool = _setting(
+        "reports.query_text",
+        True,
+        help="Show the query text behind each hash in report's top queries; false: hashes only "
+        "(where query text may be private).",
+    )
+    query_text_length: int = _setting(
+        "reports.query_text_length",
+        200,
+        help="Characters of a query's text shown before it is cut (with …).",
+        minimum=20,
+        maximum=10_000,
+    )
+    reports_command: str | None = _setting(
+        "reports.command",
+        help="Run for each file monthly-report writes, split into words like a shell would but run "
+        "without one: {file}, {publisher_id} and {publisher_name} are replaced in each word "
+        '(publisher "portal" for the whole portal\'s files).',
+        example="'/usr/local/bin/send-report {publisher_id} {file}'",
     )
     config_path: str | None = None  # where the file layer came from (not a setting)
     # Valid but unwise, said by check-config: a secret written into the configuration file itself.
@@ -600,6 +641,8 @@ def _bound(declared: DeclaredSetting, bound: float) -> str:
 
 def _validate_together(v: dict[str, Any], problems: list[str]) -> None:
     """Rules that involve more than one setting, or the world outside the file."""
+    if v["reports_command"] is not None and (problem := command_problem(v["reports_command"])):
+        problems.append(f"reports.command: {problem}")
     textfile = v["metrics_textfile"]
     if textfile and not Path(textfile).parent.is_dir():
         problems.append(f"monitoring.textfile: no such directory {Path(textfile).parent}")
@@ -627,6 +670,32 @@ def _validate_together(v: dict[str, Any], problems: list[str]) -> None:
             problems.append("store.password: a password needs store.username")
         if v["ca_bundle"] and not Path(v["ca_bundle"]).is_file():
             problems.append(f"store.ca_bundle: no such file {v['ca_bundle']}")
+
+
+# What reports.command may name in its words (monthly.deliver fills them in).
+COMMAND_PLACEHOLDERS = ("file", "publisher_id", "publisher_name")
+
+
+def command_words(command: str) -> list[str]:
+    """reports.command as the argv it runs (shell quoting rules, but no shell: no expansion)."""
+    return shlex.split(command)
+
+
+def command_problem(command: str) -> str | None:
+    """Why a reports.command cannot run: quoting, an empty command, or an unknown {placeholder}."""
+    try:
+        words = command_words(command)
+    except ValueError as exc:
+        return f"cannot split it into words ({exc}); check its quotes"
+    if not words:
+        return "empty; leave it out to write the files only"
+    for word in words:
+        try:
+            word.format(**dict.fromkeys(COMMAND_PLACEHOLDERS, ""))
+        except (KeyError, IndexError, ValueError) as exc:
+            named = ", ".join("{" + p + "}" for p in COMMAND_PLACEHOLDERS)
+            return f"{word!r}: {exc!r} is not a placeholder; use {named} (double braces for a literal brace)"
+    return None
 
 
 def _check_dsns(v: dict[str, Any], problems: list[str]) -> None:

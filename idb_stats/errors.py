@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     SPAN_TOO_LONG = 9
     SOURCE_ROWS_GONE = 10
     VERIFY_DIFFERENCES = 11
+    DELIVERY_FAILED = 12
     OUTPUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a tool its reader stopped
 
 
@@ -42,6 +43,7 @@ EXIT_CODE_MEANINGS: dict[int, str] = {
     ExitCode.SOURCE_ROWS_GONE: "a day's source rows are gone while the store holds its documents, or "
     "a day without rows and without rows after it (a stopped writer) or before it (--allow-empty)",
     ExitCode.VERIFY_DIFFERENCES: "verify found differences",
+    ExitCode.DELIVERY_FAILED: "monthly-report: reports.command failed for some files (they are written)",
     130: "stopped by SIGINT (run recorded as interrupted)",
     143: "stopped by SIGTERM (run recorded as interrupted)",
     ExitCode.OUTPUT_CLOSED: "standard output closed by its reader (| head)",
@@ -133,3 +135,9 @@ class VerifyDifferences(IdbStatsError):
     """verify found published numbers that disagree with the source or with each other."""
 
     exit_code = ExitCode.VERIFY_DIFFERENCES
+
+
+class DeliveryFailed(IdbStatsError):
+    """monthly-report wrote its files but [reports] command failed for some (each one logged)."""
+
+    exit_code = ExitCode.DELIVERY_FAILED

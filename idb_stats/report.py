@@ -11,7 +11,7 @@ import hashlib
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -27,6 +27,7 @@ from . import __version__
 from .charts import Chart, line_chart
 from .errors import UsageError
 from .model import EVENT_TYPES, RECORD_TYPES
+from .names import NO_NAMES, Names
 from .ports import Store
 from .terminal import printable
 
@@ -48,11 +49,25 @@ WINDOWS_DEVICES = frozenset(
 )
 
 
+# The query text behind each hash (names.query_texts), or {} to show hashes only.
+QueryTexts = Callable[[Iterable[str]], Mapping[str, str]]
+
+
 @dataclass
 class RecordsetRow:
     recordset_id: str
     page: str
     values: list[int]  # total hits per event type over the range
+    name: str = ""  # from the ingest database; the id when unknown
+
+
+@dataclass
+class PublisherRow:
+    publisher_id: str
+    name: str
+    page: str
+    recordsets: list[RecordsetRow]  # those with activity in the range, busiest first
+    values: list[int]
 
 
 @dataclass
@@ -134,7 +149,7 @@ def range_totals(rows: Sequence[dict[str, Any]]) -> list[int]:
     return [sum(row[f"{rt}.{ty}.total"] for row in rows for rt in RECORD_TYPES) for ty in EVENT_TYPES]
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FunctionLoader(lambda name: files("idb_stats").joinpath("templates", name).read_text()),
         autoescape=True,
@@ -153,6 +168,7 @@ def _by_recordset(rows: Sequence[dict[str, Any]]) -> Iterator[tuple[str, list[di
 
 
 GENERATOR_MARK = '<meta name="generator" content="idb-stats">'
+PAGE_DIRECTORIES = ("recordsets", "publishers")
 
 
 def prepare_out_dir(out_dir: Path) -> None:
@@ -167,7 +183,8 @@ def prepare_out_dir(out_dir: Path) -> None:
             f"{', ...' if len(existing) > 3 else ''}); name a new or empty directory"
         )
     try:
-        (out_dir / "recordsets").mkdir(parents=True, exist_ok=True)
+        for directory in PAGE_DIRECTORIES:
+            (out_dir / directory).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out_dir / "recordsets"):
             pass
     except OSError as exc:
@@ -179,13 +196,14 @@ def prepare_out_dir(out_dir: Path) -> None:
 def _is_report(out_dir: Path, entries: list[str]) -> bool:
     """Only index.html and recordsets/, every page marked as ours (an interrupted report, pages
     without their index, counts too: the next run finishes it)."""
-    if not set(entries) <= {"index.html", "recordsets"}:
+    if not set(entries) <= {"index.html", *PAGE_DIRECTORIES}:
         return False
     pages = [out_dir / "index.html"] if "index.html" in entries else []
-    if "recordsets" in entries:
-        if not (out_dir / "recordsets").is_dir():
-            return False
-        pages += (out_dir / "recordsets").iterdir()
+    for directory in PAGE_DIRECTORIES:
+        if directory in entries:
+            if not (out_dir / directory).is_dir():
+                return False
+            pages += (out_dir / directory).iterdir()
     return all(page.suffix == ".html" and page.is_file() and _marked(page) for page in pages)
 
 
@@ -205,7 +223,10 @@ class _Site:
         last: date,
         interval: str,
         out: Path,
+        names: Names = NO_NAMES,
+        query_texts: QueryTexts | None = None,
     ) -> None:
+        self.names, self.query_texts = names, query_texts
         self.open_store, self.first, self.last, self.interval, self.out = (
             open_store,
             first,
@@ -214,7 +235,7 @@ class _Site:
             out,
         )
         self.axis = periods(first, last, interval)
-        self.env = _environment()
+        self.env = environment()
         self.common = {
             "css": files("idb_stats").joinpath("templates", "report.css").read_text(),
             "version": __version__,
@@ -236,7 +257,7 @@ class _Site:
         series: one or two rows per recordset)."""
         with self.open_store() as store:
             rows = [
-                RecordsetRow(rs, page_name(rs), range_totals(series))
+                RecordsetRow(rs, page_name(rs), range_totals(series), self.names.recordset(rs))
                 for rs, series in _by_recordset(store.series([], self.first, self.last, "year"))
             ]
         return sorted(rows, key=lambda r: (-sum(r.values), r.recordset_id))
@@ -249,20 +270,63 @@ class _Site:
             countries: dict[str, list[dict[str, Any]]] = {}
             for row in store.top_countries(chunk, first, last, TOP, by_recordset=True):
                 countries.setdefault(row["recordset_id"], []).append(row)
-            for recordset_id, rows in _by_recordset(store.series(chunk, first, last, interval)):
-                size += self.write(
-                    self.out / "recordsets" / page_name(recordset_id),
-                    "recordset.html",
-                    recordset_id=recordset_id,
-                    values=range_totals(rows),
-                    charts=type_charts(rows, self.axis, interval),
-                    terms=store.top_terms(recordset_id, first, last, TOP),
-                    countries=countries.get(recordset_id, []),
-                )
-                pages += 1
-            return pages, size
+            grouped = list(_by_recordset(store.series(chunk, first, last, interval)))
+            terms = {rs: store.top_terms(rs, first, last, TOP) for rs, _ in grouped}
+        # One lookup of query text for the chunk's pages, outside the store connection.
+        hashes = {t["term"] for found in terms.values() for t in found["queries"]}
+        texts = self.query_texts(hashes) if self.query_texts and hashes else {}
+        for recordset_id, rows in grouped:
+            publisher = self.names.publisher_of.get(recordset_id)
+            size += self.write(
+                self.out / "recordsets" / page_name(recordset_id),
+                "recordset.html",
+                recordset_id=recordset_id,
+                name=self.names.recordset(recordset_id),
+                publisher=publisher and (self.names.publisher(publisher), page_name(publisher)),
+                values=range_totals(rows),
+                charts=type_charts(rows, self.axis, interval),
+                terms=terms[recordset_id],
+                query_texts=texts,
+                countries=countries.get(recordset_id, []),
+            )
+            pages += 1
+        return pages, size
 
-    def index_page(self, ranking: list[RecordsetRow]) -> int:
+    def publishers(self, ranking: list[RecordsetRow]) -> list[PublisherRow]:
+        """Publishers with a recordset active in the range (membership as of today), busiest first."""
+        members: dict[str, list[RecordsetRow]] = {}
+        for row in ranking:
+            if publisher := self.names.publisher_of.get(row.recordset_id):
+                members.setdefault(publisher, []).append(row)
+        rows = [
+            PublisherRow(
+                p,
+                self.names.publisher(p),
+                page_name(p),
+                mine,
+                [sum(values) for values in zip(*(r.values for r in mine), strict=True)],
+            )
+            for p, mine in members.items()
+        ]
+        return sorted(rows, key=lambda r: (-sum(r.values), r.publisher_id))
+
+    def publisher_pages(self, publishers: list[PublisherRow]) -> tuple[int, int]:
+        """A page per publisher: its recordsets' sums grouped in the store, and its recordsets."""
+        size = 0
+        with self.open_store() as store:
+            for publisher in publishers:
+                ids = [r.recordset_id for r in publisher.recordsets]
+                rows = store.series(ids, self.first, self.last, self.interval, by_recordset=False)
+                size += self.write(
+                    self.out / "publishers" / publisher.page,
+                    "publisher.html",
+                    publisher=publisher,
+                    charts=type_charts(rows, self.axis, self.interval),
+                    countries=store.top_countries(ids, self.first, self.last, TOP),
+                )
+        return len(publishers), size
+
+    def index_page(self, ranking: list[RecordsetRow], publishers: list[PublisherRow]) -> int:
         with self.open_store() as store:
             portal = store.series([], self.first, self.last, self.interval, by_recordset=False)
             return self.write(
@@ -270,6 +334,7 @@ class _Site:
                 "index.html",
                 charts=type_charts(portal, self.axis, self.interval),
                 recordsets=ranking,
+                publishers=publishers,
                 countries=store.top_countries([], self.first, self.last, 50),
             )
 
@@ -283,25 +348,34 @@ def build_report(
     interval: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     workers: int = WORKERS,
+    names: Names = NO_NAMES,
+    query_texts: QueryTexts | None = None,
 ) -> ReportResult:
     """Write the site. Recordset pages are built by `workers` threads, each with its own store
     connection: the work is mostly the store's, so two queries at once use both cores."""
     started = time.monotonic()
     prepare_out_dir(out_dir)
-    site = _Site(open_store, store_kind, first, last, interval or default_interval(first, last), out_dir)
+    chosen = interval or default_interval(first, last)
+    site = _Site(open_store, store_kind, first, last, chosen, out_dir, names, query_texts)
     ranking = site.ranking()
+    publishers = site.publishers(ranking)
     chunks = [[r.recordset_id for r in ranking[i : i + CHUNK]] for i in range(0, len(ranking), CHUNK)]
     done = written = 0
     with ThreadPoolExecutor(max(1, workers)) as pool:
         # The index's portal-wide queries run beside the first pages rather than before them.
-        index = pool.submit(site.index_page, ranking)
+        index = pool.submit(site.index_page, ranking, publishers)
+        publisher_pages = pool.submit(site.publisher_pages, publishers)
         for pages, size in pool.map(site.recordset_pages, chunks):
             done, written = done + pages, written + size
             if progress:
                 progress(done, len(ranking))
         written += index.result()
-    current = {r.page for r in ranking}
-    for stale in (out_dir / "recordsets").glob("*.html"):
-        if stale.name not in current:
-            stale.unlink()
-    return ReportResult(out_dir, done + 1, written, time.monotonic() - started)
+        publisher_count, publisher_bytes = publisher_pages.result()
+    current = {"recordsets": {r.page for r in ranking}, "publishers": {p.page for p in publishers}}
+    for directory, kept in current.items():
+        for stale in (out_dir / directory).glob("*.html"):
+            if stale.name not in kept:
+                stale.unlink()
+    return ReportResult(
+        out_dir, done + publisher_count + 1, written + publisher_bytes, time.monotonic() - started
+    )

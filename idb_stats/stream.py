@@ -67,7 +67,11 @@ CSV_BUFFER_BYTES = 4 * MAX_LINE_BYTES
 # Rows left to rules.py are read again by id, this many at a time.
 RULES_BATCH = 5_000
 # DuckDB's own memory, beyond which its aggregation spills to the day's temporary directory.
-# DuckDB with its libraries and a connection already takes some 95 MB of resident memory.
+# The process already holds some 85 MB before the first row (Python with idb_stats, psycopg2 and
+# DuckDB imported: 54 MB; a DuckDB connection and its first query: 31 MB more). Lower limits
+# were measured on one thread (issue 25): at 100 MB and at 64 MB today's day of 200,000 rows
+# fails with DuckDB's out of memory error in the aggregation; 128 MB ran the wide day once at a
+# peak of 232 MB (263 MB at 160 MB), too near that edge for a default.
 MEMORY_LIMIT = "160MB"
 FETCH_ROWS = 20
 
@@ -374,7 +378,12 @@ class StreamTelemetrySource(PostgresTelemetrySource):
             config={
                 "memory_limit": MEMORY_LIMIT,
                 "temp_directory": str(spill),
-                "threads": os.cpu_count() or 1,
+                # One thread: the rows come through one FIFO, which DuckDB's CSV reader reads
+                # sequentially, and a second thread's own hash tables only add a merge. Measured in
+                # alternated pairs under load (issue 25): 17-26% less CPU on today's day, even to
+                # mixed on the wide one, and 9-17 MB less peak RSS on both; the second core is
+                # left to the COPY thread, the telemetry server and the store's writer.
+                "threads": 1,
                 # The lists' order is the ORDER BY's; nothing else needs an order kept.
                 "preserve_insertion_order": False,
                 "autoinstall_known_extensions": False,

@@ -3,10 +3,13 @@ rules, and the day collected into a store."""
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import psycopg2
+from helpers import QUERIES
+from hypothesis import strategies as st
 from psycopg2 import sql
 
 from idb_stats import synthetic
@@ -96,3 +99,86 @@ def collect_day(config: Any) -> list[DayStats]:
 def store_snapshot(config: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     with open_store(config) as store:
         return list(store.export(HARVEST, HARVEST)), list(store.totals())
+
+
+# Hostile rows as Hypothesis strategies, for the property tests (test_hostile_property: whole runs
+# into a store; test_engine_property: each engine's day against rules.py, many more examples).
+MIDNIGHT = datetime(DAY.year, DAY.month, DAY.day)
+
+# Text an attacker would try: COPY and SQL metacharacters, control characters, unicode beyond
+# the BMP, ids on either side of the size limit. NUL is left out: no jsonb can hold it.
+SPECIAL = [
+    "\\.", "\\N", "\\", "\t", "\n", "\r", "\r\n", "'", '"', "'; DROP TABLE stats; --", "\\x00",
+    "X\t{}\t{}\t{1}\t{}\t{}\n2020-01-01\tVICTIM", "\u2028", "\ufeff", "💥", "é" * 250, "é" * 251,
+    "k" * 500, "k" * 501, "k" * 5000, "__other__", "",
+]  # fmt: skip
+texts = st.one_of(
+    st.sampled_from(SPECIAL),
+    st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12),
+)
+# Numbers as JSON text, so PostgreSQL sees literals Python's json would not write (1e5000).
+NUMBER_LITERALS = [
+    "0", "-0", "1", "3.0", "3.00", "1e2", "1E+2", "-1", "0.5", "1e-400", "1e5000", "-1e5000",
+    str(MAX_HITS), str(MAX_HITS + 1), str(MAX_HITS) + ".0", "9007199254740990.5", "3.0000000000000001",
+]  # fmt: skip
+numbers = st.one_of(
+    st.sampled_from(NUMBER_LITERALS),
+    st.integers(min_value=-(2**64), max_value=2**64).map(str),
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),
+)
+scalars = st.one_of(numbers, texts.map(json.dumps), st.sampled_from(["true", "false", "null"]))
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3).map(lambda items: "[" + ",".join(items) + "]"),
+        st.lists(st.tuples(texts, inner), max_size=3).map(lambda pairs: json_object(pairs)),
+    ),
+    max_leaves=6,
+)
+
+
+def json_object(pairs: list[tuple[str, str]]) -> str:
+    """A JSON object from keys and values already written as JSON text."""
+    return "{" + ",".join(json.dumps(key) + ":" + value for key, value in pairs) + "}"
+
+
+hit_values = st.one_of(numbers, json_values)
+id_values = st.one_of(texts.map(json.dumps), json_values)
+payloads = st.one_of(
+    st.lists(st.tuples(texts, hit_values), max_size=4).map(json_object),
+    st.lists(st.tuples(texts, id_values), max_size=4).map(json_object),
+    st.lists(st.tuples(texts, st.sampled_from(["1", "2", '"rs-a"', '"rs-b"'])), max_size=4).map(json_object),
+    json_values,
+    st.none(),
+)
+geocodes = st.one_of(
+    st.none(),
+    st.just("null"),
+    st.lists(
+        st.tuples(st.sampled_from(["country", "region", "city", "x"]), texts.map(json.dumps)), max_size=3
+    ).map(json_object),
+    json_values,
+)
+moments = st.sampled_from(
+    [MIDNIGHT, MIDNIGHT + timedelta(hours=9), MIDNIGHT + timedelta(days=1, microseconds=-1)]
+)
+hostile_rows = st.one_of(
+    st.tuples(
+        moments,
+        st.sampled_from(["search", "seen", "mapping", "view", "download", "facet", None]),
+        # Page views (recordsets, publishers) with types no page has, and record types nobody knows.
+        st.sampled_from(["records", "mediarecords", "recordsets", "publishers", "_all", None]),
+        st.sampled_from([None, *QUERIES[:2]]),
+        geocodes,
+        payloads,
+    ),
+    # Page views as the search API logs them, with hostile keys, values and geocodes.
+    st.tuples(
+        moments,
+        st.just("view"),
+        st.sampled_from(["recordsets", "publishers"]),
+        st.sampled_from([None, *QUERIES[:2]]),
+        geocodes,
+        payloads,
+    ),
+)

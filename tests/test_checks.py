@@ -40,6 +40,11 @@ def test_all_endpoints_reachable_with_rights(dsn: str) -> None:
     execute(dsn, "CREATE TABLE uuids (id uuid, parent uuid, type text, deleted boolean)")
     env = {"IDB_STATS_SOURCE_DSN": dsn, "IDB_STATS_API_DSN": dsn}
     assert run("init", env=env).returncode == 0
+    # Without the ingest tables monthly-report and show --publisher read, check-config says so.
+    missing = run("check-config", "--connect", env=env)
+    assert missing.returncode == 3 and "no table recordsets" in missing.stdout, missing.stdout
+    execute(dsn, "CREATE TABLE recordsets (uuid uuid, publisher_uuid uuid, name text)")
+    execute(dsn, "CREATE TABLE publishers (uuid uuid, name text)")
     result = run("check-config", "--connect", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert lines(result.stdout, "FAIL") == []
@@ -48,6 +53,8 @@ def test_all_endpoints_reachable_with_rights(dsn: str) -> None:
         "stats: SELECT granted",
         "queries: SELECT granted",
         "uuids: SELECT granted",
+        "recordsets: SELECT granted",
+        "publishers: SELECT granted",
         "idb_stats.daily owned",
     ):
         assert needle in ok

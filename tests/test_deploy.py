@@ -190,22 +190,22 @@ def test_staging_tree_names_the_prefix_not_the_staging_path(tmp_path: Path) -> N
     (tmp_path / "stage/etc/idb-stats/credentials/api-dsn").write_text("host=ingest dbname=idb\n")
     again = stage(tmp_path)
     assert (
-        "systemctl enable --now idb-stats-collect.timer idb-stats-verify.timer idb-stats-api.timer"
-        in again.stdout
+        "systemctl enable --now idb-stats-collect.timer idb-stats-verify.timer idb-stats-api.timer "
+        "idb-stats-monthly.timer\n" in again.stdout
     )
 
 
 # --- the units ---------------------------------------------------------------------------------
 
-STORE_UNITS = ("collect", "api", "verify", "backfill@")
+STORE_UNITS = ("collect", "api", "verify", "backfill@", "monthly")
 
 
 @pytest.mark.parametrize("name", STORE_UNITS)
 def test_every_unit_that_reaches_the_store_loads_each_credential_the_wrapper_passes(name: str) -> None:
     unit = (ROOT / "systemd" / f"idb-stats-{name}.service").read_text()
     for credential in CREDENTIALS:
-        if credential == "api-dsn" and name != "api":
-            continue  # only api-stats reads the ingest database
+        if credential == "api-dsn" and name not in ("api", "monthly"):
+            continue  # only api-stats and monthly-report read the ingest database
         assert f"LoadCredential={credential}:/etc/idb-stats/credentials/{credential}\n" in unit
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import psycopg2
 from click.testing import CliRunner
 
-from idb_stats import apistats, counter, fingerprint, source
+from idb_stats import apistats, counter, fingerprint, names, source
 from idb_stats.cli import cli, commands_reference
 from idb_stats.collect import Selection, collect
-from idb_stats.config import load_config
+from idb_stats.config import BY_KEY, load_config
 from idb_stats.stores import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,10 +39,20 @@ def test_telemetry_doc_names_exactly_the_columns_the_sql_reads() -> None:
     code = "".join(Path(str(module.__file__)).read_text() for module in (source, fingerprint, counter))
     stats_columns = set(re.findall(r"\bs\.([a-z_]+)\b", code)) - {"xmin"}  # xmin: every table has it
     assert documented_columns("stats") == stats_columns
-    assert documented_columns("queries") == set(re.findall(r"\bq\.([a-z_]+)\b", code))
+    query_text = BY_KEY["source.query_text_column"].default  # report's query text (names.py)
+    assert documented_columns("queries") == set(re.findall(r"\bq\.([a-z_]+)\b", code)) | {query_text}
     words = set(re.findall(r"\b[a-z_]+\b", re.sub(r"'[^']*'|\{\w+\}", "", apistats.COUNT_SQL.string.lower())))
     keywords = {"select", "text", "count", "filter", "where", "from", "and", "in", "is", "not", "null"}
     assert documented_columns("uuids") == words - keywords - {"group", "by", "order", "false"}
+
+
+def test_ingest_doc_names_exactly_the_columns_names_reads() -> None:
+    section = TELEMETRY.split("## `recordsets` and `publishers`", 1)[1].split("\n## ", 1)[0]
+    recordsets, publisher_table = section.split("| column |")[1:3]
+    keywords = {"select", "text", "from", "where", "is", "not", "null"}
+    for table, sql in ((recordsets, names.RECORDSETS_SQL), (publisher_table, names.PUBLISHERS_SQL)):
+        documented = set(re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE))
+        assert documented == set(re.findall(r"\b[a-z_]+\b", re.sub(r"\{\w+\}", "", sql))) - keywords
 
 
 def test_the_smallest_schema_in_the_doc_collects(dsn: str) -> None:

@@ -228,4 +228,5 @@ def test_show_and_report_print_sums_beyond_bigint(dsn: str, tmp_path: Path) -> N
     assert built.returncode == 0, built.stderr
     page = (tmp_path / "site" / "recordsets" / page_name(rs)).read_text()
     assert f"{BEYOND_BIGINT:,}" in page
-    assert re.search(rf"{BEYOND_BIGINT_QUERY}</td><td>{BEYOND_BIGINT:,}<", page)
+    # The query's text (its hash in the cell's title) beside the sum.
+    assert re.search(rf'title="{BEYOND_BIGINT_QUERY}"><code>\{{\}}</code></td><td>{BEYOND_BIGINT:,}<', page)
