@@ -25,9 +25,9 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
-from .config import Config
+from .config import SEARCH_STORE_KINDS, Config
 from .documents import Document
-from .errors import ConfigError, DataQualityError, IncompatibleIndex, StoreError
+from .errors import ConfigError, DuplicateDocuments, IncompatibleIndex, StoreError, UsageError
 from .ledger import write_run
 from .legacy import (
     DayOutcome,
@@ -40,6 +40,7 @@ from .legacy import (
 )
 from .model import DayStats
 from .ports import Adoption, DayStore, Store
+from .secrets import has_password
 from .stores import open_store
 from .stores.legacy_reader import GENERIC_TYPES, LegacyHit, LegacyReader
 
@@ -48,8 +49,29 @@ log = logging.getLogger(__name__)
 ADOPT_RUN_PREFIX = "adopt-"
 
 
-class DuplicateDocuments(DataQualityError):
-    """Two or more documents of one (recordset, day) under --duplicates refuse."""
+@dataclass(frozen=True)
+class Sources:
+    """Where adopt reads and writes, from its flags: the original's index on its cluster, and on a
+    search store the new index the copy goes to (None on PostgreSQL)."""
+
+    legacy: Config
+    target_index: str | None
+
+
+def sources(
+    config: Config, legacy_index: str | None, target: str | None, from_url: str | None
+) -> Sources:
+    """adopt's flag rules, checked before anything is opened: PostgreSQL has no original to read
+    in place (--from-url), and --from-url is an http(s) URL without credentials."""
+    search_store = config.store in SEARCH_STORE_KINDS
+    if not search_store and not from_url:
+        raise UsageError("adopting into PostgreSQL needs --from-url (the original's cluster)")
+    if from_url and (has_password(from_url) or not from_url.startswith(("http://", "https://"))):
+        raise UsageError("--from-url: an http(s):// URL without credentials (put them in the configuration)")
+    legacy = replace(
+        config, store_url=from_url or config.store_url, daily_index=legacy_index or config.daily_index
+    )
+    return Sources(legacy, (target or f"{config.daily_index}-v2") if search_store else None)
 
 
 def adopted_days(complete: dict[date, dict[str, Any]]) -> list[date]:

@@ -57,7 +57,7 @@ def nice_step(span: float, ticks: int = 4) -> float:
     if span <= 0:
         return 1.0
     raw = span / ticks
-    power = 10 ** math.floor(math.log10(raw))
+    power = 10.0 ** math.floor(math.log10(raw))  # float: int ** int is typed Any (a negative power)
     for factor in (1, 2, 5, 10):
         if raw <= factor * power:
             return max(1.0, factor * power)

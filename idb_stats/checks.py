@@ -17,7 +17,7 @@ from psycopg2 import sql
 
 from . import sqltext
 from .config import Config
-from .errors import ConfigError, ExitCode, IdbStatsError, SourceUnreachable, StoreError, StoreUnreachable
+from .errors import ConfigError, SourceUnreachable, StoreError, StoreUnreachable
 from .pg import connect
 from .secrets import redact
 from .stores import open_store
@@ -32,10 +32,6 @@ class Check:
     endpoint: str
     ok: bool
     detail: str
-
-
-class ChecksFailed(IdbStatsError):
-    exit_code = ExitCode.CONFIG
 
 
 def run_all(config: Config) -> list[Check]:

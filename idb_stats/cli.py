@@ -13,10 +13,10 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -29,6 +29,7 @@ from . import (
     forget,
     importing,
     interrupt,
+    legacy,
     monitoring,
     monthly,
     ndjson,
@@ -40,28 +41,26 @@ from .clock import SYSTEM_CLOCK, Clock
 from .config import MAX_JOBS, STORE_KINDS, Config, load_config
 from .errors import (
     EXIT_CODE_MEANINGS,
+    ChecksFailed,
     ConfigError,
     ExitCode,
     IdbStatsError,
     OutputClosed,
-    SourceRowsGone,
     UsageError,
-    VerifyDifferences,
     exit_codes_help,
 )
 from .interrupt import Interrupted
 from .json_text import compact
 from .legacy import DUPLICATE_POLICIES, DayOutcome
 from .logs import LOG_FORMAT_ENV, LOG_FORMATS, ProgressBar, json_logging, setup_logging, status_sink
-from .model import PAGE_TYPES, DayStats
+from .model import DayStats
 from .names import load_names, query_texts
 from .planning import Plan
 from .progress import Tracker, duration_text
 from .report import build_report, prepare_out_dir
-from .runs import ABANDONED
 from .secrets import has_password
 from .stores import open_store
-from .terminal import broken_pipe, writing
+from .terminal import broken_pipe, plural, writing
 
 log = logging.getLogger("idb_stats")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,7 +70,13 @@ EXIT_CODES_HELP = exit_codes_help()
 CONFIG_ENV = "IDB_STATS_CONFIG"
 
 
-class DateType(click.ParamType):
+if TYPE_CHECKING:  # generic in the click mypy checks against; pyproject allows an older click that is not
+    DateParam = click.ParamType[date]
+else:
+    DateParam = click.ParamType
+
+
+class DateType(DateParam):
     name = "YYYY-MM-DD"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
@@ -188,10 +193,6 @@ def clock() -> Clock:
     """The clock every command plans with, built once by `run` (a fixed one in tests)."""
     obj = click.get_current_context().find_root().obj
     return obj if obj is not None else SYSTEM_CLOCK
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
 def output_option(func: F) -> F:
@@ -317,33 +318,6 @@ def _write_metrics(config: Config, path: Path) -> None:
         log.warning("monitoring.textfile: cannot write %s: %s", path, exc.strerror or exc)
 
 
-def day_summary(stats: DayStats) -> str:
-    pages = [
-        f"{stats.kinds[kind]} {kind.removesuffix('s')} page views"
-        for kind in PAGE_TYPES
-        if stats.kinds.get(kind)
-    ]
-    return (
-        f"{stats.harvest_date}: {stats.rows} rows, {stats.entries} entries, {stats.recordsets} recordsets, "
-        + "".join(f"{p}, " for p in pages)
-        + f"{stats.skipped} skipped, {stats.seconds:.1f} s"
-    )
-
-
-def day_fields(stats: DayStats) -> dict[str, Any]:
-    return {
-        "harvest_date": stats.harvest_date.isoformat(),
-        "rows": stats.rows,
-        "entries": stats.entries,
-        "recordsets": stats.recordsets,
-        "skipped": stats.skipped,
-        # Flat, so each is a journal field of its own (IDB_STATS_RECORDSETS_PAGE_VIEWS).
-        **{f"{kind}_page_views": stats.kinds.get(kind, 0) for kind in PAGE_TYPES},
-        "seconds": f"{stats.seconds:.3f}",
-        "run_id": stats.run_id,
-    }
-
-
 @cli.command("collect-stats")
 @config_options
 @publishes_metrics
@@ -423,7 +397,7 @@ def collect_stats(
     def on_day(stats: DayStats, done: int, total: int) -> None:
         rows[0] += stats.rows
         bar.clear()
-        log.info(day_summary(stats), extra={"fields": day_fields(stats)})
+        log.info(collect.day_summary(stats), extra={"fields": collect.day_fields(stats)})
         if dry_run or fmt == "json":
             click.echo(json.dumps(stats.as_dict()))
         tracker.update(done, str(stats.harvest_date), total)
@@ -495,25 +469,6 @@ def duplicates_option(func: F) -> F:
     )(func)
 
 
-def log_outcome(verb: str, outcome: DayOutcome, seconds: float | None = None) -> None:
-    fields = outcome.as_dict()
-    details = [f"{outcome.read} read", f"{outcome.written} written"]
-    if outcome.duplicates:
-        details.append(f"{len(outcome.duplicates)} recordsets had duplicates")
-    if outcome.filled_blocks:
-        details.append(f"{outcome.filled_blocks} missing blocks filled with zeros")
-    if outcome.snapshots:
-        details.append(f"{outcome.snapshots} record-count snapshots")
-    if outcome.superseded_snapshots:
-        details.append(f"{outcome.superseded_snapshots} earlier record-count runs of the day superseded")
-    if outcome.rejected:
-        details.append("rejected " + ", ".join(f"{r}: {n}" for r, n in outcome.rejected.items()))
-    if seconds is not None:
-        details.append(f"{seconds:.1f} s")
-        fields["seconds"] = f"{seconds:.3f}"
-    log.info("%s %s: %s", verb, outcome.harvest_date, ", ".join(details), extra={"fields": fields})
-
-
 @cli.command("import")
 @config_options
 @publishes_metrics
@@ -535,11 +490,7 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
     """
     bar = ProgressBar("documents")
     tracker = Tracker(sinks=[bar, status_sink("documents")])  # from the start: the check is part of the run
-    name = (
-        "standard input"
-        if source_file.name in ("<stdin>", "-") or isinstance(source_file.name, int)
-        else source_file.name
-    )
+    name = importing.stream_name(source_file)
 
     def on_checked(checked: ndjson.CheckedExport) -> None:
         tracker.total = checked.documents
@@ -549,19 +500,13 @@ def import_(config: Config, source_file: Any, duplicates: str, lock_timeout: flo
             plural(checked.documents, "document"),
             duration_text(tracker.elapsed()),
         )
-        if checked.complete is None:
-            log.warning(
-                "%s has no export opening line (an older export, or another tool's): whether it is "
-                "complete cannot be checked; a file cut short imports its last day partly",
-                name,
-            )
 
     read = [0]
 
     def on_day(outcome: DayOutcome, stats: DayStats) -> None:
         read[0] += outcome.read
         bar.clear()
-        log_outcome("imported", outcome, stats.seconds)
+        legacy.log_outcome("imported", outcome, stats.seconds)
         tracker.update(read[0], str(outcome.harvest_date))
 
     closed = collect.last_closed(config, clock())
@@ -617,19 +562,9 @@ def adopt(
     and the record-count index, so the portal keeps reading it. Re-run to finish an interrupted
     adoption. See docs/migrating.md.
     """
-    from dataclasses import replace
+    from . import adopt as adoption
 
-    from .adopt import adopt as run_adopt
-
-    search_store = config.store in ("elasticsearch", "opensearch")
-    if not search_store and not from_url:
-        raise click.UsageError("adopting into PostgreSQL needs --from-url (the original's cluster)")
-    if from_url and (has_password(from_url) or not from_url.startswith(("http://", "https://"))):
-        raise click.UsageError(
-            "--from-url: an http(s):// URL without credentials (put them in the configuration)"
-        )
-    legacy_name = legacy_index or config.daily_index
-    legacy_config = replace(config, store_url=from_url or config.store_url, daily_index=legacy_name)
+    where = adoption.sources(config, legacy_index, target, from_url)
     bar = ProgressBar("days")
     tracker = Tracker(sinks=[bar, status_sink("days")])
     done = [0]
@@ -640,13 +575,13 @@ def adopt(
     def on_day(outcome: DayOutcome) -> None:
         done[0] += 1
         bar.clear()
-        log_outcome("would adopt" if dry_run else "adopted", outcome)
+        legacy.log_outcome("would adopt" if dry_run else "adopted", outcome)
         tracker.update(done[0], str(outcome.harvest_date))
 
-    report = run_adopt(
+    report = adoption.adopt(
         config,
-        legacy_config,
-        (target or f"{config.daily_index}-v2") if search_store else None,
+        where.legacy,
+        where.target_index,
         duplicates,
         dry_run,
         on_day,
@@ -675,24 +610,13 @@ def totals(config: Config, recordsets: tuple[str, ...], output: Any) -> None:
     """
     with open_store(config) as store, writing(output):
         written = {doc["recordset_id"] for doc in _written(store.totals(recordsets), output)}
-    _report_unknown(recordsets, [r for r in recordsets if r not in written])
+    cohort.report_unknown(recordsets, [r for r in recordsets if r not in written])
 
 
 def _written(docs: Iterable[dict[str, Any]], out: Any) -> Iterable[dict[str, Any]]:
     for doc in docs:
         write_ndjson([doc], out)
         yield doc
-
-
-def _report_unknown(named: Sequence[str], unknown: list[str]) -> None:
-    """Say which named recordsets the store does not know; all of them unknown is a mistake."""
-    if not unknown:
-        return
-    listed = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-    message = f"no statistics for {plural(len(unknown), 'recordset')}: {listed} (check the ids)"
-    if len(unknown) == len(named):
-        raise UsageError(message)
-    log.warning("%s", message)
 
 
 @cli.command()
@@ -758,11 +682,11 @@ def show(
     with open_store(config) as store:
         unknown = cohort.unknown_recordsets(store, ids)
         if len(unknown) == len(ids):
-            _report_unknown(ids, unknown)
+            cohort.report_unknown(ids, unknown)
         result = cohort.query(store, ids, first, last, interval, summed, top, names.recordsets)
     with writing(output):
         output.write(cohort.FORMATTERS[fmt](result))
-    _report_unknown(ids, unknown)
+    cohort.report_unknown(ids, unknown)
 
 
 @cli.command()
@@ -902,21 +826,9 @@ def status(config: Config, max_lag: int | None, fmt: str, warn_lag: int, crit_la
     elif fmt == "prometheus":
         click.echo(monitoring.prometheus_text(info), nl=False)
     else:
-        click.echo(status_text(info))
-    lag = info.lag_days
-    if max_lag is not None and (lag is None or lag > max_lag or info.damaged_days):
-        holes = f" (missing: {_dates(info.missing_days)})" if info.missing_days else ""
-        if info.damaged_days:
-            raise Lagging(
-                f"damaged days {_dates(info.damaged_days)} (--max-lag {max_lag}): "
-                "run `idb-stats collect-stats` to redo them"
-            )
-        if lag is None:
-            raise Lagging(f"no complete harvest date yet (--max-lag {max_lag}); run idb-stats collect-stats")
-        raise Lagging(
-            f"complete through {info.complete_through}{holes}, lag {plural(lag, 'day')} "
-            f"exceeds --max-lag {max_lag}: run `idb-stats collect-stats` to catch up"
-        )
+        click.echo(store_status.as_text(info))
+    if max_lag is not None and (lagging := store_status.lag_error(info, max_lag)) is not None:
+        raise lagging
 
 
 def _nagios(config: Config, warn_lag: int, crit_lag: int) -> None:
@@ -926,87 +838,6 @@ def _nagios(config: Config, warn_lag: int, crit_lag: int) -> None:
         check = monitoring.nagios_unknown(str(exc))
     click.echo(check.line())
     sys.exit(check.state)
-
-
-def _dates(days: Iterable[date]) -> str:
-    return ", ".join(d.isoformat() for d in days)
-
-
-def status_text(info: store_status.Status) -> str:
-    lines = [
-        f"store:                 {info.store}",
-        f"last closed day:       {info.last_closed}",
-        f"last complete day:     {info.last_complete or 'none'}"
-        + (f" ({plural(info.last_day_rows, 'row')})" if info.last_day_rows is not None else ""),
-        f"complete through:      {info.complete_through or 'none'}",
-        f"lag:                   {lag_text(info.lag_days)}",
-        f"complete days:         {info.complete_days}",
-        f"missing days:          {_dates(info.missing_days) or 'none'}",
-    ]
-    if info.damaged_days:
-        lines.append(
-            f"damaged days:          {_dates(info.damaged_days)} (idb-stats collect-stats redoes them)"
-        )
-        lines += [f"  {d.harvest_date}: {'; '.join(d.reasons)}" for d in info.damage]
-    if info.empty_days:
-        lines.append(
-            f"published empty:       {_dates(info.empty_days)} (0 telemetry rows; "
-            "check the source if the portal was not down)"
-        )
-    lines.append(f"last re-check:         {_recheck_line(info.last_recheck)}")
-    if info.not_rechecked:
-        lines.append(f"not re-checkable:      {_not_rechecked_line(info)}")
-    if info.adopted_gaps:
-        lines.append(
-            f"gaps in adopted days:  {_dates(info.adopted_gaps)} (telemetry exists: "
-            "idb-stats collect-stats --from D --to D)"
-        )
-    if info.not_closed_days:
-        lines.append(f"complete but not over: {_dates(info.not_closed_days)} (idb-stats forget-day DATE)")
-    for command, run in info.last_runs.items():
-        seconds = f"{run.seconds:.1f} s" if run.seconds is not None else "-"
-        label = f"last {command}:"
-        lines.append(
-            f"{label:23s}{run.outcome} {run.started_at} ({seconds}) {run.run_id} {run.error or ''}".rstrip()
-            + (
-                f" (pid {run.record.get('pid')} on host {run.record.get('host')} is gone; its lock is free)"
-                if run.outcome == ABANDONED
-                else ""
-            )
-        )
-    if not info.last_runs:
-        lines.append("last run:              none")
-    lines.append(
-        f"last size snapshot:    {info.last_snapshot or 'none'}"
-        + (" (none today)" if info.snapshot_missing_today else "")
-    )
-    return "\n".join(lines)
-
-
-def lag_text(lag: int | None) -> str:
-    return "-" if lag is None else plural(lag, "day")
-
-
-def _not_rechecked_line(info: store_status.Status) -> str:
-    groups = info.not_rechecked
-    days = sum(len(d) for d in groups.values())
-    listed = "; ".join(f"{why}: {_dates(d)}" for why, d in groups.items())
-    return (
-        f"{plural(days, 'day')} of the last {info.recheck_days} published carry no source "
-        f"fingerprint, so late rows there go unnoticed ({listed})"
-    )
-
-
-def _recheck_line(recheck: Mapping[str, Any] | None) -> str:
-    if recheck is None:
-        return "none"
-    stale = recheck["stale"]
-    gone = [s["harvest_date"] for s in stale if s["rows_gone"]]
-    return (
-        f"{recheck['started_at']}: {len(stale)} days found stale, "
-        f"{len(recheck['republished'])} republished ({', '.join(recheck['republished']) or '-'})"
-        + (f", rows gone: {', '.join(gone)}" if gone else "")
-    )
 
 
 @cli.command()
@@ -1105,62 +936,12 @@ def verify_command(
         extra={"fields": {"days": checked, "seconds": f"{tracker.elapsed():.3f}"}},
     )
     if as_json:
-        summary = {
-            "before_repair" if outcome.after_repair else "result": outcome.report.as_dict(),
-            "repaired_days": [d.isoformat() for d in outcome.repaired_days],
-            "rebuilt_totals": outcome.rebuilt_totals,
-            "adopted_left": [d.isoformat() for d in outcome.adopted_left],
-        }
-        if outcome.after_repair:
-            summary["result"] = outcome.after_repair.as_dict()
-        click.echo(json.dumps({"summary": summary}))
+        click.echo(json.dumps(outcome.summary()))
     else:
-        reports = [("", outcome.report)]
-        if outcome.after_repair:
-            reports.append(("after repair: ", outcome.after_repair))
-        for prefix, report in reports:
-            for day in report.days:
-                click.echo(
-                    f"{prefix}{day.harvest_date}  {day.outcome:<12} {day.documents} documents"
-                    + (f", {day.differences} differences" if day.differences else "")
-                )
-            click.echo(
-                f"{prefix}totals: {report.totals_checked} recordsets checked, "
-                f"{len(report.totals_differing)} differ"
-            )
-            if report.midnight_days:
-                click.echo(
-                    f"{prefix}adopted days differing only by the events at midnight, which the original "
-                    f"counted for no day (docs/migrating.md): {', '.join(map(str, report.midnight_days))}"
-                )
-            if prefix == "" and outcome.after_repair:
-                click.echo(
-                    f"repaired: {len(outcome.repaired_days)} days republished, "
-                    f"{len(outcome.rebuilt_totals)} totals rebuilt"
-                )
-    final = outcome.final
-    if not final.agrees:
-        days = ", ".join(map(str, final.differing_days)) or "none"
-        left = (
-            f"; adopted days left as the original wrote them: {', '.join(map(str, outcome.adopted_left))} "
-            "(--include-adopted D republishes one from the telemetry)"
-            if outcome.adopted_left
-            else ""
-        )
-        raise VerifyDifferences(
-            f"verify: {final.differences} differences (days {days}, "
-            f"totals of {len(final.totals_differing)} recordsets); --json lists them, --repair fixes what "
-            f"the telemetry can recompute, except adopted days unless named with --include-adopted{left}"
-        )
-    if final.unverifiable_days:
-        raise SourceRowsGone(
-            f"verify: the telemetry rows of {', '.join(map(str, final.unverifiable_days))} are gone; "
-            "their published documents cannot be checked and were left as they are"
-        )
-
-
-class Lagging(IdbStatsError):
-    exit_code = ExitCode.LAGGING
+        for line in outcome.text_lines():
+            click.echo(line)
+    if (error := outcome.error()) is not None:
+        raise error
 
 
 @cli.command("forget-day")
@@ -1215,7 +996,7 @@ def check_config(config: Config, connect: bool, fmt: str) -> None:
             click.echo(f"{'ok  ' if result.ok else 'FAIL'} {result.endpoint}: {result.detail}")
         failed = [r for r in results if not r.ok]
         if failed:
-            raise checks.ChecksFailed(
+            raise ChecksFailed(
                 f"check-config --connect: {plural(len(failed), 'check')} failed (FAIL above)"
             )
 

@@ -8,14 +8,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from .errors import UsageError
 from .model import COUNT_FIELDS
 from .ports import Store
-from .terminal import printable
+from .terminal import plural, printable
+
+log = logging.getLogger("idb_stats")
 
 INTERVALS = ("day", "week", "month", "year")
 FIELDS = tuple(f"{rt}.{ty}.{f}" for rt, ty, f in COUNT_FIELDS)
@@ -141,3 +145,14 @@ def align(table: list[list[str]], labels: int) -> list[str]:
 
 
 FORMATTERS = {"table": as_table, "json": as_json, "csv": as_csv}
+
+
+def report_unknown(named: Sequence[str], unknown: list[str]) -> None:
+    """Say which named recordsets the store does not know; all of them unknown is a mistake."""
+    if not unknown:
+        return
+    listed = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+    message = f"no statistics for {plural(len(unknown), 'recordset')}: {listed} (check the ids)"
+    if len(unknown) == len(named):
+        raise UsageError(message)
+    log.warning("%s", message)

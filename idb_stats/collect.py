@@ -24,7 +24,7 @@ from .documents import day_documents, publisher_documents
 from .engines import open_source
 from .errors import DataQualityError, EmptySource, SourceRowsGone
 from .ledger import write_run
-from .model import DayStats
+from .model import PAGE_TYPES, DayStats
 from .ports import DayStore, Publishing, TelemetryDay, TelemetrySource, given_or_opened
 from .stores import open_store
 
@@ -471,3 +471,33 @@ def _run_parallel(
                     finished(future.result())
         if error is not None:
             raise error
+
+
+# A published day as the run's log says it: one line, and its fields for the journal.
+
+
+def day_summary(stats: DayStats) -> str:
+    pages = [
+        f"{stats.kinds[kind]} {kind.removesuffix('s')} page views"
+        for kind in PAGE_TYPES
+        if stats.kinds.get(kind)
+    ]
+    return (
+        f"{stats.harvest_date}: {stats.rows} rows, {stats.entries} entries, {stats.recordsets} recordsets, "
+        + "".join(f"{p}, " for p in pages)
+        + f"{stats.skipped} skipped, {stats.seconds:.1f} s"
+    )
+
+
+def day_fields(stats: DayStats) -> dict[str, Any]:
+    return {
+        "harvest_date": stats.harvest_date.isoformat(),
+        "rows": stats.rows,
+        "entries": stats.entries,
+        "recordsets": stats.recordsets,
+        "skipped": stats.skipped,
+        # Flat, so each is a journal field of its own (IDB_STATS_RECORDSETS_PAGE_VIEWS).
+        **{f"{kind}_page_views": stats.kinds.get(kind, 0) for kind in PAGE_TYPES},
+        "seconds": f"{stats.seconds:.3f}",
+        "run_id": stats.run_id,
+    }

@@ -102,6 +102,12 @@ class StoreUnreachable(StoreError):
     """No answer from the store at all: connection refused, unknown host, timed out."""
 
 
+class ChecksFailed(IdbStatsError):
+    """check-config --connect: an endpoint, table or privilege a command needs is not there."""
+
+    exit_code = ExitCode.CONFIG
+
+
 class IncompatibleIndex(IdbStatsError):
     """A live index has a mapping this version cannot use (e.g. one the original collector made)."""
 
@@ -112,8 +118,18 @@ class DataQualityError(IdbStatsError):
     exit_code = ExitCode.DATA_QUALITY
 
 
+class DuplicateDocuments(DataQualityError):
+    """Two or more documents of one (recordset, day) under --duplicates refuse (import, adopt)."""
+
+
 class LockHeld(IdbStatsError):
     exit_code = ExitCode.LOCK_HELD
+
+
+class Lagging(IdbStatsError):
+    """status --max-lag: the last complete harvest date is too old, or a day is damaged."""
+
+    exit_code = ExitCode.LAGGING
 
 
 class SpanTooLong(IdbStatsError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -22,10 +23,9 @@ from datetime import date
 from typing import IO, Any, Self
 
 from . import interrupt, ndjson
-from .adopt import DuplicateDocuments
 from .config import SEARCH_STORE_KINDS, Config
 from .documents import Document
-from .errors import DataQualityError, UsageError
+from .errors import DataQualityError, DuplicateDocuments, UsageError
 from .json_text import compact
 from .ledger import write_run
 from .legacy import DayOutcome, DuplicatesRefused, resolve_duplicates
@@ -34,6 +34,8 @@ from .ports import DayStore, Publishing, given_or_opened
 from .stores import open_store
 from .stores.search import beyond_long
 from .totals import Summary, Totals, added, subtracted, summarize
+
+log = logging.getLogger("idb_stats")
 
 # What a store's numbers hold, as a check of a summary: the first figure beyond it, or None.
 Beyond = Callable[[Summary], str | None]
@@ -217,6 +219,12 @@ def import_checked(
     return outcomes
 
 
+def stream_name(stream: IO[bytes]) -> str:
+    """How messages name the input: its path, or "standard input" (also a stream without a name)."""
+    given = getattr(stream, "name", "-")
+    return "standard input" if given in ("<stdin>", "-") or isinstance(given, int) else str(given)
+
+
 def import_file(
     config: Config,
     stream: IO[bytes],
@@ -232,6 +240,12 @@ def import_file(
     check found before the run takes the lock (waiting lock_timeout seconds, default
     collect.lock_timeout), on_day of each day written."""
     with check_file(stream, name, duplicates, last_closed, store_limit(config)) as checked:
+        if checked.export.complete is None:
+            log.warning(
+                "%s has no export opening line (an older export, or another tool's): whether it is "
+                "complete cannot be checked; a file cut short imports its last day partly",
+                name,
+            )
         if on_checked is not None:
             on_checked(checked.export)
         return import_checked(config, checked, on_day, lock_timeout, store)

@@ -15,6 +15,7 @@ the operator's policy to the documents of one (recordset, day).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from typing import Any
 
 from .documents import Document
 from .model import BLOCKS, DOCUMENT_RECORD_TYPES, OTHER_TERM, RECORD_TYPES
+
+log = logging.getLogger("idb_stats")
 
 DUPLICATE_POLICIES = ("refuse", "keep-last", "sum")
 
@@ -252,3 +255,23 @@ def original_mapping() -> dict[str, Any]:
             **{rt: {"properties": {ty: block for r, ty in BLOCKS if r == rt}} for rt in RECORD_TYPES},
         }
     }
+
+
+def log_outcome(verb: str, outcome: DayOutcome, seconds: float | None = None) -> None:
+    """The log line of a day imported or adopted: what was read, written, filled and rejected."""
+    fields = outcome.as_dict()
+    details = [f"{outcome.read} read", f"{outcome.written} written"]
+    if outcome.duplicates:
+        details.append(f"{len(outcome.duplicates)} recordsets had duplicates")
+    if outcome.filled_blocks:
+        details.append(f"{outcome.filled_blocks} missing blocks filled with zeros")
+    if outcome.snapshots:
+        details.append(f"{outcome.snapshots} record-count snapshots")
+    if outcome.superseded_snapshots:
+        details.append(f"{outcome.superseded_snapshots} earlier record-count runs of the day superseded")
+    if outcome.rejected:
+        details.append("rejected " + ", ".join(f"{r}: {n}" for r, n in outcome.rejected.items()))
+    if seconds is not None:
+        details.append(f"{seconds:.1f} s")
+        fields["seconds"] = f"{seconds:.3f}"
+    log.info("%s %s: %s", verb, outcome.harvest_date, ", ".join(details), extra={"fields": fields})

@@ -1,7 +1,7 @@
 """The status use case: what an operator or a monitor reads from the store, without the lock.
 
 `status` returns a typed `Status`; `Status.as_dict` is the `status --json` document, and the
-renderers (the terminal text in cli.py, Nagios and Prometheus in monitoring.py) read the fields.
+renderers (the terminal text below, Nagios and Prometheus in monitoring.py) read the fields.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from .adopt import adopted_days
 from .clock import SYSTEM_CLOCK, Clock
 from .collect import day_states, last_closed, tracked_days
 from .config import Config
-from .errors import IdbStatsError
+from .errors import IdbStatsError, Lagging
 from .ledger import RUN_COMMANDS
 from .ports import StatusReading, TelemetrySource, given_or_opened
 from .runs import ABANDONED, RUNNING, LockHolder
 from .source import PostgresTelemetrySource
 from .stores import open_store
+from .terminal import dates_text, plural
 
 log = logging.getLogger(__name__)
 
@@ -229,3 +230,103 @@ def _abandoned(run: dict[str, Any], holder: LockHolder | None) -> dict[str, Any]
     if run.get("outcome") != RUNNING or (holder is not None and holder.run_id in (None, run.get("run_id"))):
         return run
     return {**run, "outcome": ABANDONED}
+
+
+# The terminal text of `idb-stats status` (Nagios and Prometheus are in monitoring.py).
+
+
+def as_text(info: Status) -> str:
+    lines = [
+        f"store:                 {info.store}",
+        f"last closed day:       {info.last_closed}",
+        f"last complete day:     {info.last_complete or 'none'}"
+        + (f" ({plural(info.last_day_rows, 'row')})" if info.last_day_rows is not None else ""),
+        f"complete through:      {info.complete_through or 'none'}",
+        f"lag:                   {lag_text(info.lag_days)}",
+        f"complete days:         {info.complete_days}",
+        f"missing days:          {dates_text(info.missing_days) or 'none'}",
+    ]
+    if info.damaged_days:
+        lines.append(
+            f"damaged days:          {dates_text(info.damaged_days)} (idb-stats collect-stats redoes them)"
+        )
+        lines += [f"  {d.harvest_date}: {'; '.join(d.reasons)}" for d in info.damage]
+    if info.empty_days:
+        lines.append(
+            f"published empty:       {dates_text(info.empty_days)} (0 telemetry rows; "
+            "check the source if the portal was not down)"
+        )
+    lines.append(f"last re-check:         {_recheck_line(info.last_recheck)}")
+    if info.not_rechecked:
+        lines.append(f"not re-checkable:      {_not_rechecked_line(info)}")
+    if info.adopted_gaps:
+        lines.append(
+            f"gaps in adopted days:  {dates_text(info.adopted_gaps)} (telemetry exists: "
+            "idb-stats collect-stats --from D --to D)"
+        )
+    if info.not_closed_days:
+        lines.append(f"complete but not over: {dates_text(info.not_closed_days)} (idb-stats forget-day DATE)")
+    for command, run in info.last_runs.items():
+        seconds = f"{run.seconds:.1f} s" if run.seconds is not None else "-"
+        label = f"last {command}:"
+        lines.append(
+            f"{label:23s}{run.outcome} {run.started_at} ({seconds}) {run.run_id} {run.error or ''}".rstrip()
+            + (
+                f" (pid {run.record.get('pid')} on host {run.record.get('host')} is gone; its lock is free)"
+                if run.outcome == ABANDONED
+                else ""
+            )
+        )
+    if not info.last_runs:
+        lines.append("last run:              none")
+    lines.append(
+        f"last size snapshot:    {info.last_snapshot or 'none'}"
+        + (" (none today)" if info.snapshot_missing_today else "")
+    )
+    return "\n".join(lines)
+
+
+def lag_text(lag: int | None) -> str:
+    return "-" if lag is None else plural(lag, "day")
+
+
+def _not_rechecked_line(info: Status) -> str:
+    groups = info.not_rechecked
+    days = sum(len(d) for d in groups.values())
+    listed = "; ".join(f"{why}: {dates_text(d)}" for why, d in groups.items())
+    return (
+        f"{plural(days, 'day')} of the last {info.recheck_days} published carry no source "
+        f"fingerprint, so late rows there go unnoticed ({listed})"
+    )
+
+
+def _recheck_line(recheck: Mapping[str, Any] | None) -> str:
+    if recheck is None:
+        return "none"
+    stale = recheck["stale"]
+    gone = [s["harvest_date"] for s in stale if s["rows_gone"]]
+    return (
+        f"{recheck['started_at']}: {len(stale)} days found stale, "
+        f"{len(recheck['republished'])} republished ({', '.join(recheck['republished']) or '-'})"
+        + (f", rows gone: {', '.join(gone)}" if gone else "")
+    )
+
+
+def lag_error(info: Status, max_lag: int) -> Lagging | None:
+    """status --max-lag: what is wrong when the store lags more than `max_lag` days or holds a
+    damaged day, saying what to run; None when it keeps up."""
+    lag = info.lag_days
+    if lag is not None and lag <= max_lag and not info.damaged_days:
+        return None
+    if info.damaged_days:
+        return Lagging(
+            f"damaged days {dates_text(info.damaged_days)} (--max-lag {max_lag}): "
+            "run `idb-stats collect-stats` to redo them"
+        )
+    if lag is None:
+        return Lagging(f"no complete harvest date yet (--max-lag {max_lag}); run idb-stats collect-stats")
+    holes = f" (missing: {dates_text(info.missing_days)})" if info.missing_days else ""
+    return Lagging(
+        f"complete through {info.complete_through}{holes}, lag {plural(lag, 'day')} "
+        f"exceeds --max-lag {max_lag}: run `idb-stats collect-stats` to catch up"
+    )

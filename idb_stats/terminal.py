@@ -15,7 +15,8 @@ import errno
 import select
 import sys
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import date
 from typing import IO, Any
 
 from .errors import OutputClosed, OutputUnwritable
@@ -76,3 +77,12 @@ def writing(output: IO[Any]) -> Iterator[IO[Any]]:
             f"cannot write {'standard output' if name in ('<stdout>', '-') else name}: "
             f"{exc.strerror or exc}; free space or write elsewhere (-o FILE)"
         ) from None
+
+
+def plural(count: int, noun: str) -> str:
+    """"1 day", "2,000 days": a count with its noun, as every command's text output says it."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def dates_text(days: Iterable[date]) -> str:
+    return ", ".join(d.isoformat() for d in days)

@@ -37,6 +37,7 @@ from .collect import process_day
 from .config import Config
 from .documents import day_documents, with_every_block
 from .engines import open_source
+from .errors import IdbStatsError, SourceRowsGone, VerifyDifferences
 from .ledger import write_run
 from .model import BLOCKS, COUNTER_KEY, DayStats
 from .ports import DayStore, Document, Publishing, TelemetrySource, given_or_opened
@@ -439,6 +440,68 @@ class Outcome:
     @property
     def final(self) -> Report:
         return self.after_repair or self.report
+
+    def summary(self) -> dict[str, Any]:
+        """The closing line of `verify --json`."""
+        summary = {
+            "before_repair" if self.after_repair else "result": self.report.as_dict(),
+            "repaired_days": [d.isoformat() for d in self.repaired_days],
+            "rebuilt_totals": self.rebuilt_totals,
+            "adopted_left": [d.isoformat() for d in self.adopted_left],
+        }
+        if self.after_repair:
+            summary["result"] = self.after_repair.as_dict()
+        return {"summary": summary}
+
+    def text_lines(self) -> Iterator[str]:
+        """What `verify` prints: each day's outcome, the totals, and after a repair the same again."""
+        reports = [("", self.report)]
+        if self.after_repair:
+            reports.append(("after repair: ", self.after_repair))
+        for prefix, report in reports:
+            for day in report.days:
+                yield (
+                    f"{prefix}{day.harvest_date}  {day.outcome:<12} {day.documents} documents"
+                    + (f", {day.differences} differences" if day.differences else "")
+                )
+            yield (
+                f"{prefix}totals: {report.totals_checked} recordsets checked, "
+                f"{len(report.totals_differing)} differ"
+            )
+            if report.midnight_days:
+                yield (
+                    f"{prefix}adopted days differing only by the events at midnight, which the original "
+                    f"counted for no day (docs/migrating.md): {', '.join(map(str, report.midnight_days))}"
+                )
+            if prefix == "" and self.after_repair:
+                yield (
+                    f"repaired: {len(self.repaired_days)} days republished, "
+                    f"{len(self.rebuilt_totals)} totals rebuilt"
+                )
+
+    def error(self) -> IdbStatsError | None:
+        """Exit 11 when any difference is left, else 10 when days could not be checked, else None."""
+        final = self.final
+        if not final.agrees:
+            days = ", ".join(map(str, final.differing_days)) or "none"
+            left = (
+                f"; adopted days left as the original wrote them: {', '.join(map(str, self.adopted_left))} "
+                "(--include-adopted D republishes one from the telemetry)"
+                if self.adopted_left
+                else ""
+            )
+            return VerifyDifferences(
+                f"verify: {final.differences} differences (days {days}, "
+                f"totals of {len(final.totals_differing)} recordsets); --json lists them, --repair fixes "
+                f"what the telemetry can recompute, except adopted days unless named with --include-adopted"
+                f"{left}"
+            )
+        if final.unverifiable_days:
+            return SourceRowsGone(
+                f"verify: the telemetry rows of {', '.join(map(str, final.unverifiable_days))} are gone; "
+                "their published documents cannot be checked and were left as they are"
+            )
+        return None
 
 
 def verify(

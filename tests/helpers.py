@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import subprocess
@@ -16,9 +17,10 @@ from typing import Any
 
 import psycopg2
 import pytest
+from click.testing import CliRunner
 
 import idb_stats.collect
-from idb_stats import synthetic
+from idb_stats import cli, logs, synthetic
 from idb_stats.clock import SYSTEM_CLOCK, Clock
 from idb_stats.collect import RunResult, Selection
 from idb_stats.config import Config, load_config
@@ -276,10 +278,45 @@ def holding_lock(config: Config, command: str = "api-stats") -> Iterator[RunReco
         yield holder
 
 
+def _inherited(name: str) -> bool:
+    """What a command under test must not see of the test run's own environment."""
+    return name.startswith("IDB_STATS_") or name == "JOURNAL_STREAM"
+
+
 def run(
     *args: str, env: dict[str, str] | None = None, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("IDB_STATS_") and k != "JOURNAL_STREAM"}
+    """`idb-stats ARGS` in this process through click's CliRunner: the same `cli.run` the entry
+    point calls (exit codes, error lines, logging set up by the command), its standard streams and
+    environment swapped for the call. A process start costs about 1 s of imports; tests that check
+    what only a process shows (signals, kills, locks between processes, a closed pipe, the entry
+    point itself) use `run_process`."""
+    logger = logging.getLogger("idb_stats")
+    saved = (list(logger.handlers), logger.level, logger.propagate, dict(logs._chosen))
+    cwd = os.getcwd()
+    environment: dict[str, str | None] = {k: None for k in os.environ if _inherited(k)}
+    with CliRunner().isolation(input=input, env={**environment, **(env or {})}) as (out, err, _):
+        os.chdir(ROOT)
+        try:
+            code = cli.run(list(args))
+        except SystemExit as exc:  # sys.exit in a command (nagios checks, notify-failure)
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        finally:
+            os.chdir(cwd)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+            logs._chosen.update(saved[3])
+    return subprocess.CompletedProcess(
+        ["idb-stats", *args], code, out.getvalue().decode(), err.getvalue().decode("utf-8", "replace")
+    )
+
+
+def run_process(
+    *args: str, env: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m idb_stats.cli ARGS` as a process of its own (the entry point, signals, pipes)."""
+    base = {k: v for k, v in os.environ.items() if not _inherited(k)}
     return subprocess.run(
         [sys.executable, "-m", "idb_stats.cli", *args],
         capture_output=True,

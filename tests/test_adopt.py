@@ -15,10 +15,17 @@ from helpers import HARVEST, MakeConfig, assert_consistent, collect, load_week, 
 
 import idb_stats.collect
 from idb_stats import status as store_status
-from idb_stats.adopt import DuplicateDocuments, adopt
+from idb_stats.adopt import adopt
 from idb_stats.clock import SYSTEM_CLOCK
 from idb_stats.config import Config, load_config
-from idb_stats.errors import ConfigError, IdbStatsError, IncompatibleIndex, StoreError, UsageError
+from idb_stats.errors import (
+    ConfigError,
+    DuplicateDocuments,
+    IdbStatsError,
+    IncompatibleIndex,
+    StoreError,
+    UsageError,
+)
 from idb_stats.importing import import_documents
 from idb_stats.legacy import original_mapping
 from idb_stats.model import BLOCKS, COUNTER_KEY

@@ -8,7 +8,6 @@ import json
 import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import helpers
 import psycopg2
@@ -28,7 +27,6 @@ from helpers import (
 )
 
 import idb_stats.collect
-from idb_stats import fingerprint, planning
 from idb_stats import status as store_status
 from idb_stats.clock import FixedClock
 from idb_stats.errors import SourceRowsGone
@@ -120,52 +118,6 @@ def test_fingerprint_sees_inserted_deleted_and_changed_rows_not_freezing(
         source.close()
     assert grouped[day] == seen[-1] and grouped[HARVEST[0]] == current_fingerprint(config, HARVEST[0])
     assert grouped[date(1999, 1, 1)] is None
-
-
-def test_stale_days_rule() -> None:
-    fp = {"rows": 10, "min_id": 1, "max_id": 10, "first_event": "a", "last_event": "b", "hash": "00"}
-    published = {date(2020, 1, d): fp for d in (1, 2, 3)}
-    current = {
-        date(2020, 1, 1): fp,
-        date(2020, 1, 2): {**fp, "rows": 12, "hash": "01"},
-        date(2020, 1, 3): None,
-    }
-    stale = fingerprint.stale_days(published, current)
-    assert [(s.harvest_date.day, s.row_delta, s.rows_gone) for s in stale] == [(2, 2, False), (3, -10, True)]
-    complete = {date(2020, 1, d): {"fingerprint": fp if d != 4 else None} for d in range(1, 6)}
-    assert list(fingerprint.recent_published(complete, 3, exclude=[date(2020, 1, 5)])) == [
-        date(2020, 1, 3),
-        date(2020, 1, 2),
-    ]
-
-
-def test_days_without_fingerprint_are_named_with_why() -> None:
-    fp = {"rows": 10, "min_id": 1, "max_id": 10, "first_event": "a", "last_event": "b", "hash": "00"}
-    markers = [
-        {"reason": "collect", "rows": 5},  # before fingerprints existed
-        {"reason": "import", "rows": 0},
-        {"reason": "collect", "rows": 0},  # no rows: nothing to fingerprint
-        {"reason": "adopt", "rows": 0},
-        {"reason": "collect", "rows": 10, "fingerprint": fp},
-    ]
-    complete = {date(2020, 1, d): marker for d, marker in enumerate(markers, 1)}
-    assert fingerprint.unfingerprinted(complete, 4) == {
-        "imported": [date(2020, 1, 2)],
-        "published without telemetry rows": [date(2020, 1, 3)],
-        "adopted": [date(2020, 1, 4)],
-    }
-    assert fingerprint.unfingerprinted(complete, 5)["published by an older version"] == [date(2020, 1, 1)]
-
-
-def test_last_settled_day() -> None:
-    settle, utc = timedelta(minutes=30), ZoneInfo("UTC")
-    assert planning.last_closed_day(datetime(2020, 2, 18, 0, 29, tzinfo=utc), utc, settle) == date(
-        2020, 2, 17
-    )
-    assert planning.last_closed_day(datetime(2020, 2, 18, 0, 30, tzinfo=utc), utc, settle) == date(
-        2020, 2, 18
-    )
-    assert planning.last_closed_day(datetime(2020, 2, 18, 0, 0, tzinfo=utc), utc) == date(2020, 2, 18)
 
 
 @pytest.mark.parametrize("store_kind", ["postgres"])

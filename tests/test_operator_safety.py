@@ -4,15 +4,11 @@ failed days, forgetting a day, the lock's key and holder, store timeouts, the le
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import psycopg2
 import pytest
@@ -26,12 +22,12 @@ from helpers import (
     other_store,
     query,
     random_rows,
+    run,
+    run_process,
     snapshot,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from idb_stats import embedded, planning
+from idb_stats import embedded
 from idb_stats.collect import Selection, collect, process_day
 from idb_stats.config import load_config
 from idb_stats.errors import LockHeld
@@ -44,44 +40,14 @@ ROOT = Path(__file__).resolve().parent.parent
 TODAY = datetime.now(UTC).date()  # the last closed harvest date in UTC (the tests' time zone)
 
 
-def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("IDB_STATS_") and k != "JOURNAL_STREAM"}
-    return subprocess.run(
-        [sys.executable, "-m", "idb_stats.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**base, **env},
-        cwd=ROOT,
-        timeout=timeout,
-    )
-
-
 # --- 1. only closed harvest dates are published ----------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("now", "zone", "settle", "closed"),
-    [
-        ("2026-11-25T23:30:00+00:00", "UTC", 0, "2026-11-25"),  # today's date covers yesterday
-        ("2026-11-25T00:00:00+00:00", "UTC", 0, "2026-11-25"),  # closes exactly at midnight
-        ("2026-11-24T23:59:59+00:00", "UTC", 0, "2026-11-24"),
-        ("2026-11-25T23:30:00+00:00", "Pacific/Auckland", 0, "2026-11-26"),  # already the 26th there
-        ("2026-11-25T03:30:00+00:00", "America/New_York", 0, "2026-11-24"),  # still the 24th there
-        ("2026-11-25T00:30:00+00:00", "UTC", 3600, "2026-11-24"),  # settle: late rows may still come
-    ],
-)
-def test_last_closed_day(now: str, zone: str, settle: int, closed: str) -> None:
-    moment = datetime.fromisoformat(now)
-    last = planning.last_closed_day(moment, ZoneInfo(zone), timedelta(seconds=settle))
-    assert last == date.fromisoformat(closed)
-    assert planning.is_closed(last, last) and not planning.is_closed(last + timedelta(days=1), last)
 
 
 def test_a_day_not_over_is_refused_before_any_lock_or_write(dsn: str) -> None:
     insert_rows(dsn, random_rows(1, TODAY, n=30, bad=False))  # today's events: tomorrow's harvest date
     env = {"IDB_STATS_SOURCE_DSN": dsn}
     for args in (["-d", str(TODAY + timedelta(days=1))], ["--from", "2099-01-01", "--to", "2099-01-02"]):
-        result = cli("collect-stats", *args, env=env)
+        result = run("collect-stats", *args, env=env)
         assert result.returncode == 2, result.stderr
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "not over yet" in lines[0] and str(TODAY) in lines[0]
@@ -93,7 +59,7 @@ def test_ranges_and_all_skip_days_not_over_and_say_so(dsn: str) -> None:
     insert_rows(dsn, random_rows(2, TODAY - timedelta(days=1), n=30, bad=False))
     insert_rows(dsn, random_rows(3, TODAY, n=30, bad=False))
     env = {"IDB_STATS_SOURCE_DSN": dsn}
-    ranged = cli(
+    ranged = run(
         "collect-stats",
         "--from",
         str(TODAY - timedelta(days=1)),
@@ -105,7 +71,7 @@ def test_ranges_and_all_skip_days_not_over_and_say_so(dsn: str) -> None:
     assert "window is still open" in ranged.stderr and str(TODAY + timedelta(days=1)) in ranged.stderr
     days = [d for (d,) in query(dsn, "SELECT harvest_date FROM idb_stats.days ORDER BY 1")]
     assert days == [TODAY - timedelta(days=1), TODAY]
-    every = cli("collect-stats", "--all", "--reprocess", "all", env=env)
+    every = run("collect-stats", "--all", "--reprocess", "all", env=env)
     assert every.returncode == 0, every.stderr
     assert "window is still open" in every.stderr
     assert max(d for (d,) in query(dsn, "SELECT harvest_date FROM idb_stats.days")) == TODAY
@@ -130,19 +96,19 @@ def test_failed_day_in_a_parallel_run_is_retried_and_fails_max_lag(dsn: str, tmp
     env = {"IDB_STATS_SOURCE_DSN": dsn}
     strict = tmp_path / "strict.toml"
     strict.write_text("[collect]\nmax_skipped_share = 0.0\n")
-    assert cli("collect-stats", "-d", str(days[0]), env=env).returncode == 0
-    parallel = cli("collect-stats", "--config", str(strict), "--jobs", "2", env=env)
+    assert run("collect-stats", "-d", str(days[0]), env=env).returncode == 0
+    parallel = run("collect-stats", "--config", str(strict), "--jobs", "2", env=env)
     assert parallel.returncode == 6, parallel.stderr
     complete = {d for (d,) in query(dsn, "SELECT harvest_date FROM idb_stats.days")}
     assert bad_day not in complete and days[2] in complete  # the later day, run beside it, succeeded
-    assert json.loads(cli("status", "--json", env=env).stdout)["missing_days"] == [str(bad_day)]
-    lagging = cli("status", "--max-lag", "1", env=env)
+    assert json.loads(run("status", "--json", env=env).stdout)["missing_days"] == [str(bad_day)]
+    lagging = run("status", "--max-lag", "1", env=env)
     assert lagging.returncode == 8 and str(bad_day) in lagging.stderr
     query(dsn, "DELETE FROM stats WHERE payload = '{\"rs\": -1}' RETURNING id")
-    retried = cli("collect-stats", "--config", str(strict), env=env)
+    retried = run("collect-stats", "--config", str(strict), env=env)
     assert retried.returncode == 0, retried.stderr
     assert {d for (d,) in query(dsn, "SELECT harvest_date FROM idb_stats.days")} == set(days)
-    assert cli("status", "--max-lag", "0", env=env).returncode == 0
+    assert run("status", "--max-lag", "0", env=env).returncode == 0
 
 
 # --- 2. forget-day, on every store -----------------------------------------------------------
@@ -185,30 +151,30 @@ def test_forget_day_undoes_a_day_published_before_it_was_over(dsn: str) -> None:
     process_day(config, source, store, tomorrow, "older-version")  # bypasses the planner
     source.close()
     store.close()
-    status = json.loads(cli("status", "--json", env=env).stdout)
+    status = json.loads(run("status", "--json", env=env).stdout)
     assert status["not_closed_days"] == [str(tomorrow)]
-    forgot = cli("forget-day", str(tomorrow), env=env)
+    forgot = run("forget-day", str(tomorrow), env=env)
     assert forgot.returncode == 0, forgot.stderr
     assert query(dsn, "SELECT count(*) FROM idb_stats.daily") == [(0,)]
     assert query(dsn, "SELECT count(*) FROM idb_stats.totals") == [(0,)]
-    assert json.loads(cli("status", "--json", env=env).stdout)["not_closed_days"] == []
+    assert json.loads(run("status", "--json", env=env).stdout)["not_closed_days"] == []
 
 
 def test_forget_day_of_a_day_never_published_says_so_and_writes_nothing(dsn: str) -> None:
     load_week(dsn)
     env = {"IDB_STATS_SOURCE_DSN": dsn}
-    assert cli("collect-stats", "-d", str(HARVEST[0]), env=env).returncode == 0
+    assert run("collect-stats", "-d", str(HARVEST[0]), env=env).returncode == 0
     runs_before = query(dsn, "SELECT count(*) FROM idb_stats.runs")
-    never = cli("forget-day", "2001-01-01", env=env)
+    never = run("forget-day", "2001-01-01", env=env)
     assert never.returncode == 0, never.stderr
     assert never.stdout == (
         "2001-01-01 is not published (no documents, no completion mark): nothing to forget "
         "(`idb-stats status` shows the complete days)\n"
     )
     assert query(dsn, "SELECT count(*) FROM idb_stats.runs") == runs_before  # no ledger entry
-    forgot = cli("forget-day", str(HARVEST[0]), env=env)
+    forgot = run("forget-day", str(HARVEST[0]), env=env)
     assert forgot.returncode == 0 and forgot.stdout.startswith(f"forgot {HARVEST[0]}: "), forgot.stderr
-    assert "is not published" in cli("forget-day", str(HARVEST[0]), env=env).stdout
+    assert "is not published" in run("forget-day", str(HARVEST[0]), env=env).stdout
 
 
 # --- 5. the lock's key is the store's identity, and a held lock names its holder ---------------
@@ -268,7 +234,7 @@ def test_search_store_lock_key_does_not_depend_on_the_url(make_config: MakeConfi
 def test_a_session_holding_a_store_lock_fails_collect_with_exit_5(dsn: str, tmp_path: Path) -> None:
     load_week(dsn)
     env = {"IDB_STATS_SOURCE_DSN": dsn}
-    assert cli("collect-stats", "-d", str(HARVEST[0]), env=env).returncode == 0
+    assert run("collect-stats", "-d", str(HARVEST[0]), env=env).returncode == 0
     config = tmp_path / "config.toml"
     config.write_text("[store]\nlock_wait_timeout = 1\nstatement_timeout = 60\n")
     blocker = psycopg2.connect(dsn)
@@ -276,14 +242,15 @@ def test_a_session_holding_a_store_lock_fails_collect_with_exit_5(dsn: str, tmp_
         cur.execute("LOCK TABLE idb_stats.days IN ACCESS EXCLUSIVE MODE")
     try:
         started = time.monotonic()
-        result = cli("collect-stats", "--config", str(config), "-d", str(HARVEST[1]), env=env, timeout=120)
+        # A process: a run that waited on the lock for ever would hang the test; run_process times out.
+        result = run_process("collect-stats", "--config", str(config), "-d", str(HARVEST[1]), env=env)
         elapsed = time.monotonic() - started
     finally:
         blocker.rollback()
         blocker.close()
     assert result.returncode == 5, result.stderr
     assert "lock_wait_timeout" in result.stderr and elapsed < 60
-    assert cli("collect-stats", "--config", str(config), "-d", str(HARVEST[1]), env=env).returncode == 0
+    assert run("collect-stats", "--config", str(config), "-d", str(HARVEST[1]), env=env).returncode == 0
 
 
 # --- 7. the ledger: every command's last run, true seconds and completion times -----------------
@@ -292,15 +259,15 @@ def test_a_session_holding_a_store_lock_fails_collect_with_exit_5(dsn: str, tmp_
 def test_status_shows_each_commands_last_run(dsn: str, tmp_path: Path) -> None:
     load_week(dsn)
     env = {"IDB_STATS_SOURCE_DSN": dsn}
-    assert cli("collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), env=env).returncode == 0
+    assert run("collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), env=env).returncode == 0
     dump = tmp_path / "export.ndjson"
-    cli("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), "-o", str(dump), env=env)
-    assert cli("import", str(dump), env=env).returncode == 0
+    run("export", "--from", str(HARVEST[0]), "--to", str(HARVEST[1]), "-o", str(dump), env=env)
+    assert run("import", str(dump), env=env).returncode == 0
     # A failed collect, then a successful command of another kind: the failure still shows.
     insert_rows(dsn, [(datetime(2020, 2, 19, 5), "search", "records", None, None, {"rs": -1})] * 3)
-    assert cli("collect-stats", "-d", str(HARVEST[2]), env=env).returncode == 6
-    assert cli("forget-day", str(HARVEST[1]), env=env).returncode == 0
-    status = json.loads(cli("status", "--json", env=env).stdout)
+    assert run("collect-stats", "-d", str(HARVEST[2]), env=env).returncode == 6
+    assert run("forget-day", str(HARVEST[1]), env=env).returncode == 0
+    status = json.loads(run("status", "--json", env=env).stdout)
     runs = status["last_runs"]
     assert (
         runs["collect-stats"]["outcome"] == "failed" and "max_skipped_share" in runs["collect-stats"]["error"]
@@ -311,7 +278,7 @@ def test_status_shows_each_commands_last_run(dsn: str, tmp_path: Path) -> None:
     ]
     assert runs["forget-day"]["outcome"] == "ok"
     assert all(run["seconds"] is not None and run["seconds"] >= 0 for run in runs.values())
-    text = cli("status", env=env).stdout
+    text = run("status", env=env).stdout
     for command, outcome in (("collect-stats", "failed"), ("import", "ok"), ("forget-day", "ok")):
         assert re.search(rf"^last {command}: +{outcome} ", text, re.MULTILINE), text
     assert status["last_day"]["seconds"] > 0  # the day's own duration, not 0.0
@@ -334,52 +301,26 @@ def test_completed_at_is_when_publishing_finished(make_config: MakeConfig, dsn: 
     assert (completed_at - started).total_seconds() >= 1.5
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    complete=st.sets(st.integers(0, 40), max_size=30),
-    closed=st.integers(0, 45),
-)
-def test_catch_up_plans_every_missing_closed_day(complete: set[int], closed: int) -> None:
-    origin = date(2026, 1, 1)
-    days = {origin + timedelta(days=d) for d in complete}
-    last_closed = origin + timedelta(days=closed)
-    plan = planning.catch_up(days, last_closed, max_days=1000)
-    if not days:
-        assert plan.days == [last_closed]
-        return
-    expected = [
-        origin + timedelta(days=d)
-        for d in range(min(complete), closed + 1)
-        if origin + timedelta(days=d) not in days
-    ]
-    assert plan.days == expected  # holes included, nothing after the last closed day
-    through = planning.complete_through(days, last_closed)
-    if expected:
-        assert through == expected[0] - timedelta(days=1)
-    else:
-        assert through == max((d for d in days if d <= last_closed), default=None)
-
-
 def test_status_says_which_published_days_the_recheck_cannot_compare(dsn: str, tmp_path: Path) -> None:
     """Imported days carry no source fingerprint, so the catch-up's re-check skips them: status
     says how many of the re-check window's days that is, and why, in one line."""
     load_week(dsn)
     env = {"IDB_STATS_SOURCE_DSN": dsn}
-    assert cli("collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[3]), env=env).returncode == 0
+    assert run("collect-stats", "--from", str(HARVEST[0]), "--to", str(HARVEST[3]), env=env).returncode == 0
     dump = tmp_path / "export.ndjson"
-    cli("export", "--from", str(HARVEST[1]), "--to", str(HARVEST[2]), "-o", str(dump), env=env)
-    assert cli("import", str(dump), env=env).returncode == 0
-    shown = cli("status", env=env)
+    run("export", "--from", str(HARVEST[1]), "--to", str(HARVEST[2]), "-o", str(dump), env=env)
+    assert run("import", str(dump), env=env).returncode == 0
+    shown = run("status", env=env)
     assert shown.returncode == 0, shown.stderr
     wanted = (
         "not re-checkable:      2 days of the last 7 published carry no source fingerprint, so late "
         f"rows there go unnoticed (imported: {HARVEST[1]}, {HARVEST[2]})"
     )
     assert wanted in shown.stdout.splitlines(), shown.stdout
-    as_json = json.loads(cli("status", "--json", env=env).stdout)
+    as_json = json.loads(run("status", "--json", env=env).stdout)
     assert as_json["not_rechecked"] == {"imported": [str(HARVEST[1]), str(HARVEST[2])]}
     # Out of the window (recheck_days 1: only the last day, which collect-stats published): silent.
     (tmp_path / "narrow.toml").write_text("[collect]\nrecheck_days = 1\n")
-    narrow = cli("status", "--config", str(tmp_path / "narrow.toml"), env=env)
+    narrow = run("status", "--config", str(tmp_path / "narrow.toml"), env=env)
     assert narrow.returncode == 0, narrow.stderr
     assert "not re-checkable" not in narrow.stdout, narrow.stdout

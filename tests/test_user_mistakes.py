@@ -9,19 +9,15 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
 from helpers import HARVEST, ROOT, exported_documents, holding_lock, insert_rows, load_week, run
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
-from idb_stats import ndjson
 from idb_stats.config import load_config
-from idb_stats.errors import UsageError
 
 # Nothing listens on port 1: a command that connected would exit 4, not the code under test.
 CLOSED = {"IDB_STATS_SOURCE_DSN": "host=127.0.0.1 port=1 user=postgres dbname=nothing"}
@@ -297,30 +293,6 @@ def test_import_waits_for_the_lock_as_long_as_told(dsn: str, tmp_path: Path) -> 
     assert result.returncode == 7 and "waited 0.5 s" in result.stderr
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(
-        st.one_of(
-            st.binary(max_size=40),
-            st.from_regex(
-                rb'\{"recordset_id": "[a-z]{1,3}", "harvest_date": "2020-0[12]-1[0-9]"\}', fullmatch=True
-            ),
-            st.integers(1, 3000).map(lambda depth: b"[" * depth),
-        ),
-        max_size=8,
-    )
-)
-@example([b"\x1c"])  # whitespace to str.strip(), not to JSON: refused, not skipped
-@example([b"\xe2\x80\xa8"])  # U+2028
-def test_any_input_is_checked_or_refused_with_its_line(lines: list[bytes]) -> None:
-    try:
-        documents = ndjson.check_export([line + b"\n" for line in lines], "input").documents
-    except UsageError as exc:
-        assert re.match(r"input line [1-9]\d*: .*; nothing was imported$", str(exc)), str(exc)
-    else:
-        assert documents == sum(1 for line in lines if line.strip())
-
-
 def test_import_refuses_deep_nesting_and_bytes_that_are_not_utf8(dsn: str, tmp_path: Path) -> None:
     for content, message in (
         (b"[" * 100_000 + b"\n", "line 1: JSON nested too deeply"),
@@ -459,15 +431,3 @@ def test_an_export_cut_at_a_line_boundary_is_refused_and_an_older_one_warns(dsn:
     assert restored.stdout.splitlines() == lines
 
 
-def test_every_prefix_of_an_export_is_refused() -> None:
-    docs: list[dict[str, Any]] = [
-        {"recordset_id": rs, "harvest_date": day} | {rt: {} for rt in ("records", "mediarecords")}
-        for day in ("2020-02-17", "2020-02-18")
-        for rs in ("a", "b")
-    ]
-    lines = [line.encode() for line in ndjson.export_lines(docs, date(2020, 2, 17), date(2020, 2, 18))]
-    checked = ndjson.check_export(lines, "input")
-    assert (checked.documents, checked.complete, checked.envelope) == (4, True, {1, 6})
-    for end in range(1, len(lines)):  # an empty file has nothing to import (and no opening line)
-        with pytest.raises(UsageError, match=r"cut short"):
-            ndjson.check_export(lines[:end], "input")

@@ -302,7 +302,10 @@ class MemoryStore(ClosedOnExit):
     def changes(self, since: date | None = None, recordset_id: str | None = None) -> list[dict[str, Any]]:
         if not self._initialized():
             return []
-        return json.loads(json.dumps(changes.selected(self._data.change_records, since, recordset_id)))
+        copied: list[dict[str, Any]] = json.loads(  # a copy, as a real store's read is
+            json.dumps(changes.selected(self._data.change_records, since, recordset_id))
+        )
+        return copied
 
     # --- the run ledger -----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from idb_stats import planning
+from idb_stats.errors import SpanTooLong
 from idb_stats.model import BLOCKS, HeldDays
 from idb_stats.totals import Summary, Totals, listed_days, rebuilt, replace_day, with_day
 
@@ -121,7 +122,7 @@ def test_catch_up_after_a_first_run_that_died_part_way() -> None:
 
 
 def test_damaged_days_count_in_the_span_limit() -> None:
-    with pytest.raises(planning.SpanTooLong, match="verify --repair"):
+    with pytest.raises(SpanTooLong, match="verify --repair"):
         planning.catch_up({day(10)}, day(11), 2, damaged=[day(0), day(5)])
 
 

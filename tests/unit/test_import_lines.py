@@ -8,6 +8,7 @@ import copy
 import io
 import json
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,42 @@ def test_only_format_1_is_read(opening: dict[str, Any], accepted: bool) -> None:
         assert not accepted and "line 1: an export in format" in str(exc)
     else:
         assert accepted
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=40),
+            st.from_regex(
+                rb'\{"recordset_id": "[a-z]{1,3}", "harvest_date": "2020-0[12]-1[0-9]"\}', fullmatch=True
+            ),
+            st.integers(1, 3000).map(lambda depth: b"[" * depth),
+        ),
+        max_size=8,
+    )
+)
+@example([b"\x1c"])  # whitespace to str.strip(), not to JSON: refused, not skipped
+@example([b"\xe2\x80\xa8"])  # U+2028
+def test_any_input_is_checked_or_refused_with_its_line(lines: list[bytes]) -> None:
+    try:
+        documents = ndjson.check_export([line + b"\n" for line in lines], "input").documents
+    except UsageError as exc:
+        assert re.match(r"input line [1-9]\d*: .*; nothing was imported$", str(exc)), str(exc)
+    else:
+        assert documents == sum(1 for line in lines if line.strip())
+
+
+def test_every_prefix_of_an_export_is_refused() -> None:
+    docs: list[dict[str, Any]] = [
+        {"recordset_id": rs, "harvest_date": day} | {rt: {} for rt in ("records", "mediarecords")}
+        for day in ("2020-02-17", "2020-02-18")
+        for rs in ("a", "b")
+    ]
+    lines = [line.encode() for line in ndjson.export_lines(docs, date(2020, 2, 17), date(2020, 2, 18))]
+    checked = ndjson.check_export(lines, "input")
+    assert (checked.documents, checked.complete, checked.envelope) == (4, True, {1, 6})
+    for end in range(1, len(lines)):  # an empty file has nothing to import (and no opening line)
+        with pytest.raises(UsageError, match=r"cut short"):
+            ndjson.check_export(lines[:end], "input")
+

@@ -14,9 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from idb_stats.errors import ExitCode
 from idb_stats.ledger import RUN_COMMANDS
 from idb_stats.monitoring import NagiosState, nagios_check, nagios_unknown, prometheus_down, prometheus_text
-from idb_stats.status import RunState, Status
+from idb_stats.status import RunState, Status, as_text, lag_error
 
 CLOSED = date(2026, 12, 5)
 OUTCOMES = ("ok", "failed", "interrupted", "abandoned", "running")
@@ -197,3 +198,39 @@ def test_any_outcome_the_ledger_holds_round_trips_through_the_parser(
     if seconds is not None:
         key = ("idb_stats_last_run_seconds", (("command", "collect-stats"), ("store", "postgres")))
         assert parsed[key] == pytest.approx(seconds)
+
+
+@given(
+    lag=st.none() | st.integers(0, 400),
+    missing=st.integers(0, 3),
+    damaged=st.integers(0, 3),
+    max_lag=st.integers(0, 400),
+)
+def test_max_lag_refuses_exactly_a_store_behind_or_damaged(
+    lag: int | None, missing: int, damaged: int, max_lag: int
+) -> None:
+    """status --max-lag, moved out of the command: exit 8 when the store lags more than the limit,
+    has no complete day, or holds a damaged day; each message says what to run."""
+    info = make_status(lag=lag, missing=missing, damaged=damaged)
+    error = lag_error(info, max_lag)
+    behind = lag is None or lag > max_lag or damaged > 0
+    assert (error is not None) == behind
+    if error is not None:
+        assert error.exit_code == ExitCode.LAGGING
+        assert "idb-stats collect-stats" in str(error) and f"--max-lag {max_lag}" in str(error)
+        if damaged:
+            assert str(info.damaged_days[0]) in str(error)
+
+
+def test_status_text_says_each_fact_on_its_own_line() -> None:
+    info = make_status(lag=3, missing=2, damaged=1, runs={"collect-stats": "abandoned", "api-stats": "ok"})
+    lines = as_text(info).splitlines()
+    assert lines[0] == "store:                 postgres"
+    assert "lag:                   3 days" in lines
+    assert "missing days:          2026-12-03, 2026-12-04" in lines
+    assert "damaged days:          2026-11-01 (idb-stats collect-stats redoes them)" in lines
+    abandoned = next(line for line in lines if line.startswith("last collect-stats:"))
+    assert abandoned.startswith("last collect-stats:    abandoned 2026-12-06T00:31:02.123+00:00 (12.5 s)")
+    assert abandoned.endswith("is gone; its lock is free)")
+    assert lines[-1] == "last size snapshot:    none"
+    assert "last run:              none" in as_text(make_status(runs={})).splitlines()

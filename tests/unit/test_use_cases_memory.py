@@ -13,9 +13,8 @@ from helpers import DAYS, HARVEST, assert_consistent
 from memory_world import MORNING, World, memory_config, week_collected
 
 from idb_stats import apistats, importing, status, verify
-from idb_stats.adopt import DuplicateDocuments
 from idb_stats.config import Config
-from idb_stats.errors import ConfigError, ExitCode, LockHeld, UsageError
+from idb_stats.errors import ConfigError, DuplicateDocuments, ExitCode, LockHeld, UsageError
 from idb_stats.forget import forget_day
 from idb_stats.ledger import new_run
 from idb_stats.runs import RUNNING
