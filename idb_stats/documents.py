@@ -10,7 +10,17 @@ from itertools import groupby
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from .model import BLOCKS, DOCUMENT_RECORD_TYPES, OTHER_TERM, PUBLISHER_BLOCK, Cell, DayStats
+from .model import (
+    BLOCKS,
+    COUNTER_KEY,
+    DOCUMENT_RECORD_TYPES,
+    OTHER_TERM,
+    PUBLISHER_BLOCK,
+    Cell,
+    CounterDay,
+    CounterFigures,
+    DayStats,
+)
 
 if TYPE_CHECKING:
     from .ports import TelemetryDay
@@ -227,13 +237,17 @@ def build_documents(
     limit: int = 0,
     geocodes: Sequence[str] = (),
     queries: Sequence[str] = (),
+    counter: CounterDay = None,
 ) -> Iterator[Document]:
-    """Documents of a day, one per recordset, from cells grouped by recordset.
+    """Documents of a day, one per recordset, from cells grouped by recordset; with the day's
+    COUNTER-style figures when known (a recordset without any: zeros).
 
     Holds one recordset at a time, so memory follows the largest recordset, not the day.
     """
     for recordset_id, group in groupby(cells, key=lambda c: c.recordset_id):
         doc, entries = build_document(recordset_id, harvest_date, group, limit, geocodes, queries)
+        if counter is not None:
+            doc[COUNTER_KEY] = counter.get(recordset_id, CounterFigures()).as_block()
         stats.entries += entries
         stats.recordsets += 1
         yield doc
@@ -243,4 +257,4 @@ def day_documents(
     day: TelemetryDay, harvest_date: date, stats: DayStats, limit: int = 0
 ) -> Iterator[Document]:
     """The documents of a day read from a source: its cells, with the tables they name."""
-    return build_documents(day.cells(), harvest_date, stats, limit, day.geocodes, day.queries)
+    return build_documents(day.cells(), harvest_date, stats, limit, day.geocodes, day.queries, day.counter)

@@ -30,6 +30,18 @@ DOCUMENT_RECORD_TYPES = tuple(dict.fromkeys(rt for rt, _ in BLOCKS))
 # The additive figures of a block, in the order series columns and stored counts use.
 COUNT_FIELDS = tuple((rt, ty, f) for rt, ty in BLOCKS for f in ("count", "total"))
 
+# COUNTER-style figures (docs/counting.md, "COUNTER-style figures"): views of records and media
+# records are investigations, downloads are requests and also investigations, as in COUNTER.
+INVESTIGATION_EVENT = "view"
+REQUEST_EVENT = "download"
+# A repeat of the same item by the same session at most this many seconds after the previous one
+# is a double click: the chain counts once (COUNTER's double-click rule, 30 s at most between).
+DOUBLE_CLICK_SECONDS = 30
+# The document's key of the figures and their names; helper code and the monthly report read these.
+COUNTER_KEY = "counter"
+COUNTER_METRICS = ("investigations", "requests")
+COUNTER_FIELDS = ("total", "unique")
+
 OTHER_TERM = "__other__"
 # Cell kinds that carry a whole ranked breakdown list (see Cell).
 UNKNOWN_COUNTRY = "unknown"
@@ -112,6 +124,38 @@ class Cell(NamedTuple):
     key: str
     entries: int
     hits: int
+
+
+@dataclass(frozen=True)
+class CounterFigures:
+    """A recordset's COUNTER-style figures of one day: totals after the double-click rule, and
+    uniques as the number of distinct sessions."""
+
+    investigations_total: int = 0
+    investigations_unique: int = 0
+    requests_total: int = 0
+    requests_unique: int = 0
+
+    def as_block(self) -> dict[str, dict[str, int]]:
+        """The document's `counter` block."""
+        return {
+            "investigations": {"total": self.investigations_total, "unique": self.investigations_unique},
+            "requests": {"total": self.requests_total, "unique": self.requests_unique},
+        }
+
+    @classmethod
+    def from_block(cls, block: dict[str, Any]) -> CounterFigures:
+        return cls(
+            int(block["investigations"]["total"]),
+            int(block["investigations"]["unique"]),
+            int(block["requests"]["total"]),
+            int(block["requests"]["unique"]),
+        )
+
+
+# A day's COUNTER-style figures by recordset; None where the telemetry cannot give them (no `ip`
+# column): then documents carry no `counter` block, which readers take as unknown, not zero.
+CounterDay = dict[str, CounterFigures] | None
 
 
 @dataclass

@@ -23,12 +23,18 @@ from .json_text import compact
 from .legacy import NotADailyDocument, legacy_day, missing_blocks, normalise
 from .model import (
     BLOCKS,
+    COUNTER_FIELDS,
+    COUNTER_KEY,
+    COUNTER_METRICS,
     DOCUMENT_RECORD_TYPES,
+    INVESTIGATION_EVENT,
     ITEM_BLOCKS,
     MAX_GEOCODE_BYTES,
     MAX_ID_BYTES,
     OTHER_TERM,
     PER_RECORD_TYPES,
+    RECORD_TYPES,
+    REQUEST_EVENT,
 )
 
 # A blank line holds only what JSON calls whitespace; str.strip() would also drop U+001C or
@@ -46,7 +52,9 @@ FORMAT = 1
 MAX_LINE_BYTES = 64 * 2**20
 
 # What a daily document may hold (README "What is counted"); the blocks come from model.BLOCKS.
-DOCUMENT_KEYS = frozenset({"recordset_id", "harvest_date", *DOCUMENT_RECORD_TYPES})
+DOCUMENT_KEYS = frozenset({"recordset_id", "harvest_date", *DOCUMENT_RECORD_TYPES, COUNTER_KEY})
+# The largest figure a search engine's long field holds.
+MAX_LONG = 2**63 - 1
 BLOCK_KEYS = frozenset({"count", "total", "items", "queries", "geocodes"})
 
 
@@ -210,6 +218,10 @@ class ExportCheck:
         problem = document_problem(doc, normalised, current_shape) or inconsistency(
             normalised, made_by_collect_stats=current_shape
         )
+        if not problem and COUNTER_KEY in doc:
+            problem = counter_problem(doc[COUNTER_KEY], normalised)
+            if not problem:
+                normalised[COUNTER_KEY] = doc[COUNTER_KEY]
         if problem:
             raise UsageError(
                 f"{where}: {problem}: not a document collect-stats made (edited or damaged?); "
@@ -409,6 +421,35 @@ def inconsistency(doc: Document, made_by_collect_stats: bool) -> str | None:
         items = sum(entry["count"] for entry in block["items"])
         if (rt, ty) in ITEM_BLOCKS and items != block["count"]:
             return f"{where} item counts add up to {items}, not its count {block['count']}"
+    return None
+
+
+def counter_problem(block: Any, doc: Document) -> str | None:
+    """What in a daily document's `counter` block (docs/counting.md, "COUNTER-style figures")
+    collect-stats could never have made, against the document's normalised blocks, or None: its
+    shape, figures that are not whole numbers in [0, 2^63 - 1], a unique above its total or zero
+    without it, requests beyond investigations (a request is also an investigation), more view
+    chains than views or more requests than downloads (the double-click rule only removes)."""
+    if not isinstance(block, dict) or set(block) != set(COUNTER_METRICS):
+        return f"{COUNTER_KEY} is not an object of {' and '.join(COUNTER_METRICS)}"
+    figures: dict[str, dict[str, int]] = {}
+    for metric in COUNTER_METRICS:
+        pair = block[metric]
+        if not isinstance(pair, dict) or set(pair) != set(COUNTER_FIELDS):
+            return f"{COUNTER_KEY}.{metric} is not an object of {' and '.join(COUNTER_FIELDS)}"
+        for name, value in pair.items():
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LONG:
+                return f"{COUNTER_KEY}.{metric}.{name} is not a whole number in [0, 2^63 - 1]"
+        if pair["unique"] > pair["total"] or (pair["unique"] == 0) != (pair["total"] == 0):
+            return f"{COUNTER_KEY}.{metric}: unique {pair['unique']} does not fit total {pair['total']}"
+        figures[metric] = pair
+    investigations, requests = figures["investigations"], figures["requests"]
+    if any(requests[f] > investigations[f] for f in COUNTER_FIELDS):
+        return f"{COUNTER_KEY}: more requests than investigations (every request is also one)"
+    views = sum(doc[rt][INVESTIGATION_EVENT]["count"] for rt in RECORD_TYPES)
+    downloads = sum(doc[rt][REQUEST_EVENT]["count"] for rt in RECORD_TYPES)
+    if requests["total"] > downloads or investigations["total"] - requests["total"] > views:
+        return f"{COUNTER_KEY}: more investigations or requests than the document's views and downloads"
     return None
 
 

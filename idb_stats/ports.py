@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from datetime import date
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
 
-from .model import Cell, DayStats, HeldDays, SkipReport
+from .model import Cell, CounterDay, DayStats, HeldDays, SkipReport
 from .runs import RunLock, RunRecord
 
 if TYPE_CHECKING:
@@ -27,6 +27,8 @@ class TelemetryDay(Protocol):
     queries: list[str]
     # The day's publisher page views: (publisher, geocode JSON text, views); see publisher_documents.
     publisher_views: list[tuple[str, str, int]]
+    # COUNTER-style figures by recordset (counter.py); None when the telemetry cannot give them.
+    counter: CounterDay
 
     def cells(self) -> Iterator[Cell]:
         """The day's aggregated cells, grouped by recordset (streamed, not held in memory)."""

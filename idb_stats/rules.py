@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 from .documents import Document, build_document, canonical_geo, publisher_document
 from .model import (
+    COUNTER_KEY,
+    DOUBLE_CLICK_SECONDS,
     EVENT_TYPES,
+    INVESTIGATION_EVENT,
     MAX_GEOCODE_BYTES,
     MAX_HITS,
     MAX_ID_BYTES,
@@ -25,8 +29,10 @@ from .model import (
     PER_RECORD_TYPES,
     RECORD_TYPES,
     RECORDSET_PAGE_BLOCK,
+    REQUEST_EVENT,
     UNQUERIED_TYPES,
     Cell,
+    CounterFigures,
     SkipReason,
     SkipReport,
 )
@@ -41,7 +47,9 @@ def load_json(text: str | None) -> Any:
 
 @dataclass(frozen=True)
 class TelemetryRow:
-    """One telemetry row; ip_geocode and payload as load_json reads them (None for SQL NULL)."""
+    """One telemetry row; ip_geocode and payload as load_json reads them (None for SQL NULL).
+    date and ip are read only for the COUNTER-style figures (counter_figures); ip is the column's
+    text, compared as is."""
 
     id: int
     type: str | None
@@ -49,6 +57,8 @@ class TelemetryRow:
     query_hash: str | None
     ip_geocode: Any
     payload: Any
+    date: datetime | None = None
+    ip: str | None = None
 
 
 def skip_reason(row: TelemetryRow) -> str | None:
@@ -108,6 +118,7 @@ class RulesDay:
     documents: list[Document]  # daily documents, sorted by recordset
     report: SkipReport
     publishers: list[Document]  # publisher documents, sorted by publisher
+    counter: dict[str, CounterFigures] | None = None  # when asked for (aggregate_day's zone)
 
 
 def aggregate(
@@ -196,12 +207,92 @@ def aggregate_cells(rows: Iterable[TelemetryRow], max_examples: int = 5) -> DayC
 
 
 def aggregate_day(
-    rows: Iterable[TelemetryRow], harvest_date: date, limit: int = 0, max_examples: int = 5
+    rows: Iterable[TelemetryRow],
+    harvest_date: date,
+    limit: int = 0,
+    max_examples: int = 5,
+    zone: tzinfo | None = None,
 ) -> RulesDay:
-    """Apply the rules to the rows of one harvest day: daily and publisher documents, and skips."""
+    """Apply the rules to the rows of one harvest day: daily and publisher documents, and skips.
+    With a zone (source.timezone), the rows' date and ip are read too and every document carries
+    its COUNTER-style figures, as when the telemetry has an `ip` column."""
+    rows = list(rows) if zone is not None else rows
     day = aggregate_cells(rows, max_examples)
     docs = [build_document(rs, harvest_date, cells, limit)[0] for rs, cells in day.cells.items()]
     pages = [
         publisher_document(p, harvest_date, views, limit) for p, views in sorted(day.publisher_views.items())
     ]
-    return RulesDay(docs, day.report, pages)
+    counter = None
+    if zone is not None:
+        counter = counter_figures(rows, zone)
+        for doc in docs:
+            doc[COUNTER_KEY] = counter.get(doc["recordset_id"], CounterFigures()).as_block()
+    return RulesDay(docs, day.report, pages, counter)
+
+
+# --- COUNTER-style figures (docs/counting.md, "COUNTER-style figures") ---
+
+DOUBLE_CLICK = timedelta(seconds=DOUBLE_CLICK_SECONDS)
+
+
+def session_hour(moment: datetime, zone: tzinfo) -> datetime:
+    """The hour a moment falls in, as the session's second half: wall-clock for a naive
+    timestamp; for an aware one, the hour of its local time in `zone`, keeping its UTC offset (the
+    repeated hour of a fall-back day is two hours, as PostgreSQL's date_trunc keeps the offset)."""
+    if moment.tzinfo is None:
+        return moment.replace(minute=0, second=0, microsecond=0)
+    local = moment.astimezone(zone)
+    return local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+# A counted event: (session, item); a session is (client, hour), a client the ip's text or, for a
+# row without one, the row itself (its id), so rows without an address are never merged.
+Session = tuple[tuple[str, str | int], datetime]
+# (is a request, record_type, recordset, record or recordset id)
+Item = tuple[bool, str, str, str]
+
+
+def counter_events(row: TelemetryRow, zone: tzinfo) -> Iterator[tuple[Session, Item]]:
+    """What an accepted row adds to the COUNTER-style figures: one event per payload entry of a
+    view (item: the record, for the recordset it names) or a download (item: the recordset) of
+    records or media records; nothing for any other row."""
+    if row.record_type not in RECORD_TYPES or row.type not in (INVESTIGATION_EVENT, REQUEST_EVENT):
+        return
+    assert row.date is not None, "COUNTER-style figures need each row's date"
+    client: tuple[str, str | int] = ("ip", row.ip) if row.ip is not None else ("row", row.id)
+    session = (client, session_hour(row.date, zone))
+    request = row.type == REQUEST_EVENT
+    for key, value in row.payload.items():
+        recordset, item = (key, key) if request else (value, key)
+        yield session, (request, row.record_type, recordset, item)
+
+
+def counter_figures(rows: Iterable[TelemetryRow], zone: tzinfo) -> dict[str, CounterFigures]:
+    """Per recordset: investigations (views and downloads) and requests (downloads), each as
+    total and unique. A chain of repeats of one item by one session, each at most 30 s after the
+    one before, counts once; unique is the number of distinct sessions. Only accepted rows count."""
+    times: dict[tuple[Session, Item], list[datetime]] = {}
+    for row in rows:
+        if skip_reason(row) is not None:
+            continue
+        for session, item in counter_events(row, zone):
+            assert row.date is not None
+            times.setdefault((session, item), []).append(row.date)
+    # recordset -> [investigations, requests]; and the sessions of each
+    totals: dict[str, list[int]] = {}
+    sessions: dict[str, tuple[set[Session], set[Session]]] = {}
+    for (session, (request, _, recordset, _)), moments in times.items():
+        moments.sort()
+        # A chain ends where the next repeat comes more than 30 s after the previous one.
+        chains = 1 + sum(1 for a, b in pairwise(moments) if b - a > DOUBLE_CLICK)
+        total = totals.setdefault(recordset, [0, 0])
+        seen = sessions.setdefault(recordset, (set(), set()))
+        total[0] += chains
+        seen[0].add(session)
+        if request:
+            total[1] += chains
+            seen[1].add(session)
+    return {
+        rs: CounterFigures(total[0], len(sessions[rs][0]), total[1], len(sessions[rs][1]))
+        for rs, total in sorted(totals.items())
+    }

@@ -23,7 +23,7 @@ import psycopg2.errorcodes
 import psycopg2.extensions
 from psycopg2 import sql
 
-from . import fingerprint, interrupt
+from . import counter, fingerprint, interrupt
 from .config import Config
 from .documents import geocode_table
 from .errors import ConfigError, DataQualityError, IdbStatsError, SourceUnreachable
@@ -43,6 +43,7 @@ from .model import (
     SKIP_REASONS,
     UNQUERIED_TYPES,
     Cell,
+    CounterDay,
     SkipReason,
     SkipReport,
     event_window,
@@ -614,6 +615,7 @@ class PostgresTelemetryDay:
     geocodes: list[str]
     queries: list[str]
     publisher_views: list[tuple[str, str, int]]
+    counter: CounterDay
     _streams: Callable[[], Iterator[Cell]]
     _around: Callable[[], tuple[bool, bool]]
 
@@ -642,6 +644,10 @@ class PostgresTelemetrySource:
                 "queries": self._queries.as_string(self._conn),
             }
             self._stats_kind = self._require_tables()
+            with self._conn, self._conn.cursor() as cur:
+                self._has_ip = counter.has_ip(cur, self._names["stats"])
+        if not self._has_ip:
+            counter.warn_without_ip(config.stats_table)
         self._dates_sql = harvest_dates_sql(self._stats)
         self._around_sql = rows_around_sql(self._stats)
         row_hash = fingerprint.row_hash(self._stats_kind)
@@ -708,6 +714,7 @@ class PostgresTelemetrySource:
                 ranks, geocodes, query_hashes = self._day_tables(cur, statements, day_params)
                 cur.execute(statements.publishers, day_params)
                 publisher_views = cur.fetchall()
+                counter_day = self._counter(cur, accepted, day_params)
                 # One array literal, not psycopg2's ARRAY[...] of a constant per geocode: the
                 # server parsed 1,000,000 of those in 1.0 s and 350 MB, the literal in 0.06 s.
                 params = {**day_params, "geocode_ranks": "{" + ",".join(map(str, ranks)) + "}"}
@@ -725,6 +732,7 @@ class PostgresTelemetrySource:
                     geocodes,
                     query_hashes,
                     publisher_views,
+                    counter_day,
                     lambda: self._merged(snapshot, queries, f"aggregating {harvest_date}"),
                     lambda: self._rows_around(cur, window, harvest_date),
                 )
@@ -739,6 +747,14 @@ class PostgresTelemetrySource:
             cur.execute(self._around_sql, window)
             before, after = cur.fetchone() or (False, False)
         return bool(before), bool(after)
+
+    def _counter(self, cur: Any, accepted: str, params: dict[str, Any]) -> CounterDay:
+        """The day's COUNTER-style figures (counter.py), in the cursor's snapshot; None without an
+        `ip` column. accepted: how the rows the rules accept are kept (a key of ACCEPTED_ROWS;
+        params holds the window and any skipped ids)."""
+        if not self._has_ip:
+            return None
+        return counter.read_figures(cur, counter.counter_sql(self._stats, ACCEPTED_ROWS[accepted]), params)
 
     def _skip_report(self, cur: Any, window: dict[str, Any]) -> tuple[SkipReport, str, list[int]]:
         """The day's skip report, how the cell queries keep the rows the rules accept (a key of

@@ -46,6 +46,7 @@ from .model import (
     RECORD_TYPES,
     RECORDSET_PAGE_BLOCK,
     Cell,
+    CounterDay,
     SkipReason,
     SkipReport,
     event_window,
@@ -273,6 +274,7 @@ class StreamTelemetryDay:
     geocodes: list[str]
     queries: list[str]
     publisher_views: list[tuple[str, str, int]]
+    counter: CounterDay
     _engine: duckdb.DuckDBPyConnection
     _around: Callable[[], tuple[bool, bool]]
 
@@ -329,6 +331,8 @@ class StreamTelemetrySource(PostgresTelemetrySource):
                         day_fingerprint = fingerprint.from_row(cur.fetchone() or (0,) * 6)
                         name_phase(cur, "telemetry", f"copying the rows of {harvest_date}")
                         rows, left = self._aggregate(cur, engine, Path(work), window)
+                        # In PostgreSQL, as the sql engine does: only counts leave it.
+                        counter_day = self._counter(cur, "by-the-rules", window)
                         # Asked only of a day without rows, in its snapshot (two probes of the
                         # date index; a view without one may be read whole, so not for every day).
                         around = self._rows_around(cur, window, harvest_date) if rows == 0 else None
@@ -352,6 +356,7 @@ class StreamTelemetrySource(PostgresTelemetrySource):
                 geocodes,
                 queries,
                 publisher_views,
+                counter_day,
                 engine,
                 (lambda: around) if around is not None else lambda: self._around_now(harvest_date),
             )

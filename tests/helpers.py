@@ -11,7 +11,7 @@ import random
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +101,17 @@ def reference_day(dsn: str, harvest_date: date, limit: int = 0) -> RulesDay:
     conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT s.id, s.type, s.record_type, q.query_hash, s.ip_geocode::text, s.payload::text "
-            "FROM stats s LEFT JOIN queries q ON q.id = s.query_id WHERE s.date >= %s AND s.date < %s "
-            "ORDER BY s.id",
+            "SELECT s.id, s.type, s.record_type, q.query_hash, s.ip_geocode::text, s.payload::text, "
+            "s.date, s.ip::text FROM stats s LEFT JOIN queries q ON q.id = s.query_id "
+            "WHERE s.date >= %s AND s.date < %s ORDER BY s.id",
             (start, end),
         )
-        rows = [TelemetryRow(r[0], r[1], r[2], r[3], load_json(r[4]), load_json(r[5])) for r in cur]
+        rows = [
+            TelemetryRow(r[0], r[1], r[2], r[3], load_json(r[4]), load_json(r[5]), r[6], r[7]) for r in cur
+        ]
     conn.close()
-    return aggregate_day(rows, harvest_date, limit)
+    # The telemetry's `date` is a naive timestamp here: sessions' hours are its wall-clock hours.
+    return aggregate_day(rows, harvest_date, limit, zone=UTC)
 
 
 RECORDSETS = [fake_uuid(1, i) for i in range(12)]

@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from idb_stats import fingerprint
-from idb_stats.model import Cell, SkipReport, event_window
+from idb_stats.model import Cell, CounterDay, SkipReport, event_window
 from idb_stats.rules import TelemetryRow, aggregate_cells, load_json
 
 # A row as the tests write it: when, type, record_type, query hash, geocode, payload (any JSON).
@@ -52,6 +52,8 @@ class RulesTelemetryDay:
     geocodes: list[str]
     queries: list[str]
     publisher_views: list[tuple[str, str, int]]
+    # Its rows carry no client address, as a telemetry table without `ip`: no COUNTER-style figures.
+    counter: CounterDay
     _cells: list[Cell]
     _around: Callable[[], tuple[bool, bool]]
 
@@ -115,6 +117,7 @@ class RulesTelemetrySource:
                 for publisher, by_geo in sorted(day.publisher_views.items())
                 for geo, views in sorted(by_geo.items())
             ],
+            counter=None,
             # Cells led by their recordset id: sorted, they come grouped by recordset.
             _cells=sorted(cell for cells in day.cells.values() for cell in cells),
             _around=lambda: (any(at < start for at in stamps), any(at >= end for at in stamps)),

@@ -7,7 +7,7 @@ import dataclasses
 
 from psycopg2 import sql
 
-from idb_stats import apistats, fingerprint, source
+from idb_stats import apistats, counter, fingerprint, source
 from idb_stats.stores import postgres
 
 STATS, QUERIES = sql.Identifier("stats"), sql.Identifier("queries")
@@ -35,6 +35,8 @@ def statements() -> dict[str, sql.Composable]:
         out[f"fingerprint.day.{name}"] = fingerprint.day_sql(STATS, row_hash)
         out[f"fingerprint.days.{name}"] = fingerprint.days_sql(STATS, row_hash)
     out["fingerprint.settings"] = fingerprint.SETTINGS
+    out["counter.figures"] = counter.counter_sql(STATS, source.ACCEPTED_ROWS["but-skipped-ids"])
+    out["counter.has_ip"] = counter.HAS_IP_SQL
     out["apistats.count"] = apistats.COUNT_SQL.format(uuids=sql.Identifier("uuids"))
     out["store.schema"] = sql.SQL(postgres.SCHEMA_SQL).format(s=SCHEMA)
     out["store.read_columns"] = postgres.read_columns_sql(SCHEMA)

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg2
 from click.testing import CliRunner
 
-from idb_stats import apistats, fingerprint, names, source
+from idb_stats import apistats, counter, fingerprint, names, source
 from idb_stats.cli import cli, commands_reference
 from idb_stats.collect import Selection, collect
 from idb_stats.config import BY_KEY, load_config
@@ -36,7 +36,7 @@ def documented_columns(table: str) -> set[str]:
 
 
 def test_telemetry_doc_names_exactly_the_columns_the_sql_reads() -> None:
-    code = Path(source.__file__).read_text() + Path(fingerprint.__file__).read_text()
+    code = "".join(Path(str(module.__file__)).read_text() for module in (source, fingerprint, counter))
     stats_columns = set(re.findall(r"\bs\.([a-z_]+)\b", code)) - {"xmin"}  # xmin: every table has it
     assert documented_columns("stats") == stats_columns
     query_text = BY_KEY["source.query_text_column"].default  # report's query text (names.py)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import BLOCKS, DOCUMENT_RECORD_TYPES, PUBLISHER_BLOCK
+from ..model import (
+    BLOCKS,
+    COUNTER_FIELDS,
+    COUNTER_KEY,
+    COUNTER_METRICS,
+    DOCUMENT_RECORD_TYPES,
+    PUBLISHER_BLOCK,
+)
 
 # Days are stored as plain dates, but range bounds are parsed with the field's format, and real
 # clients (the portal's stats page) send ISO date-times such as 2023-11-01T04:00:00.000Z.
@@ -44,6 +51,13 @@ def daily_mapping() -> dict[str, Any]:
             **{
                 rt: {"properties": {ty: _block_mapping() for _, ty in BLOCKS if _ == rt}}
                 for rt in DOCUMENT_RECORD_TYPES
+            },
+            # The COUNTER-style figures (absent on documents of days collected without them).
+            COUNTER_KEY: {
+                "properties": {
+                    metric: {"properties": {f: {"type": "long"} for f in COUNTER_FIELDS}}
+                    for metric in COUNTER_METRICS
+                }
             },
         },
     }
