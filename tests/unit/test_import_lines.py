@@ -45,6 +45,19 @@ def current_shape(raw: dict[str, Any]) -> bool:
     )
 
 
+def has_null_entries(raw: dict[str, Any]) -> bool:
+    """Entries only the original collector wrote (`term: null`: no query; `geo: null` or no `geo`:
+    no geocode). Import reads them as the original meant them in any document, so a document
+    holding one is judged by the original's rules, even when its blocks are this version's."""
+    for rt, ty in BLOCKS:
+        block = raw[rt][ty]
+        for name, key in (("items", "term"), ("queries", "term"), ("geocodes", "geo")):
+            for entry in block.get(name) or []:
+                if isinstance(entry, dict) and entry.get("term") != OTHER_TERM and entry.get(key) is None:
+                    return True
+    return False
+
+
 def could_be_collected(doc: dict[str, Any], original: bool) -> None:
     """The rules of README "What is counted" as they show in a document, restated plainly."""
     assert set(doc) == {"recordset_id", "harvest_date", *DOCUMENT_RECORD_TYPES}
@@ -128,6 +141,24 @@ def edited_line(draw: st.DrawFn) -> bytes:
 @settings(max_examples=500, deadline=None)
 @given(edited_line())
 @example(utf8(json.dumps({**DAILY, "recordset_id": "r" * 501})) + b"\n")
+# An original collector's no-geocode entry (`term: null`, no `geo`) in this version's blocks.
+@example(
+    utf8(
+        json.dumps(
+            {
+                **DAILY,
+                "records": {
+                    **DAILY["records"],
+                    "seen": {
+                        **DAILY["records"]["seen"],
+                        "geocodes": [*DAILY["records"]["seen"]["geocodes"], {"term": None, "count": 1}],
+                    },
+                },
+            }
+        )
+    )
+    + b"\n"
+)
 def test_an_edited_document_is_refused_in_one_line_or_could_be_collected(line: bytes) -> None:
     try:
         with importing.check_file(io.BytesIO(line), "input") as checked:
@@ -138,7 +169,8 @@ def test_an_edited_document_is_refused_in_one_line_or_could_be_collected(line: b
         return
     event("accepted")
     (doc,) = spooled
-    could_be_collected(doc, original=not current_shape(json.loads(line)))
+    raw = json.loads(line)
+    could_be_collected(doc, original=not current_shape(raw) or has_null_entries(raw))
     assert normalise(doc) == doc  # what was spooled is what a re-check would make of it
 
 
