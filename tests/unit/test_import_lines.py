@@ -141,17 +141,22 @@ def edited_line(draw: st.DrawFn) -> bytes:
 @settings(max_examples=500, deadline=None)
 @given(edited_line())
 @example(utf8(json.dumps({**DAILY, "recordset_id": "r" * 501})) + b"\n")
-# An original collector's no-geocode entry (`term: null`, no `geo`) in this version's blocks.
+# An original collector's no-geocode entry (`term: null`, no `geo`) and date (epoch
+# milliseconds) in this version's blocks.
 @example(
     utf8(
         json.dumps(
             {
                 **DAILY,
+                "harvest_date": 0,
                 "records": {
                     **DAILY["records"],
                     "seen": {
                         **DAILY["records"]["seen"],
-                        "geocodes": [*DAILY["records"]["seen"]["geocodes"], {"term": None, "count": 1}],
+                        "geocodes": [
+                            *DAILY["records"]["seen"]["geocodes"][:-1],
+                            {"term": None, "count": 894},
+                        ],
                     },
                 },
             }
