@@ -16,7 +16,7 @@ from typing import Any
 
 import markupsafe
 import pytest
-from helpers import HARVEST, MakeConfig, execute, published, reference, run
+from helpers import DAYS, HARVEST, MakeConfig, collect, execute, load_week, reference, run
 
 from idb_stats import monthly, publishers
 from idb_stats.cohort import FIELDS
@@ -68,13 +68,58 @@ def ingest(dsn: str, recordsets: list[str]) -> dict[str, list[str]]:
     return membership
 
 
+# Known sessions for the COUNTER figures: each client views one record, then repeats the view
+# after these gaps (seconds): within 30 s (a double click: the earlier view is not counted), at
+# exactly 30 s, beyond it, and into the next hour (a new session); then downloads the recordset
+# twice within 30 s and once beyond.
+REPEATS = (0, 10, 20, 30, 31, 95, 3600)
+CLIENTS = ("192.0.2.1", "192.0.2.2", "2001:db8::7")
+CHAINED = fake_uuid(1, 0)
+INVESTIGATED = [(rt, ty) for rt in ("records", "mediarecords") for ty in ("view", "download")]
+
+
+def known_sessions(dsn: str) -> int:
+    """Insert the chains of repeats for every day of the week; the view events inserted."""
+    views = 0
+    for day in DAYS:
+        for c, client in enumerate(CLIENTS):
+            start = datetime(day.year, day.month, day.day, 9 + c, 59, 0)
+            at = start
+            for gap in REPEATS:
+                at += timedelta(seconds=gap)
+                views += execute(
+                    dsn,
+                    "INSERT INTO stats (date, type, record_type, ip, ip_geocode, payload) "
+                    "VALUES (%s, 'view', 'records', %s, NULL, %s)",
+                    (at, client, json.dumps({fake_uuid(2, 900 + c): CHAINED})),
+                )
+            for gap in (0, 12, 45):
+                at += timedelta(seconds=gap)
+                execute(
+                    dsn,
+                    "INSERT INTO stats (date, type, record_type, ip, ip_geocode, payload) "
+                    "VALUES (%s, 'download', 'records', %s, NULL, %s)",
+                    (at, client, json.dumps({CHAINED: 5})),
+                )
+    return views
+
+
 @pytest.fixture
 def world(make_config: MakeConfig, dsn: str) -> tuple[Config, list[dict[str, Any]], dict[str, list[str]]]:
-    published(make_config, dsn)
+    load_week(dsn)
+    chained_views = known_sessions(dsn)
+    collect(make_config(), first=HARVEST[0], last=HARVEST[-1])
     # What every figure must equal: the documents of the plain statement of the rules (rules.py).
     daily = [doc for harvest in HARVEST for doc in reference(dsn, harvest)[0]]
     recordsets = sorted({d["recordset_id"] for d in daily})
     membership = ingest(dsn, recordsets)
+    # The chains are counted by the 30-second rule, and by session, not as the events they are.
+    chained = [d["counter"]["investigations"] for d in daily if d["recordset_id"] == CHAINED]
+    assert 0 < sum(i["unique"] for i in chained) < sum(i["total"] for i in chained)
+    events = sum(
+        d[rt][ty]["count"] for d in daily if d["recordset_id"] == CHAINED for rt, ty in INVESTIGATED
+    )
+    assert chained_views < events and sum(i["total"] for i in chained) < events
     return make_config(**{"api.dsn": dsn}), daily, membership
 
 
@@ -277,9 +322,12 @@ def test_monthly_report_files_equal_the_documents(world: Any, tmp_path: Path) ->
     assert [HOSTILE in c for c in calls].count(True) == 4  # a name with spaces and tabs stays one argument
     assert all(len(c) == 3 for c in calls)
 
-    # The telemetry's client addresses (helpers write 127.0.0.1) never reach a file.
+    # The telemetry's client addresses (helpers write 127.0.0.1; the known sessions' own) never
+    # reach a file.
     written = [p for p in out.rglob("*") if p.is_file()]
-    assert len(written) == 4 * 3 + 4 and not [p for p in written if b"127.0.0.1" in p.read_bytes()]
+    addresses = [a.encode() for a in ("127.0.0.1", *CLIENTS)]
+    assert len(written) == 4 * 3 + 4
+    assert not [p for p in written for a in addresses if a in p.read_bytes()]
 
     # Rerun into the same directory: replaced, not refused.
     config = dataclasses.replace(config, reports_command=None)
