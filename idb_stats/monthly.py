@@ -129,15 +129,29 @@ def usage_rows(
     ]
 
 
+# A spreadsheet takes a cell beginning with one of these for a formula: a recordset id (from the
+# telemetry) or a name (from the ingest database) such as =HYPERLINK("http://…") would run in
+# the curator's spreadsheet the report is sent to. Such a text is written with a leading
+# apostrophe, which spreadsheets show as text and do not display (OWASP's CSV injection advice).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(text: str) -> str:
+    """A text cell of a CSV or TSV file meant for spreadsheets, never read as a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def usage_csv(rows: Sequence[UsageRow], months: Sequence[date]) -> str:
-    """CRLF lines (RFC 4180), so a name holding a lone \r is quoted too."""
+    """CRLF lines (RFC 4180), so a name holding a lone \r is quoted too; texts as
+    spreadsheet_text writes them."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(
         ["recordset_id", "recordset_name", "metric", *(m.strftime("%Y-%m") for m in months), "year_to_date"]
     )
     for row in rows:
-        writer.writerow([row.recordset_id, row.recordset_name, row.metric, *row.months, row.total])
+        texts = map(spreadsheet_text, (row.recordset_id, row.recordset_name, row.metric))
+        writer.writerow([*texts, *row.months, row.total])
     return out.getvalue()
 
 
@@ -257,18 +271,17 @@ def dsr_tsv(header: Mapping[str, str], rows: Sequence[DatasetRow], months: Seque
     # too only when it is part of the line terminator (RFC 4180's CRLF; with "\n" it was not).
     writer = csv.writer(out, dialect="excel-tab", lineterminator="\r\n")
     for name, value in header.items():
-        writer.writerow([name, value])
+        writer.writerow([name, spreadsheet_text(value)])
     writer.writerow([])
     writer.writerow([*DSR_COLUMNS, *(month_label(m) for m in months)])
     for row in rows:
         cells = ["" if v is None else v for v in row.months]
         writer.writerow(
             [
-                row.dataset_name,
-                row.dataset_id,
-                row.publisher_name,
-                row.publisher_id,
-                row.metric_type,
+                *map(
+                    spreadsheet_text,
+                    (row.dataset_name, row.dataset_id, row.publisher_name, row.publisher_id, row.metric_type),
+                ),
                 row.total,
                 *cells,
             ]

@@ -98,17 +98,11 @@ def test_dataset_report_tsv_and_json_keep_every_name_and_figure(items: list[Any]
     header = monthly.dsr_header("scope\twith tab", MONTH, MONTHS, rows, _now())
     lines = list(csv.reader(io.StringIO(monthly.dsr_tsv(header, rows, MONTHS)), dialect="excel-tab"))
     blank = lines.index([])
-    assert {k: v for k, v in lines[:blank]} == header
+    assert {k: v for k, v in lines[:blank]} == {k: monthly.spreadsheet_text(v) for k, v in header.items()}
     assert lines[blank + 1][-3:] == ["Jan-2026", "Feb-2026", "Mar-2026"]
     for row, line in zip(rows, lines[blank + 2 :], strict=True):
-        assert line[:6] == [
-            row.dataset_name,
-            row.dataset_id,
-            row.publisher_name,
-            "pub",
-            row.metric_type,
-            str(row.total),
-        ]
+        texts = [row.dataset_name, row.dataset_id, row.publisher_name, "pub", row.metric_type]
+        assert line[:6] == [*map(monthly.spreadsheet_text, texts), str(row.total)]
         assert line[6:] == ["" if v is None else str(v) for v in row.months]
     data = json.loads(monthly.dsr_json(header, rows, MONTHS))
     assert data["Report_Header"] == header
@@ -255,3 +249,15 @@ def _read_tsv(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
     return dict((row[0], row[1]) for row in lines[:blank]), [
         dict(zip(lines[blank + 1], row, strict=True)) for row in lines[blank + 2 :]
     ]
+
+
+@given(st.text())
+def test_no_text_cell_reads_as_a_spreadsheet_formula(text: str) -> None:
+    """Whatever a name or id holds, its cell does not begin a formula, and only a text that would
+    has the apostrophe a spreadsheet hides."""
+    cell = monthly.spreadsheet_text(text)
+    assert not cell.startswith(monthly.FORMULA_STARTS)
+    assert cell == text or (cell == "'" + text and text.startswith(monthly.FORMULA_STARTS))
+    row = monthly.UsageRow("=1+1", text, "records.view.count", (1,))
+    (line,) = list(csv.reader(io.StringIO(monthly.usage_csv([row], [MONTH]))))[1:]
+    assert line[:3] == ["'=1+1", cell, "records.view.count"]
