@@ -19,7 +19,7 @@ from helpers import (
     other_store,
     random_rows,
     request_lost,
-    run,
+    run_process,
     snapshot,
 )
 from proxies import ElasticsearchProxy, TcpCutProxy
@@ -237,7 +237,9 @@ def test_telemetry_connection_cut_while_streaming_exits_4_and_writes_nothing(
     # A wide day (every stream sends lists of 1,600 recordsets, fetched a batch ahead from a
     # thread per stream; or one COPY of the day's rows): wherever the telemetry connections are
     # cut, the run ends with exit 4 in one line, the published day is untouched, and nothing hangs
-    # (run() times out at 300 s).
+    # (run_process() times out at 300 s). The runs are processes of their own: psycopg2 holds the
+    # GIL in PQcancel, so a run in this process cancelling a stream through the proxy (whose
+    # threads need the GIL to forward the cancel request) waited forever.
     config = tmp_path / "config.toml"
     config.write_text(f'[collect]\nengine = "{engine}"\n')
     conn = psycopg2.connect(dsn)
@@ -252,16 +254,17 @@ def test_telemetry_connection_cut_while_streaming_exits_4_and_writes_nothing(
         "IDB_STATS_STORE_URL": dsn,
     }
     try:
-        assert run("collect-stats", "--config", str(config), "--date", str(DAY), env=env).returncode == 0
-        published = run("export", "--from", str(DAY), "--to", str(DAY), env=env).stdout
+        collect = ("collect-stats", "--config", str(config), "--date", str(DAY))
+        assert run_process(*collect, env=env).returncode == 0
+        published = run_process("export", "--from", str(DAY), "--to", str(DAY), env=env).stdout
         full = proxy.client_bytes
         for fraction in (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99):
             proxy.client_bytes, proxy.cut_after = 0, int(full * fraction)
-            cut = run("collect-stats", "--config", str(config), "--date", str(DAY), env=env)
+            cut = run_process(*collect, env=env)
             proxy.cut_after = None
             assert cut.returncode == 4, (fraction, cut.stderr)
             error = [line for line in cut.stderr.splitlines() if not line.endswith("INFO    plan: " + PLAN)]
             assert len(error) == 1 and "telemetry database went away" in error[0], cut.stderr
-            assert run("export", "--from", str(DAY), "--to", str(DAY), env=env).stdout == published
+            assert run_process("export", "--from", str(DAY), "--to", str(DAY), env=env).stdout == published
     finally:
         proxy.close()
