@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC
 from typing import Any
 
 import psycopg2
@@ -38,7 +39,8 @@ EXAMPLES = int(os.environ.get("IDB_STATS_HOSTILE_EXAMPLES", "25"))
 pytestmark = pytest.mark.slow
 
 ROWS_SQL = sql.SQL("""
-SELECT s.id, s.type, s.record_type, q.query_hash, s.ip_geocode::text, s.payload::text, {}
+SELECT s.id, s.type, s.record_type, q.query_hash, s.ip_geocode::text, s.payload::text, {},
+       s.date, s.ip::text
 FROM stats s LEFT JOIN queries q ON q.id = s.query_id
 WHERE s.date >= %s AND s.date < %s ORDER BY s.id""").format(SKIP_REASON_SQL)
 
@@ -113,13 +115,14 @@ def test_each_engine_makes_the_rules_day_of_hostile_rows(
         cur.execute(ROWS_SQL, event_window(HARVEST))
         read = cur.fetchall()
     telemetry_rows = [
-        TelemetryRow(row_id, event_type, record_type, query_hash, load_json(geo), load_json(payload))
-        for row_id, event_type, record_type, query_hash, geo, payload, _ in read
+        TelemetryRow(row_id, event_type, record_type, query_hash, load_json(geo), load_json(payload), at, ip)
+        for row_id, event_type, record_type, query_hash, geo, payload, _, at, ip in read
     ]
     # The SQL statement of the skip reasons and rules.py agree row by row (the SQL engine's report
     # is made by it), and each engine makes the rules' day.
     assert [row[6] for row in read] == [skip_reason(row) for row in telemetry_rows]
-    expected = aggregate_day(telemetry_rows, HARVEST)
+    # With the COUNTER figures: the telemetry's `date` is naive, so sessions' hours are its own.
+    expected = aggregate_day(telemetry_rows, HARVEST, zone=UTC)
     for engine, source in engine_day.sources.items():
         with source.read_day(HARVEST) as telemetry:
             report = telemetry.report
