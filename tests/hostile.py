@@ -4,15 +4,16 @@ rules, and the day collected into a store."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import psycopg2
-from helpers import QUERIES
+from helpers import QUERIES, insert_rows, random_rows
 from hypothesis import strategies as st
 from psycopg2 import sql
 
-from idb_stats import synthetic
+from idb_stats import embedded, synthetic
 from idb_stats.collect import Selection, collect
 from idb_stats.model import MAX_HITS, DayStats
 from idb_stats.rules import TelemetryRow, load_json, skip_reason
@@ -182,3 +183,16 @@ hostile_rows = st.one_of(
         payloads,
     ),
 )
+
+
+def hostile_day_database(server: embedded.EmbeddedPostgres, seed: int, prefix: str) -> tuple[str, Any]:
+    """A new database holding a valid day of 40 rows whose `type` and `payload` may be NULL (as
+    hostile rows have them), and an autocommit connection to it: the two hostile properties'
+    common ground."""
+    dsn = server.create_database(f"{prefix}_{uuid.uuid4().hex[:12]}")
+    insert_rows(dsn, random_rows(seed, DAY, n=40, bad=False))
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("ALTER TABLE stats ALTER COLUMN type DROP NOT NULL, ALTER COLUMN payload DROP NOT NULL")
+    return dsn, conn

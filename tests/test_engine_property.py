@@ -11,7 +11,6 @@ test_hostile_property runs whole collects into a store on fewer examples.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC
 from typing import Any
@@ -19,8 +18,8 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 import pytest
-from helpers import QUERIES, insert_rows, random_rows
-from hostile import DAY, HARVEST, hostile_rows
+from helpers import QUERIES
+from hostile import HARVEST, hostile_day_database, hostile_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg2 import sql
@@ -49,14 +48,8 @@ class EngineDay:
     """A valid day kept in a table of its own; each example's day is it and the example's rows."""
 
     def __init__(self, server: embedded.EmbeddedPostgres) -> None:
-        self.dsn = server.create_database(f"e_{uuid.uuid4().hex[:12]}")
-        insert_rows(self.dsn, random_rows(11, DAY, n=40, bad=False))
-        self.conn = psycopg2.connect(self.dsn)
-        self.conn.autocommit = True
+        self.dsn, self.conn = hostile_day_database(server, 11, "e")
         with self.conn.cursor() as cur:
-            cur.execute(
-                "ALTER TABLE stats ALTER COLUMN type DROP NOT NULL, ALTER COLUMN payload DROP NOT NULL"
-            )
             cur.execute("CREATE TABLE valid_day AS SELECT * FROM stats")
             cur.execute(
                 "INSERT INTO queries (query_hash, query) SELECT unnest(%s::text[]), '{}' "

@@ -9,14 +9,19 @@ is test_engine_property's.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg2
 import pytest
-from helpers import assert_consistent, insert_rows, random_rows, reference_day
-from hostile import DAY, HARVEST, collect_day, hostile_rows, sql_and_rules_reasons, store_snapshot
+from helpers import assert_consistent, reference_day
+from hostile import (
+    HARVEST,
+    collect_day,
+    hostile_day_database,
+    hostile_rows,
+    sql_and_rules_reasons,
+    store_snapshot,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,14 +45,8 @@ class HostileDay:
     """One database for every example: the valid day stays, each example's rows are replaced."""
 
     def __init__(self, server: embedded.EmbeddedPostgres) -> None:
-        self.dsn = server.create_database(f"h_{uuid.uuid4().hex[:12]}")
-        insert_rows(self.dsn, random_rows(7, DAY, n=40, bad=False))
-        self.conn = psycopg2.connect(self.dsn)
-        self.conn.autocommit = True
+        self.dsn, self.conn = hostile_day_database(server, 7, "h")
         with self.conn.cursor() as cur:
-            cur.execute(
-                "ALTER TABLE stats ALTER COLUMN type DROP NOT NULL, ALTER COLUMN payload DROP NOT NULL"
-            )
             cur.execute("SELECT max(id) FROM stats")
             (self.last_valid_id,) = cur.fetchone() or (0,)
         self.config = self.config_with(share=1.0)
