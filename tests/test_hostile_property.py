@@ -48,7 +48,8 @@ class HostileDay:
         self.dsn, self.conn = hostile_day_database(server, 7, "h")
         with self.conn.cursor() as cur:
             cur.execute("SELECT max(id) FROM stats")
-            (self.last_valid_id,) = cur.fetchone() or (0,)
+            row: tuple[int] = cur.fetchone() or (0,)
+            self.last_valid_id = row[0]
         self.config = self.config_with(share=1.0)
         collect_day(self.config)
         self.valid_documents = {doc["recordset_id"]: doc for doc in store_snapshot(self.config)[0]}
